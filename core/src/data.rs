@@ -1,0 +1,577 @@
+//! The canonical input data model and its CSV files.
+//!
+//! Every data source is converted to these four RFC 4180 CSV files (with a header row)
+//! before training, so the trainer, the evaluator and tests all read one format:
+//! `events.csv`, `items.csv`, `users.csv` and `social.csv`. Readers validate each row and
+//! report the file and line of the first bad one, or skip and count bad rows on request.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The kind of a user–item event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    View,
+    Click,
+    Cart,
+    Purchase,
+    Like,
+    Share,
+    Rating,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 7] = [
+        EventKind::View,
+        EventKind::Click,
+        EventKind::Cart,
+        EventKind::Purchase,
+        EventKind::Like,
+        EventKind::Share,
+        EventKind::Rating,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::View => "view",
+            EventKind::Click => "click",
+            EventKind::Cart => "cart",
+            EventKind::Purchase => "purchase",
+            EventKind::Like => "like",
+            EventKind::Share => "share",
+            EventKind::Rating => "rating",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        EventKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown event `{s}` (expected one of view, click, cart, purchase, like, share, rating)")
+            })
+    }
+}
+
+/// One user–item interaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub user_id: String,
+    pub item_id: String,
+    pub kind: EventKind,
+    /// Unix seconds, or only an order number (see [`TimeKind`]).
+    pub timestamp: Option<i64>,
+    /// Rating, play count or order amount.
+    pub value: Option<f32>,
+}
+
+/// What the event timestamps mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeKind {
+    /// Unix seconds: decay counts from the latest timestamp in the file.
+    Unix,
+    /// Only an order: decay counts by each user's event rank.
+    Order,
+    /// No timestamps at all: the file order is the order.
+    None,
+}
+
+impl TimeKind {
+    /// Timestamps below this are taken as order numbers, not unix seconds (1973-03-03).
+    const UNIX_FLOOR: i64 = 100_000_000;
+
+    /// Infers the kind from the events: unix seconds if every timestamp is a plausible
+    /// date, an order if any is small, none if no event has one.
+    pub fn detect(events: &[Event]) -> TimeKind {
+        let mut any = false;
+        for e in events {
+            if let Some(t) = e.timestamp {
+                any = true;
+                if t < Self::UNIX_FLOOR {
+                    return TimeKind::Order;
+                }
+            }
+        }
+        if any {
+            TimeKind::Unix
+        } else {
+            TimeKind::None
+        }
+    }
+}
+
+/// One catalogue entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub item_id: String,
+    pub title: String,
+    pub category: String,
+    pub brand: String,
+    pub price: Option<f32>,
+    pub tags: Vec<String>,
+    pub available: bool,
+}
+
+impl Item {
+    /// An item known only by its id (seen in events but absent from the catalogue).
+    pub fn bare(item_id: impl Into<String>) -> Item {
+        Item {
+            item_id: item_id.into(),
+            title: String::new(),
+            category: String::new(),
+            brand: String::new(),
+            price: None,
+            tags: Vec::new(),
+            available: true,
+        }
+    }
+}
+
+/// User attributes; every field but the id may be empty.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct User {
+    pub user_id: String,
+    pub region: String,
+    pub age: String,
+    pub gender: String,
+    pub occupation: String,
+    pub income: String,
+}
+
+/// The kind of a social edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocialKind {
+    Friend,
+    Follow,
+}
+
+/// A directed social edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SocialEdge {
+    pub user_id: String,
+    pub other_id: String,
+    pub kind: SocialKind,
+    pub weight: f32,
+}
+
+/// Everything the trainer can learn from.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub events: Vec<Event>,
+    pub items: Vec<Item>,
+    pub users: Vec<User>,
+    pub social: Vec<SocialEdge>,
+}
+
+/// How a reader treats malformed rows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    /// Skip malformed rows (and count them) instead of stopping at the first.
+    pub skip_invalid: bool,
+}
+
+/// Rows read from one file plus the number of malformed rows skipped.
+#[derive(Debug, Clone)]
+pub struct ReadReport<T> {
+    pub rows: Vec<T>,
+    pub skipped: usize,
+    /// The first skipped row's error, to show the user what was wrong.
+    pub first_error: Option<String>,
+}
+
+pub const EVENTS_HEADER: [&str; 5] = ["user_id", "item_id", "event", "timestamp", "value"];
+pub const ITEMS_HEADER: [&str; 7] = [
+    "item_id",
+    "title",
+    "category",
+    "brand",
+    "price",
+    "tags",
+    "available",
+];
+pub const USERS_HEADER: [&str; 6] = ["user_id", "region", "age", "gender", "occupation", "income"];
+pub const SOCIAL_HEADER: [&str; 4] = ["user_id", "other_id", "kind", "weight"];
+
+/// Checks that an id is usable: non-empty and free of TAB, comma and newlines.
+pub fn validate_id(id: &str) -> std::result::Result<(), String> {
+    if id.is_empty() {
+        return Err("empty id".into());
+    }
+    if let Some(c) = id.chars().find(|c| matches!(c, '\t' | ',' | '\n' | '\r')) {
+        return Err(format!("id {id:?} contains {c:?} (ids may not contain TAB, comma or newline)"));
+    }
+    Ok(())
+}
+
+fn parse_id(field: &str, what: &str) -> std::result::Result<String, String> {
+    validate_id(field).map_err(|e| format!("{what}: {e}"))?;
+    Ok(field.to_string())
+}
+
+fn parse_opt<T: FromStr>(field: &str, what: &str) -> std::result::Result<Option<T>, String> {
+    let f = field.trim();
+    if f.is_empty() {
+        return Ok(None);
+    }
+    f.parse::<T>()
+        .map(Some)
+        .map_err(|_| format!("{what}: cannot parse {f:?}"))
+}
+
+fn parse_finite(field: &str, what: &str) -> std::result::Result<Option<f32>, String> {
+    match parse_opt::<f32>(field, what)? {
+        Some(v) if !v.is_finite() => Err(format!("{what}: {v} is not a finite number")),
+        other => Ok(other),
+    }
+}
+
+fn parse_bool(field: &str, what: &str) -> std::result::Result<bool, String> {
+    match field.trim().to_ascii_lowercase().as_str() {
+        "" | "true" | "1" | "yes" | "y" => Ok(true),
+        "false" | "0" | "no" | "n" => Ok(false),
+        other => Err(format!("{what}: expected true/false, got {other:?}")),
+    }
+}
+
+/// Reads a CSV with the given header, turning each record into a `T` with `parse`.
+fn read_csv<R: Read, T>(
+    input: R,
+    file: &str,
+    header: &[&str],
+    options: ReadOptions,
+    mut parse: impl FnMut(&csv::StringRecord) -> std::result::Result<T, String>,
+) -> Result<ReadReport<T>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(input);
+    let found = reader
+        .headers()
+        .map_err(|e| Error::invalid_file(file, format!("cannot read header: {e}")))?
+        .clone();
+    let found_names: Vec<&str> = found.iter().map(str::trim).collect();
+    if found_names != header {
+        return Err(Error::InvalidRow {
+            file: file.to_string(),
+            line: 1,
+            message: format!(
+                "header is `{}`, expected `{}`",
+                found_names.join(","),
+                header.join(",")
+            ),
+        });
+    }
+    let mut report = ReadReport {
+        rows: Vec::new(),
+        skipped: 0,
+        first_error: None,
+    };
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line_hint = reader.position().line();
+        let outcome = match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = record.position().map_or(line_hint, |p| p.line());
+                if record.len() != header.len() {
+                    Err((
+                        line,
+                        format!("expected {} fields, found {}", header.len(), record.len()),
+                    ))
+                } else {
+                    parse(&record).map_err(|m| (line, m))
+                }
+            }
+            Err(e) => {
+                let line = e.position().map_or(line_hint, |p| p.line());
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    return Err(Error::invalid_file(file, e.to_string()));
+                }
+                Err((line, format!("malformed CSV: {e}")))
+            }
+        };
+        match outcome {
+            Ok(row) => report.rows.push(row),
+            Err((line, message)) => {
+                if !options.skip_invalid {
+                    return Err(Error::InvalidRow {
+                        file: file.to_string(),
+                        line,
+                        message,
+                    });
+                }
+                if report.first_error.is_none() {
+                    report.first_error = Some(format!("{file}:{line}: {message}"));
+                }
+                report.skipped += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn open(path: &Path) -> Result<BufReader<File>> {
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(|e| Error::io(path, e))
+}
+
+fn parse_event(r: &csv::StringRecord) -> std::result::Result<Event, String> {
+    Ok(Event {
+        user_id: parse_id(&r[0], "user_id")?,
+        item_id: parse_id(&r[1], "item_id")?,
+        kind: r[2].trim().parse()?,
+        timestamp: parse_opt::<i64>(&r[3], "timestamp")?,
+        value: parse_finite(&r[4], "value")?,
+    })
+}
+
+fn parse_item(r: &csv::StringRecord) -> std::result::Result<Item, String> {
+    let price = parse_finite(&r[4], "price")?;
+    if let Some(p) = price {
+        if p < 0.0 {
+            return Err(format!("price: {p} is negative"));
+        }
+    }
+    Ok(Item {
+        item_id: parse_id(&r[0], "item_id")?,
+        title: r[1].to_string(),
+        category: r[2].trim().to_string(),
+        brand: r[3].trim().to_string(),
+        price,
+        tags: r[5]
+            .split('|')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        available: parse_bool(&r[6], "available")?,
+    })
+}
+
+fn parse_user(r: &csv::StringRecord) -> std::result::Result<User, String> {
+    Ok(User {
+        user_id: parse_id(&r[0], "user_id")?,
+        region: r[1].trim().to_string(),
+        age: r[2].trim().to_string(),
+        gender: r[3].trim().to_string(),
+        occupation: r[4].trim().to_string(),
+        income: r[5].trim().to_string(),
+    })
+}
+
+fn parse_social(r: &csv::StringRecord) -> std::result::Result<SocialEdge, String> {
+    let kind = match r[2].trim() {
+        "friend" => SocialKind::Friend,
+        "follow" => SocialKind::Follow,
+        other => return Err(format!("kind: expected friend or follow, got {other:?}")),
+    };
+    Ok(SocialEdge {
+        user_id: parse_id(&r[0], "user_id")?,
+        other_id: parse_id(&r[1], "other_id")?,
+        kind,
+        weight: parse_finite(&r[3], "weight")?.unwrap_or(1.0),
+    })
+}
+
+/// Reads `events.csv` from any reader; `file` names it in errors.
+pub fn read_events_from<R: Read>(input: R, file: &str, options: ReadOptions) -> Result<ReadReport<Event>> {
+    read_csv(input, file, &EVENTS_HEADER, options, parse_event)
+}
+
+pub fn read_events(path: &Path, options: ReadOptions) -> Result<ReadReport<Event>> {
+    read_events_from(open(path)?, &path.display().to_string(), options)
+}
+
+pub fn read_items(path: &Path, options: ReadOptions) -> Result<ReadReport<Item>> {
+    read_csv(open(path)?, &path.display().to_string(), &ITEMS_HEADER, options, parse_item)
+}
+
+pub fn read_users(path: &Path, options: ReadOptions) -> Result<ReadReport<User>> {
+    read_csv(open(path)?, &path.display().to_string(), &USERS_HEADER, options, parse_user)
+}
+
+pub fn read_social(path: &Path, options: ReadOptions) -> Result<ReadReport<SocialEdge>> {
+    read_csv(open(path)?, &path.display().to_string(), &SOCIAL_HEADER, options, parse_social)
+}
+
+fn fmt_opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+fn write_csv<T>(
+    path: &Path,
+    header: &[&str],
+    rows: &[T],
+    mut fields: impl FnMut(&T) -> Vec<String>,
+) -> Result<()> {
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = csv::Writer::from_writer(BufWriter::new(file));
+    let csv_err = |e: csv::Error| Error::io(path, std::io::Error::other(e.to_string()));
+    w.write_record(header).map_err(csv_err)?;
+    for row in rows {
+        w.write_record(fields(row)).map_err(csv_err)?;
+    }
+    let mut inner = w
+        .into_inner()
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    inner.flush().map_err(|e| Error::io(path, e))
+}
+
+pub fn write_events(path: &Path, events: &[Event]) -> Result<()> {
+    write_csv(path, &EVENTS_HEADER, events, |e| {
+        vec![
+            e.user_id.clone(),
+            e.item_id.clone(),
+            e.kind.to_string(),
+            fmt_opt(&e.timestamp),
+            fmt_opt(&e.value),
+        ]
+    })
+}
+
+pub fn write_items(path: &Path, items: &[Item]) -> Result<()> {
+    write_csv(path, &ITEMS_HEADER, items, |i| {
+        vec![
+            i.item_id.clone(),
+            i.title.clone(),
+            i.category.clone(),
+            i.brand.clone(),
+            fmt_opt(&i.price),
+            i.tags.join("|"),
+            i.available.to_string(),
+        ]
+    })
+}
+
+pub fn write_users(path: &Path, users: &[User]) -> Result<()> {
+    write_csv(path, &USERS_HEADER, users, |u| {
+        vec![
+            u.user_id.clone(),
+            u.region.clone(),
+            u.age.clone(),
+            u.gender.clone(),
+            u.occupation.clone(),
+            u.income.clone(),
+        ]
+    })
+}
+
+pub fn write_social(path: &Path, edges: &[SocialEdge]) -> Result<()> {
+    write_csv(path, &SOCIAL_HEADER, edges, |s| {
+        vec![
+            s.user_id.clone(),
+            s.other_id.clone(),
+            match s.kind {
+                SocialKind::Friend => "friend".into(),
+                SocialKind::Follow => "follow".into(),
+            },
+            s.weight.to_string(),
+        ]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str, skip: bool) -> Result<ReadReport<Event>> {
+        read_events_from(text.as_bytes(), "events.csv", ReadOptions { skip_invalid: skip })
+    }
+
+    #[test]
+    fn parses_valid_events() {
+        let r = read("user_id,item_id,event,timestamp,value\nu1,i1,view,,\nu2,i2,rating,5,4.5\n", false).unwrap();
+        assert_eq!(r.rows.len(), 2);
+        assert_eq!(r.rows[1].kind, EventKind::Rating);
+        assert_eq!(r.rows[1].timestamp, Some(5));
+        assert_eq!(r.rows[1].value, Some(4.5));
+        assert_eq!(r.rows[0].value, None);
+    }
+
+    #[test]
+    fn bad_row_names_line() {
+        let err = read("user_id,item_id,event,timestamp,value\nu1,i1,view,,\nu2,i2,buy,,\n", false).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("events.csv:3:"), "{msg}");
+        assert!(msg.contains("unknown event `buy`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_field_count_and_bad_number() {
+        let err = read("user_id,item_id,event,timestamp,value\nu1,i1\n", false).unwrap_err();
+        assert!(err.to_string().starts_with("events.csv:2:"), "{err}");
+        let err = read("user_id,item_id,event,timestamp,value\nu1,i1,view,abc,\n", false).unwrap_err();
+        assert!(err.to_string().contains("timestamp"), "{err}");
+    }
+
+    #[test]
+    fn skip_invalid_counts() {
+        let r = read(
+            "user_id,item_id,event,timestamp,value\nu1,i1,view,,\n,i2,view,,\nu3,\"a,b\",view,,\nu4,i4,view,,\n",
+            true,
+        )
+        .unwrap();
+        assert_eq!(r.rows.len(), 2);
+        assert_eq!(r.skipped, 2);
+        assert!(r.first_error.unwrap().starts_with("events.csv:3:"));
+    }
+
+    #[test]
+    fn bad_header_is_line_one() {
+        let err = read("user,item\nu1,i1\n", false).unwrap_err();
+        assert!(err.to_string().starts_with("events.csv:1:"), "{err}");
+    }
+
+    #[test]
+    fn round_trip_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("items.csv");
+        let items = vec![Item {
+            item_id: "i1".into(),
+            title: "A, \"quoted\" title".into(),
+            category: "toys".into(),
+            brand: "acme".into(),
+            price: Some(9.5),
+            tags: vec!["red".into(), "kids".into()],
+            available: false,
+        }];
+        write_items(&path, &items).unwrap();
+        let back = read_items(&path, ReadOptions::default()).unwrap();
+        assert_eq!(back.rows, items);
+    }
+
+    #[test]
+    fn time_kind_detection() {
+        let mk = |t| Event {
+            user_id: "u".into(),
+            item_id: "i".into(),
+            kind: EventKind::View,
+            timestamp: t,
+            value: None,
+        };
+        assert_eq!(TimeKind::detect(&[mk(Some(881250949))]), TimeKind::Unix);
+        assert_eq!(TimeKind::detect(&[mk(Some(881250949)), mk(Some(3))]), TimeKind::Order);
+        assert_eq!(TimeKind::detect(&[mk(None)]), TimeKind::None);
+    }
+}

@@ -1,0 +1,5 @@
+pub mod error;
+pub mod data;
+pub mod import;
+pub mod linalg;
+pub mod ann;
