@@ -31,6 +31,7 @@ impl Distance<f32> for UnitDot {
 
 /// Graph construction and search parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HnswParams {
     /// Links per node per layer (HNSW's M).
     pub max_connections: usize,

@@ -1,0 +1,166 @@
+//! Content item embeddings from catalogue features.
+//!
+//! Each item becomes a bag of features — category, brand, price band, tags and title
+//! words — weighted by field importance times inverse document frequency, hashed with a
+//! sign into a fixed number of dimensions (the hashing trick keeps memory independent of
+//! vocabulary size) and scaled to unit length. Cosine between two such vectors measures
+//! shared, rare features. Items with no features get a zero vector and are left out of
+//! the content index.
+
+use std::collections::HashMap;
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Item;
+use crate::linalg;
+
+/// Field weights and size of the content space.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContentParams {
+    pub dim: usize,
+    pub category_weight: f32,
+    pub brand_weight: f32,
+    pub price_weight: f32,
+    pub tag_weight: f32,
+    pub title_weight: f32,
+    /// Number of price bands (quantiles of the catalogue's prices).
+    pub price_bands: usize,
+}
+
+impl Default for ContentParams {
+    fn default() -> Self {
+        ContentParams {
+            dim: 256,
+            category_weight: 2.0,
+            brand_weight: 1.5,
+            price_weight: 0.75,
+            tag_weight: 1.0,
+            title_weight: 0.5,
+            price_bands: 8,
+        }
+    }
+}
+
+/// 64-bit FNV-1a: a stable hash, so the same feature maps to the same slot in every
+/// build and on every platform.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+const STOPWORDS: &[&str] = &["the", "a", "an", "of", "and", "in", "on", "for", "to", "with", "la", "le", "de"];
+
+fn title_words(title: &str) -> impl Iterator<Item = String> + '_ {
+    title
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 2)
+        .map(|w| w.to_lowercase())
+        .filter(|w| !STOPWORDS.contains(&w.as_str()))
+}
+
+/// Price band boundaries: the catalogue's price quantiles.
+fn price_cuts(items: &[Item], bands: usize) -> Vec<f32> {
+    let mut prices: Vec<f32> = items.iter().filter_map(|i| i.price).collect();
+    if prices.is_empty() || bands < 2 {
+        return Vec::new();
+    }
+    prices.sort_by(f32::total_cmp);
+    (1..bands).map(|b| prices[(b * prices.len() / bands).min(prices.len() - 1)]).collect()
+}
+
+/// The weighted features of one item, before IDF.
+fn features(item: &Item, cuts: &[f32], p: &ContentParams) -> Vec<(String, f32)> {
+    let mut f = Vec::new();
+    if !item.category.is_empty() {
+        f.push((format!("c:{}", item.category.to_lowercase()), p.category_weight));
+    }
+    if !item.brand.is_empty() {
+        f.push((format!("b:{}", item.brand.to_lowercase()), p.brand_weight));
+    }
+    if let Some(price) = item.price {
+        if !cuts.is_empty() {
+            let band = cuts.iter().filter(|&&c| price >= c).count();
+            f.push((format!("p:{band}"), p.price_weight));
+        }
+    }
+    for t in &item.tags {
+        f.push((format!("t:{}", t.to_lowercase()), p.tag_weight));
+    }
+    for w in title_words(&item.title) {
+        f.push((format!("w:{w}"), p.title_weight));
+    }
+    // Repeated features (e.g. a word twice in a title) count once.
+    f.sort_by(|a, b| a.0.cmp(&b.0));
+    f.dedup_by(|a, b| a.0 == b.0);
+    f
+}
+
+/// Embeds every item; returns `items × dim` (rows unit length, or zero without features).
+pub fn embed(items: &[Item], params: &ContentParams) -> Array2<f32> {
+    let cuts = price_cuts(items, params.price_bands);
+    let feats: Vec<Vec<(String, f32)>> = items.iter().map(|i| features(i, &cuts, params)).collect();
+    let mut df: HashMap<&str, u32> = HashMap::new();
+    for f in &feats {
+        for (name, _) in f {
+            *df.entry(name.as_str()).or_insert(0) += 1;
+        }
+    }
+    let n = items.len().max(1) as f32;
+    let dim = params.dim.max(1);
+    let mut out = Array2::<f32>::zeros((items.len(), dim));
+    for (row, f) in out.rows_mut().into_iter().zip(&feats) {
+        let mut v = vec![0.0f32; dim];
+        for (name, w) in f {
+            let idf = (1.0 + n / df[name.as_str()] as f32).ln();
+            let h = fnv1a(name.as_bytes());
+            let slot = (h % dim as u64) as usize;
+            let sign = if (h >> 63) == 0 { 1.0 } else { -1.0 };
+            v[slot] += sign * w * idf;
+        }
+        linalg::normalize(&mut v);
+        row.into_iter().zip(v).for_each(|(r, x)| *r = x);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, cat: &str, tags: &[&str], title: &str) -> Item {
+        Item {
+            title: title.into(),
+            category: cat.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            ..Item::bare(id)
+        }
+    }
+
+    #[test]
+    fn shared_features_make_items_close() {
+        let items = vec![
+            item("a", "toys", &["kids", "wood"], "Wooden train"),
+            item("b", "toys", &["kids"], "Toy train set"),
+            item("c", "garden", &["steel"], "Garden hose"),
+            Item::bare("d"),
+        ];
+        let e = embed(&items, &ContentParams::default());
+        let sim = |x: usize, y: usize| linalg::dot(e.row(x).as_slice().unwrap(), e.row(y).as_slice().unwrap());
+        assert!(sim(0, 1) > 0.3);
+        assert!(sim(0, 1) > sim(0, 2) + 0.2);
+        assert!((sim(0, 0) - 1.0).abs() < 1e-5);
+        assert_eq!(linalg::norm(e.row(3).as_slice().unwrap()), 0.0);
+    }
+
+    #[test]
+    fn title_words_skip_stopwords_and_punctuation() {
+        let w: Vec<String> = title_words("The Lord of the Rings (2001)").collect();
+        assert_eq!(w, vec!["lord", "rings", "2001"]);
+    }
+}

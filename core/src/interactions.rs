@@ -1,0 +1,289 @@
+//! From raw events to the weighted user–item matrix every model learns from.
+//!
+//! Each event contributes `kind weight × value factor × time decay` to its (user, item)
+//! cell. Decay halves a weight every `half_life` (days for unix timestamps, events of the
+//! same user for order-only timestamps). The same builder also keeps each user's latest
+//! events, which serving uses for recency and session features.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Event, EventKind, TimeKind};
+
+/// A dense index over string ids, in first-seen order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IdMap {
+    ids: Vec<String>,
+    #[serde(skip)]
+    index: HashMap<String, u32>,
+}
+
+impl IdMap {
+    pub fn from_ids(ids: Vec<String>) -> IdMap {
+        let mut map = IdMap::default();
+        for id in ids {
+            map.insert(&id);
+        }
+        map
+    }
+
+    /// Rebuilds the lookup table after deserialisation.
+    pub fn reindex(&mut self) {
+        self.index = self.ids.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
+    }
+
+    /// Returns the index of `id`, adding it if new.
+    pub fn insert(&mut self, id: &str) -> u32 {
+        if let Some(&i) = self.index.get(id) {
+            return i;
+        }
+        let i = self.ids.len() as u32;
+        self.ids.push(id.to_string());
+        self.index.insert(id.to_string(), i);
+        i
+    }
+
+    pub fn get(&self, id: &str) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
+    pub fn id(&self, index: u32) -> &str {
+        &self.ids[index as usize]
+    }
+
+    pub fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Weight of each event kind before value and time factors.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventWeights {
+    pub view: f32,
+    pub click: f32,
+    pub cart: f32,
+    pub purchase: f32,
+    pub like: f32,
+    pub share: f32,
+    pub rating: f32,
+}
+
+impl Default for EventWeights {
+    fn default() -> Self {
+        EventWeights {
+            view: 1.0,
+            click: 2.0,
+            cart: 4.0,
+            purchase: 8.0,
+            like: 4.0,
+            share: 6.0,
+            rating: 4.0,
+        }
+    }
+}
+
+impl EventWeights {
+    pub fn of(&self, kind: EventKind) -> f32 {
+        match kind {
+            EventKind::View => self.view,
+            EventKind::Click => self.click,
+            EventKind::Cart => self.cart,
+            EventKind::Purchase => self.purchase,
+            EventKind::Like => self.like,
+            EventKind::Share => self.share,
+            EventKind::Rating => self.rating,
+        }
+    }
+}
+
+/// How events become weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WeightParams {
+    pub event_weights: EventWeights,
+    /// How strongly an event's `value` (rating, play count, amount) scales its weight:
+    /// the factor is `1 + value_scale · ln(1 + value)`.
+    pub value_scale: f32,
+    /// Half-life of an event's weight: days for unix timestamps, a user's own events for
+    /// order-only timestamps. Zero turns decay off.
+    pub half_life: f64,
+}
+
+/// A stored recent event of a user, oldest first in [`Interactions::recent`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RecentEvent {
+    pub item: u32,
+    pub kind: EventKind,
+    pub timestamp: Option<i64>,
+}
+
+/// The weighted user–item matrix plus per-user recent events.
+#[derive(Debug, Clone)]
+pub struct Interactions {
+    pub users: IdMap,
+    pub items: IdMap,
+    /// Per user: `(item, weight)` sorted by item, one entry per distinct item.
+    pub rows: Vec<Vec<(u32, f32)>>,
+    /// Per user: the latest events, oldest first.
+    pub recent: Vec<Vec<RecentEvent>>,
+}
+
+impl Interactions {
+    /// Builds the matrix. `items` seeds the item index (catalogue order) so catalogue
+    /// items without events still get an index; event-only items follow.
+    pub fn build(
+        events: &[Event],
+        items: IdMap,
+        users: IdMap,
+        time_kind: TimeKind,
+        params: &WeightParams,
+        recent_n: usize,
+    ) -> Interactions {
+        let mut items = items;
+        let mut users = users;
+        let mut per_user: Vec<Vec<(u32, usize)>> = vec![Vec::new(); users.len()];
+        for (pos, e) in events.iter().enumerate() {
+            let u = users.insert(&e.user_id) as usize;
+            let i = items.insert(&e.item_id);
+            if u >= per_user.len() {
+                per_user.resize(u + 1, Vec::new());
+            }
+            per_user[u].push((i, pos));
+        }
+        per_user.resize(users.len(), Vec::new());
+        let t_max = events.iter().filter_map(|e| e.timestamp).max().unwrap_or(0);
+        let mut rows = Vec::with_capacity(per_user.len());
+        let mut recent = Vec::with_capacity(per_user.len());
+        for list in &mut per_user {
+            // Chronological per user: by timestamp, then file order.
+            list.sort_by_key(|&(_, pos)| (events[pos].timestamp.unwrap_or(i64::MIN), pos));
+            let n = list.len();
+            let mut acc: HashMap<u32, f32> = HashMap::with_capacity(n);
+            for (rank, &(item, pos)) in list.iter().enumerate() {
+                let e = &events[pos];
+                let mut w = params.event_weights.of(e.kind);
+                if let Some(v) = e.value {
+                    if v > 0.0 && params.value_scale != 0.0 {
+                        w *= 1.0 + params.value_scale * v.ln_1p();
+                    }
+                }
+                if params.half_life > 0.0 {
+                    let age = match (time_kind, e.timestamp) {
+                        (TimeKind::Unix, Some(t)) => (t_max - t) as f64 / 86_400.0,
+                        (TimeKind::Unix, None) => 0.0,
+                        _ => (n - 1 - rank) as f64,
+                    };
+                    w *= 0.5f64.powf(age / params.half_life) as f32;
+                }
+                *acc.entry(item).or_insert(0.0) += w.max(0.0);
+            }
+            let mut row: Vec<(u32, f32)> = acc.into_iter().collect();
+            row.sort_unstable_by_key(|&(i, _)| i);
+            rows.push(row);
+            recent.push(
+                list[n.saturating_sub(recent_n)..]
+                    .iter()
+                    .map(|&(item, pos)| RecentEvent {
+                        item,
+                        kind: events[pos].kind,
+                        timestamp: events[pos].timestamp,
+                    })
+                    .collect(),
+            );
+        }
+        Interactions {
+            users,
+            items,
+            rows,
+            recent,
+        }
+    }
+
+    /// Number of users with at least one event per item.
+    pub fn item_counts(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.items.len()];
+        for row in &self.rows {
+            for &(i, _) in row {
+                counts[i as usize] += 1;
+            }
+        }
+        counts
+    }
+
+    /// The transpose: per item, `(user, weight)` sorted by user.
+    pub fn columns(&self) -> Vec<Vec<(u32, f32)>> {
+        let mut cols: Vec<Vec<(u32, f32)>> = vec![Vec::new(); self.items.len()];
+        for (u, row) in self.rows.iter().enumerate() {
+            for &(i, w) in row {
+                cols[i as usize].push((u as u32, w));
+            }
+        }
+        cols
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(u: &str, i: &str, kind: EventKind, t: Option<i64>) -> Event {
+        Event {
+            user_id: u.into(),
+            item_id: i.into(),
+            kind,
+            timestamp: t,
+            value: None,
+        }
+    }
+
+    #[test]
+    fn aggregates_weights_and_keeps_recent_in_order() {
+        let events = vec![
+            ev("a", "x", EventKind::View, Some(3)),
+            ev("a", "y", EventKind::Purchase, Some(1)),
+            ev("a", "x", EventKind::Cart, Some(2)),
+            ev("b", "y", EventKind::View, Some(1)),
+        ];
+        let m = Interactions::build(
+            &events,
+            IdMap::from_ids(vec!["z".into()]),
+            IdMap::default(),
+            TimeKind::Order,
+            &WeightParams::default(),
+            2,
+        );
+        assert_eq!(m.items.ids(), ["z", "x", "y"]);
+        let a = m.users.get("a").unwrap() as usize;
+        assert_eq!(m.rows[a], vec![(1, 5.0), (2, 8.0)]);
+        let recent: Vec<u32> = m.recent[a].iter().map(|r| r.item).collect();
+        assert_eq!(recent, vec![1, 1], "latest two events, oldest first");
+        assert_eq!(m.recent[a][1].kind, EventKind::View);
+        assert_eq!(m.item_counts(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn decay_halves_per_half_life() {
+        let day = 86_400;
+        let events = vec![
+            ev("a", "old", EventKind::View, Some(1_000_000_000)),
+            ev("a", "new", EventKind::View, Some(1_000_000_000 + 10 * day)),
+        ];
+        let params = WeightParams {
+            half_life: 10.0,
+            ..WeightParams::default()
+        };
+        let m = Interactions::build(&events, IdMap::default(), IdMap::default(), TimeKind::Unix, &params, 10);
+        assert!((m.rows[0][0].1 - 0.5).abs() < 1e-6);
+        assert!((m.rows[0][1].1 - 1.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,553 @@
+//! The trained model in memory and its versioned directory on disk.
+//!
+//! A model directory is the only contract between the trainer and the server:
+//!
+//! ```text
+//! MODEL_ROOT/
+//!   current                      # name of the live version (replaced atomically)
+//!   20261123T180000Z-1a2b3c4d/   # one version
+//!     manifest.json              # format version, counts, parameters, SHA-256 of every file
+//!     items.bin users.bin popularity.bin
+//!     collab_items.f32 collab_users.f32 content.f32
+//!     collab_mips.hnsw.{graph,data} collab_cos.hnsw.{graph,data} content.hnsw.{graph,data}
+//! ```
+//!
+//! A version is written to `MODEL_ROOT/.tmp-<version>/`, fsynced and renamed into place,
+//! then `current` is replaced by rename, so a reader never sees a partial model. Loading
+//! verifies the format version and every checksum before decoding anything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::als::CollabModel;
+use crate::ann::{mips_item, AnnIndex};
+use crate::data::{Item, TimeKind, User};
+use crate::error::{Error, Result};
+use crate::interactions::{IdMap, RecentEvent};
+use crate::linalg;
+use crate::params::TrainParams;
+
+/// The newest model format this build reads and the one it writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Name of the pointer file in a model root.
+pub const CURRENT: &str = "current";
+
+/// Sizes recorded in the manifest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    pub users: usize,
+    pub items: usize,
+    pub events: usize,
+    pub items_with_events: usize,
+    pub items_with_content: usize,
+}
+
+/// Checksum and size of one model file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub version: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub counts: Counts,
+    pub time_kind: TimeKind,
+    pub params: TrainParams,
+    /// Seconds spent training (excluding writing).
+    pub train_seconds: f64,
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+/// What the model keeps about one user for scoring.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserHistory {
+    /// Every item the user interacted with and its total weight, sorted by item.
+    pub seen: Vec<(u32, f32)>,
+    /// The latest events, oldest first.
+    pub recent: Vec<RecentEvent>,
+}
+
+impl UserHistory {
+    pub fn has_seen(&self, item: u32) -> bool {
+        self.seen.binary_search_by_key(&item, |&(i, _)| i).is_ok()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct UsersFile {
+    ids: Vec<String>,
+    attributes: Vec<User>,
+    histories: Vec<UserHistory>,
+}
+
+/// A trained model, ready to score.
+pub struct Model {
+    pub manifest: Manifest,
+    pub items: Vec<Item>,
+    pub item_ids: IdMap,
+    pub users: IdMap,
+    /// Attributes per user index (empty fields when unknown).
+    pub user_attributes: Vec<User>,
+    pub histories: Vec<UserHistory>,
+    /// Distinct users per item.
+    pub popularity: Vec<f32>,
+    /// Item indices by descending popularity, ties by index.
+    pub popular_order: Vec<u32>,
+    pub collab: CollabModel,
+    /// Per user, the fold-in of their history (`users × factors`).
+    pub user_factors: Array2<f32>,
+    /// Unit-length content vectors (`items × dim`, zero rows without features).
+    pub content: Array2<f32>,
+    pub has_collab: Vec<bool>,
+    pub has_content: Vec<bool>,
+    /// Per item, the unit-length collaborative vector (zero without events).
+    pub collab_unit: Array2<f32>,
+    /// Largest item factor norm (the MIPS transform's M).
+    pub max_norm: f32,
+    pub collab_mips: Option<AnnIndex>,
+    pub collab_cos: Option<AnnIndex>,
+    pub content_index: Option<AnnIndex>,
+    /// Category name → item indices.
+    pub categories: HashMap<String, Vec<u32>>,
+}
+
+/// The stored parts of a model, before derived state is computed.
+pub struct ModelParts {
+    pub manifest: Manifest,
+    pub items: Vec<Item>,
+    pub users: IdMap,
+    pub user_attributes: Vec<User>,
+    pub histories: Vec<UserHistory>,
+    pub popularity: Vec<f32>,
+    pub collab: CollabModel,
+    pub user_factors: Array2<f32>,
+    pub content: Array2<f32>,
+}
+
+/// The three indexes, either freshly built or loaded.
+pub struct Indexes {
+    pub collab_mips: Option<AnnIndex>,
+    pub collab_cos: Option<AnnIndex>,
+    pub content: Option<AnnIndex>,
+}
+
+fn nonzero_rows(m: &Array2<f32>) -> Vec<bool> {
+    m.rows().into_iter().map(|r| r.iter().any(|&x| x != 0.0)).collect()
+}
+
+impl Model {
+    /// Finishes a model from its parts, building the ANN indexes in memory.
+    pub fn from_parts(parts: ModelParts) -> Model {
+        Self::assemble(parts, None)
+    }
+
+    /// Vectors each index holds: `(item, unit vector)`.
+    fn index_points(
+        has: &[bool],
+        rows: &Array2<f32>,
+        map: impl Fn(&[f32]) -> Vec<f32>,
+    ) -> Vec<(u32, Vec<f32>)> {
+        has.iter()
+            .enumerate()
+            .filter(|(_, &h)| h)
+            .map(|(i, _)| (i as u32, map(rows.row(i).as_slice().unwrap_or(&[]))))
+            .collect()
+    }
+
+    fn assemble(parts: ModelParts, indexes: Option<Indexes>) -> Model {
+        let ModelParts {
+            manifest,
+            items,
+            users,
+            user_attributes,
+            histories,
+            popularity,
+            collab,
+            user_factors,
+            content,
+        } = parts;
+        let item_ids = IdMap::from_ids(items.iter().map(|i| i.item_id.clone()).collect());
+        let has_collab = nonzero_rows(&collab.item_factors);
+        let has_content = nonzero_rows(&content);
+        let mut collab_unit = collab.item_factors.clone();
+        for mut row in collab_unit.rows_mut() {
+            if let Some(s) = row.as_slice_mut() {
+                linalg::normalize(s);
+            }
+        }
+        let max_norm = collab
+            .item_factors
+            .rows()
+            .into_iter()
+            .map(|r| linalg::norm(r.as_slice().unwrap_or(&[])))
+            .fold(0.0f32, f32::max);
+        let mut popular_order: Vec<u32> = (0..items.len() as u32).collect();
+        popular_order.sort_by(|&a, &b| popularity[b as usize].total_cmp(&popularity[a as usize]).then(a.cmp(&b)));
+        let mut categories: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            if !item.category.is_empty() {
+                categories.entry(item.category.clone()).or_default().push(i as u32);
+            }
+        }
+        let indexes = indexes.unwrap_or_else(|| {
+            let hp = manifest.params.hnsw;
+            let d = collab.item_factors.ncols();
+            let build = |points: Vec<(u32, Vec<f32>)>, dim: usize| {
+                (!points.is_empty()).then(|| AnnIndex::build(&points, dim, hp))
+            };
+            let mips = Self::index_points(&has_collab, &collab.item_factors, |y| mips_item(y, max_norm));
+            let cos = Self::index_points(&has_collab, &collab_unit, <[f32]>::to_vec);
+            let cont = Self::index_points(&has_content, &content, <[f32]>::to_vec);
+            Indexes {
+                collab_mips: build(mips, d + 1),
+                collab_cos: build(cos, d),
+                content: build(cont, content.ncols()),
+            }
+        });
+        Model {
+            manifest,
+            items,
+            item_ids,
+            users,
+            user_attributes,
+            histories,
+            popular_order,
+            popularity,
+            collab,
+            user_factors,
+            content,
+            has_collab,
+            has_content,
+            collab_unit,
+            max_norm,
+            collab_mips: indexes.collab_mips,
+            collab_cos: indexes.collab_cos,
+            content_index: indexes.content,
+            categories,
+        }
+    }
+
+    pub fn version(&self) -> &str {
+        &self.manifest.version
+    }
+
+    pub fn n_items(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether requests are scored exactly (small catalogue) or through the ANN index.
+    pub fn uses_exact_scoring(&self) -> bool {
+        self.items.len() <= self.manifest.params.exact_max_items
+    }
+}
+
+/// Generates a version name `YYYYMMDDTHHMMSSZ-<8 hex>`.
+pub fn new_version_name() -> String {
+    let now = chrono::Utc::now();
+    format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), rand::random::<u32>())
+}
+
+/// Whether `name` looks like a version directory name.
+pub fn is_version_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() == 25
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[17..].iter().all(u8::is_ascii_hexdigit)
+}
+
+fn write_file(dir: &Path, name: &str, bytes: &[u8], files: &mut BTreeMap<String, FileEntry>) -> Result<()> {
+    let path = dir.join(name);
+    let mut f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&path, e))?;
+    f.sync_all().map_err(|e| Error::io(&path, e))?;
+    files.insert(
+        name.to_string(),
+        FileEntry {
+            sha256: hex::encode(Sha256::digest(bytes)),
+            bytes: bytes.len() as u64,
+        },
+    );
+    Ok(())
+}
+
+fn f32_bytes(m: &Array2<f32>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.len() * 4);
+    for v in m.iter() {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+fn encode<T: Serialize>(value: &T, name: &str) -> Result<Vec<u8>> {
+    bincode::serialize(value).map_err(|e| Error::model(name, format!("cannot encode: {e}")))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Writes `model` as a new version under `root`, points `current` at it and removes all
+/// but the newest `keep` versions (never the current one). Returns the version directory.
+pub fn save(model: &mut Model, root: &Path, keep: usize) -> Result<PathBuf> {
+    fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    let version = model.manifest.version.clone();
+    let tmp = root.join(format!(".tmp-{version}"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mut files = BTreeMap::new();
+    write_file(&tmp, "items.bin", &encode(&model.items, "items.bin")?, &mut files)?;
+    let users = UsersFile {
+        ids: model.users.ids().to_vec(),
+        attributes: model.user_attributes.clone(),
+        histories: model.histories.clone(),
+    };
+    write_file(&tmp, "users.bin", &encode(&users, "users.bin")?, &mut files)?;
+    write_file(&tmp, "popularity.bin", &encode(&model.popularity, "popularity.bin")?, &mut files)?;
+    write_file(&tmp, "collab_items.f32", &f32_bytes(&model.collab.item_factors), &mut files)?;
+    write_file(&tmp, "collab_users.f32", &f32_bytes(&model.user_factors), &mut files)?;
+    write_file(&tmp, "content.f32", &f32_bytes(&model.content), &mut files)?;
+    for (name, index) in [
+        ("collab_mips", &model.collab_mips),
+        ("collab_cos", &model.collab_cos),
+        ("content", &model.content_index),
+    ] {
+        if let Some(index) = index {
+            for file in index.dump(&tmp, name)? {
+                let path = tmp.join(&file);
+                let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&path, e))?;
+                files.insert(
+                    file,
+                    FileEntry {
+                        sha256: hex::encode(Sha256::digest(&bytes)),
+                        bytes: bytes.len() as u64,
+                    },
+                );
+            }
+        }
+    }
+    model.manifest.files = files;
+    let manifest = serde_json::to_vec_pretty(&model.manifest)
+        .map_err(|e| Error::model("manifest.json", format!("cannot encode: {e}")))?;
+    let mut unused = BTreeMap::new();
+    write_file(&tmp, "manifest.json", &manifest, &mut unused)?;
+    sync_dir(&tmp)?;
+    let dest = root.join(&version);
+    fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+    sync_dir(root)?;
+    let pointer_tmp = root.join(".current.tmp");
+    {
+        let mut f = File::create(&pointer_tmp).map_err(|e| Error::io(&pointer_tmp, e))?;
+        f.write_all(format!("{version}\n").as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(&pointer_tmp, e))?;
+    }
+    let pointer = root.join(CURRENT);
+    fs::rename(&pointer_tmp, &pointer).map_err(|e| Error::io(&pointer, e))?;
+    sync_dir(root)?;
+    prune(root, keep, &version)?;
+    Ok(dest)
+}
+
+/// Removes old versions, keeping the newest `keep` (at least the current one).
+fn prune(root: &Path, keep: usize, current: &str) -> Result<()> {
+    let mut versions: Vec<String> = fs::read_dir(root)
+        .map_err(|e| Error::io(root, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| is_version_name(n))
+        .collect();
+    versions.sort();
+    versions.reverse();
+    for old in versions.iter().skip(keep.max(1)) {
+        if old != current {
+            let path = root.join(old);
+            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves `--model`: a version directory (has `manifest.json`) or a model root (has
+/// `current`).
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.join("manifest.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let pointer = path.join(CURRENT);
+    if pointer.is_file() {
+        let name = fs::read_to_string(&pointer).map_err(|e| Error::io(&pointer, e))?;
+        let name = name.trim();
+        if !is_version_name(name) {
+            return Err(Error::model(&pointer, format!("does not name a model version: {name:?}")));
+        }
+        let dir = path.join(name);
+        if !dir.join("manifest.json").is_file() {
+            return Err(Error::model(
+                dir.join("manifest.json"),
+                format!("missing (the version named by {} is incomplete or gone)", pointer.display()),
+            ));
+        }
+        return Ok(dir);
+    }
+    Err(Error::model(
+        path,
+        "no model here: expected a version directory with manifest.json or a model root with `current`",
+    ))
+}
+
+fn read_verified(dir: &Path, name: &str, manifest: &Manifest) -> Result<Vec<u8>> {
+    let path = dir.join(name);
+    let entry = manifest
+        .files
+        .get(name)
+        .ok_or_else(|| Error::model(&path, "not listed in manifest.json"))?;
+    let mut bytes = Vec::new();
+    File::open(&path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| Error::model(&path, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 != entry.bytes {
+        return Err(Error::model(
+            &path,
+            format!("truncated or resized: {} bytes, manifest says {}", bytes.len(), entry.bytes),
+        ));
+    }
+    let sum = hex::encode(Sha256::digest(&bytes));
+    if sum != entry.sha256 {
+        return Err(Error::model(&path, "checksum mismatch (file is corrupt or was modified)"));
+    }
+    Ok(bytes)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, bytes: &[u8]) -> Result<T> {
+    bincode::deserialize(bytes).map_err(|e| Error::model(dir.join(name), format!("cannot decode: {e}")))
+}
+
+fn matrix(dir: &Path, name: &str, bytes: &[u8], rows: usize, cols: usize) -> Result<Array2<f32>> {
+    if bytes.len() != rows * cols * 4 {
+        return Err(Error::model(
+            dir.join(name),
+            format!("holds {} bytes, expected {rows} × {cols} f32", bytes.len()),
+        ));
+    }
+    let data: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Array2::from_shape_vec((rows, cols), data).map_err(|e| Error::model(dir.join(name), e.to_string()))
+}
+
+/// Reads and checks `manifest.json` of a version directory.
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join("manifest.json");
+    let text = fs::read(&path).map_err(|e| Error::model(&path, format!("cannot read: {e}")))?;
+    let probe: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| Error::model(&path, format!("not valid JSON: {e}")))?;
+    match probe.get("format_version").and_then(|v| v.as_u64()) {
+        Some(v) if v > FORMAT_VERSION as u64 => {
+            return Err(Error::model(
+                &path,
+                format!("format version {v} is newer than this build supports ({FORMAT_VERSION}); upgrade the server"),
+            ))
+        }
+        Some(_) => {}
+        None => return Err(Error::model(&path, "has no format_version")),
+    }
+    serde_json::from_value(probe).map_err(|e| Error::model(&path, format!("invalid manifest: {e}")))
+}
+
+/// Loads and verifies a model from a version directory or model root.
+pub fn load(path: &Path) -> Result<Model> {
+    let dir = resolve(path)?;
+    let manifest = read_manifest(&dir)?;
+    // Verify every listed file before decoding anything.
+    let mut blobs: HashMap<String, Vec<u8>> = HashMap::new();
+    for name in manifest.files.keys() {
+        if name.contains('/') || name.contains("..") {
+            return Err(Error::model(dir.join("manifest.json"), format!("lists an invalid file name {name:?}")));
+        }
+        blobs.insert(name.clone(), read_verified(&dir, name, &manifest)?);
+    }
+    let take = |name: &str| -> Result<&Vec<u8>> {
+        blobs
+            .get(name)
+            .ok_or_else(|| Error::model(dir.join(name), "missing from manifest.json"))
+    };
+    let items: Vec<Item> = decode(&dir, "items.bin", take("items.bin")?)?;
+    let users_file: UsersFile = decode(&dir, "users.bin", take("users.bin")?)?;
+    let popularity: Vec<f32> = decode(&dir, "popularity.bin", take("popularity.bin")?)?;
+    let n_items = items.len();
+    let n_users = users_file.ids.len();
+    if users_file.histories.len() != n_users || users_file.attributes.len() != n_users {
+        return Err(Error::model(dir.join("users.bin"), "user tables have different lengths"));
+    }
+    if popularity.len() != n_items {
+        return Err(Error::model(dir.join("popularity.bin"), "length differs from the item count"));
+    }
+    if let Some(bad) = users_file
+        .histories
+        .iter()
+        .flat_map(|h| h.seen.iter().map(|s| s.0).chain(h.recent.iter().map(|r| r.item)))
+        .find(|&i| i as usize >= n_items)
+    {
+        return Err(Error::model(dir.join("users.bin"), format!("refers to item index {bad} of {n_items}")));
+    }
+    let params = manifest.params;
+    let d = params.als.factors;
+    let item_factors = matrix(&dir, "collab_items.f32", take("collab_items.f32")?, n_items, d)?;
+    let user_factors = matrix(&dir, "collab_users.f32", take("collab_users.f32")?, n_users, d)?;
+    let content = matrix(&dir, "content.f32", take("content.f32")?, n_items, params.content.dim)?;
+    drop(blobs);
+    let has_collab = nonzero_rows(&item_factors).iter().filter(|&&b| b).count();
+    let has_content = nonzero_rows(&content).iter().filter(|&&b| b).count();
+    let load_index = |name: &str, len: usize, dim: usize| -> Result<Option<AnnIndex>> {
+        if len == 0 {
+            return Ok(None);
+        }
+        for ext in ["hnsw.graph", "hnsw.data"] {
+            if !manifest.files.contains_key(&format!("{name}.{ext}")) {
+                return Err(Error::model(dir.join(format!("{name}.{ext}")), "missing from manifest.json"));
+            }
+        }
+        AnnIndex::load(&dir, name, len, dim).map(Some)
+    };
+    let indexes = Indexes {
+        collab_mips: load_index("collab_mips", has_collab, d + 1)?,
+        collab_cos: load_index("collab_cos", has_collab, d)?,
+        content: load_index("content", has_content, params.content.dim)?,
+    };
+    let users = IdMap::from_ids(users_file.ids);
+    let parts = ModelParts {
+        collab: CollabModel::from_factors(item_factors, params.als),
+        manifest,
+        items,
+        users,
+        user_attributes: users_file.attributes,
+        histories: users_file.histories,
+        popularity,
+        user_factors,
+        content,
+    };
+    Ok(Model::assemble(parts, Some(indexes)))
+}

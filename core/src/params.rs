@@ -1,0 +1,53 @@
+//! All training and serving parameters in one serialisable tree.
+//!
+//! The trainer records these in every model's manifest, `train --params FILE` reads them
+//! from JSON (missing fields take their defaults), and the server reads the serving part
+//! back from the manifest, so a model always carries the settings it was built with.
+
+use serde::{Deserialize, Serialize};
+
+use crate::als::AlsParams;
+use crate::ann::HnswParams;
+use crate::content::ContentParams;
+use crate::interactions::WeightParams;
+
+/// Every knob of training and scoring.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainParams {
+    pub weights: WeightParams,
+    pub als: AlsParams,
+    pub content: ContentParams,
+    pub hnsw: HnswParams,
+    /// How many of each user's latest events the model keeps for scoring.
+    pub recent_events: usize,
+    /// Catalogues up to this size are scored exactly (faster than ANN at that size);
+    /// larger ones go through the HNSW index.
+    pub exact_max_items: usize,
+    /// Weight of the collaborative space in blended similarity (content gets the rest).
+    pub blend_weight: f32,
+}
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        TrainParams {
+            weights: WeightParams::default(),
+            als: AlsParams::default(),
+            content: ContentParams::default(),
+            hnsw: HnswParams::default(),
+            recent_events: 50,
+            exact_max_items: 20_000,
+            blend_weight: 0.5,
+        }
+    }
+}
+
+impl Default for WeightParams {
+    fn default() -> Self {
+        WeightParams {
+            event_weights: Default::default(),
+            value_scale: 0.0,
+            half_life: 0.0,
+        }
+    }
+}

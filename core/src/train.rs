@@ -1,0 +1,166 @@
+//! The training pipeline: a [`Dataset`] in, a complete [`Model`] out.
+//!
+//! Steps: weight events into the user–item matrix, learn collaborative item factors with
+//! iALS, fold every user in, embed items by content, count popularity, and build the HNSW
+//! indexes. The trainer binary and the evaluator both call [`train`], and the server's
+//! demo mode does too, so every path uses one implementation.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use ndarray::Array2;
+use rayon::prelude::*;
+
+use crate::als::CollabModel;
+use crate::content;
+use crate::data::{Dataset, Item, TimeKind, User};
+use crate::interactions::{IdMap, Interactions};
+use crate::model::{new_version_name, Counts, Manifest, Model, ModelParts, UserHistory, FORMAT_VERSION};
+use crate::params::TrainParams;
+
+/// Receives progress from long training steps (the trainer shows progress bars).
+pub trait Progress: Sync {
+    /// A new step begins; `total` is the number of units it will report, if known.
+    fn begin(&self, step: &str, total: u64);
+    /// One more unit of the current step is done.
+    fn advance(&self);
+    /// The current step is finished.
+    fn finish(&self);
+}
+
+/// Ignores progress.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&self, _: &str, _: u64) {}
+    fn advance(&self) {}
+    fn finish(&self) {}
+}
+
+/// The catalogue in model order: catalogue rows first (first occurrence wins), then items
+/// seen only in events, as bare entries.
+fn catalogue(dataset: &Dataset, item_ids: &IdMap) -> Vec<Item> {
+    let mut by_id: HashMap<&str, &Item> = HashMap::with_capacity(dataset.items.len());
+    for item in &dataset.items {
+        by_id.entry(item.item_id.as_str()).or_insert(item);
+    }
+    item_ids
+        .ids()
+        .iter()
+        .map(|id| by_id.get(id.as_str()).map_or_else(|| Item::bare(id.clone()), |i| (*i).clone()))
+        .collect()
+}
+
+/// Trains a model on `dataset`.
+pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progress: &dyn Progress) -> Model {
+    let started = Instant::now();
+    progress.begin("weighting events", 1);
+    let item_seed = IdMap::from_ids(dataset.items.iter().map(|i| i.item_id.clone()).collect());
+    let user_seed = IdMap::from_ids(dataset.users.iter().map(|u| u.user_id.clone()).collect());
+    let matrix = Interactions::build(
+        &dataset.events,
+        item_seed,
+        user_seed,
+        time_kind,
+        &params.weights,
+        params.recent_events,
+    );
+    let items = catalogue(dataset, &matrix.items);
+    progress.advance();
+    progress.finish();
+
+    progress.begin("collaborative embeddings (iALS)", 1);
+    let collab = CollabModel::train(&matrix.rows, items.len(), &params.als);
+    progress.advance();
+    progress.finish();
+
+    let user_factors = fold_in_all(&collab, &matrix.rows, progress);
+
+    progress.begin("content embeddings", 1);
+    let content = content::embed(&items, &params.content);
+    progress.advance();
+    progress.finish();
+
+    let popularity: Vec<f32> = matrix.item_counts().into_iter().map(|c| c as f32).collect();
+    let mut attrs: HashMap<&str, &User> = HashMap::new();
+    for u in &dataset.users {
+        attrs.entry(u.user_id.as_str()).or_insert(u);
+    }
+    let user_attributes: Vec<User> = matrix
+        .users
+        .ids()
+        .iter()
+        .map(|id| {
+            attrs.get(id.as_str()).map_or_else(
+                || User {
+                    user_id: id.clone(),
+                    ..User::default()
+                },
+                |u| (*u).clone(),
+            )
+        })
+        .collect();
+    let histories: Vec<UserHistory> = matrix
+        .rows
+        .into_iter()
+        .zip(matrix.recent)
+        .map(|(seen, recent)| UserHistory { seen, recent })
+        .collect();
+    let counts = Counts {
+        users: matrix.users.len(),
+        items: items.len(),
+        events: dataset.events.len(),
+        items_with_events: popularity.iter().filter(|&&p| p > 0.0).count(),
+        items_with_content: content
+            .rows()
+            .into_iter()
+            .filter(|r| r.iter().any(|&x| x != 0.0))
+            .count(),
+    };
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        version: new_version_name(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        counts,
+        time_kind,
+        params: *params,
+        train_seconds: 0.0,
+        files: Default::default(),
+    };
+    progress.begin("HNSW indexes", 1);
+    let mut model = Model::from_parts(ModelParts {
+        manifest,
+        items,
+        users: matrix.users,
+        user_attributes,
+        histories,
+        popularity,
+        collab,
+        user_factors,
+        content,
+    });
+    progress.advance();
+    progress.finish();
+    model.manifest.train_seconds = started.elapsed().as_secs_f64();
+    model
+}
+
+/// Folds every user's history into a user vector, exactly as serving does.
+fn fold_in_all(collab: &CollabModel, rows: &[Vec<(u32, f32)>], progress: &dyn Progress) -> Array2<f32> {
+    let d = collab.factors();
+    progress.begin("user vectors", rows.len() as u64);
+    let vectors: Vec<Vec<f32>> = rows
+        .par_iter()
+        .map(|row| {
+            let v = collab.user_vector(row);
+            progress.advance();
+            v
+        })
+        .collect();
+    progress.finish();
+    let mut out = Array2::<f32>::zeros((rows.len(), d));
+    for (mut dst, v) in out.rows_mut().into_iter().zip(vectors) {
+        dst.iter_mut().zip(v).for_each(|(a, b)| *a = b);
+    }
+    out
+}
