@@ -38,9 +38,9 @@ impl Default for AlsParams {
         AlsParams {
             factors: 64,
             iterations: 15,
-            regularization: 0.05,
+            regularization: 30.0,
             reg_exponent: 0.0,
-            alpha: 2.0,
+            alpha: 1.0,
             cg_steps: 3,
             seed: 42,
         }

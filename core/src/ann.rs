@@ -44,9 +44,9 @@ pub struct HnswParams {
 impl Default for HnswParams {
     fn default() -> Self {
         HnswParams {
-            max_connections: 24,
-            ef_construction: 200,
-            ef_search: 128,
+            max_connections: 16,
+            ef_construction: 100,
+            ef_search: 100,
         }
     }
 }

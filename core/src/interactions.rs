@@ -111,9 +111,12 @@ impl EventWeights {
 #[serde(default)]
 pub struct WeightParams {
     pub event_weights: EventWeights,
-    /// How strongly an event's `value` (rating, play count, amount) scales its weight:
-    /// the factor is `1 + value_scale · ln(1 + value)`.
+    /// How strongly an event's `value` (play count, amount) scales its weight: the
+    /// factor is `1 + value_scale · ln(1 + value)`.
     pub value_scale: f32,
+    /// The same for `rating` events. Zero by default: a low rating still shows the user
+    /// chose the item, which is what ranking for them has to predict.
+    pub rating_value_scale: f32,
     /// Half-life of an event's weight: days for unix timestamps, a user's own events for
     /// order-only timestamps. Zero turns decay off.
     pub half_life: f64,
@@ -173,8 +176,13 @@ impl Interactions {
                 let e = &events[pos];
                 let mut w = params.event_weights.of(e.kind);
                 if let Some(v) = e.value {
-                    if v > 0.0 && params.value_scale != 0.0 {
-                        w *= 1.0 + params.value_scale * v.ln_1p();
+                    let scale = if e.kind == EventKind::Rating {
+                        params.rating_value_scale
+                    } else {
+                        params.value_scale
+                    };
+                    if v > 0.0 && scale != 0.0 {
+                        w *= 1.0 + scale * v.ln_1p();
                     }
                 }
                 if params.half_life > 0.0 {

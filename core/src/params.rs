@@ -46,7 +46,8 @@ impl Default for WeightParams {
     fn default() -> Self {
         WeightParams {
             event_weights: Default::default(),
-            value_scale: 0.0,
+            value_scale: 1.0,
+            rating_value_scale: 0.0,
             half_life: 0.0,
         }
     }

@@ -1,0 +1,114 @@
+//! Command-line arguments of `affinity-trainer`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "affinity-trainer", version, about = "Train, evaluate and publish affinity recommendation models")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Convert a public data set to canonical events.csv / items.csv / users.csv / social.csv.
+    Import(ImportArgs),
+    /// Train a model and publish it as a new version under MODEL_ROOT.
+    Train(TrainArgs),
+    /// Compare affinity with baselines on a held-out split.
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum SourceArg {
+    Movielens,
+    Lastfm,
+    Filmtrust,
+    Sequence,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    pub source: SourceArg,
+    /// The data set folder (a file for `sequence`).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Folder to write the canonical CSV files into (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeKindArg {
+    /// Unix seconds if every timestamp is a plausible date, else an order.
+    Auto,
+    Unix,
+    Order,
+}
+
+/// Input files shared by `train` and `evaluate`.
+#[derive(Args, Debug)]
+pub struct InputArgs {
+    #[arg(long)]
+    pub events: PathBuf,
+    #[arg(long)]
+    pub items: Option<PathBuf>,
+    /// Skip malformed rows (reporting how many) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// What event timestamps mean.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub time_kind: TimeKindArg,
+    /// Training parameters as JSON (missing fields keep their defaults).
+    #[arg(long)]
+    pub params: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[arg(long)]
+    pub users: Option<PathBuf>,
+    #[arg(long)]
+    pub social: Option<PathBuf>,
+    /// Model root: versions are written below it and `current` points at the newest.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// How many versions to keep (older ones are removed).
+    #[arg(long, default_value_t = 3)]
+    pub keep: usize,
+    /// Latest events kept per user for scoring (overrides the params file).
+    #[arg(long)]
+    pub recent: Option<usize>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Per user, a seeded random 20% of distinct items (users with ≥ 5 items).
+    Random,
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[arg(long, value_enum, default_value = "random")]
+    pub protocol: Protocol,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Cut-offs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,20")]
+    pub k: Vec<usize>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Neighbours per item for the ItemKNN baseline.
+    #[arg(long, default_value_t = 100)]
+    pub knn_neighbours: usize,
+    /// Data set name for the report (default: the events file's folder name).
+    #[arg(long)]
+    pub dataset: Option<String>,
+}
