@@ -1,0 +1,301 @@
+//! `affinity-client`: a command-line client for affinity-server.
+//!
+//! `recommend`, `similar` and `info` map one-to-one to the gRPC methods. `recommend
+//! --users-file F` is the batch mode: it sends many requests concurrently over one
+//! HTTP/2 connection and writes the answers in input order.
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
+
+use affinity_service::proto::recommend_request::Subject;
+use affinity_service::proto::recommender_client::RecommenderClient;
+use affinity_service::proto::similar_items_request::Mode;
+use affinity_service::proto::{self, RecentItems};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::{StreamExt, TryStreamExt};
+use tonic::transport::Channel;
+
+#[derive(Parser, Debug)]
+#[command(name = "affinity-client", version, about = "Query an affinity server")]
+struct Cli {
+    /// Server address.
+    #[arg(long, env = "AFFINITY_ADDR", default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table", global = true)]
+    format: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+    Tsv,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ModeArg {
+    Blend,
+    Collaborative,
+    Content,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Recommendations for a user, a session, or every user in a file.
+    Recommend {
+        /// One user id.
+        #[arg(long, conflicts_with_all = ["recent", "users_file"])]
+        user: Option<String>,
+        /// An anonymous session: item ids, comma-separated, oldest first.
+        #[arg(long, value_delimiter = ',', conflicts_with = "users_file")]
+        recent: Option<Vec<String>>,
+        /// Batch: one user id per line (blank lines ignored); `-` reads stdin.
+        #[arg(long)]
+        users_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        k: u32,
+        /// Include items the user already interacted with.
+        #[arg(long)]
+        include_seen: bool,
+        /// Item ids never to return, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        exclude: Vec<String>,
+        /// Only items of this category.
+        #[arg(long)]
+        category: Option<String>,
+        /// Requests in flight at once in batch mode.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+    /// Items similar to one item.
+    Similar {
+        #[arg(long)]
+        item: String,
+        #[arg(long, default_value_t = 10)]
+        k: u32,
+        #[arg(long, value_enum, default_value = "blend")]
+        mode: ModeArg,
+    },
+    /// The loaded model's version and size.
+    Info,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn connect(addr: &str) -> Result<RecommenderClient<Channel>> {
+    let channel = Channel::from_shared(addr.to_string())
+        .with_context(|| format!("invalid address {addr}"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    Ok(RecommenderClient::new(channel))
+}
+
+fn status_msg(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let mut client = connect(&cli.addr).await?;
+    let out = std::io::stdout();
+    let mut out = BufWriter::new(out.lock());
+    match cli.command {
+        Command::Info => {
+            let i = client.model_info(proto::ModelInfoRequest {}).await.map_err(status_msg)?.into_inner();
+            match cli.format {
+                Format::Json => writeln!(out, "{}", info_json(&i))?,
+                Format::Tsv => writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    i.version, i.created_at, i.format_version, i.users, i.items, i.scoring
+                )?,
+                Format::Table => {
+                    writeln!(out, "version         {}", i.version)?;
+                    writeln!(out, "created at      {}", i.created_at)?;
+                    writeln!(out, "format version  {}", i.format_version)?;
+                    writeln!(out, "users           {}", i.users)?;
+                    writeln!(out, "items           {} ({} with events, {} with content)", i.items, i.items_with_events, i.items_with_content)?;
+                    writeln!(out, "events          {}", i.events)?;
+                    writeln!(out, "scoring         {}", i.scoring)?;
+                    writeln!(out, "train seconds   {:.2}", i.train_seconds)?;
+                }
+            }
+        }
+        Command::Similar { item, k, mode } => {
+            let mode = match mode {
+                ModeArg::Blend => Mode::Blend,
+                ModeArg::Collaborative => Mode::Collaborative,
+                ModeArg::Content => Mode::Content,
+            };
+            let r = client
+                .similar_items(proto::SimilarItemsRequest {
+                    item_id: item.clone(),
+                    k,
+                    mode: mode as i32,
+                })
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            print_items(&mut out, cli.format, &item, &r.items, &r.model_version)?;
+        }
+        Command::Recommend {
+            user,
+            recent,
+            users_file,
+            k,
+            include_seen,
+            exclude,
+            category,
+            concurrency,
+        } => {
+            let template = proto::RecommendRequest {
+                subject: None,
+                k,
+                exclude_seen: Some(!include_seen),
+                exclude_item_ids: exclude,
+                category,
+            };
+            if let Some(path) = users_file {
+                batch(client, &path, template, concurrency, cli.format, &mut out).await?;
+            } else {
+                let (label, subject) = match (user, recent) {
+                    (Some(u), _) => (u.clone(), Subject::UserId(u)),
+                    (None, Some(items)) => ("session".to_string(), Subject::RecentItems(RecentItems { item_ids: items })),
+                    (None, None) => bail!("give --user, --recent or --users-file"),
+                };
+                let r = client
+                    .recommend(proto::RecommendRequest {
+                        subject: Some(subject),
+                        ..template
+                    })
+                    .await
+                    .map_err(status_msg)?
+                    .into_inner();
+                print_items(&mut out, cli.format, &label, &r.items, &r.model_version)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn info_json(i: &proto::ModelInfoResponse) -> serde_json::Value {
+    serde_json::json!({
+        "version": i.version, "created_at": i.created_at, "format_version": i.format_version,
+        "users": i.users, "items": i.items, "events": i.events,
+        "items_with_events": i.items_with_events, "items_with_content": i.items_with_content,
+        "scoring": i.scoring, "train_seconds": i.train_seconds,
+    })
+}
+
+fn reason_kind(item: &proto::ScoredItem) -> &'static str {
+    match item.reason.as_ref().and_then(|r| proto::reason::Kind::try_from(r.kind).ok()) {
+        Some(proto::reason::Kind::Personalized) => "personalized",
+        Some(proto::reason::Kind::Popular) => "popular",
+        Some(proto::reason::Kind::Similar) => "similar",
+        _ => "unspecified",
+    }
+}
+
+fn items_json(subject: &str, items: &[proto::ScoredItem], version: &str) -> serde_json::Value {
+    serde_json::json!({
+        "subject": subject,
+        "model_version": version,
+        "items": items.iter().map(|i| serde_json::json!({
+            "item_id": i.item_id,
+            "score": i.score,
+            "reason": reason_kind(i),
+            "reason_text": i.reason.as_ref().map(|r| r.text.as_str()).unwrap_or(""),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_items(out: &mut impl Write, format: Format, subject: &str, items: &[proto::ScoredItem], version: &str) -> Result<()> {
+    match format {
+        Format::Json => writeln!(out, "{}", items_json(subject, items, version))?,
+        Format::Tsv => {
+            for i in items {
+                writeln!(out, "{}\t{}\t{}", i.item_id, i.score, reason_kind(i))?;
+            }
+        }
+        Format::Table => {
+            writeln!(out, "{:>4}  {:<24} {:>10}  reason", "rank", "item", "score")?;
+            for (n, i) in items.iter().enumerate() {
+                let text = i.reason.as_ref().map(|r| r.text.as_str()).unwrap_or("");
+                writeln!(out, "{:>4}  {:<24} {:>10.4}  {}", n + 1, i.item_id, i.score, text)?;
+            }
+            writeln!(out, "model {version}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads user ids, one per line, skipping blank lines.
+fn read_users(path: &PathBuf) -> Result<Vec<String>> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        ))
+    };
+    let mut users = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}: cannot read", path.display(), n + 1))?;
+        let id = line.trim_end_matches('\r');
+        if !id.trim().is_empty() {
+            users.push(id.to_string());
+        }
+    }
+    Ok(users)
+}
+
+async fn batch(
+    client: RecommenderClient<Channel>,
+    path: &PathBuf,
+    template: proto::RecommendRequest,
+    concurrency: usize,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<()> {
+    let users = read_users(path)?;
+    let mut answers = futures::stream::iter(users.into_iter().map(|user| {
+        let mut client = client.clone();
+        let req = proto::RecommendRequest {
+            subject: Some(Subject::UserId(user.clone())),
+            ..template.clone()
+        };
+        async move {
+            match client.recommend(req).await {
+                Ok(r) => Ok((user, r.into_inner())),
+                Err(s) => Err(anyhow::anyhow!("user {user}: {:?}: {}", s.code(), s.message())),
+            }
+        }
+    }))
+    .buffered(concurrency.max(1));
+    while let Some((user, r)) = answers.try_next().await? {
+        match format {
+            Format::Tsv => {
+                let ids: Vec<&str> = r.items.iter().map(|i| i.item_id.as_str()).collect();
+                writeln!(out, "{user}\t{}", ids.join(","))?;
+            }
+            Format::Json => writeln!(out, "{}", items_json(&user, &r.items, &r.model_version))?,
+            Format::Table => {
+                writeln!(out, "# {user}")?;
+                print_items(out, Format::Table, &user, &r.items, &r.model_version)?;
+            }
+        }
+    }
+    Ok(())
+}
