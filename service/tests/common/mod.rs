@@ -1,0 +1,100 @@
+//! Shared helpers for the service's end-to-end tests: a MovieLens model trained once per
+//! test binary, and real `affinity-server` processes on ephemeral ports.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use affinity_core::data::{Dataset, TimeKind};
+use affinity_core::import::{self, Source};
+use affinity_core::model;
+use affinity_core::params::TrainParams;
+use affinity_core::train::{train, NoProgress};
+
+/// `../shared/datasets/<name>` from the repository root. Missing data fails the test.
+pub fn dataset_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets").join(name);
+    assert!(dir.is_dir(), "data set missing: {} (tests need ../shared/datasets)", dir.display());
+    dir
+}
+
+pub fn movielens() -> &'static Dataset {
+    static DATA: OnceLock<Dataset> = OnceLock::new();
+    DATA.get_or_init(|| import::import(Source::MovieLens, &dataset_dir("movielens-100k")).expect("import MovieLens"))
+}
+
+/// A model root holding a model trained on all of MovieLens-100K.
+pub fn movielens_model() -> &'static PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("movielens-model");
+        let _ = std::fs::remove_dir_all(&root);
+        let mut m = train(movielens(), TimeKind::Unix, &TrainParams::default(), &NoProgress);
+        model::save(&mut m, &root, 1).expect("save model");
+        root
+    })
+}
+
+/// A running `affinity-server`, killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn server_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_affinity-server")
+}
+
+/// Starts the server on an ephemeral port and waits until it reports SERVING.
+pub async fn start_server(model: &Path) -> Server {
+    let mut child = Command::new(server_bin())
+        .args(["--listen", "127.0.0.1:0", "--model"])
+        .arg(model)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn affinity-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read listen line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let url = format!("http://{addr}");
+    affinity_service::demo::wait_serving(&url, Duration::from_secs(60))
+        .await
+        .expect("server becomes healthy");
+    Server { child, addr: url }
+}
+
+/// Runs the server to completion (for models it must refuse); returns (success, stderr).
+pub fn run_server_expecting_exit(model: &Path) -> (bool, String) {
+    let out = Command::new(server_bin())
+        .args(["--listen", "127.0.0.1:0", "--model"])
+        .arg(model)
+        .output()
+        .expect("run affinity-server");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Copies a directory tree (one level of files is all a model version has).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}

@@ -1,0 +1,370 @@
+//! End-to-end tests: the real server binary on an ephemeral port, a model trained on
+//! MovieLens-100K, and the real client binary.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+
+use affinity_core::model;
+use affinity_service::proto::recommend_request::Subject;
+use affinity_service::proto::recommender_client::RecommenderClient;
+use affinity_service::proto::similar_items_request::Mode;
+use affinity_service::proto::{self, RecentItems};
+use common::*;
+use tonic::Code;
+
+async fn client(server: &Server) -> RecommenderClient<tonic::transport::Channel> {
+    RecommenderClient::connect(server.addr.clone()).await.expect("connect")
+}
+
+fn rec(user: &str, k: u32) -> proto::RecommendRequest {
+    proto::RecommendRequest {
+        subject: Some(Subject::UserId(user.to_string())),
+        k,
+        ..Default::default()
+    }
+}
+
+fn ids(items: &[proto::ScoredItem]) -> Vec<String> {
+    items.iter().map(|i| i.item_id.clone()).collect()
+}
+
+fn seen_by(user: &str) -> HashSet<String> {
+    movielens().events.iter().filter(|e| e.user_id == user).map(|e| e.item_id.clone()).collect()
+}
+
+#[tokio::test]
+async fn personalised_lists_differ_and_skip_seen_and_excluded_items() {
+    let server = start_server(movielens_model()).await;
+    let mut c = client(&server).await;
+    let mut lists = HashSet::new();
+    for user in ["1", "2", "3", "100", "405", "655"] {
+        let r = c.recommend(rec(user, 10)).await.unwrap().into_inner();
+        assert_eq!(r.items.len(), 10, "user {user}");
+        assert_eq!(r.retrieval, proto::Retrieval::Exact as i32);
+        let seen = seen_by(user);
+        for item in &r.items {
+            assert!(!seen.contains(&item.item_id), "user {user} got seen item {}", item.item_id);
+            let reason = item.reason.as_ref().unwrap();
+            assert_eq!(reason.kind, proto::reason::Kind::Personalized as i32);
+        }
+        let scores: Vec<f32> = r.items.iter().map(|i| i.score).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "scores sorted: {scores:?}");
+        lists.insert(ids(&r.items));
+
+        // Excluding the top three brings in the next items, still unseen.
+        let excluded: Vec<String> = ids(&r.items)[..3].to_vec();
+        let again = c
+            .recommend(proto::RecommendRequest {
+                exclude_item_ids: excluded.clone(),
+                ..rec(user, 10)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.items.len(), 10);
+        for item in &again.items {
+            assert!(!excluded.contains(&item.item_id));
+            assert!(!seen.contains(&item.item_id));
+        }
+        assert_eq!(ids(&again.items)[..7], ids(&r.items)[3..]);
+    }
+    assert_eq!(lists.len(), 6, "every user gets a different list");
+}
+
+#[tokio::test]
+async fn filters_apply_before_truncation() {
+    let server = start_server(movielens_model()).await;
+    let mut c = client(&server).await;
+    let categories: HashMap<&str, &str> = movielens()
+        .items
+        .iter()
+        .map(|i| (i.item_id.as_str(), i.category.as_str()))
+        .collect();
+    let r = c
+        .recommend(proto::RecommendRequest {
+            category: Some("Animation".into()),
+            ..rec("1", 20)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.items.len(), 20);
+    for item in &r.items {
+        assert_eq!(categories[item.item_id.as_str()], "Animation");
+    }
+    // A rare category: fewer eligible items than k returns all of them, no more.
+    let n_fantasy = categories.values().filter(|c| **c == "Fantasy").count();
+    let r = c
+        .recommend(proto::RecommendRequest {
+            category: Some("Fantasy".into()),
+            exclude_seen: Some(false),
+            ..rec("1", 1000)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.items.len(), n_fantasy);
+    // Including seen items lets a user's own history back in.
+    let r = c
+        .recommend(proto::RecommendRequest {
+            exclude_seen: Some(false),
+            ..rec("1", 50)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = seen_by("1");
+    assert!(r.items.iter().any(|i| seen.contains(&i.item_id)));
+}
+
+#[tokio::test]
+async fn unknown_users_get_popular_items_and_sessions_are_personalised() {
+    let server = start_server(movielens_model()).await;
+    let mut c = client(&server).await;
+    let r = c.recommend(rec("no-such-user", 5)).await.unwrap().into_inner();
+    assert_eq!(r.items.len(), 5);
+    assert_eq!(r.retrieval, proto::Retrieval::Popularity as i32);
+    assert_eq!(r.items[0].reason.as_ref().unwrap().kind, proto::reason::Kind::Popular as i32);
+    // Star Wars (50) is the most rated film in MovieLens-100K.
+    assert_eq!(r.items[0].item_id, "50");
+
+    let session = vec!["1".to_string(), "71".to_string(), "95".to_string()]; // Toy Story, Lion King, Aladdin
+    let r = c
+        .recommend(proto::RecommendRequest {
+            subject: Some(Subject::RecentItems(RecentItems { item_ids: session.clone() })),
+            k: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.items.len(), 10);
+    assert!(r.items.iter().all(|i| !session.contains(&i.item_id)));
+    assert_eq!(r.items[0].reason.as_ref().unwrap().kind, proto::reason::Kind::Personalized as i32);
+}
+
+#[tokio::test]
+async fn content_neighbours_of_toy_story_share_a_genre() {
+    let server = start_server(movielens_model()).await;
+    let mut c = client(&server).await;
+    let genres: HashMap<&str, HashSet<&str>> = movielens()
+        .items
+        .iter()
+        .map(|i| {
+            let g = i.tags.iter().map(String::as_str).filter(|t| !t.chars().all(|c| c.is_ascii_digit())).collect();
+            (i.item_id.as_str(), g)
+        })
+        .collect();
+    let toy_story = movielens().items.iter().find(|i| i.title == "Toy Story (1995)").unwrap();
+    let r = c
+        .similar_items(proto::SimilarItemsRequest {
+            item_id: toy_story.item_id.clone(),
+            k: 10,
+            mode: Mode::Content as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.items.len(), 10);
+    let mine = &genres[toy_story.item_id.as_str()];
+    for item in &r.items {
+        assert_ne!(item.item_id, toy_story.item_id);
+        assert!(
+            !genres[item.item_id.as_str()].is_disjoint(mine),
+            "{} shares no genre with Toy Story",
+            item.item_id
+        );
+    }
+    for mode in [Mode::Collaborative, Mode::Blend, Mode::Unspecified] {
+        let r = c
+            .similar_items(proto::SimilarItemsRequest {
+                item_id: toy_story.item_id.clone(),
+                k: 10,
+                mode: mode as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.items.len(), 10, "{mode:?}");
+        assert!(r.items.iter().all(|i| i.item_id != toy_story.item_id));
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_statuses() {
+    let server = start_server(movielens_model()).await;
+    let mut c = client(&server).await;
+    let sim = |item: &str, k: u32, mode: i32| proto::SimilarItemsRequest {
+        item_id: item.into(),
+        k,
+        mode,
+    };
+    let e = c.similar_items(sim("no-such-item", 10, 0)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("no-such-item"), "{}", e.message());
+    for (req, field) in [
+        (sim("", 10, 0), "item_id"),
+        (sim("1", 0, 0), "k"),
+        (sim("1", 1001, 0), "k"),
+        (sim("1", 10, 42), "mode"),
+    ] {
+        let e = c.similar_items(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains(field), "{} should name {field}", e.message());
+    }
+    for (req, field) in [
+        (rec("", 10), "user_id"),
+        (rec("1", 0), "k"),
+        (rec("1", 1001), "k"),
+        (
+            proto::RecommendRequest {
+                subject: None,
+                k: 10,
+                ..Default::default()
+            },
+            "subject",
+        ),
+        (
+            proto::RecommendRequest {
+                exclude_item_ids: vec![String::new()],
+                ..rec("1", 10)
+            },
+            "exclude_item_ids",
+        ),
+    ] {
+        let e = c.recommend(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains(field), "{} should name {field}", e.message());
+    }
+    // k = 1000 is allowed.
+    assert_eq!(c.recommend(rec("1", 1000)).await.unwrap().into_inner().items.len(), 1000);
+    let info = c.model_info(proto::ModelInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.users, 943);
+    assert_eq!(info.items, 1682);
+    assert_eq!(info.events, 100_000);
+    assert_eq!(info.format_version, model::FORMAT_VERSION);
+}
+
+#[tokio::test]
+async fn batch_client_answers_in_input_order() {
+    let server = start_server(movielens_model()).await;
+    let mut c = client(&server).await;
+    let users: Vec<String> = (1..=120).rev().map(|u| u.to_string()).chain(["not-a-user".to_string()]).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.txt");
+    let mut text = String::new();
+    for (n, u) in users.iter().enumerate() {
+        text.push_str(u);
+        text.push('\n');
+        if n % 17 == 0 {
+            text.push('\n'); // blank lines are ignored
+        }
+    }
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_affinity-client"))
+        .args(["--addr", &server.addr, "--format", "tsv", "recommend", "--k", "10", "--concurrency", "16", "--users-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), users.len());
+    for (line, user) in lines.iter().zip(&users) {
+        let (u, items) = line.split_once('\t').unwrap();
+        assert_eq!(u, user);
+        let single = c.recommend(rec(user, 10)).await.unwrap().into_inner();
+        assert_eq!(items, ids(&single.items).join(","));
+    }
+
+    // An RPC error names the user and fails the run.
+    std::fs::write(&file, "1\n\n   \n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_affinity-client"))
+        .args(["--addr", &server.addr, "--format", "tsv", "recommend", "--k", "0", "--users-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("user 1:"), "{stderr}");
+}
+
+fn refuses(model: &std::path::Path, expect_in_message: &str) {
+    let (ok, stderr) = run_server_expecting_exit(model);
+    assert!(!ok, "server accepted a bad model: {stderr}");
+    assert!(stderr.contains(expect_in_message), "message should name {expect_in_message}: {stderr}");
+    assert!(!stderr.contains("panicked"), "server panicked: {stderr}");
+}
+
+#[test]
+fn missing_partial_or_corrupt_models_are_refused_naming_the_file() {
+    let root = movielens_model();
+    let version = model::resolve(root).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    refuses(&dir.path().join("nothing-here"), "nothing-here");
+
+    let corrupt = dir.path().join("corrupt");
+    copy_dir(&version, &corrupt);
+    let f = corrupt.join("collab_items.f32");
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&f, bytes).unwrap();
+    refuses(&corrupt, "collab_items.f32");
+
+    let truncated = dir.path().join("truncated");
+    copy_dir(&version, &truncated);
+    let f = truncated.join("content.hnsw.graph");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+    refuses(&truncated, "content.hnsw.graph");
+
+    let partial = dir.path().join("partial");
+    copy_dir(&version, &partial);
+    std::fs::remove_file(partial.join("users.bin")).unwrap();
+    refuses(&partial, "users.bin");
+
+    let newer = dir.path().join("newer");
+    copy_dir(&version, &newer);
+    let m = newer.join("manifest.json");
+    let text = std::fs::read_to_string(&m).unwrap();
+    let text = text.replacen(&format!("\"format_version\": {}", model::FORMAT_VERSION), "\"format_version\": 99", 1);
+    std::fs::write(&m, text).unwrap();
+    refuses(&newer, "manifest.json");
+
+    let garbage = dir.path().join("garbage");
+    copy_dir(&version, &garbage);
+    std::fs::write(garbage.join("manifest.json"), "{not json").unwrap();
+    refuses(&garbage, "manifest.json");
+
+    // A model root whose `current` names a version that is gone.
+    let dangling = dir.path().join("dangling");
+    std::fs::create_dir_all(&dangling).unwrap();
+    std::fs::write(dangling.join("current"), "20250101T000000Z-deadbeef\n").unwrap();
+    refuses(&dangling, "20250101T000000Z-deadbeef");
+}
+
+#[test]
+fn demo_smoke_runs_from_an_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(server_bin())
+        .args(["--demo", "--smoke", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("smoke: ok"), "{stdout}");
+    assert!(dir.path().join("affinity-demo-model/current").is_file());
+    // A second run reuses the model it made.
+    let again = Command::new(server_bin())
+        .args(["--demo", "--smoke", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let versions = std::fs::read_dir(dir.path().join("affinity-demo-model")).unwrap().count();
+    assert_eq!(versions, 2, "current + one version");
+}
