@@ -40,7 +40,7 @@ pub fn prepare_model(root: &Path) -> Result<PathBuf> {
 pub async fn wait_serving(addr: &str, timeout: Duration) -> Result<Channel> {
     let start = Instant::now();
     loop {
-        if let Ok(channel) = Channel::from_shared(addr.to_string())?.connect().await {
+        if let Ok(channel) = Channel::from_shared(addr.to_string())?.tcp_nodelay(true).connect().await {
             let mut health = HealthClient::new(channel.clone());
             if let Ok(r) = health.check(HealthCheckRequest { service: String::new() }).await {
                 if r.into_inner().status == ServingStatus::Serving as i32 {

@@ -1,0 +1,193 @@
+//! Serving latency over gRPC on loopback.
+//!
+//! Trains a model on a data set (MovieLens-100K by default) through the core pipeline,
+//! serves it with the real server code on an ephemeral loopback port, then a tonic client
+//! sends sequential requests — a warm-up, then the measured run — for random known users
+//! (`Recommend`) and random items with events (`SimilarItems`), k = 10. Prints a table
+//! and writes JSON. Run it from a release build:
+//!
+//! ```text
+//! cargo run --release -p affinity-benches --bin latency
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use affinity_core::data::TimeKind;
+use affinity_core::import::{self, Source};
+use affinity_core::model;
+use affinity_core::params::TrainParams;
+use affinity_core::train::{train, NoProgress};
+use affinity_service::proto::recommend_request::Subject;
+use affinity_service::proto::recommender_client::RecommenderClient;
+use affinity_service::proto::{self, similar_items_request::Mode};
+use affinity_service::{demo, server};
+use anyhow::{Context, Result};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(about = "gRPC latency benchmark for affinity-server")]
+struct Args {
+    /// Data set folder (MovieLens layout).
+    #[arg(long, default_value = "../shared/datasets/movielens-100k")]
+    dataset: PathBuf,
+    #[arg(long, default_value_t = 1_000)]
+    warmup: usize,
+    #[arg(long, default_value_t = 10_000)]
+    requests: usize,
+    #[arg(long, default_value_t = 10)]
+    k: u32,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "benches/results/latency.json")]
+    json: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Row {
+    method: String,
+    requests: usize,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+    mean_us: f64,
+    throughput_rps: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    dataset: String,
+    build: &'static str,
+    users: usize,
+    items: usize,
+    scoring: String,
+    k: u32,
+    warmup: usize,
+    rows: Vec<Row>,
+}
+
+fn summarise(method: &str, h: &Histogram<u64>, wall: Duration) -> Row {
+    let us = |v: u64| v as f64 / 1_000.0;
+    Row {
+        method: method.to_string(),
+        requests: h.len() as usize,
+        p50_us: us(h.value_at_quantile(0.50)),
+        p90_us: us(h.value_at_quantile(0.90)),
+        p99_us: us(h.value_at_quantile(0.99)),
+        p999_us: us(h.value_at_quantile(0.999)),
+        max_us: us(h.max()),
+        mean_us: h.mean() / 1_000.0,
+        throughput_rps: h.len() as f64 / wall.as_secs_f64(),
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let data = import::import(Source::MovieLens, &args.dataset)
+        .with_context(|| format!("cannot import {}", args.dataset.display()))?;
+    let root = tempfile::tempdir()?;
+    let mut m = train(&data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
+    model::save(&mut m, root.path(), 1)?;
+    let users: Vec<String> = m.users.ids().to_vec();
+    let items: Vec<String> = (0..m.n_items()).filter(|&i| m.has_collab[i]).map(|i| m.items[i].item_id.clone()).collect();
+    let scoring = if m.uses_exact_scoring() { "exact" } else { "ann" }.to_string();
+    let n_items = m.n_items();
+    drop(m);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(measure(&args, root.path(), &users, &items))?;
+    let report = Report {
+        dataset: args.dataset.display().to_string(),
+        build: if cfg!(debug_assertions) { "debug" } else { "release" },
+        users: users.len(),
+        items: n_items,
+        scoring,
+        k: args.k,
+        warmup: args.warmup,
+        rows: report,
+    };
+    println!(
+        "dataset {} · {} users · {} items · scoring {} · k {} · {} build · sequential, {} warm-up",
+        report.dataset, report.users, report.items, report.scoring, report.k, report.build, report.warmup
+    );
+    println!(
+        "{:<14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "method", "requests", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs", "mean µs", "req/s"
+    );
+    for r in &report.rows {
+        println!(
+            "{:<14} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0}",
+            r.method, r.requests, r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us, r.mean_us, r.throughput_rps
+        );
+    }
+    if let Some(parent) = args.json.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    println!("json: {}", args.json.display());
+    Ok(())
+}
+
+async fn measure(args: &Args, model_root: &Path, users: &[String], items: &[String]) -> Result<Vec<Row>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server::run(listener, model_root.to_path_buf(), async {
+        let _ = stopped.await;
+    }));
+    let channel = demo::wait_serving(&addr, Duration::from_secs(60)).await?;
+    let mut client = RecommenderClient::new(channel);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let mut rows = Vec::new();
+
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let total = args.warmup + args.requests;
+    let mut wall = Instant::now();
+    for n in 0..total {
+        if n == args.warmup {
+            hist.reset();
+            wall = Instant::now();
+        }
+        let user = &users[rng.gen_range(0..users.len())];
+        let req = proto::RecommendRequest {
+            subject: Some(Subject::UserId(user.clone())),
+            k: args.k,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let r = client.recommend(req).await?.into_inner();
+        hist.record(t.elapsed().as_nanos() as u64)?;
+        anyhow::ensure!(r.items.len() == args.k as usize, "short answer for {user}");
+    }
+    rows.push(summarise("Recommend", &hist, wall.elapsed()));
+
+    hist.reset();
+    let mut wall = Instant::now();
+    for n in 0..total {
+        if n == args.warmup {
+            hist.reset();
+            wall = Instant::now();
+        }
+        let item = &items[rng.gen_range(0..items.len())];
+        let req = proto::SimilarItemsRequest {
+            item_id: item.clone(),
+            k: args.k,
+            mode: Mode::Unspecified as i32,
+        };
+        let t = Instant::now();
+        let r = client.similar_items(req).await?.into_inner();
+        hist.record(t.elapsed().as_nanos() as u64)?;
+        anyhow::ensure!(r.items.len() == args.k as usize, "short answer for {item}");
+    }
+    rows.push(summarise("SimilarItems", &hist, wall.elapsed()));
+
+    let _ = stop.send(());
+    serving.await??;
+    Ok(rows)
+}

@@ -1,0 +1,160 @@
+//! Tests of the real `affinity-trainer` binary on the real data sets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_affinity-trainer"))
+        .args(args)
+        .output()
+        .expect("run affinity-trainer")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "trainer failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn dataset(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets").join(name);
+    assert!(dir.exists(), "data set missing: {} (tests need ../shared/datasets)", dir.display());
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn import(source: &str, input: &Path, out: &Path) {
+    ok(&trainer(&["import", source, "--input", s(input), "--out", s(out)]));
+}
+
+/// Recall@10 of `name` in an evaluate JSON report.
+fn recall_at_10(report: &serde_json::Value, name: &str) -> f64 {
+    let model = report["models"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap();
+    let m = model["metrics"].as_array().unwrap().iter().find(|m| m["k"] == 10).unwrap();
+    m["recall"].as_f64().unwrap()
+}
+
+fn evaluate(events: &Path, json: &Path) -> serde_json::Value {
+    let out = trainer(&["evaluate", "--events", s(events), "--protocol", "random", "--seed", "42", "--k", "10,20", "--json", s(json)]);
+    let table = ok(&out);
+    assert!(table.contains("ItemKNN") && table.contains("affinity") && table.contains("Pop"), "{table}");
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+#[test]
+fn movielens_import_train_and_evaluate_beats_itemknn() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ml");
+    import("movielens", &dataset("movielens-100k"), &data);
+    let events = std::fs::read_to_string(data.join("events.csv")).unwrap();
+    assert_eq!(events.lines().count(), 100_001);
+    assert!(events.starts_with("user_id,item_id,event,timestamp,value\n196,242,rating,881250949,3\n"));
+    let items = std::fs::read_to_string(data.join("items.csv")).unwrap();
+    assert!(items.contains("1,Toy Story (1995),Animation,,,Animation|Children's|Comedy|1995,true"), "{}", &items[..300]);
+    // u.item is Latin-1: accented titles must come through intact.
+    assert!(items.contains("Misérables"), "Latin-1 titles decoded");
+    let users = std::fs::read_to_string(data.join("users.csv")).unwrap();
+    assert!(users.contains("\n1,8,24,M,technician,\n"), "region = first zip digit");
+
+    let root = dir.path().join("models");
+    let out = ok(&trainer(&[
+        "train", "--events", s(&data.join("events.csv")), "--items", s(&data.join("items.csv")),
+        "--users", s(&data.join("users.csv")), "--out", s(&root), "--keep", "2",
+    ]));
+    assert!(out.contains("943 users, 1682 items, 100000 events"), "{out}");
+    let current = std::fs::read_to_string(root.join("current")).unwrap();
+    let version = root.join(current.trim());
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(version.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["time_kind"], "unix");
+    assert_eq!(manifest["counts"]["items"], 1682);
+    for file in ["items.bin", "users.bin", "collab_items.f32", "content.f32", "collab_mips.hnsw.graph", "content.hnsw.data"] {
+        assert!(manifest["files"][file]["sha256"].as_str().unwrap().len() == 64, "{file} listed with checksum");
+    }
+    // Retraining twice more keeps only two versions and moves `current`.
+    for _ in 0..2 {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        ok(&trainer(&["train", "--events", s(&data.join("events.csv")), "--out", s(&root), "--keep", "2"]));
+    }
+    let versions: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert_eq!(versions.len(), 2);
+    assert_ne!(std::fs::read_to_string(root.join("current")).unwrap(), current);
+
+    let report = evaluate(&data.join("events.csv"), &dir.path().join("ml.json"));
+    assert_eq!(report["protocol"], "random");
+    assert_eq!(report["seed"], 42);
+    let (affinity, knn, pop) = (recall_at_10(&report, "affinity"), recall_at_10(&report, "ItemKNN"), recall_at_10(&report, "Pop"));
+    assert!(affinity >= knn, "affinity Recall@10 {affinity} < ItemKNN {knn}");
+    assert!(knn > pop, "ItemKNN {knn} should beat Pop {pop}");
+}
+
+#[test]
+fn lastfm_evaluate_beats_itemknn() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("lastfm");
+    import("lastfm", &dataset("lastfm-hetrec"), &data);
+    let social = std::fs::read_to_string(data.join("social.csv")).unwrap();
+    assert_eq!(social.lines().count(), 25_434 + 1);
+    let report = evaluate(&data.join("events.csv"), &dir.path().join("lastfm.json"));
+    let (affinity, knn) = (recall_at_10(&report, "affinity"), recall_at_10(&report, "ItemKNN"));
+    assert!(affinity >= knn, "affinity Recall@10 {affinity} < ItemKNN {knn}");
+}
+
+#[test]
+fn other_importers_produce_canonical_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ft = dir.path().join("filmtrust");
+    import("filmtrust", &dataset("filmtrust"), &ft);
+    let events = std::fs::read_to_string(ft.join("events.csv")).unwrap();
+    assert_eq!(events.lines().count(), 35_497 + 1);
+    assert!(events.contains("\n1,1,rating,,2\n"));
+    assert!(std::fs::read_to_string(ft.join("social.csv")).unwrap().contains("\n2,966,follow,1\n"));
+
+    let seq = dir.path().join("beauty");
+    import("sequence", &dataset("amazon-beauty").join("Beauty.txt"), &seq);
+    let events = std::fs::read_to_string(seq.join("events.csv")).unwrap();
+    assert!(events.contains("\n1,1,purchase,1,\n1,2,purchase,2,\n"));
+    assert_eq!(events.lines().count(), 198_502 + 1);
+}
+
+#[test]
+fn malformed_rows_stop_training_naming_file_and_line_unless_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.csv");
+    let mut text = String::from("user_id,item_id,event,timestamp,value\n");
+    for u in 0..20 {
+        for i in 0..6 {
+            text.push_str(&format!("u{u},i{},view,,\n", (u + i) % 15));
+        }
+    }
+    text.push_str("u1,i1,teleport,,\n"); // line 122
+    text.push_str("u2,\"bad,id\",view,,\n");
+    std::fs::write(&events, text).unwrap();
+    let root = dir.path().join("models");
+    let out = trainer(&["train", "--events", s(&events), "--out", s(&root)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:122:", events.display())), "{err}");
+    assert!(err.contains("teleport"), "{err}");
+    assert!(!root.join("current").exists(), "nothing published");
+
+    let out = trainer(&["train", "--events", s(&events), "--out", s(&root), "--skip-invalid"]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("skipped 2 invalid row(s)"), "{err}");
+    assert!(root.join("current").exists());
+
+    let out = trainer(&["train", "--events", s(&dir.path().join("missing.csv")), "--out", s(&root)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.csv"));
+}
