@@ -5,66 +5,17 @@
 //! here are the numbers the service delivers. Baselines work in the model's item index
 //! space and see exactly the training histories the model saw.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::content::fnv1a;
-use crate::data::Event;
 use crate::model::Model;
 use crate::recommend::{RecommendRequest, Subject};
+use crate::split::Target;
 
-/// Users with fewer distinct items than this stay entirely in training.
-pub const MIN_ITEMS_FOR_TEST: usize = 5;
-
-/// A train/test split of events.
-#[derive(Debug, Clone, Default)]
-pub struct Split {
-    pub train: Vec<Event>,
-    /// Held-out distinct items per user, sorted by user id.
-    pub test: BTreeMap<String, Vec<String>>,
-}
-
-/// The per-user random split: users with at least [`MIN_ITEMS_FOR_TEST`] distinct items
-/// send `max(1, round(0.2·n))` of them, chosen with a seeded RNG, to test; all events of
-/// a test item leave training.
-pub fn random_split(events: &[Event], seed: u64) -> Split {
-    let mut per_user: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut seen: HashSet<(&str, &str)> = HashSet::new();
-    for e in events {
-        if seen.insert((&e.user_id, &e.item_id)) {
-            per_user.entry(&e.user_id).or_default().push(&e.item_id);
-        }
-    }
-    let mut held: HashSet<(&str, &str)> = HashSet::new();
-    let mut test = BTreeMap::new();
-    for (user, items) in per_user {
-        if items.len() < MIN_ITEMS_FOR_TEST {
-            continue;
-        }
-        let n_test = ((items.len() as f64 * 0.2).round() as usize).max(1);
-        let mut sorted = items.clone();
-        sorted.sort_unstable();
-        // Each user's draw depends only on the seed and the user id.
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ fnv1a(user.as_bytes()));
-        sorted.shuffle(&mut rng);
-        let chosen: Vec<String> = sorted[..n_test].iter().map(|s| s.to_string()).collect();
-        for &item in &sorted[..n_test] {
-            held.insert((user, item));
-        }
-        test.insert(user.to_string(), chosen);
-    }
-    let train = events
-        .iter()
-        .filter(|e| !held.contains(&(e.user_id.as_str(), e.item_id.as_str())))
-        .cloned()
-        .collect();
-    Split { train, test }
-}
+pub use crate::baselines::{Ease, ItemKnn, Pop};
 
 /// Ranking metrics of one user's list against their held-out items.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -137,11 +88,12 @@ pub struct EvalReport {
     pub models: Vec<ModelReport>,
 }
 
-/// Something that ranks items for a training user (by model user index).
+/// Something that ranks items for a user of the training data.
 pub trait Ranker: Sync {
     fn name(&self) -> &str;
-    /// Top `k` unseen items for `user_id`, best first, as model item indices.
-    fn rank(&self, user_id: &str, k: usize) -> Vec<u32>;
+    /// Top `k` items for `user_id`, best first, as model item indices, leaving out the
+    /// user's training items except those in `keep` (sorted).
+    fn rank(&self, user_id: &str, k: usize, keep: &[u32]) -> Vec<u32>;
 }
 
 /// affinity itself, through the serving code path.
@@ -151,12 +103,23 @@ impl Ranker for Affinity<'_> {
     fn name(&self) -> &str {
         "affinity"
     }
-    fn rank(&self, user_id: &str, k: usize) -> Vec<u32> {
+    fn rank(&self, user_id: &str, k: usize, keep: &[u32]) -> Vec<u32> {
+        // Leave-one-out keeps the held-out item even if the user had it before: switch the
+        // seen filter off and exclude the rest of the history explicitly.
+        let exclude: Vec<String> = match (keep.is_empty(), self.0.users.get(user_id)) {
+            (false, Some(u)) => self.0.histories[u as usize]
+                .seen
+                .iter()
+                .filter(|(i, _)| keep.binary_search(i).is_err())
+                .map(|&(i, _)| self.0.items[i as usize].item_id.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
         let req = RecommendRequest {
             subject: Subject::User(user_id),
             k,
-            exclude_seen: true,
-            exclude_items: &[],
+            exclude_seen: keep.is_empty(),
+            exclude_items: &exclude,
             category: None,
         };
         self.0
@@ -166,112 +129,10 @@ impl Ranker for Affinity<'_> {
     }
 }
 
-/// Most popular unseen items.
-pub struct Pop<'a>(pub &'a Model);
-
-impl Ranker for Pop<'_> {
-    fn name(&self) -> &str {
-        "Pop"
-    }
-    fn rank(&self, user_id: &str, k: usize) -> Vec<u32> {
-        let seen = self.0.users.get(user_id).map(|u| &self.0.histories[u as usize]);
-        self.0
-            .popular_order
-            .iter()
-            .copied()
-            .filter(|&i| seen.is_none_or(|h| !h.has_seen(i)))
-            .take(k)
-            .collect()
-    }
-}
-
-/// Item-based k-nearest-neighbours with cosine similarity on binary interactions.
-pub struct ItemKnn<'a> {
-    model: &'a Model,
-    /// Per item: `(neighbour, similarity)`, best first.
-    neighbours: Vec<Vec<(u32, f32)>>,
-    pub k_neighbours: usize,
-}
-
-impl<'a> ItemKnn<'a> {
-    /// Builds the neighbour lists from the model's training histories.
-    pub fn fit(model: &'a Model, k_neighbours: usize) -> ItemKnn<'a> {
-        let n = model.n_items();
-        let mut users_of: Vec<Vec<u32>> = vec![Vec::new(); n];
-        for (u, h) in model.histories.iter().enumerate() {
-            for &(i, _) in &h.seen {
-                users_of[i as usize].push(u as u32);
-            }
-        }
-        let counts: Vec<f32> = users_of.iter().map(|u| u.len() as f32).collect();
-        let neighbours = (0..n)
-            .into_par_iter()
-            .map_init(
-                || vec![0u32; n],
-                |co, i| {
-                    let mut touched = Vec::new();
-                    for &u in &users_of[i] {
-                        for &(j, _) in &model.histories[u as usize].seen {
-                            if j as usize != i {
-                                if co[j as usize] == 0 {
-                                    touched.push(j);
-                                }
-                                co[j as usize] += 1;
-                            }
-                        }
-                    }
-                    let mut sims: Vec<(u32, f32)> = touched
-                        .iter()
-                        .map(|&j| {
-                            let c = co[j as usize] as f32;
-                            co[j as usize] = 0;
-                            (j, c / (counts[i] * counts[j as usize]).sqrt())
-                        })
-                        .collect();
-                    sims.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                    sims.truncate(k_neighbours);
-                    sims
-                },
-            )
-            .collect();
-        ItemKnn {
-            model,
-            neighbours,
-            k_neighbours,
-        }
-    }
-}
-
-impl Ranker for ItemKnn<'_> {
-    fn name(&self) -> &str {
-        "ItemKNN"
-    }
-    fn rank(&self, user_id: &str, k: usize) -> Vec<u32> {
-        let Some(u) = self.model.users.get(user_id) else {
-            return Vec::new();
-        };
-        let h = &self.model.histories[u as usize];
-        let mut scores: HashMap<u32, f32> = HashMap::new();
-        for &(j, _) in &h.seen {
-            for &(i, s) in &self.neighbours[j as usize] {
-                *scores.entry(i).or_insert(0.0) += s;
-            }
-        }
-        let mut ranked: Vec<(f32, u32)> = scores
-            .into_iter()
-            .filter(|&(i, _)| !h.has_seen(i))
-            .map(|(i, s)| (s, i))
-            .collect();
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        ranked.truncate(k);
-        ranked.into_iter().map(|(_, i)| i).collect()
-    }
-}
-
 /// Scores `ranker` on the held-out items of every test user, at each cut-off in `ks`.
-pub fn score(ranker: &dyn Ranker, model: &Model, test: &BTreeMap<String, Vec<String>>, ks: &[usize]) -> Vec<Metrics> {
+pub fn score(ranker: &dyn Ranker, model: &Model, target: &Target, ks: &[usize]) -> Vec<Metrics> {
     let max_k = ks.iter().copied().max().unwrap_or(10);
-    let users: Vec<(&String, &Vec<String>)> = test.iter().collect();
+    let users: Vec<(&String, &Vec<String>)> = target.relevant.iter().collect();
     let lists: Vec<(Vec<u32>, HashSet<u32>)> = users
         .par_iter()
         .map(|(user, items)| {
@@ -281,7 +142,12 @@ pub fn score(ranker: &dyn Ranker, model: &Model, test: &BTreeMap<String, Vec<Str
                 .enumerate()
                 .map(|(n, id)| model.item_ids.get(id).unwrap_or(u32::MAX - n as u32))
                 .collect();
-            (ranker.rank(user, max_k), relevant)
+            let mut keep: Vec<u32> = Vec::new();
+            if target.keep_relevant_seen {
+                keep = relevant.iter().copied().filter(|&i| (i as usize) < model.n_items()).collect();
+                keep.sort_unstable();
+            }
+            (ranker.rank(user, max_k, &keep), relevant)
         })
         .collect();
     let train_items = model.popularity.iter().filter(|&&p| p > 0.0).count().max(1);
@@ -324,7 +190,6 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::EventKind;
 
     fn set(v: &[u32]) -> HashSet<u32> {
         v.iter().copied().collect()
@@ -350,46 +215,5 @@ mod tests {
         let m = user_metrics(&[7, 8, 2], &set(&[2]), 10);
         assert!((m.mrr - 1.0 / 3.0).abs() < 1e-12);
         assert!((m.ndcg - 0.5).abs() < 1e-12);
-    }
-
-    fn events(users: usize, items_per_user: usize) -> Vec<Event> {
-        let mut out = Vec::new();
-        for u in 0..users {
-            for i in 0..items_per_user {
-                out.push(Event {
-                    user_id: format!("u{u}"),
-                    item_id: format!("i{}", (u + i * 3) % 50),
-                    kind: EventKind::View,
-                    timestamp: None,
-                    value: None,
-                });
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn random_split_holds_out_twenty_percent_without_leaks() {
-        let mut ev = events(30, 10);
-        ev.extend(events(1, 3).into_iter().map(|mut e| {
-            e.user_id = "small".into();
-            e
-        }));
-        let split = random_split(&ev, 42);
-        assert!(!split.test.contains_key("small"), "users with < 5 items stay in train");
-        assert_eq!(split.test.len(), 30);
-        for (user, items) in &split.test {
-            assert_eq!(items.len(), 2, "round(0.2 * 10) = 2");
-            for item in items {
-                assert!(
-                    !split.train.iter().any(|e| &e.user_id == user && &e.item_id == item),
-                    "test item {item} of {user} leaked into train"
-                );
-            }
-        }
-        assert_eq!(split.train.len(), ev.len() - 60);
-        let again = random_split(&ev, 42);
-        assert_eq!(again.test, split.test, "same seed, same split");
-        assert_ne!(random_split(&ev, 43).test, split.test);
     }
 }

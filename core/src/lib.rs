@@ -12,10 +12,12 @@
 //! - [`train`]: the pipeline from a data set to a [`model::Model`].
 //! - [`model`]: the in-memory model and its versioned, checksummed directory.
 //! - [`recommend`]: personalised recommendations and similar items.
-//! - [`eval`]: splits, metrics and baselines for offline evaluation.
+//! - [`split`]: random, leave-one-out and temporal splits and their files.
+//! - [`eval`]: metrics and baselines (Pop, ItemKNN, EASE) for offline evaluation.
 //! - [`demo`]: a deterministic synthetic store for demos and smoke tests.
 
 pub mod als;
+pub mod baselines;
 pub mod ann;
 pub mod content;
 pub mod data;
@@ -28,6 +30,7 @@ pub mod linalg;
 pub mod model;
 pub mod params;
 pub mod recommend;
+pub mod split;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -19,6 +19,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Compare affinity with baselines on a held-out split.
     Evaluate(EvaluateArgs),
+    /// Write train / valid / test files so every system is scored on the same split.
+    Split(SplitArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -89,12 +91,73 @@ pub struct TrainArgs {
 pub enum Protocol {
     /// Per user, a seeded random 20% of distinct items (users with ≥ 5 items).
     Random,
+    /// Leave-one-out: each user's last event is test, the one before validation.
+    Loo,
+    /// Global cut at the 80% quantile of event time (needs unix timestamps).
+    Temporal,
+}
+
+impl From<Protocol> for affinity_core::split::Protocol {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Random => affinity_core::split::Protocol::Random,
+            Protocol::Loo => affinity_core::split::Protocol::Loo,
+            Protocol::Temporal => affinity_core::split::Protocol::Temporal,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    Pop,
+    Itemknn,
+    Ease,
+}
+
+#[derive(Args, Debug)]
+pub struct SplitArgs {
+    #[arg(long)]
+    pub events: PathBuf,
+    #[arg(long, value_enum, default_value = "random")]
+    pub protocol: Protocol,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Folder for train.csv, valid.csv, test.csv and split.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub skip_invalid: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub time_kind: TimeKindArg,
 }
 
 #[derive(Args, Debug)]
 pub struct EvaluateArgs {
-    #[command(flatten)]
-    pub input: InputArgs,
+    /// Events to split (or use --split).
+    #[arg(long, required_unless_present = "split")]
+    pub events: Option<PathBuf>,
+    #[arg(long)]
+    pub items: Option<PathBuf>,
+    /// A split written by `affinity-trainer split` (train.csv, valid.csv, test.csv).
+    #[arg(long, conflicts_with_all = ["events", "seeds"])]
+    pub split: Option<PathBuf>,
+    #[arg(long)]
+    pub skip_invalid: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub time_kind: TimeKindArg,
+    /// Training parameters as JSON (missing fields keep their defaults).
+    #[arg(long)]
+    pub params: Option<PathBuf>,
+    /// Repeat over this many seeds (seed, seed+1, …) and report mean and standard deviation.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    /// Baselines to run, comma-separated (EASE needs items² memory: keep it to catalogues
+    /// of tens of thousands of items).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "pop,itemknn,ease")]
+    pub baselines: Vec<Baseline>,
+    /// Also score affinity with exact and with ANN retrieval, to compare the two.
+    #[arg(long)]
+    pub exact: bool,
     #[arg(long, value_enum, default_value = "random")]
     pub protocol: Protocol,
     #[arg(long, default_value_t = 42)]

@@ -3,14 +3,14 @@
 use std::fs;
 use std::path::Path;
 
-use affinity_core::data::{self, Dataset, ReadOptions, ReadReport, TimeKind};
+use affinity_core::data::{self, Dataset, Event, Item, ReadOptions, ReadReport, TimeKind};
 use affinity_core::import::{self, Source};
 use affinity_core::model;
 use affinity_core::params::TrainParams;
 use affinity_core::train;
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{ImportArgs, InputArgs, SourceArg, TimeKindArg, TrainArgs};
+use crate::cli::{ImportArgs, InputArgs, SourceArg, SplitArgs, TimeKindArg, TrainArgs};
 use crate::progress::Bars;
 
 pub fn import(args: ImportArgs) -> Result<()> {
@@ -64,34 +64,64 @@ pub fn load_params(path: Option<&Path>) -> Result<TrainParams> {
     }
 }
 
-/// Reads events (and items) named by `args`; returns the data set and the time kind.
-pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind)> {
-    let opts = ReadOptions {
-        skip_invalid: args.skip_invalid,
-    };
-    let events = report(&args.events, data::read_events(&args.events, opts)?);
+/// Reads and checks an events file.
+pub fn load_events(path: &Path, skip_invalid: bool) -> Result<Vec<Event>> {
+    let events = report(path, data::read_events(path, ReadOptions { skip_invalid })?);
     if events.is_empty() {
-        bail!("{}: no events", args.events.display());
+        bail!("{}: no events", path.display());
     }
-    let items = match &args.items {
-        Some(p) => report(p, data::read_items(p, opts)?),
-        None => Vec::new(),
-    };
-    let detected = TimeKind::detect(&events);
-    let time_kind = match (args.time_kind, detected) {
+    Ok(events)
+}
+
+/// Reads an optional items file.
+pub fn load_items(path: Option<&Path>, skip_invalid: bool) -> Result<Vec<Item>> {
+    match path {
+        Some(p) => Ok(report(p, data::read_items(p, ReadOptions { skip_invalid })?)),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// What the timestamps of `events` mean, given the user's choice.
+pub fn time_kind(arg: TimeKindArg, events: &[Event]) -> TimeKind {
+    match (arg, TimeKind::detect(events)) {
         (TimeKindArg::Auto, k) => k,
         (_, TimeKind::None) => TimeKind::None,
         (TimeKindArg::Unix, _) => TimeKind::Unix,
         (TimeKindArg::Order, _) => TimeKind::Order,
-    };
+    }
+}
+
+/// Reads events (and items) named by `args`; returns the data set and the time kind.
+pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind)> {
+    let events = load_events(&args.events, args.skip_invalid)?;
+    let items = load_items(args.items.as_deref(), args.skip_invalid)?;
+    let kind = time_kind(args.time_kind, &events);
     Ok((
         Dataset {
             events,
             items,
             ..Dataset::default()
         },
-        time_kind,
+        kind,
     ))
+}
+
+/// The `split` subcommand.
+pub fn split(args: SplitArgs) -> Result<()> {
+    let events = load_events(&args.events, args.skip_invalid)?;
+    let kind = time_kind(args.time_kind, &events);
+    let s = affinity_core::split::split(events, args.protocol.into(), args.seed, kind)?;
+    s.write(&args.out)?;
+    println!(
+        "{} split (seed {}) written to {}: train {} · valid {} · test {} events",
+        s.protocol.as_str(),
+        s.seed,
+        args.out.display(),
+        s.train.len(),
+        s.valid.len(),
+        s.test.len()
+    );
+    Ok(())
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {

@@ -32,5 +32,6 @@ fn run(args: cli::Cli) -> Result<()> {
         cli::Command::Import(a) => input::import(a),
         cli::Command::Train(a) => input::train(a),
         cli::Command::Evaluate(a) => evaluate::run(a),
+        cli::Command::Split(a) => input::split(a),
     }
 }

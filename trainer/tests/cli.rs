@@ -41,8 +41,11 @@ fn recall_at_10(report: &serde_json::Value, name: &str) -> f64 {
     m["recall"].as_f64().unwrap()
 }
 
-fn evaluate(events: &Path, json: &Path) -> serde_json::Value {
-    let out = trainer(&["evaluate", "--events", s(events), "--protocol", "random", "--seed", "42", "--k", "10,20", "--json", s(json)]);
+fn evaluate(events: &Path, json: &Path, baselines: &str) -> serde_json::Value {
+    let out = trainer(&[
+        "evaluate", "--events", s(events), "--protocol", "random", "--seed", "42", "--k", "10,20",
+        "--baselines", baselines, "--json", s(json),
+    ]);
     let table = ok(&out);
     assert!(table.contains("ItemKNN") && table.contains("affinity") && table.contains("Pop"), "{table}");
     serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
@@ -90,12 +93,27 @@ fn movielens_import_train_and_evaluate_beats_itemknn() {
     assert_eq!(versions.len(), 2);
     assert_ne!(std::fs::read_to_string(root.join("current")).unwrap(), current);
 
-    let report = evaluate(&data.join("events.csv"), &dir.path().join("ml.json"));
+    let report = evaluate(&data.join("events.csv"), &dir.path().join("ml.json"), "pop,itemknn,ease");
     assert_eq!(report["protocol"], "random");
     assert_eq!(report["seed"], 42);
     let (affinity, knn, pop) = (recall_at_10(&report, "affinity"), recall_at_10(&report, "ItemKNN"), recall_at_10(&report, "Pop"));
     assert!(affinity >= knn, "affinity Recall@10 {affinity} < ItemKNN {knn}");
     assert!(knn > pop, "ItemKNN {knn} should beat Pop {pop}");
+    let ease = recall_at_10(&report, "EASE");
+    assert!(ease > knn, "EASE {ease} should beat ItemKNN {knn}");
+
+    // The same split written to files scores the same.
+    let split_dir = dir.path().join("split");
+    ok(&trainer(&["split", "--events", s(&data.join("events.csv")), "--protocol", "random", "--seed", "42", "--out", s(&split_dir)]));
+    for f in ["train.csv", "valid.csv", "test.csv", "split.json"] {
+        assert!(split_dir.join(f).is_file(), "{f}");
+    }
+    let json = dir.path().join("ml-split.json");
+    ok(&trainer(&["evaluate", "--split", s(&split_dir), "--baselines", "pop", "--exact", "--json", s(&json)]));
+    let from_files: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(recall_at_10(&from_files, "Pop"), pop, "same split, same Pop");
+    let (exact, ann) = (recall_at_10(&from_files, "affinity-exact"), recall_at_10(&from_files, "affinity-ann"));
+    assert!((exact - ann).abs() <= 0.01 * exact, "ANN {ann} within 1% of exact {exact}");
 }
 
 #[test]
@@ -105,7 +123,8 @@ fn lastfm_evaluate_beats_itemknn() {
     import("lastfm", &dataset("lastfm-hetrec"), &data);
     let social = std::fs::read_to_string(data.join("social.csv")).unwrap();
     assert_eq!(social.lines().count(), 25_434 + 1);
-    let report = evaluate(&data.join("events.csv"), &dir.path().join("lastfm.json"));
+    // EASE on 17.6k items needs ~2.5 GB and a minute: benchmarks only.
+    let report = evaluate(&data.join("events.csv"), &dir.path().join("lastfm.json"), "pop,itemknn");
     let (affinity, knn) = (recall_at_10(&report, "affinity"), recall_at_10(&report, "ItemKNN"));
     assert!(affinity >= knn, "affinity Recall@10 {affinity} < ItemKNN {knn}");
 }
@@ -125,6 +144,14 @@ fn other_importers_produce_canonical_files() {
     let events = std::fs::read_to_string(seq.join("events.csv")).unwrap();
     assert!(events.contains("\n1,1,purchase,1,\n1,2,purchase,2,\n"));
     assert_eq!(events.lines().count(), 198_502 + 1);
+
+    // Sequences have order-only timestamps: leave-one-out works, temporal is refused.
+    let split_dir = dir.path().join("beauty-loo");
+    let out = ok(&trainer(&["split", "--events", s(&seq.join("events.csv")), "--protocol", "loo", "--out", s(&split_dir)]));
+    assert!(out.contains("test 22363 events"), "{out}");
+    let out = trainer(&["split", "--events", s(&seq.join("events.csv")), "--protocol", "temporal", "--out", s(&split_dir)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("temporal needs unix timestamps"));
 }
 
 #[test]

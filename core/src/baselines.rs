@@ -1,0 +1,250 @@
+//! In-tree baselines scored on the same split as affinity: Pop, ItemKNN and EASE.
+//!
+//! They work in the model's item index space and see exactly the training histories the
+//! model saw, so a comparison differs only in the algorithm.
+
+use faer::linalg::solvers::DenseSolveCore;
+use faer::{Mat, Side};
+use rayon::prelude::*;
+
+use crate::eval::Ranker;
+use crate::model::Model;
+
+/// Whether a ranker may return `item` for a user with history `h`.
+pub(crate) fn allowed(h: Option<&crate::model::UserHistory>, item: u32, keep: &[u32]) -> bool {
+    h.is_none_or(|h| !h.has_seen(item)) || keep.binary_search(&item).is_ok()
+}
+
+/// Top `k` of dense `scores` over allowed items, ties by index.
+pub(crate) fn top_of(scores: &[f32], k: usize, allow: impl Fn(u32) -> bool) -> Vec<u32> {
+    let mut ranked: Vec<(f32, u32)> = scores
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| allow(i as u32))
+        .map(|(i, &s)| (s, i as u32))
+        .collect();
+    let by = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if ranked.len() > k {
+        ranked.select_nth_unstable_by(k, by);
+        ranked.truncate(k);
+    }
+    ranked.sort_by(by);
+    ranked.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Most popular unseen items.
+pub struct Pop<'a>(pub &'a Model);
+
+impl Ranker for Pop<'_> {
+    fn name(&self) -> &str {
+        "Pop"
+    }
+    fn rank(&self, user_id: &str, k: usize, keep: &[u32]) -> Vec<u32> {
+        let seen = self.0.users.get(user_id).map(|u| &self.0.histories[u as usize]);
+        self.0
+            .popular_order
+            .iter()
+            .copied()
+            .filter(|&i| allowed(seen, i, keep))
+            .take(k)
+            .collect()
+    }
+}
+
+/// Item-based k-nearest-neighbours with cosine similarity on binary interactions.
+pub struct ItemKnn<'a> {
+    model: &'a Model,
+    /// Per item: `(neighbour, similarity)`, best first.
+    neighbours: Vec<Vec<(u32, f32)>>,
+    pub k_neighbours: usize,
+}
+
+impl<'a> ItemKnn<'a> {
+    /// Builds the neighbour lists from the model's training histories.
+    pub fn fit(model: &'a Model, k_neighbours: usize) -> ItemKnn<'a> {
+        let n = model.n_items();
+        let mut users_of: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for (u, h) in model.histories.iter().enumerate() {
+            for &(i, _) in &h.seen {
+                users_of[i as usize].push(u as u32);
+            }
+        }
+        let counts: Vec<f32> = users_of.iter().map(|u| u.len() as f32).collect();
+        let neighbours = (0..n)
+            .into_par_iter()
+            .map_init(
+                || vec![0u32; n],
+                |co, i| {
+                    let mut touched = Vec::new();
+                    for &u in &users_of[i] {
+                        for &(j, _) in &model.histories[u as usize].seen {
+                            if j as usize != i {
+                                if co[j as usize] == 0 {
+                                    touched.push(j);
+                                }
+                                co[j as usize] += 1;
+                            }
+                        }
+                    }
+                    let mut sims: Vec<(u32, f32)> = touched
+                        .iter()
+                        .map(|&j| {
+                            let c = co[j as usize] as f32;
+                            co[j as usize] = 0;
+                            (j, c / (counts[i] * counts[j as usize]).sqrt())
+                        })
+                        .collect();
+                    sims.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                    sims.truncate(k_neighbours);
+                    sims
+                },
+            )
+            .collect();
+        ItemKnn {
+            model,
+            neighbours,
+            k_neighbours,
+        }
+    }
+}
+
+impl Ranker for ItemKnn<'_> {
+    fn name(&self) -> &str {
+        "ItemKNN"
+    }
+    fn rank(&self, user_id: &str, k: usize, keep: &[u32]) -> Vec<u32> {
+        let Some(u) = self.model.users.get(user_id) else {
+            return Pop(self.model).rank(user_id, k, keep);
+        };
+        let h = &self.model.histories[u as usize];
+        let mut scores = vec![0.0f32; self.model.n_items()];
+        for &(j, _) in &h.seen {
+            for &(i, s) in &self.neighbours[j as usize] {
+                scores[i as usize] += s;
+            }
+        }
+        top_of(&scores, k, |i| allowed(Some(h), i, keep))
+    }
+}
+
+/// EASE (Steck 2019): a closed-form item–item model, `B = I − P·diag(1/diag(P))` with
+/// `P = (XᵀX + λI)⁻¹` and a zero diagonal. Memory and time grow with items² and items³:
+/// strong on small catalogues, infeasible at a million items.
+pub struct Ease<'a> {
+    model: &'a Model,
+    /// Row-major `items × items`.
+    weights: Vec<f32>,
+    pub lambda: f32,
+}
+
+impl<'a> Ease<'a> {
+    /// Fits on the model's (binary) training histories.
+    pub fn fit(model: &'a Model, lambda: f32) -> Ease<'a> {
+        let n = model.n_items();
+        let mut g = Mat::<f32>::zeros(n, n);
+        for h in &model.histories {
+            for &(i, _) in &h.seen {
+                for &(j, _) in &h.seen {
+                    g[(i as usize, j as usize)] += 1.0;
+                }
+            }
+        }
+        for i in 0..n {
+            g[(i, i)] += lambda;
+        }
+        let p = match g.llt(Side::Lower) {
+            Ok(llt) => llt.inverse(),
+            Err(_) => Mat::<f32>::zeros(n, n),
+        };
+        drop(g);
+        let mut weights = vec![0.0f32; n * n];
+        weights.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, row)| {
+            for (j, w) in row.iter_mut().enumerate() {
+                // B[i][j] = −P[i][j] / P[j][j], zero diagonal.
+                if i != j {
+                    let d = p[(j, j)];
+                    *w = if d != 0.0 { -p[(i, j)] / d } else { 0.0 };
+                }
+            }
+        });
+        Ease { model, weights, lambda }
+    }
+}
+
+impl Ranker for Ease<'_> {
+    fn name(&self) -> &str {
+        "EASE"
+    }
+    fn rank(&self, user_id: &str, k: usize, keep: &[u32]) -> Vec<u32> {
+        let n = self.model.n_items();
+        let Some(u) = self.model.users.get(user_id) else {
+            return Pop(self.model).rank(user_id, k, keep);
+        };
+        let h = &self.model.histories[u as usize];
+        let mut scores = vec![0.0f32; n];
+        for &(j, _) in &h.seen {
+            let row = &self.weights[j as usize * n..(j as usize + 1) * n];
+            for (s, w) in scores.iter_mut().zip(row) {
+                *s += w;
+            }
+        }
+        top_of(&scores, k, |i| allowed(Some(h), i, keep))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Dataset, Event, EventKind, TimeKind};
+    use crate::params::TrainParams;
+    use crate::train::{train, NoProgress};
+
+    fn model() -> Model {
+        // Items a and b always go together; c is popular on its own.
+        let mut events = Vec::new();
+        let mut push = |u: String, i: &str| {
+            events.push(Event {
+                user_id: u,
+                item_id: i.into(),
+                kind: EventKind::View,
+                timestamp: None,
+                value: None,
+            })
+        };
+        for u in 0..10 {
+            push(format!("p{u}"), "a");
+            push(format!("p{u}"), "b");
+        }
+        for u in 0..15 {
+            push(format!("c{u}"), "c");
+            push(format!("c{u}"), if u % 2 == 0 { "d" } else { "e" });
+        }
+        push("q".into(), "a");
+        let data = Dataset {
+            events,
+            ..Dataset::default()
+        };
+        let params = TrainParams {
+            als: crate::als::AlsParams {
+                factors: 4,
+                ..Default::default()
+            },
+            ..TrainParams::default()
+        };
+        train(&data, TimeKind::None, &params, &NoProgress)
+    }
+
+    #[test]
+    fn baselines_rank_as_expected() {
+        let m = model();
+        let b = m.item_ids.get("b").unwrap();
+        let c = m.item_ids.get("c").unwrap();
+        let a = m.item_ids.get("a").unwrap();
+        assert_eq!(Pop(&m).rank("q", 1, &[]), vec![c], "most popular unseen");
+        assert_eq!(ItemKnn::fit(&m, 10).rank("q", 1, &[]), vec![b]);
+        assert_eq!(Ease::fit(&m, 1.0).rank("q", 1, &[]), vec![b]);
+        // Seen items are left out unless kept.
+        assert!(!Ease::fit(&m, 1.0).rank("q", 5, &[]).contains(&a));
+        assert!(Pop(&m).rank("q", 10, &[a]).contains(&a));
+    }
+}
