@@ -368,3 +368,53 @@ fn demo_smoke_runs_from_an_empty_directory() {
     let versions = std::fs::read_dir(dir.path().join("affinity-demo-model")).unwrap().count();
     assert_eq!(versions, 2, "current + one version");
 }
+
+/// The quality the server returns is the quality `evaluate` reports: same model, same
+/// test users, Recall@10 recomputed from the batch client's output.
+#[tokio::test]
+async fn served_quality_equals_evaluated_quality() {
+    use affinity_core::data::{Dataset, TimeKind};
+    use affinity_core::eval::{self, Affinity};
+    use affinity_core::params::TrainParams;
+    use affinity_core::split::{self, Protocol};
+    use affinity_core::train::{train, NoProgress};
+
+    let s = split::split(movielens().events.clone(), Protocol::Random, 42, TimeKind::Unix).unwrap();
+    let fit_events: Vec<_> = s.train.iter().chain(&s.valid).cloned().collect();
+    let target = split::target(Protocol::Random, &fit_events, &s.test);
+    let data = Dataset {
+        events: fit_events,
+        items: movielens().items.clone(),
+        ..Dataset::default()
+    };
+    let mut m = train(&data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
+    let evaluated = eval::score(&Affinity(&m), &m, &target, &[10])[0].recall;
+    let root = tempfile::tempdir().unwrap();
+    model::save(&mut m, root.path(), 1).unwrap();
+    drop(m);
+
+    let server = start_server(root.path()).await;
+    let users_file = root.path().join("test-users.txt");
+    let users: Vec<&String> = target.relevant.keys().collect();
+    std::fs::write(&users_file, users.iter().map(|u| format!("{u}\n")).collect::<String>()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_affinity-client"))
+        .args(["--addr", &server.addr, "--format", "tsv", "recommend", "--k", "10", "--users-file"])
+        .arg(&users_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut total = 0.0;
+    let mut n = 0usize;
+    for line in stdout.lines() {
+        let (user, items) = line.split_once('\t').unwrap();
+        let relevant: HashSet<&str> = target.relevant[user].iter().map(String::as_str).collect();
+        let hits = items.split(',').filter(|i| relevant.contains(i)).count();
+        total += hits as f64 / relevant.len().min(10) as f64;
+        n += 1;
+    }
+    assert_eq!(n, users.len());
+    let served = total / n as f64;
+    assert!((served - evaluated).abs() < 1e-6, "served Recall@10 {served} vs evaluated {evaluated}");
+    assert!(served > 0.3, "Recall@10 {served} is implausibly low");
+}
