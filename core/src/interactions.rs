@@ -139,6 +139,8 @@ pub struct Interactions {
     pub rows: Vec<Vec<(u32, f32)>>,
     /// Per user: the latest events, oldest first.
     pub recent: Vec<Vec<RecentEvent>>,
+    /// Per user: every item in chronological order, repeats in a row collapsed.
+    pub sequences: Vec<Vec<u32>>,
 }
 
 impl Interactions {
@@ -167,6 +169,7 @@ impl Interactions {
         let t_max = events.iter().filter_map(|e| e.timestamp).max().unwrap_or(0);
         let mut rows = Vec::with_capacity(per_user.len());
         let mut recent = Vec::with_capacity(per_user.len());
+        let mut sequences = Vec::with_capacity(per_user.len());
         for list in &mut per_user {
             // Chronological per user: by timestamp, then file order.
             list.sort_by_key(|&(_, pos)| (events[pos].timestamp.unwrap_or(i64::MIN), pos));
@@ -198,6 +201,9 @@ impl Interactions {
             let mut row: Vec<(u32, f32)> = acc.into_iter().collect();
             row.sort_unstable_by_key(|&(i, _)| i);
             rows.push(row);
+            let mut seq: Vec<u32> = list.iter().map(|&(i, _)| i).collect();
+            seq.dedup();
+            sequences.push(seq);
             recent.push(
                 list[n.saturating_sub(recent_n)..]
                     .iter()
@@ -214,6 +220,7 @@ impl Interactions {
             items,
             rows,
             recent,
+            sequences,
         }
     }
 

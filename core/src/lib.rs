@@ -7,6 +7,7 @@
 //! - [`interactions`]: events → weighted, time-decayed user–item matrix.
 //! - [`als`]: implicit ALS collaborative embeddings and user fold-in.
 //! - [`content`]: content embeddings from catalogue features.
+//! - [`neighbors`]: item-to-item co-occurrence and transition neighbours.
 //! - [`ann`]: HNSW indexes (hnsw_rs) over unit vectors, MIPS transform.
 //! - [`params`]: every training and serving parameter, serialisable.
 //! - [`train`]: the pipeline from a data set to a [`model::Model`].
@@ -28,6 +29,7 @@ pub mod import;
 pub mod interactions;
 pub mod linalg;
 pub mod model;
+pub mod neighbors;
 pub mod params;
 pub mod recommend;
 pub mod split;

@@ -7,7 +7,7 @@
 //!   current                      # name of the live version (replaced atomically)
 //!   20261123T180000Z-1a2b3c4d/   # one version
 //!     manifest.json              # format version, counts, parameters, SHA-256 of every file
-//!     items.bin users.bin popularity.bin
+//!     items.bin users.bin popularity.bin neighbours.bin
 //!     collab_items.f32 collab_users.f32 content.f32
 //!     collab_mips.hnsw.{graph,data} collab_cos.hnsw.{graph,data} content.hnsw.{graph,data}
 //! ```
@@ -31,6 +31,7 @@ use crate::data::{Item, TimeKind, User};
 use crate::error::{Error, Result};
 use crate::interactions::{IdMap, RecentEvent};
 use crate::linalg;
+use crate::neighbors::Neighbours;
 use crate::params::TrainParams;
 
 /// The newest model format this build reads and the one it writes.
@@ -122,6 +123,8 @@ pub struct Model {
     pub content_index: Option<AnnIndex>,
     /// Category name → item indices.
     pub categories: HashMap<String, Vec<u32>>,
+    /// Per item, its strongest co-occurrence / transition neighbours.
+    pub neighbours: Neighbours,
 }
 
 /// The stored parts of a model, before derived state is computed.
@@ -135,6 +138,7 @@ pub struct ModelParts {
     pub collab: CollabModel,
     pub user_factors: Array2<f32>,
     pub content: Array2<f32>,
+    pub neighbours: Neighbours,
 }
 
 /// The three indexes, either freshly built or loaded.
@@ -178,6 +182,7 @@ impl Model {
             collab,
             user_factors,
             content,
+            neighbours,
         } = parts;
         let item_ids = IdMap::from_ids(items.iter().map(|i| i.item_id.clone()).collect());
         let has_collab = nonzero_rows(&collab.item_factors);
@@ -237,6 +242,7 @@ impl Model {
             collab_cos: indexes.collab_cos,
             content_index: indexes.content,
             categories,
+            neighbours,
         }
     }
 
@@ -324,6 +330,7 @@ pub fn save(model: &mut Model, root: &Path, keep: usize) -> Result<PathBuf> {
     };
     write_file(&tmp, "users.bin", &encode(&users, "users.bin")?, &mut files)?;
     write_file(&tmp, "popularity.bin", &encode(&model.popularity, "popularity.bin")?, &mut files)?;
+    write_file(&tmp, "neighbours.bin", &encode(&model.neighbours, "neighbours.bin")?, &mut files)?;
     write_file(&tmp, "collab_items.f32", &f32_bytes(&model.collab.item_factors), &mut files)?;
     write_file(&tmp, "collab_users.f32", &f32_bytes(&model.user_factors), &mut files)?;
     write_file(&tmp, "content.f32", &f32_bytes(&model.content), &mut files)?;
@@ -497,6 +504,7 @@ pub fn load(path: &Path) -> Result<Model> {
     let items: Vec<Item> = decode(&dir, "items.bin", take("items.bin")?)?;
     let users_file: UsersFile = decode(&dir, "users.bin", take("users.bin")?)?;
     let popularity: Vec<f32> = decode(&dir, "popularity.bin", take("popularity.bin")?)?;
+    let neighbours: Neighbours = decode(&dir, "neighbours.bin", take("neighbours.bin")?)?;
     let n_items = items.len();
     let n_users = users_file.ids.len();
     if users_file.histories.len() != n_users || users_file.attributes.len() != n_users {
@@ -504,6 +512,9 @@ pub fn load(path: &Path) -> Result<Model> {
     }
     if popularity.len() != n_items {
         return Err(Error::model(dir.join("popularity.bin"), "length differs from the item count"));
+    }
+    if neighbours.len() != n_items || neighbours.iter().flatten().any(|&(j, _)| j as usize >= n_items) {
+        return Err(Error::model(dir.join("neighbours.bin"), "does not match the item table"));
     }
     if let Some(bad) = users_file
         .histories
@@ -548,6 +559,7 @@ pub fn load(path: &Path) -> Result<Model> {
         popularity,
         user_factors,
         content,
+        neighbours,
     };
     Ok(Model::assemble(parts, Some(indexes)))
 }

@@ -10,6 +10,7 @@ use crate::als::AlsParams;
 use crate::ann::HnswParams;
 use crate::content::ContentParams;
 use crate::interactions::WeightParams;
+use crate::neighbors::SequenceParams;
 
 /// Every knob of training and scoring.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -19,6 +20,8 @@ pub struct TrainParams {
     pub als: AlsParams,
     pub content: ContentParams,
     pub hnsw: HnswParams,
+    /// Item-to-item neighbours and how recent items vote through them.
+    pub sequence: SequenceParams,
     /// How many of each user's latest events the model keeps for scoring.
     pub recent_events: usize,
     /// Catalogues up to this size are scored exactly (faster than ANN at that size);
@@ -35,6 +38,7 @@ impl Default for TrainParams {
             als: AlsParams::default(),
             content: ContentParams::default(),
             hnsw: HnswParams::default(),
+            sequence: SequenceParams::default(),
             recent_events: 50,
             exact_max_items: 20_000,
             blend_weight: 0.5,

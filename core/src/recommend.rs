@@ -8,6 +8,7 @@
 //! so results are deterministic.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::linalg::dot;
@@ -211,7 +212,8 @@ impl Model {
         let Some(u) = personal else {
             return Ok(self.popular(&filter, req.k));
         };
-        let (ranked, retrieval) = self.rank_user(&u, &filter, req.k);
+        let votes = self.neighbour_votes(&recent);
+        let (ranked, retrieval) = self.rank_user(&u, &votes, &filter, req.k);
         let items = ranked
             .into_iter()
             .map(|(score, item)| {
@@ -235,29 +237,66 @@ impl Model {
         Ok(Recommendations { items, retrieval })
     }
 
-    /// Ranks eligible items for user vector `u`.
-    fn rank_user(&self, u: &[f32], filter: &Eligibility<'_>, k: usize) -> (Vec<(f32, u32)>, Retrieval) {
+    /// Votes of the recent items (oldest first) for their neighbours, most recent
+    /// strongest, scaled so the strongest vote is 1.
+    fn neighbour_votes(&self, recent: &[u32]) -> HashMap<u32, f32> {
+        let p = self.manifest.params.sequence;
+        let mut votes: HashMap<u32, f32> = HashMap::new();
+        if p.blend <= 0.0 {
+            return votes;
+        }
+        let mut w = 1.0f32;
+        for &r in recent.iter().rev().take(p.max_recent) {
+            for &(j, s) in &self.neighbours[r as usize] {
+                *votes.entry(j).or_insert(0.0) += w * s;
+            }
+            w *= p.recency_decay;
+        }
+        let max = votes.values().copied().fold(0.0f32, f32::max);
+        if max > 0.0 {
+            votes.values_mut().for_each(|v| *v /= max);
+        }
+        votes
+    }
+
+    /// Ranks eligible items for user vector `u` blended with neighbour votes.
+    fn rank_user(&self, u: &[f32], votes: &HashMap<u32, f32>, filter: &Eligibility<'_>, k: usize) -> (Vec<(f32, u32)>, Retrieval) {
+        let beta = if votes.is_empty() { 0.0 } else { self.manifest.params.sequence.blend.clamp(0.0, 1.0) };
+        // Inner products are scaled into [-1, 1] by |u| and the largest item norm; votes
+        // are already scaled so the strongest is 1.
+        let blend = |raw: Vec<(f32, u32)>| -> Vec<(f32, u32)> {
+            if beta == 0.0 {
+                return raw;
+            }
+            let scale = (1.0 - beta) / (crate::linalg::norm(u) * self.max_norm).max(f32::MIN_POSITIVE);
+            raw.into_iter()
+                .map(|(s, i)| (scale * s + beta * votes.get(&i).copied().unwrap_or(0.0), i))
+                .collect()
+        };
         if !self.uses_exact_scoring() {
             if let Some(index) = &self.collab_mips {
                 let want = (k + filter.seen.len() + filter.excluded.len()).min(index.len());
                 let query = crate::ann::mips_query(u);
                 let ef = self.manifest.params.hnsw.ef_search.max(want);
-                let cands: Vec<(f32, u32)> = index
-                    .search(&query, want, ef)
+                let mut cands: Vec<u32> = index.search(&query, want, ef).into_iter().map(|h| h.item).collect();
+                cands.extend(votes.keys().copied());
+                cands.sort_unstable();
+                cands.dedup();
+                let raw: Vec<(f32, u32)> = cands
                     .into_iter()
-                    .filter(|h| filter.allows(h.item))
-                    .map(|h| (dot(u, self.item_vector(h.item)), h.item))
+                    .filter(|&i| filter.allows(i))
+                    .map(|i| (dot(u, self.item_vector(i)), i))
                     .collect();
-                if cands.len() >= k {
-                    return (top_k(cands, k), Retrieval::Ann);
+                if raw.len() >= k {
+                    return (top_k(blend(raw), k), Retrieval::Ann);
                 }
             }
         }
-        let scored: Vec<(f32, u32)> = (0..self.n_items() as u32)
+        let raw: Vec<(f32, u32)> = (0..self.n_items() as u32)
             .filter(|&i| filter.allows(i))
             .map(|i| (dot(u, self.item_vector(i)), i))
             .collect();
-        (top_k(scored, k), Retrieval::Exact)
+        (top_k(blend(raw), k), Retrieval::Exact)
     }
 
     fn popular(&self, filter: &Eligibility<'_>, k: usize) -> Recommendations {

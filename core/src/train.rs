@@ -81,6 +81,11 @@ pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progr
     progress.advance();
     progress.finish();
 
+    progress.begin("item neighbours", 1);
+    let neighbours = crate::neighbors::learn(&matrix.rows, &matrix.sequences, items.len(), &params.sequence);
+    progress.advance();
+    progress.finish();
+
     let popularity: Vec<f32> = matrix.item_counts().into_iter().map(|c| c as f32).collect();
     let mut attrs: HashMap<&str, &User> = HashMap::new();
     for u in &dataset.users {
@@ -138,6 +143,7 @@ pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progr
         collab,
         user_factors,
         content,
+        neighbours,
     });
     progress.advance();
     progress.finish();
