@@ -185,3 +185,28 @@ fn malformed_rows_stop_training_naming_file_and_line_unless_skipped() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.csv"));
 }
+
+/// Hit rate at 10 of `name` in an evaluate JSON report.
+fn hr_at_10(report: &serde_json::Value, name: &str) -> f64 {
+    let model = report["models"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap();
+    model["metrics"].as_array().unwrap().iter().find(|m| m["k"] == 10).unwrap()["hr"].as_f64().unwrap()
+}
+
+#[test]
+fn beauty_leave_one_out_uses_sequence_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("beauty");
+    import("sequence", &dataset("amazon-beauty").join("Beauty.txt"), &data);
+    let params = dir.path().join("params.json");
+    std::fs::write(&params, r#"{"sequence": {"blend": 0.3}}"#).unwrap();
+    let json = dir.path().join("beauty.json");
+    ok(&trainer(&[
+        "evaluate", "--events", s(&data.join("events.csv")), "--protocol", "loo", "--k", "10",
+        "--baselines", "pop,itemknn", "--params", s(&params), "--json", s(&json),
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["protocol"], "loo");
+    assert_eq!(report["split_sizes"]["test_users"], 22_363);
+    let (affinity, knn) = (hr_at_10(&report, "affinity"), hr_at_10(&report, "ItemKNN"));
+    assert!(affinity > knn, "affinity HR@10 {affinity} should beat ItemKNN {knn} on next-item prediction");
+}
