@@ -50,13 +50,9 @@ pub enum TimeKindArg {
     Order,
 }
 
-/// Input files shared by `train` and `evaluate`.
+/// How input files are read and models parameterised, shared by `train` and `evaluate`.
 #[derive(Args, Debug)]
-pub struct InputArgs {
-    #[arg(long)]
-    pub events: PathBuf,
-    #[arg(long)]
-    pub items: Option<PathBuf>,
+pub struct ReadArgs {
     /// Skip malformed rows (reporting how many) instead of stopping at the first.
     #[arg(long)]
     pub skip_invalid: bool,
@@ -66,6 +62,17 @@ pub struct InputArgs {
     /// Training parameters as JSON (missing fields keep their defaults).
     #[arg(long)]
     pub params: Option<PathBuf>,
+}
+
+/// Input files of `train`.
+#[derive(Args, Debug)]
+pub struct InputArgs {
+    #[arg(long)]
+    pub events: PathBuf,
+    #[arg(long)]
+    pub items: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: ReadArgs,
 }
 
 #[derive(Args, Debug)]
@@ -141,13 +148,8 @@ pub struct EvaluateArgs {
     /// A split written by `affinity-trainer split` (train.csv, valid.csv, test.csv).
     #[arg(long, conflicts_with_all = ["events", "seeds"])]
     pub split: Option<PathBuf>,
-    #[arg(long)]
-    pub skip_invalid: bool,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub time_kind: TimeKindArg,
-    /// Training parameters as JSON (missing fields keep their defaults).
-    #[arg(long)]
-    pub params: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: ReadArgs,
     /// Repeat over this many seeds (seed, seed+1, …) and report mean and standard deviation.
     #[arg(long, default_value_t = 1)]
     pub seeds: u64,

@@ -24,17 +24,17 @@ use crate::input::{load_events, load_items, load_params, time_kind};
 const EASE_LAMBDAS: [f32; 6] = [50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0];
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
-    let params = load_params(args.params.as_deref())?;
-    let items = load_items(args.items.as_deref(), args.skip_invalid)?;
+    let params = load_params(args.read.params.as_deref())?;
+    let items = load_items(args.items.as_deref(), args.read.skip_invalid)?;
     let (splits, kind, name) = if let Some(dir) = &args.split {
         let s = SplitSet::read(dir)?;
         let all: Vec<Event> = s.train.iter().chain(&s.valid).chain(&s.test).cloned().collect();
-        let kind = time_kind(args.time_kind, &all);
+        let kind = time_kind(args.read.time_kind, &all);
         (vec![s], kind, folder_name(dir))
     } else {
         let path = args.events.as_deref().context("--events or --split is required")?;
-        let events = load_events(path, args.skip_invalid)?;
-        let kind = time_kind(args.time_kind, &events);
+        let events = load_events(path, args.read.skip_invalid)?;
+        let kind = time_kind(args.read.time_kind, &events);
         let splits = (0..args.seeds.max(1))
             .map(|n| split::split(events.clone(), args.protocol.into(), args.seed + n, kind))
             .collect::<Result<Vec<_>, _>>()?;

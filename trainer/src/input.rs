@@ -93,9 +93,9 @@ pub fn time_kind(arg: TimeKindArg, events: &[Event]) -> TimeKind {
 
 /// Reads events (and items) named by `args`; returns the data set and the time kind.
 pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind)> {
-    let events = load_events(&args.events, args.skip_invalid)?;
-    let items = load_items(args.items.as_deref(), args.skip_invalid)?;
-    let kind = time_kind(args.time_kind, &events);
+    let events = load_events(&args.events, args.read.skip_invalid)?;
+    let items = load_items(args.items.as_deref(), args.read.skip_invalid)?;
+    let kind = time_kind(args.read.time_kind, &events);
     Ok((
         Dataset {
             events,
@@ -127,7 +127,7 @@ pub fn split(args: SplitArgs) -> Result<()> {
 pub fn train(args: TrainArgs) -> Result<()> {
     let (mut dataset, time_kind) = load_inputs(&args.input)?;
     let opts = ReadOptions {
-        skip_invalid: args.input.skip_invalid,
+        skip_invalid: args.input.read.skip_invalid,
     };
     if let Some(p) = &args.users {
         dataset.users = report(p, data::read_users(p, opts)?);
@@ -135,7 +135,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if let Some(p) = &args.social {
         dataset.social = report(p, data::read_social(p, opts)?);
     }
-    let mut params = load_params(args.input.params.as_deref())?;
+    let mut params = load_params(args.input.read.params.as_deref())?;
     if let Some(n) = args.recent {
         params.recent_events = n;
     }
