@@ -28,13 +28,10 @@ pub enum Error {
     /// A requested entity does not exist in the model.
     #[error("{0}")]
     NotFound(String),
-    /// An I/O error with the path it happened on.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// An I/O error with the path it happened on. The cause is part of the message
+    /// (not a chained source) so it is shown once in every rendering.
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
 }
 
 /// Result alias for the core library.
@@ -48,10 +45,10 @@ impl Error {
         }
     }
 
-    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+    pub fn io(path: impl AsRef<Path>, cause: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            cause,
         }
     }
 

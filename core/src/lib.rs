@@ -14,6 +14,7 @@
 //! - [`model`]: the in-memory model and its versioned, checksummed directory.
 //! - [`recommend`]: personalised recommendations and similar items.
 //! - [`split`]: random, leave-one-out and temporal splits and their files.
+//! - [`tune`]: hyper-parameter search spaces (validation only).
 //! - [`eval`]: metrics and baselines (Pop, ItemKNN, EASE) for offline evaluation.
 //! - [`demo`]: a deterministic synthetic store for demos and smoke tests.
 
@@ -34,5 +35,6 @@ pub mod params;
 pub mod recommend;
 pub mod split;
 pub mod train;
+pub mod tune;
 
 pub use error::{Error, Result};

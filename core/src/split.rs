@@ -209,6 +209,15 @@ impl SplitSet {
 
     /// Reads a split written by [`SplitSet::write`].
     pub fn read(dir: &Path) -> Result<SplitSet> {
+        Self::read_parts(dir, true)
+    }
+
+    /// Reads only `train.csv` and `valid.csv` (for tuning, which must never see test).
+    pub fn read_without_test(dir: &Path) -> Result<SplitSet> {
+        Self::read_parts(dir, false)
+    }
+
+    fn read_parts(dir: &Path, with_test: bool) -> Result<SplitSet> {
         let info_path = dir.join("split.json");
         let text = fs::read(&info_path).map_err(|e| Error::io(&info_path, e))?;
         let info: SplitInfo =
@@ -219,7 +228,7 @@ impl SplitSet {
             seed: info.seed,
             train: read("train.csv")?,
             valid: read("valid.csv")?,
-            test: read("test.csv")?,
+            test: if with_test { read("test.csv")? } else { Vec::new() },
         })
     }
 }

@@ -21,6 +21,37 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Write train / valid / test files so every system is scored on the same split.
     Split(SplitArgs),
+    /// Search hyper-parameters on a split's validation part (never its test part).
+    Tune(TuneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TuneArgs {
+    /// A split written by `affinity-trainer split`.
+    #[arg(long)]
+    pub split: PathBuf,
+    #[arg(long)]
+    pub items: Option<PathBuf>,
+    /// Base parameters (JSON); candidates vary the searched fields of these.
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Candidates per system (affinity and each baseline get the same budget).
+    #[arg(long, default_value_t = 24)]
+    pub trials: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where to write affinity's best parameters (JSON, for `train --params`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Baselines to tune with the same budget, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "itemknn,ease")]
+    pub baselines: Vec<Baseline>,
+    /// Where to write the baselines' best parameters (for `evaluate --baseline-params`).
+    #[arg(long)]
+    pub baselines_out: Option<PathBuf>,
+    /// Also write every trial and its validation metrics here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -160,6 +191,10 @@ pub struct EvaluateArgs {
     /// Also score affinity with exact and with ANN retrieval, to compare the two.
     #[arg(long)]
     pub exact: bool,
+    /// Baseline parameters chosen by `tune` (otherwise EASE's λ is searched here on
+    /// validation and ItemKNN uses --knn-neighbours).
+    #[arg(long)]
+    pub baseline_params: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "random")]
     pub protocol: Protocol,
     #[arg(long, default_value_t = 42)]

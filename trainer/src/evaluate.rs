@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::cli::{Baseline, EvaluateArgs};
 use crate::input::{load_events, load_items, load_params, time_kind};
+use crate::tune::BaselineParams;
 
 /// EASE regularisation values tried on validation.
 const EASE_LAMBDAS: [f32; 6] = [50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0];
@@ -108,9 +109,19 @@ fn evaluate_split(
     dataset: &str,
 ) -> Result<EvalReport> {
     let want = |b: Baseline| args.baselines.contains(&b);
-    // Choose EASE's λ on validation, with models fit on train only.
+    let tuned: Option<BaselineParams> = match &args.baseline_params {
+        Some(path) => Some(
+            serde_json::from_str(&fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?)
+                .with_context(|| format!("{}: invalid baseline parameters", path.display()))?,
+        ),
+        None => None,
+    };
+    let knn_neighbours = tuned.as_ref().and_then(|t| t.itemknn_neighbours).unwrap_or(args.knn_neighbours);
+    // Choose EASE's λ on validation, with models fit on train only, unless `tune` did.
     let mut ease_lambda = 500.0f32;
-    if want(Baseline::Ease) && !s.valid.is_empty() {
+    if let Some(l) = tuned.as_ref().and_then(|t| t.ease_lambda) {
+        ease_lambda = l;
+    } else if want(Baseline::Ease) && !s.valid.is_empty() {
         let (tune_model, _) = fit(s.train.clone(), items, kind, params);
         let valid = split::target(s.protocol, &s.train, &s.valid);
         let mut best = f64::MIN;
@@ -138,8 +149,8 @@ fn evaluate_split(
         add(None, &Pop(&model), &model, 0.0, serde_json::json!({}));
     }
     if want(Baseline::Itemknn) {
-        let (knn, t) = eval::timed(|| ItemKnn::fit(&model, args.knn_neighbours));
-        add(None, &knn, &model, t, serde_json::json!({ "neighbours": args.knn_neighbours }));
+        let (knn, t) = eval::timed(|| ItemKnn::fit(&model, knn_neighbours));
+        add(None, &knn, &model, t, serde_json::json!({ "neighbours": knn_neighbours }));
     }
     if want(Baseline::Ease) {
         let (ease, t) = eval::timed(|| Ease::fit(&model, ease_lambda));

@@ -1,14 +1,16 @@
 //! `affinity-trainer`: turns event logs and catalogues into a versioned affinity model.
 //!
 //! Subcommands: `import` converts public data sets to the canonical CSV files, `train`
-//! learns and publishes a model directory, `evaluate` compares affinity with baselines on
-//! a held-out split. All algorithms live in `affinity-core`; this binary is the CLI,
+//! learns and publishes a model directory, `split` writes train/valid/test files, `tune`
+//! searches parameters on validation, `evaluate` compares affinity with baselines on a
+//! held-out split. All algorithms live in `affinity-core`; this binary is the CLI,
 //! input loading and progress display around them.
 
 mod cli;
 mod evaluate;
 mod input;
 mod progress;
+mod tune;
 
 use anyhow::Result;
 use clap::Parser;
@@ -33,5 +35,6 @@ fn run(args: cli::Cli) -> Result<()> {
         cli::Command::Train(a) => input::train(a),
         cli::Command::Evaluate(a) => evaluate::run(a),
         cli::Command::Split(a) => input::split(a),
+        cli::Command::Tune(a) => tune::run(a),
     }
 }

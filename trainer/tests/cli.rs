@@ -210,3 +210,49 @@ fn beauty_leave_one_out_uses_sequence_order() {
     let (affinity, knn) = (hr_at_10(&report, "affinity"), hr_at_10(&report, "ItemKNN"));
     assert!(affinity > knn, "affinity HR@10 {affinity} should beat ItemKNN {knn} on next-item prediction");
 }
+
+#[test]
+fn tune_never_reads_the_test_part_and_its_output_feeds_train_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ml");
+    import("movielens", &dataset("movielens-100k"), &data);
+    let split_dir = dir.path().join("split");
+    ok(&trainer(&["split", "--events", s(&data.join("events.csv")), "--protocol", "random", "--seed", "7", "--out", s(&split_dir)]));
+    // Hide the test part: tuning must not need it.
+    let test = split_dir.join("test.csv");
+    let hidden = dir.path().join("test.csv.hidden");
+    std::fs::rename(&test, &hidden).unwrap();
+    let params = dir.path().join("params.json");
+    let baselines = dir.path().join("baselines.json");
+    let trials = dir.path().join("trials.json");
+    let out = ok(&trainer(&[
+        "tune", "--split", s(&split_dir), "--trials", "3", "--baselines", "itemknn", "--out", s(&params),
+        "--baselines-out", s(&baselines), "--json", s(&trials),
+    ]));
+    assert!(out.contains("tuned on 943 validation users"), "{out}");
+    let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trials).unwrap()).unwrap();
+    let t = t.as_array().unwrap();
+    assert_eq!(t.iter().filter(|x| x["system"] == "affinity").count(), 3);
+    assert_eq!(t.iter().filter(|x| x["system"] == "ItemKNN").count(), 3, "same budget for the baseline");
+    let best = t.iter().filter(|x| x["system"] == "affinity").map(|x| x["valid_ndcg10"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert!(best > 0.1, "validation NDCG@10 {best}");
+    std::fs::rename(&hidden, &test).unwrap();
+
+    // The chosen parameters are used and recorded by train.
+    let root = dir.path().join("models");
+    ok(&trainer(&["train", "--events", s(&data.join("events.csv")), "--params", s(&params), "--out", s(&root)]));
+    let version = std::fs::read_to_string(root.join("current")).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join(version.trim()).join("manifest.json")).unwrap()).unwrap();
+    let chosen: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&params).unwrap()).unwrap();
+    assert_eq!(manifest["params"], chosen);
+    let json = dir.path().join("eval.json");
+    ok(&trainer(&[
+        "evaluate", "--split", s(&split_dir), "--params", s(&params), "--baselines", "itemknn",
+        "--baseline-params", s(&baselines), "--json", s(&json),
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let knn = report["models"].as_array().unwrap().iter().find(|m| m["name"] == "ItemKNN").unwrap();
+    let tuned: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&baselines).unwrap()).unwrap();
+    assert_eq!(knn["params"]["neighbours"], tuned["itemknn_neighbours"]);
+}

@@ -1,0 +1,72 @@
+//! Hyper-parameter search space for affinity and its baselines.
+//!
+//! `affinity-trainer tune` draws candidates from here, fits each on the training part of
+//! a split and keeps the one that ranks the validation part best. The test part is never
+//! looked at. Baselines draw the same number of candidates from their own spaces.
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::data::TimeKind;
+use crate::params::TrainParams;
+
+/// `trials` affinity parameter sets: the defaults first, then random draws.
+pub fn affinity_candidates(base: &TrainParams, time_kind: TimeKind, trials: usize, seed: u64) -> Vec<TrainParams> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = vec![*base];
+    while out.len() < trials {
+        let mut p = *base;
+        p.als.factors = *[32usize, 64, 96, 128].choose(&mut rng).unwrap_or(&64);
+        // Log-uniform regularisation over [3, 100].
+        p.als.regularization = (rng.gen_range(3f32.ln()..100f32.ln())).exp();
+        p.als.alpha = *[0.5f32, 1.0, 2.0, 4.0].choose(&mut rng).unwrap_or(&1.0);
+        p.weights.value_scale = *[0.0f32, 0.5, 1.0].choose(&mut rng).unwrap_or(&1.0);
+        p.weights.half_life = match time_kind {
+            TimeKind::Unix => *[0.0f64, 30.0, 180.0, 720.0].choose(&mut rng).unwrap_or(&0.0),
+            _ => *[0.0f64, 10.0, 50.0].choose(&mut rng).unwrap_or(&0.0),
+        };
+        p.sequence.blend = *[0.0f32, 0.02, 0.1, 0.2, 0.3, 0.5].choose(&mut rng).unwrap_or(&0.02);
+        p.sequence.recency_decay = *[0.5f32, 0.7, 0.8, 0.9].choose(&mut rng).unwrap_or(&0.8);
+        p.sequence.neighbours = *[50usize, 100, 200].choose(&mut rng).unwrap_or(&100);
+        out.push(p);
+    }
+    out.truncate(trials.max(1));
+    out
+}
+
+/// `trials` neighbourhood sizes for ItemKNN, spread from 5 to 1000.
+pub fn knn_candidates(trials: usize) -> Vec<usize> {
+    spread(trials, 5.0, 1000.0).into_iter().map(|x| x.round() as usize).collect()
+}
+
+/// `trials` EASE regularisation values, log-spaced from 10 to 10,000.
+pub fn ease_candidates(trials: usize) -> Vec<f32> {
+    spread(trials, 10.0, 10_000.0).into_iter().map(|x| x as f32).collect()
+}
+
+fn spread(n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    if n <= 1 {
+        return vec![(lo * hi).sqrt()];
+    }
+    let mut v: Vec<f64> = (0..n).map(|i| (lo.ln() + (hi.ln() - lo.ln()) * i as f64 / (n - 1) as f64).exp()).collect();
+    v.dedup_by(|a, b| (*a - *b).abs() < 0.5);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_start_with_defaults_and_are_reproducible() {
+        let base = TrainParams::default();
+        let a = affinity_candidates(&base, TimeKind::Unix, 8, 1);
+        assert_eq!(a.len(), 8);
+        assert_eq!(a[0], base);
+        assert_eq!(a, affinity_candidates(&base, TimeKind::Unix, 8, 1));
+        assert!(a.iter().all(|p| (3.0..=100.0).contains(&p.als.regularization) || *p == base));
+        let k = knn_candidates(6);
+        assert_eq!((k[0], *k.last().unwrap()), (5, 1000));
+        assert_eq!(ease_candidates(4).len(), 4);
+    }
+}

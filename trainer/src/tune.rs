@@ -1,0 +1,140 @@
+//! The `tune` subcommand: random search on a split's validation part.
+//!
+//! Every candidate is fit on `train.csv` and ranked against `valid.csv`; `test.csv` is
+//! never read. affinity and each baseline get the same number of candidates. The winner
+//! for affinity is written as a parameters file for `train --params` / `evaluate
+//! --params`; the baselines' winners go to a file for `evaluate --baseline-params`.
+
+use std::fs;
+
+use affinity_core::data::{Dataset, Event};
+use affinity_core::eval::{self, Affinity, Ease, ItemKnn, Ranker};
+use affinity_core::params::TrainParams;
+use affinity_core::split::{self, SplitSet};
+use affinity_core::train::{self, NoProgress};
+use affinity_core::tune;
+use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{Baseline, TuneArgs};
+use crate::input::{load_items, load_params, time_kind};
+
+/// Baseline parameters chosen on validation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BaselineParams {
+    pub itemknn_neighbours: Option<usize>,
+    pub ease_lambda: Option<f32>,
+}
+
+#[derive(Serialize)]
+struct Trial {
+    system: String,
+    params: serde_json::Value,
+    valid_ndcg10: f64,
+    valid_recall10: f64,
+    fit_seconds: f64,
+}
+
+pub fn run(args: TuneArgs) -> Result<()> {
+    let s = SplitSet::read_without_test(&args.split)?;
+    let items = load_items(args.items.as_deref(), args.read.skip_invalid)?;
+    let all: Vec<Event> = s.train.iter().chain(&s.valid).cloned().collect();
+    let kind = time_kind(args.read.time_kind, &all);
+    let base = load_params(args.read.params.as_deref())?;
+    let valid = split::target(s.protocol, &s.train, &s.valid);
+    if valid.relevant.is_empty() {
+        bail!("{}: the split has no validation users to tune on", args.split.display());
+    }
+    let data = Dataset {
+        events: s.train.clone(),
+        items,
+        ..Dataset::default()
+    };
+    let mut trials: Vec<Trial> = Vec::new();
+    let candidates = tune::affinity_candidates(&base, kind, args.trials, args.seed);
+    let bar = ProgressBar::new(candidates.len() as u64).with_message("affinity candidates");
+    let mut best: Option<(f64, TrainParams)> = None;
+    let mut first_model = None;
+    for p in candidates {
+        let (model, fit) = eval::timed(|| train::train(&data, kind, &p, &NoProgress));
+        let m = &eval::score(&Affinity(&model), &model, &valid, &[10])[0];
+        if best.as_ref().is_none_or(|(b, _)| m.ndcg > *b) {
+            best = Some((m.ndcg, p));
+        }
+        trials.push(Trial {
+            system: "affinity".into(),
+            params: serde_json::to_value(p)?,
+            valid_ndcg10: m.ndcg,
+            valid_recall10: m.recall,
+            fit_seconds: fit,
+        });
+        first_model.get_or_insert(model);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let Some((best_ndcg, best_params)) = best else { bail!("no candidates to try") };
+    let Some(model) = first_model else { bail!("no model was fit") };
+
+    let mut chosen = BaselineParams::default();
+    let mut run_baseline = |name: &str, r: &dyn Ranker, p: serde_json::Value, fit: f64| -> f64 {
+        let m = &eval::score(r, &model, &valid, &[10])[0];
+        trials.push(Trial {
+            system: name.into(),
+            params: p,
+            valid_ndcg10: m.ndcg,
+            valid_recall10: m.recall,
+            fit_seconds: fit,
+        });
+        m.ndcg
+    };
+    if args.baselines.contains(&Baseline::Itemknn) {
+        let mut top = f64::MIN;
+        for n in tune::knn_candidates(args.trials) {
+            let (knn, fit) = eval::timed(|| ItemKnn::fit(&model, n));
+            let ndcg = run_baseline("ItemKNN", &knn, serde_json::json!({ "neighbours": n }), fit);
+            if ndcg > top {
+                top = ndcg;
+                chosen.itemknn_neighbours = Some(n);
+            }
+        }
+    }
+    if args.baselines.contains(&Baseline::Ease) {
+        let mut top = f64::MIN;
+        for l in tune::ease_candidates(args.trials) {
+            let (ease, fit) = eval::timed(|| Ease::fit(&model, l));
+            let ndcg = run_baseline("EASE", &ease, serde_json::json!({ "lambda": l }), fit);
+            if ndcg > top {
+                top = ndcg;
+                chosen.ease_lambda = Some(l);
+            }
+        }
+    }
+    fs::write(&args.out, serde_json::to_string_pretty(&best_params)?)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    if let Some(path) = &args.baselines_out {
+        fs::write(path, serde_json::to_string_pretty(&chosen)?).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.json {
+        fs::write(path, serde_json::to_string_pretty(&trials)?).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!(
+        "tuned on {} validation users of {} ({} split): affinity NDCG@10 {:.4} with factors {}, λ {:.1}, α {}, blend {} → {}",
+        valid.relevant.len(),
+        args.split.display(),
+        s.protocol.as_str(),
+        best_ndcg,
+        best_params.als.factors,
+        best_params.als.regularization,
+        best_params.als.alpha,
+        best_params.sequence.blend,
+        args.out.display()
+    );
+    if let Some(n) = chosen.itemknn_neighbours {
+        println!("ItemKNN: {n} neighbours");
+    }
+    if let Some(l) = chosen.ease_lambda {
+        println!("EASE: λ {l:.1}");
+    }
+    Ok(())
+}
