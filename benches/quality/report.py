@@ -16,8 +16,9 @@ for path in runs:
         p = m.get("params", {})
         short = {k: v for k, v in p.items() if not isinstance(v, dict)} if isinstance(p, dict) else p
         if m["name"].startswith("affinity") and isinstance(p, dict) and "als" in p:
-            short = {"factors": p["als"]["factors"], "λ": round(p["als"]["regularization"], 2),
-                     "α": p["als"]["alpha"], "blend": p["sequence"]["blend"]}
+            short = {"factors": p["als"]["factors"], "lambda": round(p["als"]["regularization"], 2),
+                     "alpha": p["als"]["alpha"], "blend": round(p["sequence"]["blend"], 3)}
+        short = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in short.items()} if isinstance(short, dict) else short
         rows.append(
             f"| {m['name']} | `{json.dumps(short)}` | {a.get('recall', 0):.4f} | {a.get('ndcg', 0):.4f} | "
             f"{a.get('hr', 0):.4f} | {a.get('mrr', 0):.4f} | {a.get('coverage', 0):.3f} | "
