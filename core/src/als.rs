@@ -36,9 +36,9 @@ pub struct AlsParams {
 impl Default for AlsParams {
     fn default() -> Self {
         AlsParams {
-            factors: 64,
+            factors: 96,
             iterations: 15,
-            regularization: 30.0,
+            regularization: 40.0,
             reg_exponent: 0.0,
             alpha: 1.0,
             cg_steps: 3,
