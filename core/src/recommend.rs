@@ -172,7 +172,8 @@ impl Model {
         validate_k(req.k)?;
         let mut excluded: Vec<u32> = req.exclude_items.iter().filter_map(|id| self.item_ids.get(id)).collect();
         excluded.sort_unstable();
-        let (history, user_vec, recent): (Vec<(u32, f32)>, Option<Vec<f32>>, Vec<u32>) = match req.subject {
+        // The subject's interacted items (sorted), its vector, and its recent items.
+        let (history, user_vec, recent): (Vec<u32>, Option<Vec<f32>>, Vec<u32>) = match req.subject {
             Subject::User(user_id) => {
                 if user_id.is_empty() {
                     return Err(Error::invalid_argument("user_id", "must not be empty"));
@@ -182,7 +183,8 @@ impl Model {
                         let h: &UserHistory = &self.histories[u as usize];
                         let v = self.user_factors.row(u as usize).to_vec();
                         let recent = h.recent.iter().map(|r| r.item).collect();
-                        (h.seen.clone(), Some(v), recent)
+                        let seen = if req.exclude_seen { h.seen.iter().map(|&(i, _)| i).collect() } else { Vec::new() };
+                        (seen, Some(v), recent)
                     }
                     None => (Vec::new(), None, Vec::new()),
                 }
@@ -192,16 +194,12 @@ impl Model {
                 let recent = items.clone();
                 items.sort_unstable();
                 items.dedup();
-                let history: Vec<(u32, f32)> = items.into_iter().map(|i| (i, 1.0)).collect();
-                let v = (!history.is_empty()).then(|| self.collab.user_vector(&history));
-                (history, v, recent)
+                let weighted: Vec<(u32, f32)> = items.iter().map(|&i| (i, 1.0)).collect();
+                let v = (!weighted.is_empty()).then(|| self.collab.user_vector(&weighted));
+                (items, v, recent)
             }
         };
-        let seen: Vec<u32> = if req.exclude_seen {
-            history.iter().map(|&(i, _)| i).collect()
-        } else {
-            Vec::new()
-        };
+        let seen = if req.exclude_seen { history } else { Vec::new() };
         let filter = Eligibility {
             model: self,
             seen,

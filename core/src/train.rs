@@ -116,11 +116,8 @@ pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progr
         items: items.len(),
         events: dataset.events.len(),
         items_with_events: popularity.iter().filter(|&&p| p > 0.0).count(),
-        items_with_content: content
-            .rows()
-            .into_iter()
-            .filter(|r| r.iter().any(|&x| x != 0.0))
-            .count(),
+        // Filled in from the assembled model, which derives which items have content.
+        items_with_content: 0,
     };
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -147,6 +144,7 @@ pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progr
     });
     progress.advance();
     progress.finish();
+    model.manifest.counts.items_with_content = model.has_content.iter().filter(|&&h| h).count();
     model.manifest.train_seconds = started.elapsed().as_secs_f64();
     model
 }
