@@ -13,7 +13,10 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::linalg::{self, cholesky_solve, dot};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, Par};
+
+use crate::linalg::{self, dot};
 
 /// Hyper-parameters of iALS.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -107,64 +110,109 @@ pub fn gram(factors: &Array2<f32>) -> Vec<f64> {
     g
 }
 
-/// Solves one side's normal equations approximately with warm-started CG.
-fn cg_solve(
-    x: &mut [f32],
-    entries: &[(u32, f32)],
-    other: &[f32],
-    gram: &[f64],
+/// Rows solved together: the Gram products of a block are one matrix product.
+const BLOCK: usize = 256;
+
+/// `out = A v` for every row of a block: `YᵀY v + λ v + Σ (c−1)(y·v) y`.
+struct BlockSystem<'a> {
+    entries: &'a [Vec<(u32, f32)>],
+    other: &'a [f32],
+    gram: &'a [f32],
+    lambdas: Vec<f32>,
+    alpha: f32,
     d: usize,
-    params: &AlsParams,
-) {
-    let lam = lambda(params, entries.len()) as f32;
-    let alpha = params.alpha;
-    // A v = YᵀY v + Σ (c−1)(y·v) y + λ v
-    let apply = |v: &[f32], out: &mut [f32]| {
-        for a in 0..d {
-            let row = &gram[a * d..a * d + d];
-            let mut s = 0.0f64;
-            for b in 0..d {
-                s += row[b] * v[b] as f64;
+}
+
+impl BlockSystem<'_> {
+    fn apply(&self, v: &[f32], out: &mut [f32]) {
+        let d = self.d;
+        linalg::matmul_block(out, v, self.gram, d);
+        for (((o, v), e), &lam) in out
+            .chunks_exact_mut(d)
+            .zip(v.chunks_exact(d))
+            .zip(self.entries)
+            .zip(&self.lambdas)
+        {
+            linalg::axpy(lam, v, o);
+            for &(j, w) in e {
+                let y = &self.other[j as usize * d..j as usize * d + d];
+                linalg::axpy(self.alpha * w * dot(y, v), y, o);
             }
-            out[a] = s as f32 + lam * v[a];
         }
-        for &(j, w) in entries {
-            let y = &other[j as usize * d..j as usize * d + d];
-            let c1 = alpha * w;
-            linalg::axpy(c1 * dot(y, v), y, out);
-        }
-    };
-    let mut r = vec![0.0f32; d];
-    apply(x, &mut r);
-    for v in r.iter_mut() {
-        *v = -*v;
     }
-    for &(j, w) in entries {
-        let y = &other[j as usize * d..j as usize * d + d];
-        linalg::axpy(1.0 + alpha * w, y, &mut r);
+}
+
+/// Approximately solves the normal equations of a block of rows with warm-started
+/// conjugate gradient (a fixed number of steps, as in Takács et al. 2011); rows without
+/// entries become zero.
+fn cg_block(x: &mut [f32], entries: &[Vec<(u32, f32)>], other: &[f32], gram: &[f32], d: usize, params: &AlsParams) {
+    let system = BlockSystem {
+        entries,
+        other,
+        gram,
+        lambdas: entries.iter().map(|e| lambda(params, e.len()) as f32).collect(),
+        alpha: params.alpha,
+        d,
+    };
+    let n = entries.len() * d;
+    let mut r = vec![0.0f32; n];
+    system.apply(x, &mut r);
+    for ((r, x), e) in r.chunks_exact_mut(d).zip(x.chunks_exact_mut(d)).zip(entries) {
+        if e.is_empty() {
+            x.iter_mut().for_each(|v| *v = 0.0);
+            r.iter_mut().for_each(|v| *v = 0.0);
+            continue;
+        }
+        r.iter_mut().for_each(|v| *v = -*v);
+        for &(j, w) in e {
+            let y = &other[j as usize * d..j as usize * d + d];
+            linalg::axpy(1.0 + params.alpha * w, y, r);
+        }
     }
     let mut p = r.clone();
-    let mut rs_old = dot(&r, &r);
-    let mut ap = vec![0.0f32; d];
+    let mut rs: Vec<f32> = r.chunks_exact(d).map(|r| dot(r, r)).collect();
+    let mut ap = vec![0.0f32; n];
     for _ in 0..params.cg_steps {
-        if rs_old < 1e-20 {
-            break;
+        system.apply(&p, &mut ap);
+        for ((((x, r), p), ap), rs) in x
+            .chunks_exact_mut(d)
+            .zip(r.chunks_exact_mut(d))
+            .zip(p.chunks_exact_mut(d))
+            .zip(ap.chunks_exact(d))
+            .zip(rs.iter_mut())
+        {
+            if *rs < 1e-20 {
+                continue;
+            }
+            let denom = dot(p, ap);
+            if denom <= 0.0 || !denom.is_finite() {
+                *rs = 0.0;
+                continue;
+            }
+            let step = *rs / denom;
+            linalg::axpy(step, p, x);
+            linalg::axpy(-step, ap, r);
+            let rs_new = dot(r, r);
+            let beta = rs_new / *rs;
+            for (pi, ri) in p.iter_mut().zip(r.iter()) {
+                *pi = ri + beta * *pi;
+            }
+            *rs = rs_new;
         }
-        apply(&p, &mut ap);
-        let denom = dot(&p, &ap);
-        if denom <= 0.0 || !denom.is_finite() {
-            break;
-        }
-        let step = rs_old / denom;
-        linalg::axpy(step, &p, x);
-        linalg::axpy(-step, &ap, &mut r);
-        let rs_new = dot(&r, &r);
-        let beta = rs_new / rs_old;
-        for (pi, ri) in p.iter_mut().zip(&r) {
-            *pi = ri + beta * *pi;
-        }
-        rs_old = rs_new;
     }
+}
+
+/// `YᵀY` in f32 for training: fixed blocks summed in order, so it does not depend on the
+/// thread count.
+fn gram_f32(factors: &Array2<f32>) -> Vec<f32> {
+    let d = factors.ncols();
+    let data = factors.as_slice().unwrap_or(&[]);
+    let partials: Vec<Vec<f32>> = data.par_chunks(4096 * d.max(1)).map(|c| linalg::gram_block(c, d)).collect();
+    let mut g = vec![0.0f32; d * d];
+    for p in partials {
+        linalg::axpy(1.0, &p, &mut g);
+    }
+    g
 }
 
 /// Exact solve of the user normal equations (Cholesky, f64): the fold-in.
@@ -174,35 +222,26 @@ pub fn solve_exact(entries: &[(u32, f32)], other: &Array2<f32>, gram: &[f64], pa
         return vec![0.0; d];
     }
     let data = other.as_slice().unwrap_or(&[]);
-    let mut a = gram.to_vec();
     let lam = lambda(params, entries.len());
-    for k in 0..d {
-        a[k * d + k] += lam;
-    }
-    let mut b = vec![0.0f64; d];
     let alpha = params.alpha as f64;
-    for &(j, w) in entries {
+    // A = YᵀY + λI + Wᵀ W with rows w = √(c−1) y; only the lower triangle is read.
+    let mut a = Mat::<f64>::from_fn(d, d, |p, q| gram[p * d + q] + if p == q { lam } else { 0.0 });
+    let mut w = Mat::<f64>::zeros(entries.len(), d);
+    let mut b = vec![0.0f64; d];
+    for (r, &(j, wt)) in entries.iter().enumerate() {
         let y = &data[j as usize * d..j as usize * d + d];
-        let c1 = alpha * w as f64;
-        for p in 0..d {
-            let yp = y[p] as f64;
-            b[p] += (1.0 + c1) * yp;
-            let cy = c1 * yp;
-            let row = &mut a[p * d..p * d + d];
-            for q in 0..=p {
-                row[q] += cy * y[q] as f64;
-            }
+        let c1 = alpha * wt as f64;
+        let s = c1.max(0.0).sqrt();
+        for (p, &yp) in y.iter().enumerate() {
+            b[p] += (1.0 + c1) * yp as f64;
+            w[(r, p)] = s * yp as f64;
         }
     }
-    for p in 0..d {
-        for q in 0..p {
-            a[q * d + p] = a[p * d + q];
-        }
+    matmul(a.as_mut(), Accum::Add, w.transpose(), w.as_ref(), 1.0, Par::Seq);
+    match linalg::cholesky_solve(&a, &b) {
+        Some(x) => x.into_iter().map(|v| v as f32).collect(),
+        None => vec![0.0; d],
     }
-    if !cholesky_solve(&mut a, &mut b, d) {
-        return vec![0.0; d];
-    }
-    b.into_iter().map(|v| v as f32).collect()
 }
 
 impl CollabModel {
@@ -239,18 +278,12 @@ impl CollabModel {
 
     fn half_step(target: &mut Array2<f32>, entries: &[Vec<(u32, f32)>], other: &Array2<f32>, params: &AlsParams) {
         let d = other.ncols();
-        let g = gram(other);
+        let g = gram_f32(other);
         let other_data = other.as_slice().unwrap_or(&[]);
         if let Some(t) = target.as_slice_mut() {
-            t.par_chunks_mut(d)
-                .zip(entries.par_iter())
-                .for_each(|(x, e)| {
-                    if e.is_empty() {
-                        x.iter_mut().for_each(|v| *v = 0.0);
-                    } else {
-                        cg_solve(x, e, other_data, &g, d, params);
-                    }
-                });
+            t.par_chunks_mut(BLOCK * d)
+                .zip(entries.par_chunks(BLOCK))
+                .for_each(|(x, e)| cg_block(x, e, other_data, &g, d, params));
         }
     }
 
@@ -310,13 +343,16 @@ mod tests {
             alpha: 3.0,
             ..AlsParams::default()
         };
-        let entries = vec![(1u32, 1.0f32), (4, 2.0), (9, 0.5)];
+        let rows = vec![vec![(1u32, 1.0f32), (4, 2.0), (9, 0.5)], vec![], vec![(0, 1.0), (29, 3.0)]];
         let g = gram(&y);
-        let exact = solve_exact(&entries, &y, &g, &params);
-        let mut x = vec![0.0f32; 6];
-        cg_solve(&mut x, &entries, y.as_slice().unwrap(), &g, 6, &params);
-        for (a, b) in x.iter().zip(&exact) {
-            assert!((a - b).abs() < 1e-3, "{x:?} vs {exact:?}");
+        let g32: Vec<f32> = g.iter().map(|&v| v as f32).collect();
+        let mut x = vec![0.5f32; 6 * rows.len()];
+        cg_block(&mut x, &rows, y.as_slice().unwrap(), &g32, 6, &params);
+        for (r, row) in rows.iter().enumerate() {
+            let exact = solve_exact(row, &y, &g, &params);
+            for (a, b) in x[r * 6..r * 6 + 6].iter().zip(&exact) {
+                assert!((a - b).abs() < 1e-3, "row {r}: {x:?} vs {exact:?}");
+            }
         }
     }
 

@@ -1,8 +1,13 @@
 //! Small dense linear-algebra kernels used by training and scoring.
 //!
-//! The hot loops are a dot product written so the compiler vectorises it, and a Cholesky
-//! solve for the `d × d` normal equations of alternating least squares (d is the
-//! embedding size, so these systems are tiny and solved many times in parallel).
+//! The hot loops are a dot product written so the compiler vectorises it; block matrix
+//! products and the Cholesky solve for the `d × d` normal equations of alternating least
+//! squares go through faer's SIMD kernels (d is the embedding size, so these systems are
+//! small and solved many times in parallel).
+
+use faer::linalg::matmul::matmul;
+use faer::linalg::solvers::Solve;
+use faer::{Accum, ColRef, Mat, MatMut, MatRef, Par, Side};
 
 /// Dot product with eight independent accumulators so it vectorises without `unsafe`.
 #[inline]
@@ -48,47 +53,42 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Solves `A x = b` for a symmetric positive definite `A` (row-major `n × n`), in place:
-/// `a` is overwritten by its Cholesky factor and `b` by the solution. Returns false if
-/// `A` is not positive definite (the caller regularises so this does not happen).
-pub fn cholesky_solve(a: &mut [f64], b: &mut [f64], n: usize) -> bool {
-    debug_assert_eq!(a.len(), n * n);
-    debug_assert_eq!(b.len(), n);
-    for j in 0..n {
-        let mut d = a[j * n + j];
-        for k in 0..j {
-            d -= a[j * n + k] * a[j * n + k];
-        }
-        if d <= 0.0 || !d.is_finite() {
-            return false;
-        }
-        let d = d.sqrt();
-        a[j * n + j] = d;
-        for i in (j + 1)..n {
-            let mut s = a[i * n + j];
-            for k in 0..j {
-                s -= a[i * n + k] * a[j * n + k];
-            }
-            a[i * n + j] = s / d;
-        }
-    }
-    // Forward substitution: L y = b.
-    for i in 0..n {
-        let mut s = b[i];
-        for k in 0..i {
-            s -= a[i * n + k] * b[k];
-        }
-        b[i] = s / a[i * n + i];
-    }
-    // Back substitution: Lᵀ x = y.
-    for i in (0..n).rev() {
-        let mut s = b[i];
-        for k in (i + 1)..n {
-            s -= a[k * n + i] * b[k];
-        }
-        b[i] = s / a[i * n + i];
-    }
-    true
+/// `out = a · g` for a row-major `rows × d` block `a` and a row-major `d × d` matrix `g`,
+/// on the calling thread (callers parallelise over blocks, which keeps results identical
+/// whatever the thread count).
+pub fn matmul_block(out: &mut [f32], a: &[f32], g: &[f32], d: usize) {
+    let rows = a.len() / d.max(1);
+    debug_assert_eq!(out.len(), rows * d);
+    debug_assert_eq!(g.len(), d * d);
+    let a = MatRef::from_row_major_slice(a, rows, d);
+    let g = MatRef::from_row_major_slice(g, d, d);
+    let out = MatMut::from_row_major_slice_mut(out, rows, d);
+    matmul(out, Accum::Replace, a, g, 1.0f32, Par::Seq);
+}
+
+/// `aᵀa` (row-major `d × d`) of a row-major `rows × d` block, on the calling thread.
+pub fn gram_block(a: &[f32], d: usize) -> Vec<f32> {
+    let rows = a.len() / d.max(1);
+    let mut g = vec![0.0f32; d * d];
+    let a = MatRef::from_row_major_slice(a, rows, d);
+    matmul(
+        MatMut::from_row_major_slice_mut(&mut g, d, d),
+        Accum::Replace,
+        a.transpose(),
+        a,
+        1.0f32,
+        Par::Seq,
+    );
+    g
+}
+
+/// Solves `A x = b` for a symmetric positive definite `A` of which only the lower
+/// triangle is read. Returns `None` if `A` is not positive definite (callers regularise
+/// so this does not happen).
+pub fn cholesky_solve(a: &Mat<f64>, b: &[f64]) -> Option<Vec<f64>> {
+    let llt = a.llt(Side::Lower).ok()?;
+    let x = llt.solve(ColRef::from_slice(b));
+    Some(x.iter().copied().collect())
 }
 
 #[cfg(test)]
@@ -108,18 +108,39 @@ mod tests {
         // A = [[4,2,0],[2,5,1],[0,1,3]], x = [1,-2,3] → b = A x.
         let a0 = [4.0, 2.0, 0.0, 2.0, 5.0, 1.0, 0.0, 1.0, 3.0];
         let x = [1.0, -2.0, 3.0];
-        let mut b: Vec<f64> = (0..3).map(|i| (0..3).map(|j| a0[i * 3 + j] * x[j]).sum()).collect();
-        let mut a = a0.to_vec();
-        assert!(cholesky_solve(&mut a, &mut b, 3));
+        let b: Vec<f64> = (0..3).map(|i| (0..3).map(|j| a0[i * 3 + j] * x[j]).sum()).collect();
+        let a = Mat::from_fn(3, 3, |i, j| a0[i * 3 + j]);
+        let got = cholesky_solve(&a, &b).unwrap();
         for i in 0..3 {
-            assert!((b[i] - x[i]).abs() < 1e-9, "{b:?}");
+            assert!((got[i] - x[i]).abs() < 1e-9, "{got:?}");
         }
     }
 
     #[test]
     fn cholesky_rejects_indefinite() {
-        let mut a = vec![1.0, 2.0, 2.0, 1.0];
-        let mut b = vec![1.0, 1.0];
-        assert!(!cholesky_solve(&mut a, &mut b, 2));
+        let a = Mat::from_fn(2, 2, |i, j| if i == j { 1.0 } else { 2.0 });
+        assert!(cholesky_solve(&a, &[1.0, 1.0]).is_none());
+    }
+
+    #[test]
+    fn block_products_match_naive() {
+        let d = 5;
+        let a: Vec<f32> = (0..3 * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        let g: Vec<f32> = (0..d * d).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut out = vec![0.0f32; 3 * d];
+        matmul_block(&mut out, &a, &g, d);
+        for r in 0..3 {
+            for c in 0..d {
+                let want: f32 = (0..d).map(|k| a[r * d + k] * g[k * d + c]).sum();
+                assert!((out[r * d + c] - want).abs() < 1e-5);
+            }
+        }
+        let gram = gram_block(&a, d);
+        for p in 0..d {
+            for q in 0..d {
+                let want: f32 = (0..3).map(|r| a[r * d + p] * a[r * d + q]).sum();
+                assert!((gram[p * d + q] - want).abs() < 1e-5);
+            }
+        }
     }
 }

@@ -141,21 +141,40 @@ pub struct ModelParts {
     pub neighbours: Neighbours,
 }
 
-/// The three indexes, either freshly built or loaded.
-pub struct Indexes {
-    pub collab_mips: Option<AnnIndex>,
-    pub collab_cos: Option<AnnIndex>,
-    pub content: Option<AnnIndex>,
-}
-
 fn nonzero_rows(m: &Array2<f32>) -> Vec<bool> {
     m.rows().into_iter().map(|r| r.iter().any(|&x| x != 0.0)).collect()
 }
 
 impl Model {
-    /// Finishes a model from its parts, building the ANN indexes in memory.
+    /// Finishes a model from its parts, building the ANN indexes in memory when the
+    /// catalogue is too large to score exactly (small catalogues never read them).
     pub fn from_parts(parts: ModelParts) -> Model {
-        Self::assemble(parts, None)
+        let mut model = Self::assemble(parts);
+        if !model.uses_exact_scoring() {
+            model.build_indexes();
+        }
+        model
+    }
+
+    /// Builds the three HNSW indexes (inner product via the MIPS transform, collaborative
+    /// cosine, content cosine) over the model's vectors, replacing any it had.
+    pub fn build_indexes(&mut self) {
+        let hp = self.manifest.params.hnsw;
+        let d = self.collab.item_factors.ncols();
+        let build = |points: Vec<(u32, Vec<f32>)>, dim: usize| (!points.is_empty()).then(|| AnnIndex::build(&points, dim, hp));
+        let max_norm = self.max_norm;
+        let mips = Self::index_points(&self.has_collab, &self.collab.item_factors, |y| mips_item(y, max_norm));
+        self.collab_mips = build(mips, d + 1);
+        let cos = Self::index_points(&self.has_collab, &self.collab_unit, <[f32]>::to_vec);
+        self.collab_cos = build(cos, d);
+        let cont = Self::index_points(&self.has_content, &self.content, <[f32]>::to_vec);
+        self.content_index = build(cont, self.content.ncols());
+    }
+
+    /// Whether the model holds its ANN indexes (only catalogues above `exact_max_items`
+    /// need them).
+    pub fn has_indexes(&self) -> bool {
+        self.collab_mips.is_some() || self.collab_cos.is_some() || self.content_index.is_some()
     }
 
     /// Vectors each index holds: `(item, unit vector)`.
@@ -171,7 +190,8 @@ impl Model {
             .collect()
     }
 
-    fn assemble(parts: ModelParts, indexes: Option<Indexes>) -> Model {
+    /// Derives everything serving needs from the parts; no ANN indexes yet.
+    fn assemble(parts: ModelParts) -> Model {
         let ModelParts {
             manifest,
             items,
@@ -207,21 +227,6 @@ impl Model {
                 categories.entry(item.category.clone()).or_default().push(i as u32);
             }
         }
-        let indexes = indexes.unwrap_or_else(|| {
-            let hp = manifest.params.hnsw;
-            let d = collab.item_factors.ncols();
-            let build = |points: Vec<(u32, Vec<f32>)>, dim: usize| {
-                (!points.is_empty()).then(|| AnnIndex::build(&points, dim, hp))
-            };
-            let mips = Self::index_points(&has_collab, &collab.item_factors, |y| mips_item(y, max_norm));
-            let cos = Self::index_points(&has_collab, &collab_unit, <[f32]>::to_vec);
-            let cont = Self::index_points(&has_content, &content, <[f32]>::to_vec);
-            Indexes {
-                collab_mips: build(mips, d + 1),
-                collab_cos: build(cos, d),
-                content: build(cont, content.ncols()),
-            }
-        });
         Model {
             manifest,
             items,
@@ -238,9 +243,9 @@ impl Model {
             has_content,
             collab_unit,
             max_norm,
-            collab_mips: indexes.collab_mips,
-            collab_cos: indexes.collab_cos,
-            content_index: indexes.content,
+            collab_mips: None,
+            collab_cos: None,
+            content_index: None,
             categories,
             neighbours,
         }
@@ -530,24 +535,6 @@ pub fn load(path: &Path) -> Result<Model> {
     let user_factors = matrix(&dir, "collab_users.f32", take("collab_users.f32")?, n_users, d)?;
     let content = matrix(&dir, "content.f32", take("content.f32")?, n_items, params.content.dim)?;
     drop(blobs);
-    let has_collab = nonzero_rows(&item_factors).iter().filter(|&&b| b).count();
-    let has_content = nonzero_rows(&content).iter().filter(|&&b| b).count();
-    let load_index = |name: &str, len: usize, dim: usize| -> Result<Option<AnnIndex>> {
-        if len == 0 {
-            return Ok(None);
-        }
-        for ext in ["hnsw.graph", "hnsw.data"] {
-            if !manifest.files.contains_key(&format!("{name}.{ext}")) {
-                return Err(Error::model(dir.join(format!("{name}.{ext}")), "missing from manifest.json"));
-            }
-        }
-        AnnIndex::load(&dir, name, len, dim).map(Some)
-    };
-    let indexes = Indexes {
-        collab_mips: load_index("collab_mips", has_collab, d + 1)?,
-        collab_cos: load_index("collab_cos", has_collab, d)?,
-        content: load_index("content", has_content, params.content.dim)?,
-    };
     let users = IdMap::from_ids(users_file.ids);
     let parts = ModelParts {
         collab: CollabModel::from_factors(item_factors, params.als),
@@ -561,5 +548,27 @@ pub fn load(path: &Path) -> Result<Model> {
         content,
         neighbours,
     };
-    Ok(Model::assemble(parts, Some(indexes)))
+    let mut model = Model::assemble(parts);
+    // Catalogues scored exactly carry no indexes (older models may; they are not read).
+    if !model.uses_exact_scoring() {
+        let count = |has: &[bool]| has.iter().filter(|&&h| h).count();
+        let load_index = |name: &str, len: usize, dim: usize| -> Result<Option<AnnIndex>> {
+            if len == 0 {
+                return Ok(None);
+            }
+            for ext in ["hnsw.graph", "hnsw.data"] {
+                if !model.manifest.files.contains_key(&format!("{name}.{ext}")) {
+                    return Err(Error::model(dir.join(format!("{name}.{ext}")), "missing from manifest.json"));
+                }
+            }
+            AnnIndex::load(&dir, name, len, dim).map(Some)
+        };
+        let mips = load_index("collab_mips", count(&model.has_collab), d + 1)?;
+        let cos = load_index("collab_cos", count(&model.has_collab), d)?;
+        let content = load_index("content", count(&model.has_content), params.content.dim)?;
+        model.collab_mips = mips;
+        model.collab_cos = cos;
+        model.content_index = content;
+    }
+    Ok(model)
 }

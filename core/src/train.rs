@@ -1,8 +1,8 @@
 //! The training pipeline: a [`Dataset`] in, a complete [`Model`] out.
 //!
 //! Steps: weight events into the user–item matrix, learn collaborative item factors with
-//! iALS, fold every user in, embed items by content, count popularity, and build the HNSW
-//! indexes. The trainer binary and the evaluator both call [`train`], and the server's
+//! iALS, fold every user in, embed items by content, learn item neighbours, count
+//! popularity, and build the HNSW indexes when the catalogue is too large to score exactly. The trainer binary and the evaluator both call [`train`], and the server's
 //! demo mode does too, so every path uses one implementation.
 
 use std::collections::HashMap;
@@ -129,7 +129,7 @@ pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progr
         train_seconds: 0.0,
         files: Default::default(),
     };
-    progress.begin("HNSW indexes", 1);
+    progress.begin("model (HNSW indexes if scored by ANN)", 1);
     let mut model = Model::from_parts(ModelParts {
         manifest,
         items,

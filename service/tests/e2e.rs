@@ -73,6 +73,39 @@ async fn personalised_lists_differ_and_skip_seen_and_excluded_items() {
     assert_eq!(lists.len(), 6, "every user gets a different list");
 }
 
+/// A model served through its HNSW indexes (as a large catalogue is) answers like the
+/// exact one: retrieval says ANN, seen items stay out, and the lists mostly agree.
+#[tokio::test]
+async fn ann_served_model_agrees_with_exact_scoring() {
+    let exact_server = start_server(movielens_model()).await;
+    let ann_server = start_server(movielens_ann_model()).await;
+    let (mut exact, mut ann) = (client(&exact_server).await, client(&ann_server).await);
+    let (mut shared, mut total) = (0usize, 0usize);
+    for user in ["1", "2", "3", "100", "405", "655", "13", "450"] {
+        let want: HashSet<String> = ids(&exact.recommend(rec(user, 10)).await.unwrap().into_inner().items).into_iter().collect();
+        let got = ann.recommend(rec(user, 10)).await.unwrap().into_inner();
+        assert_eq!(got.retrieval, proto::Retrieval::Ann as i32, "user {user}");
+        assert_eq!(got.items.len(), 10);
+        let seen = seen_by(user);
+        assert!(got.items.iter().all(|i| !seen.contains(&i.item_id)), "user {user} got a seen item");
+        shared += got.items.iter().filter(|i| want.contains(&i.item_id)).count();
+        total += 10;
+    }
+    assert!(shared * 10 >= total * 9, "ANN lists share {shared} of {total} items with exact");
+    let similar = |mode: Mode| proto::SimilarItemsRequest {
+        item_id: "1".into(),
+        k: 10,
+        mode: mode as i32,
+    };
+    for mode in [Mode::Collaborative, Mode::Content, Mode::Blend] {
+        let want = ids(&exact.similar_items(similar(mode)).await.unwrap().into_inner().items);
+        let got = ids(&ann.similar_items(similar(mode)).await.unwrap().into_inner().items);
+        assert_eq!(got.len(), 10, "{mode:?}");
+        let overlap = got.iter().filter(|i| want.contains(i)).count();
+        assert!(overlap >= 8, "{mode:?}: ANN shares {overlap}/10 with exact: {got:?} vs {want:?}");
+    }
+}
+
 #[tokio::test]
 async fn filters_apply_before_truncation() {
     let server = start_server(movielens_model()).await;
@@ -315,7 +348,7 @@ fn missing_partial_or_corrupt_models_are_refused_naming_the_file() {
     refuses(&corrupt, "collab_items.f32");
 
     let truncated = dir.path().join("truncated");
-    copy_dir(&version, &truncated);
+    copy_dir(&model::resolve(movielens_ann_model()).unwrap(), &truncated);
     let f = truncated.join("content.hnsw.graph");
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();

@@ -1,13 +1,15 @@
-//! Progress bars for long training steps, on stderr (hidden when it is not a terminal).
+//! Progress bars for long training steps, on stderr (hidden when it is not a terminal),
+//! and each step's wall time as a tracing event (`RUST_LOG=info` shows where time goes).
 
 use affinity_core::train::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Mutex;
+use std::time::Instant;
 
 /// Shows one bar per training step.
 #[derive(Default)]
 pub struct Bars {
-    current: Mutex<Option<ProgressBar>>,
+    current: Mutex<Option<(ProgressBar, String, Instant)>>,
 }
 
 impl Progress for Bars {
@@ -20,13 +22,13 @@ impl Progress for Bars {
         );
         bar.set_message(step.to_string());
         if let Ok(mut cur) = self.current.lock() {
-            *cur = Some(bar);
+            *cur = Some((bar, step.to_string(), Instant::now()));
         }
     }
 
     fn advance(&self) {
         if let Ok(cur) = self.current.lock() {
-            if let Some(bar) = cur.as_ref() {
+            if let Some((bar, _, _)) = cur.as_ref() {
                 bar.inc(1);
             }
         }
@@ -34,8 +36,9 @@ impl Progress for Bars {
 
     fn finish(&self) {
         if let Ok(mut cur) = self.current.lock() {
-            if let Some(bar) = cur.take() {
+            if let Some((bar, step, started)) = cur.take() {
                 bar.finish();
+                tracing::info!(step = %step, seconds = started.elapsed().as_secs_f64(), "training step done");
             }
         }
     }

@@ -67,9 +67,12 @@ fn movielens_import_train_and_evaluate_beats_itemknn() {
     assert!(users.contains("\n1,8,24,M,technician,\n"), "region = first zip digit");
 
     let root = dir.path().join("models");
+    // Force the ANN path so this model carries its HNSW indexes.
+    let ann_params = dir.path().join("ann.json");
+    std::fs::write(&ann_params, r#"{"exact_max_items": 0}"#).unwrap();
     let out = ok(&trainer(&[
         "train", "--events", s(&data.join("events.csv")), "--items", s(&data.join("items.csv")),
-        "--users", s(&data.join("users.csv")), "--out", s(&root), "--keep", "2",
+        "--users", s(&data.join("users.csv")), "--out", s(&root), "--keep", "2", "--params", s(&ann_params),
     ]));
     assert!(out.contains("943 users, 1682 items, 100000 events"), "{out}");
     let current = std::fs::read_to_string(root.join("current")).unwrap();
@@ -91,7 +94,13 @@ fn movielens_import_train_and_evaluate_beats_itemknn() {
         .filter(|e| e.path().is_dir())
         .collect();
     assert_eq!(versions.len(), 2);
-    assert_ne!(std::fs::read_to_string(root.join("current")).unwrap(), current);
+    let latest = std::fs::read_to_string(root.join("current")).unwrap();
+    assert_ne!(latest, current);
+    // With defaults, a catalogue this small is scored exactly and carries no index.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join(latest.trim()).join("manifest.json")).unwrap()).unwrap();
+    let files: Vec<&String> = manifest["files"].as_object().unwrap().keys().collect();
+    assert!(files.iter().all(|f| !f.contains("hnsw")) && files.len() >= 7, "{files:?}");
 
     let report = evaluate(&data.join("events.csv"), &dir.path().join("ml.json"), "pop,itemknn,ease");
     assert_eq!(report["protocol"], "random");

@@ -27,16 +27,32 @@ pub fn movielens() -> &'static Dataset {
     DATA.get_or_init(|| import::import(Source::MovieLens, &dataset_dir("movielens-100k")).expect("import MovieLens"))
 }
 
-/// A model root holding a model trained on all of MovieLens-100K.
+/// A model root holding a model trained on all of MovieLens-100K (scored exactly: a
+/// catalogue this small carries no ANN index).
 pub fn movielens_model() -> &'static PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| save_movielens("movielens-model", TrainParams::default()))
+}
+
+/// The same model forced onto the ANN path (`exact_max_items` 0), so it carries and
+/// serves from its HNSW indexes as a large catalogue would.
+pub fn movielens_ann_model() -> &'static PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("movielens-model");
-        let _ = std::fs::remove_dir_all(&root);
-        let mut m = train(movielens(), TimeKind::Unix, &TrainParams::default(), &NoProgress);
-        model::save(&mut m, &root, 1).expect("save model");
-        root
+        let params = TrainParams {
+            exact_max_items: 0,
+            ..TrainParams::default()
+        };
+        save_movielens("movielens-ann-model", params)
     })
+}
+
+fn save_movielens(name: &str, params: TrainParams) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    let mut m = train(movielens(), TimeKind::Unix, &params, &NoProgress);
+    model::save(&mut m, &root, 1).expect("save model");
+    root
 }
 
 /// A running `affinity-server`, killed on drop.
