@@ -1,8 +1,8 @@
 """Train and score Python `implicit` ALS on an affinity split, with affinity's metrics.
 
 Reads train.csv / valid.csv / test.csv written by `affinity-trainer split`, tunes
-implicit's ALS on the validation part with the same number of candidates affinity gets,
-refits on train + validation and scores the test part exactly as `affinity-trainer
+implicit's ALS on the validation part with the same number of candidates affinity gets
+(or reuses the parameters a previous run chose, `--params`), refits on train + validation and scores the test part exactly as `affinity-trainer
 evaluate` does: Recall@K = hits / min(K, |test|) (and hits / |test|), NDCG@K with binary
 relevance, HR@K, MRR@K and catalogue coverage; held-out items never seen in training
 count as misses; leave-one-out keeps the test item rankable even if it is in the history.
@@ -124,6 +124,7 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--k", default="10,20")
     ap.add_argument("--json", required=True)
+    ap.add_argument("--params", help="JSON file of a previous run: reuse its chosen parameters, no tuning")
     a = ap.parse_args()
     info = json.load(open(f"{a.split}/split.json"))
     protocol = info["protocol"]
@@ -144,6 +145,8 @@ def main():
         x = matrix(train, users, items)
         rel = targets(protocol, train, valid)
         best, best_ndcg, trials = None, -1.0, []
+        if a.params:
+            best, grid = json.load(open(a.params))["params"], []
         for p in grid:
             m = fit(x, p, a.seed)
             ndcg = score(m, x, users, items, rel, protocol, [10])[0]["ndcg"]
