@@ -10,7 +10,8 @@ use std::fs;
 use affinity_core::data::{Dataset, Event};
 use affinity_core::eval::{self, Affinity, Ease, ItemKnn, Ranker};
 use affinity_core::params::TrainParams;
-use affinity_core::split::{self, SplitSet};
+use affinity_core::model::Model;
+use affinity_core::split::{self, SplitSet, Target};
 use affinity_core::train::{self, NoProgress};
 use affinity_core::tune;
 use anyhow::{bail, Context, Result};
@@ -77,38 +78,17 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let Some(model) = first_model else { bail!("no model was fit") };
 
     let mut chosen = BaselineParams::default();
-    let mut run_baseline = |name: &str, r: &dyn Ranker, p: serde_json::Value, fit: f64| -> f64 {
-        let m = &eval::score(r, &model, &valid, &[10])[0];
-        trials.push(Trial {
-            system: name.into(),
-            params: p,
-            valid_ndcg10: m.ndcg,
-            valid_recall10: m.recall,
-            fit_seconds: fit,
-        });
-        m.ndcg
-    };
     if args.baselines.contains(&Baseline::Itemknn) {
-        let mut top = f64::MIN;
-        for n in tune::knn_candidates(args.trials) {
-            let (knn, fit) = eval::timed(|| ItemKnn::fit(&model, n));
-            let ndcg = run_baseline("ItemKNN", &knn, serde_json::json!({ "neighbours": n }), fit);
-            if ndcg > top {
-                top = ndcg;
-                chosen.itemknn_neighbours = Some(n);
-            }
-        }
+        let candidates = tune::knn_candidates(args.trials);
+        let fit = |n| ItemKnn::fit(&model, n);
+        let describe = |n| serde_json::json!({ "neighbours": n });
+        chosen.itemknn_neighbours = best_baseline("ItemKNN", candidates, fit, describe, &model, &valid, &mut trials);
     }
     if args.baselines.contains(&Baseline::Ease) {
-        let mut top = f64::MIN;
-        for l in tune::ease_candidates(args.trials) {
-            let (ease, fit) = eval::timed(|| Ease::fit(&model, l));
-            let ndcg = run_baseline("EASE", &ease, serde_json::json!({ "lambda": l }), fit);
-            if ndcg > top {
-                top = ndcg;
-                chosen.ease_lambda = Some(l);
-            }
-        }
+        let candidates = tune::ease_candidates(args.trials);
+        let fit = |l| Ease::fit(&model, l);
+        let describe = |l| serde_json::json!({ "lambda": l });
+        chosen.ease_lambda = best_baseline("EASE", candidates, fit, describe, &model, &valid, &mut trials);
     }
     fs::write(&args.out, serde_json::to_string_pretty(&best_params)?)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
@@ -137,4 +117,33 @@ pub fn run(args: TuneArgs) -> Result<()> {
         println!("EASE: λ {l:.1}");
     }
     Ok(())
+}
+
+/// Fits a baseline once per candidate on the training part, records each validation
+/// score in `trials` and returns the candidate with the best NDCG@10.
+fn best_baseline<C: Copy, R: Ranker>(
+    system: &str,
+    candidates: Vec<C>,
+    fit: impl Fn(C) -> R,
+    describe: impl Fn(C) -> serde_json::Value,
+    model: &Model,
+    valid: &Target,
+    trials: &mut Vec<Trial>,
+) -> Option<C> {
+    let mut best: Option<(f64, C)> = None;
+    for c in candidates {
+        let (ranker, fit_seconds) = eval::timed(|| fit(c));
+        let m = &eval::score(&ranker, model, valid, &[10])[0];
+        trials.push(Trial {
+            system: system.into(),
+            params: describe(c),
+            valid_ndcg10: m.ndcg,
+            valid_recall10: m.recall,
+            fit_seconds,
+        });
+        if best.is_none_or(|(b, _)| m.ndcg > b) {
+            best = Some((m.ndcg, c));
+        }
+    }
+    best.map(|(_, c)| c)
 }

@@ -10,6 +10,7 @@
 //! cargo run --release -p affinity-benches --bin latency
 //! ```
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -142,52 +143,65 @@ async fn measure(args: &Args, model_root: &Path, users: &[String], items: &[Stri
         let _ = stopped.await;
     }));
     let channel = demo::wait_serving(&addr, Duration::from_secs(60)).await?;
-    let mut client = RecommenderClient::new(channel);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let client = RecommenderClient::new(channel);
     let mut rows = Vec::new();
 
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-    let total = args.warmup + args.requests;
-    let mut wall = Instant::now();
-    for n in 0..total {
-        if n == args.warmup {
-            hist.reset();
-            wall = Instant::now();
+    let (warmup, requests, k) = (args.warmup, args.requests, args.k);
+    let rng = RefCell::new(rand_chacha::ChaCha8Rng::seed_from_u64(args.seed));
+    let recommend = || {
+        let user = users[rng.borrow_mut().gen_range(0..users.len())].clone();
+        let mut c = client.clone();
+        async move {
+            let req = proto::RecommendRequest {
+                subject: Some(Subject::UserId(user.clone())),
+                k,
+                ..Default::default()
+            };
+            let r = c.recommend(req).await?.into_inner();
+            anyhow::ensure!(r.items.len() == k as usize, "short answer for {user}");
+            Ok(())
         }
-        let user = &users[rng.gen_range(0..users.len())];
-        let req = proto::RecommendRequest {
-            subject: Some(Subject::UserId(user.clone())),
-            k: args.k,
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let r = client.recommend(req).await?.into_inner();
-        hist.record(t.elapsed().as_nanos() as u64)?;
-        anyhow::ensure!(r.items.len() == args.k as usize, "short answer for {user}");
-    }
-    rows.push(summarise("Recommend", &hist, wall.elapsed()));
-
-    hist.reset();
-    let mut wall = Instant::now();
-    for n in 0..total {
-        if n == args.warmup {
-            hist.reset();
-            wall = Instant::now();
+    };
+    rows.push(time_calls("Recommend", warmup, requests, recommend).await?);
+    let similar = || {
+        let item = items[rng.borrow_mut().gen_range(0..items.len())].clone();
+        let mut c = client.clone();
+        async move {
+            let req = proto::SimilarItemsRequest {
+                item_id: item.clone(),
+                k,
+                mode: Mode::Unspecified as i32,
+            };
+            let r = c.similar_items(req).await?.into_inner();
+            anyhow::ensure!(r.items.len() == k as usize, "short answer for {item}");
+            Ok(())
         }
-        let item = &items[rng.gen_range(0..items.len())];
-        let req = proto::SimilarItemsRequest {
-            item_id: item.clone(),
-            k: args.k,
-            mode: Mode::Unspecified as i32,
-        };
-        let t = Instant::now();
-        let r = client.similar_items(req).await?.into_inner();
-        hist.record(t.elapsed().as_nanos() as u64)?;
-        anyhow::ensure!(r.items.len() == args.k as usize, "short answer for {item}");
-    }
-    rows.push(summarise("SimilarItems", &hist, wall.elapsed()));
+    };
+    rows.push(time_calls("SimilarItems", warmup, requests, similar).await?);
 
     let _ = stop.send(());
     serving.await??;
     Ok(rows)
+}
+
+/// Sends `warmup + requests` sequential calls and summarises the latency of the last
+/// `requests` (each call's future is built before its timer starts).
+async fn time_calls<F, Fut>(method: &str, warmup: usize, requests: usize, mut call: F) -> Result<Row>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut wall = Instant::now();
+    for n in 0..warmup + requests {
+        if n == warmup {
+            hist.reset();
+            wall = Instant::now();
+        }
+        let pending = call();
+        let t = Instant::now();
+        pending.await?;
+        hist.record(t.elapsed().as_nanos() as u64)?;
+    }
+    Ok(summarise(method, &hist, wall.elapsed()))
 }
