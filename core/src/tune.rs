@@ -2,7 +2,9 @@
 //!
 //! `affinity-trainer tune` draws candidates from here, fits each on the training part of
 //! a split and keeps the one that ranks the validation part best. The test part is never
-//! looked at. Baselines draw the same number of candidates from their own spaces.
+//! looked at. Baselines draw the same number of candidates (fits) from their own spaces;
+//! serving-time settings of a fitted affinity model (the neighbour blend) are swept
+//! without refitting.
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -25,14 +27,19 @@ pub fn affinity_candidates(base: &TrainParams, time_kind: TimeKind, trials: usiz
             TimeKind::Unix => *[0.0f64, 30.0, 180.0, 720.0].choose(&mut rng).unwrap_or(&0.0),
             _ => *[0.0f64, 10.0, 50.0].choose(&mut rng).unwrap_or(&0.0),
         };
-        p.sequence.blend = *[0.0f32, 0.02, 0.1, 0.2, 0.3, 0.5].choose(&mut rng).unwrap_or(&0.02);
-        p.sequence.recency_decay = *[0.5f32, 0.7, 0.8, 0.9].choose(&mut rng).unwrap_or(&0.8);
+        p.sequence.recency_decay = *[0.5f32, 0.6, 0.7, 0.8, 0.9].choose(&mut rng).unwrap_or(&0.6);
+        p.sequence.transition_weight = *[1.0f32, 3.0, 10.0, 30.0].choose(&mut rng).unwrap_or(&10.0);
+        p.sequence.window = *[1usize, 3, 5].choose(&mut rng).unwrap_or(&5);
         p.sequence.neighbours = *[50usize, 100, 200].choose(&mut rng).unwrap_or(&100);
         out.push(p);
     }
     out.truncate(trials.max(1));
     out
 }
+
+/// Neighbour blend weights tried on every fitted candidate. The blend is read at serving
+/// time, so sweeping it re-scores a fitted model and costs no extra fit.
+pub const BLEND_SWEEP: [f32; 6] = [0.0, 0.02, 0.1, 0.2, 0.3, 0.5];
 
 /// `trials` neighbourhood sizes for ItemKNN, spread from 5 to 1000.
 pub fn knn_candidates(trials: usize) -> Vec<usize> {

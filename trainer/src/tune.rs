@@ -1,7 +1,9 @@
 //! The `tune` subcommand: random search on a split's validation part.
 //!
 //! Every candidate is fit on `train.csv` and ranked against `valid.csv`; `test.csv` is
-//! never read. affinity and each baseline get the same number of candidates. The winner
+//! never read. affinity and each baseline get the same number of candidates (fits); each
+//! fitted affinity model is also scored with every neighbour blend of
+//! `tune::BLEND_SWEEP`, a serving-time setting that needs no refit. The winner
 //! for affinity is written as a parameters file for `train --params` / `evaluate
 //! --params`; the baselines' winners go to a file for `evaluate --baseline-params`.
 
@@ -58,18 +60,27 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let mut best: Option<(f64, TrainParams)> = None;
     let mut first_model = None;
     for p in candidates {
-        let (model, fit) = eval::timed(|| train::train(&data, kind, &p, &NoProgress));
-        let m = &eval::score(&Affinity(&model), &model, &valid, &[10])[0];
-        if best.as_ref().is_none_or(|(b, _)| m.ndcg > *b) {
-            best = Some((m.ndcg, p));
+        let (mut model, fit) = eval::timed(|| train::train(&data, kind, &p, &NoProgress));
+        // The candidate's own blend first, then the sweep (serving-time: no refit).
+        let mut blends = vec![p.sequence.blend];
+        blends.extend(tune::BLEND_SWEEP.iter().filter(|&&b| b != p.sequence.blend));
+        for blend in blends {
+            let mut q = p;
+            q.sequence.blend = blend;
+            model.manifest.params.sequence.blend = blend;
+            let m = &eval::score(&Affinity(&model), &model, &valid, &[10])[0];
+            if best.as_ref().is_none_or(|(b, _)| m.ndcg > *b) {
+                best = Some((m.ndcg, q));
+            }
+            trials.push(Trial {
+                system: "affinity".into(),
+                params: serde_json::to_value(q)?,
+                valid_ndcg10: m.ndcg,
+                valid_recall10: m.recall,
+                fit_seconds: fit,
+            });
         }
-        trials.push(Trial {
-            system: "affinity".into(),
-            params: serde_json::to_value(p)?,
-            valid_ndcg10: m.ndcg,
-            valid_recall10: m.recall,
-            fit_seconds: fit,
-        });
+        model.manifest.params.sequence.blend = p.sequence.blend;
         first_model.get_or_insert(model);
         bar.inc(1);
     }
