@@ -33,6 +33,8 @@ pub struct BaselineParams {
 #[derive(Serialize)]
 struct Trial {
     system: String,
+    /// Which fit of this system (a fitted affinity model is scored once per blend).
+    fit: usize,
     params: serde_json::Value,
     valid_ndcg10: f64,
     valid_recall10: f64,
@@ -59,7 +61,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let bar = ProgressBar::new(candidates.len() as u64).with_message("affinity candidates");
     let mut best: Option<(f64, TrainParams)> = None;
     let mut first_model = None;
-    for p in candidates {
+    for (n, p) in candidates.into_iter().enumerate() {
         let (mut model, fit) = eval::timed(|| train::train(&data, kind, &p, &NoProgress));
         // The candidate's own blend first, then the sweep (serving-time: no refit).
         let mut blends = vec![p.sequence.blend];
@@ -74,6 +76,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
             }
             trials.push(Trial {
                 system: "affinity".into(),
+                fit: n,
                 params: serde_json::to_value(q)?,
                 valid_ndcg10: m.ndcg,
                 valid_recall10: m.recall,
@@ -142,11 +145,12 @@ fn best_baseline<C: Copy, R: Ranker>(
     trials: &mut Vec<Trial>,
 ) -> Option<C> {
     let mut best: Option<(f64, C)> = None;
-    for c in candidates {
+    for (n, c) in candidates.into_iter().enumerate() {
         let (ranker, fit_seconds) = eval::timed(|| fit(c));
         let m = &eval::score(&ranker, model, valid, &[10])[0];
         trials.push(Trial {
             system: system.into(),
+            fit: n,
             params: describe(c),
             valid_ndcg10: m.ndcg,
             valid_recall10: m.recall,

@@ -241,8 +241,14 @@ fn tune_never_reads_the_test_part_and_its_output_feeds_train_and_evaluate() {
     assert!(out.contains("tuned on 943 validation users"), "{out}");
     let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trials).unwrap()).unwrap();
     let t = t.as_array().unwrap();
-    assert_eq!(t.iter().filter(|x| x["system"] == "affinity").count(), 3);
-    assert_eq!(t.iter().filter(|x| x["system"] == "ItemKNN").count(), 3, "same budget for the baseline");
+    let fits = |system: &str| {
+        let f: std::collections::BTreeSet<u64> = t.iter().filter(|x| x["system"] == system).map(|x| x["fit"].as_u64().unwrap()).collect();
+        f.len()
+    };
+    assert_eq!(fits("affinity"), 3);
+    assert_eq!(fits("ItemKNN"), 3, "same budget (fits) for the baseline");
+    // Each fitted affinity model is also scored with every blend of the sweep.
+    assert_eq!(t.iter().filter(|x| x["system"] == "affinity").count(), 3 * 6);
     let best = t.iter().filter(|x| x["system"] == "affinity").map(|x| x["valid_ndcg10"].as_f64().unwrap()).fold(0.0, f64::max);
     assert!(best > 0.1, "validation NDCG@10 {best}");
     std::fs::rename(&hidden, &test).unwrap();
