@@ -33,9 +33,9 @@ impl Default for SequenceParams {
     fn default() -> Self {
         SequenceParams {
             neighbours: 100,
-            window: 5,
-            transition_weight: 10.0,
-            recency_decay: 0.6,
+            window: 3,
+            transition_weight: 1.0,
+            recency_decay: 0.8,
             max_recent: 20,
             blend: 0.02,
         }

@@ -27,9 +27,9 @@ pub fn affinity_candidates(base: &TrainParams, time_kind: TimeKind, trials: usiz
             TimeKind::Unix => *[0.0f64, 30.0, 180.0, 720.0].choose(&mut rng).unwrap_or(&0.0),
             _ => *[0.0f64, 10.0, 50.0].choose(&mut rng).unwrap_or(&0.0),
         };
-        p.sequence.recency_decay = *[0.5f32, 0.6, 0.7, 0.8, 0.9].choose(&mut rng).unwrap_or(&0.6);
-        p.sequence.transition_weight = *[1.0f32, 3.0, 10.0, 30.0].choose(&mut rng).unwrap_or(&10.0);
-        p.sequence.window = *[1usize, 3, 5].choose(&mut rng).unwrap_or(&5);
+        p.sequence.recency_decay = *[0.5f32, 0.6, 0.7, 0.8, 0.9].choose(&mut rng).unwrap_or(&0.8);
+        p.sequence.transition_weight = *[1.0f32, 3.0, 10.0, 30.0].choose(&mut rng).unwrap_or(&1.0);
+        p.sequence.window = *[1usize, 3, 5].choose(&mut rng).unwrap_or(&3);
         p.sequence.neighbours = *[50usize, 100, 200].choose(&mut rng).unwrap_or(&100);
         out.push(p);
     }
