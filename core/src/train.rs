@@ -2,7 +2,8 @@
 //!
 //! Steps: weight events into the user–item matrix, learn collaborative item factors with
 //! iALS, fold every user in, embed items by content, learn item neighbours, count
-//! popularity, and build the HNSW indexes when the catalogue is too large to score exactly. The trainer binary and the evaluator both call [`train`], and the server's
+//! popularity, and build the HNSW indexes when the catalogue is too large to score
+//! exactly. The trainer binary and the evaluator both call [`train`], and the server's
 //! demo mode does too, so every path uses one implementation.
 
 use std::collections::HashMap;
