@@ -13,6 +13,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Item;
+use crate::ids::stable_hash;
 use crate::linalg;
 
 /// Field weights and size of the content space.
@@ -41,17 +42,6 @@ impl Default for ContentParams {
             price_bands: 8,
         }
     }
-}
-
-/// 64-bit FNV-1a: a stable hash, so the same feature maps to the same slot in every
-/// build and on every platform.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 const STOPWORDS: &[&str] = &["the", "a", "an", "of", "and", "in", "on", "for", "to", "with", "la", "le", "de"];
@@ -118,7 +108,7 @@ pub fn embed(items: &[Item], params: &ContentParams) -> Array2<f32> {
         let mut v = vec![0.0f32; dim];
         for (name, w) in f {
             let idf = (1.0 + n / df[name.as_str()] as f32).ln();
-            let h = fnv1a(name.as_bytes());
+            let h = stable_hash(name.as_bytes());
             let slot = (h % dim as u64) as usize;
             let sign = if (h >> 63) == 0 { 1.0 } else { -1.0 };
             v[slot] += sign * w * idf;

@@ -15,6 +15,9 @@ const REGIONS: [&str; 4] = ["north", "south", "east", "west"];
 const AGES: [&str; 5] = ["18-24", "25-34", "35-44", "45-54", "55+"];
 const ADJECTIVES: [&str; 8] = ["classic", "compact", "deluxe", "eco", "pro", "retro", "smart", "travel"];
 
+/// Seed of the store the demo server trains on.
+pub const DEMO_SEED: u64 = 7;
+
 /// Sizes of the generated store.
 #[derive(Debug, Clone, Copy)]
 pub struct DemoSize {

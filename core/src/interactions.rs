@@ -10,60 +10,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Event, EventKind, TimeKind};
-
-/// A dense index over string ids, in first-seen order.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct IdMap {
-    ids: Vec<String>,
-    #[serde(skip)]
-    index: HashMap<String, u32>,
-}
-
-impl IdMap {
-    pub fn from_ids(ids: Vec<String>) -> IdMap {
-        let mut map = IdMap::default();
-        for id in ids {
-            map.insert(&id);
-        }
-        map
-    }
-
-    /// Rebuilds the lookup table after deserialisation.
-    pub fn reindex(&mut self) {
-        self.index = self.ids.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
-    }
-
-    /// Returns the index of `id`, adding it if new.
-    pub fn insert(&mut self, id: &str) -> u32 {
-        if let Some(&i) = self.index.get(id) {
-            return i;
-        }
-        let i = self.ids.len() as u32;
-        self.ids.push(id.to_string());
-        self.index.insert(id.to_string(), i);
-        i
-    }
-
-    pub fn get(&self, id: &str) -> Option<u32> {
-        self.index.get(id).copied()
-    }
-
-    pub fn id(&self, index: u32) -> &str {
-        &self.ids[index as usize]
-    }
-
-    pub fn ids(&self) -> &[String] {
-        &self.ids
-    }
-
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-}
+use crate::ids::{IdMap, ItemIdx};
 
 /// Weight of each event kind before value and time factors.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -125,7 +72,7 @@ pub struct WeightParams {
 /// A stored recent event of a user, oldest first in [`Interactions::recent`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RecentEvent {
-    pub item: u32,
+    pub item: ItemIdx,
     pub kind: EventKind,
     pub timestamp: Option<i64>,
 }
@@ -208,7 +155,7 @@ impl Interactions {
                 list[n.saturating_sub(recent_n)..]
                     .iter()
                     .map(|&(item, pos)| RecentEvent {
-                        item,
+                        item: ItemIdx(item),
                         kind: events[pos].kind,
                         timestamp: events[pos].timestamp,
                     })
@@ -280,7 +227,7 @@ mod tests {
         assert_eq!(m.items.ids(), ["z", "x", "y"]);
         let a = m.users.get("a").unwrap() as usize;
         assert_eq!(m.rows[a], vec![(1, 5.0), (2, 8.0)]);
-        let recent: Vec<u32> = m.recent[a].iter().map(|r| r.item).collect();
+        let recent: Vec<u32> = m.recent[a].iter().map(|r| r.item.0).collect();
         assert_eq!(recent, vec![1, 1], "latest two events, oldest first");
         assert_eq!(m.recent[a][1].kind, EventKind::View);
         assert_eq!(m.item_counts(), vec![0, 1, 2]);

@@ -1,40 +1,40 @@
-//! affinity-core: the model format and algorithms shared by the affinity trainer and
-//! server. It knows nothing of async runtimes or gRPC.
+//! affinity-core: the engine that both the trainer and the server run. It fits a model
+//! from canonical data, stores and loads it, and scores it. It knows nothing of async
+//! runtimes, gRPC, command lines or offline evaluation (that is `affinity-lab`).
 //!
 //! # Layout
-//! - [`data`]: canonical CSV files (events, items, users, social) and their validation.
-//! - [`import`]: converters from public research data sets to the canonical form.
-//! - [`interactions`]: events → weighted, time-decayed user–item matrix.
-//! - [`als`]: implicit ALS collaborative embeddings and user fold-in.
-//! - [`content`]: content embeddings from catalogue features.
-//! - [`neighbors`]: item-to-item co-occurrence and transition neighbours.
-//! - [`ann`]: HNSW indexes (hnsw_rs) over unit vectors, MIPS transform.
-//! - [`params`]: every training and serving parameter, serialisable.
-//! - [`train`]: the pipeline from a data set to a [`model::Model`].
-//! - [`model`]: the in-memory model and its versioned, checksummed directory.
-//! - [`recommend`]: personalised recommendations and similar items.
-//! - [`split`]: random, leave-one-out and temporal splits and their files.
-//! - [`tune`]: hyper-parameter search spaces (validation only).
-//! - [`eval`]: metrics and baselines (Pop, ItemKNN, EASE) for offline evaluation.
-//! - [`demo`]: a deterministic synthetic store for demos and smoke tests.
+//! - [`ids`]: item / user index newtypes, the id ↔ index map, a stable hash.
+//! - [`data`]: the canonical CSV files (events, items, users, social) and their validation.
+//! - [`error`]: the one error type, separating the caller's mistakes from ours.
+//! - Fitting, one module per stage: [`interactions`] (events → weighted user–item
+//!   matrix), [`als`] (implicit ALS embeddings and user fold-in), [`content`] (catalogue
+//!   embeddings), [`neighbors`] (co-occurrence and transition neighbours), [`ann`]
+//!   (HNSW indexes), with [`linalg`] kernels under them; [`train`] runs them in order.
+//! - [`params`]: every training parameter, serialisable; [`settings`]: the serving
+//!   settings scoring takes as a separate value.
+//! - [`model`]: the in-memory model; [`model::format`]: its versioned, checksummed
+//!   directory (the trainer ↔ server contract).
+//! - [`recommend`]: queries, their validation, and scoring (recommendations, similar items).
+//! - [`demo`]: a deterministic synthetic store for the demo server and tests.
+//!
+//! Dependencies point one way: fitting modules know nothing of `model`, `model` knows
+//! nothing of `recommend`, and nothing here depends on a binary or on the lab.
 
 pub mod als;
-pub mod baselines;
 pub mod ann;
 pub mod content;
 pub mod data;
 pub mod demo;
 pub mod error;
-pub mod eval;
-pub mod import;
+pub mod ids;
 pub mod interactions;
 pub mod linalg;
 pub mod model;
 pub mod neighbors;
 pub mod params;
 pub mod recommend;
-pub mod split;
+pub mod settings;
 pub mod train;
-pub mod tune;
 
 pub use error::{Error, Result};
+pub use ids::{ItemIdx, UserIdx};

@@ -15,9 +15,12 @@ use rayon::prelude::*;
 use crate::als::CollabModel;
 use crate::content;
 use crate::data::{Dataset, Item, TimeKind, User};
-use crate::interactions::{IdMap, Interactions};
-use crate::model::{new_version_name, Counts, Manifest, Model, ModelParts, UserHistory, FORMAT_VERSION};
+use crate::ids::IdMap;
+use crate::interactions::Interactions;
+use crate::model::format::{new_version_name, FORMAT_VERSION};
+use crate::model::{Counts, Manifest, Model, ModelParts, UserHistory};
 use crate::params::TrainParams;
+use crate::settings::ServingSettings;
 
 /// Receives progress from long training steps (the trainer shows progress bars).
 pub trait Progress: Sync {
@@ -110,16 +113,16 @@ pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progr
         .rows
         .into_iter()
         .zip(matrix.recent)
-        .map(|(seen, recent)| UserHistory { seen, recent })
+        .map(|(seen, recent)| UserHistory::new(seen, recent))
         .collect();
     let counts = Counts {
         users: matrix.users.len(),
         items: items.len(),
         events: dataset.events.len(),
         items_with_events: popularity.iter().filter(|&&p| p > 0.0).count(),
-        // Filled in from the assembled model, which derives which items have content.
-        items_with_content: 0,
+        items_with_content: content.rows().into_iter().filter(|r| r.iter().any(|&x| x != 0.0)).count(),
     };
+    let serving = ServingSettings::from_params(params);
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         version: new_version_name(),
@@ -127,6 +130,7 @@ pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progr
         counts,
         time_kind,
         params: *params,
+        serving,
         train_seconds: 0.0,
         files: Default::default(),
     };
@@ -143,10 +147,10 @@ pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progr
         content,
         neighbours,
     });
+    model.ensure_indexes(&serving);
     progress.advance();
     progress.finish();
-    model.manifest.counts.items_with_content = model.has_content.iter().filter(|&&h| h).count();
-    model.manifest.train_seconds = started.elapsed().as_secs_f64();
+    model.manifest_mut().train_seconds = started.elapsed().as_secs_f64();
     model
 }
 

@@ -2,23 +2,25 @@
 //!
 //! # Layout
 //! - [`proto`]: code generated from `proto/affinity/v1/recommender.proto`.
-//! - [`status`]: the one place core errors become gRPC statuses.
-//! - [`api`]: the `affinity.v1.Recommender` implementation (thin: validate, score off
-//!   the async runtime, convert).
-//! - [`server`]: wiring — model loading, health, reflection, graceful shutdown.
-//! - [`demo`]: the `--demo` model and the `--smoke` self-check.
+//! - [`state`]: [`state::ServerState`], what every handler shares: the live model and
+//!   the settings it is scored with.
+//! - [`api`]: the `affinity.v1.Recommender` service; one file per RPC holds its wire
+//!   conversions (`TryFrom` into the engine's query types, `From` back).
+//! - [`status`]: the one place errors become gRPC statuses.
+//! - [`server`]: the shell — `run(listener, state, shutdown)`, health, reflection.
+//! - [`demo`]: the `--demo` model.
+//! - [`client`]: client-side helpers (connect, wait for SERVING) for the client binary,
+//!   tests and benchmarks.
 //!
-//! The binaries `affinity-server` and `affinity-client` sit on top of this library.
+//! The binaries `affinity-server` and `affinity-client` sit on top. This crate depends on
+//! the engine (`affinity-core`) only, never on the offline lab.
 
 pub mod api;
+pub mod client;
 pub mod demo;
+pub mod proto;
 pub mod server;
+pub mod state;
 pub mod status;
 
-/// Generated protobuf and gRPC code.
-pub mod proto {
-    tonic::include_proto!("affinity.v1");
-
-    /// Encoded descriptors for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("affinity_descriptor");
-}
+pub use server::run;

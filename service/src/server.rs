@@ -1,33 +1,37 @@
-//! Server wiring: load the model, serve `affinity.v1.Recommender`, gRPC health and
-//! reflection on a caller-supplied listener until a caller-supplied shutdown signal.
+//! The server shell: serve `affinity.v1.Recommender`, gRPC health and reflection on a
+//! caller-supplied listener until a caller-supplied shutdown signal.
 //!
-//! The listener and the shutdown future come from the caller so `main`, the demo smoke
-//! test and integration tests all run exactly this code. Health reports NOT_SERVING
-//! while the model loads; a model that cannot be loaded ends `run` with an error naming
-//! the bad file, which `main` turns into a non-zero exit.
+//! The listener, the state and the shutdown future come from the caller, so `main` and
+//! the tests run exactly this code. Health reports NOT_SERVING until a model is live;
+//! when the state names a model path, the model is loaded off the async runtime after
+//! the listener is up. A model that cannot be loaded ends `run` with an error naming the
+//! bad file (the binary exits non-zero); a shutdown signal during the load ends it at once.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use affinity_core::model;
+use affinity_core::model::format;
 use anyhow::{Context, Result};
-use arc_swap::ArcSwapOption;
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tracing::info;
 
-use crate::api::{ModelSlot, RecommenderApi};
+use crate::api::RecommenderApi;
 use crate::proto::recommender_server::RecommenderServer;
+use crate::state::ServerState;
 
 /// Largest request the server accepts (a `recent_items` list or exclude list).
 const MAX_DECODING_BYTES: usize = 4 * 1024 * 1024;
 
-/// Serves until `shutdown` resolves. Fails if the model at `model_path` cannot be loaded.
-pub async fn run(listener: TcpListener, model_path: PathBuf, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-    let slot: ModelSlot = Arc::new(ArcSwapOption::empty());
+/// Serves until `shutdown` resolves.
+///
+/// # Errors
+/// The model named by `state` cannot be loaded, or the server fails.
+pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let shutdown = shutdown.boxed().shared();
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     reporter.set_not_serving::<RecommenderServer<RecommenderApi>>().await;
@@ -36,7 +40,7 @@ pub async fn run(listener: TcpListener, model_path: PathBuf, shutdown: impl Futu
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the reflection service")?;
-    let api = RecommenderServer::new(RecommenderApi::new(Arc::clone(&slot))).max_decoding_message_size(MAX_DECODING_BYTES);
+    let api = RecommenderServer::new(RecommenderApi::new(Arc::clone(&state))).max_decoding_message_size(MAX_DECODING_BYTES);
     let serving = tokio::spawn(
         Server::builder()
             .add_service(health)
@@ -45,30 +49,43 @@ pub async fn run(listener: TcpListener, model_path: PathBuf, shutdown: impl Futu
             .serve_with_incoming_shutdown(
                 // Small unary responses: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms.
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown,
+                shutdown.clone(),
             ),
     );
-    let path = model_path.clone();
-    let loaded = tokio::task::spawn_blocking(move || model::load(&path)).await;
-    let m = match loaded {
-        Ok(Ok(m)) => m,
-        Ok(Err(e)) => {
-            serving.abort();
-            return Err(e).context("cannot load the model");
+    if let (false, Some(path)) = (state.is_ready(), state.model_path().cloned()) {
+        let loader = Arc::clone(&state);
+        let load = tokio::task::spawn_blocking(move || -> affinity_core::Result<()> {
+            loader.install(format::load(&path)?);
+            Ok(())
+        });
+        tokio::select! {
+            loaded = load => {
+                let failed = match loaded {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(anyhow::Error::new(e).context("cannot load the model")),
+                    Err(e) => Some(anyhow::anyhow!("model loading failed: {e}")),
+                };
+                if let Some(e) = failed {
+                    serving.abort();
+                    return Err(e);
+                }
+            }
+            () = shutdown.clone() => {
+                info!("shutdown while the model was loading");
+                serving.await.context("server task failed")?.context("server failed")?;
+                return Ok(());
+            }
         }
-        Err(e) => {
-            serving.abort();
-            return Err(anyhow::anyhow!("model loading failed: {e}"));
-        }
-    };
-    info!(
-        version = m.version(),
-        users = m.manifest.counts.users,
-        items = m.manifest.counts.items,
-        scoring = if m.uses_exact_scoring() { "exact" } else { "ann" },
-        "model loaded"
-    );
-    slot.store(Some(Arc::new(m)));
+    }
+    if let Ok(live) = state.live() {
+        info!(
+            version = live.model.version(),
+            users = live.model.n_users(),
+            items = live.model.n_items(),
+            scoring = if live.settings.scores_exactly(live.model.n_items()) { "exact" } else { "ann" },
+            "model loaded"
+        );
+    }
     reporter.set_service_status("", ServingStatus::Serving).await;
     reporter.set_serving::<RecommenderServer<RecommenderApi>>().await;
     serving.await.context("server task failed")?.context("server failed")?;

@@ -1,39 +1,60 @@
-//! Mapping of core errors to gRPC statuses, in one place.
+//! The one place errors become gRPC statuses.
+//!
+//! Handlers return [`ApiError`] through `?` (core errors convert into it), and its single
+//! `From<ApiError> for Status` picks the code: the caller's mistakes keep their message
+//! (it names the field or the missing id), our own failures are logged with their cause
+//! and answered with a generic message, so no internal detail (paths, panics) reaches a
+//! client.
 
 use affinity_core::Error;
-use tonic::{Code, Status};
+use tonic::Status;
 
-/// Converts a core error into the status a client should see.
-pub fn to_status(err: Error) -> Status {
-    let code = match &err {
-        Error::InvalidArgument { .. } => Code::InvalidArgument,
-        Error::NotFound(_) => Code::NotFound,
-        Error::InvalidRow { .. } | Error::InvalidFile { .. } => Code::InvalidArgument,
-        Error::Model { .. } | Error::Io { .. } => Code::Internal,
-    };
-    Status::new(code, err.to_string())
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// An error from the engine: a bad query, an unknown id, or an internal failure.
+    #[error(transparent)]
+    Core(#[from] Error),
+    /// No model is loaded yet.
+    #[error("no model loaded yet; retry when the health check reports SERVING")]
+    NotReady,
+    /// A scoring task did not complete (it panicked or was cancelled).
+    #[error("scoring task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
-/// The status for a request that arrives before a model is loaded.
-pub fn no_model() -> Status {
-    Status::unavailable("no model loaded yet; retry when the health check reports SERVING")
-}
-
-/// The status for a scoring task that failed to complete (it panicked or was cancelled).
-pub fn task_failed(err: tokio::task::JoinError) -> Status {
-    tracing::error!(cause = %err, "scoring task failed");
-    Status::internal("internal error while scoring the request")
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Status {
+        match &err {
+            ApiError::Core(Error::InvalidArgument { .. }) => Status::invalid_argument(err.to_string()),
+            ApiError::Core(Error::NotFound(_)) => Status::not_found(err.to_string()),
+            ApiError::NotReady => Status::unavailable(err.to_string()),
+            ApiError::Core(_) | ApiError::Task(_) => {
+                tracing::error!(cause = %err, "internal error");
+                Status::internal("internal error; the server log has the cause")
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
+
+    fn status(e: impl Into<ApiError>) -> Status {
+        Status::from(e.into())
+    }
 
     #[test]
-    fn codes() {
-        assert_eq!(to_status(Error::invalid_argument("k", "bad")).code(), Code::InvalidArgument);
-        assert_eq!(to_status(Error::NotFound("x".into())).code(), Code::NotFound);
-        assert_eq!(to_status(Error::model("f", "m")).code(), Code::Internal);
-        assert!(to_status(Error::invalid_argument("k", "bad")).message().contains("`k`"));
+    fn codes_and_messages() {
+        let s = status(Error::invalid_argument("k", "bad"));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("`k`"), "{}", s.message());
+        assert_eq!(status(Error::NotFound("item `x` is unknown".into())).code(), Code::NotFound);
+        assert_eq!(status(ApiError::NotReady).code(), Code::Unavailable);
+        let internal = status(Error::model("/secret/path/items.bin", "checksum mismatch"));
+        assert_eq!(internal.code(), Code::Internal);
+        assert!(!internal.message().contains("/secret"), "internal details stay in the log: {}", internal.message());
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 
-use affinity_core::model;
+use affinity_core::model::format;
 use affinity_service::proto::recommend_request::Subject;
 use affinity_service::proto::recommender_client::RecommenderClient;
 use affinity_service::proto::similar_items_request::Mode;
@@ -277,7 +277,7 @@ async fn bad_requests_get_clear_statuses() {
     assert_eq!(info.users, 943);
     assert_eq!(info.items, 1682);
     assert_eq!(info.events, 100_000);
-    assert_eq!(info.format_version, model::FORMAT_VERSION);
+    assert_eq!(info.format_version, format::FORMAT_VERSION);
 }
 
 #[tokio::test]
@@ -334,7 +334,7 @@ fn refuses(model: &std::path::Path, expect_in_message: &str) {
 #[test]
 fn missing_partial_or_corrupt_models_are_refused_naming_the_file() {
     let root = movielens_model();
-    let version = model::resolve(root).unwrap();
+    let version = format::resolve(root).unwrap();
     let dir = tempfile::tempdir().unwrap();
 
     refuses(&dir.path().join("nothing-here"), "nothing-here");
@@ -348,7 +348,7 @@ fn missing_partial_or_corrupt_models_are_refused_naming_the_file() {
     refuses(&corrupt, "collab_items.f32");
 
     let truncated = dir.path().join("truncated");
-    copy_dir(&model::resolve(movielens_ann_model()).unwrap(), &truncated);
+    copy_dir(&format::resolve(movielens_ann_model()).unwrap(), &truncated);
     let f = truncated.join("content.hnsw.graph");
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
@@ -363,7 +363,7 @@ fn missing_partial_or_corrupt_models_are_refused_naming_the_file() {
     copy_dir(&version, &newer);
     let m = newer.join("manifest.json");
     let text = std::fs::read_to_string(&m).unwrap();
-    let text = text.replacen(&format!("\"format_version\": {}", model::FORMAT_VERSION), "\"format_version\": 99", 1);
+    let text = text.replacen(&format!("\"format_version\": {}", format::FORMAT_VERSION), "\"format_version\": 99", 1);
     std::fs::write(&m, text).unwrap();
     refuses(&newer, "manifest.json");
 
@@ -379,25 +379,25 @@ fn missing_partial_or_corrupt_models_are_refused_naming_the_file() {
     refuses(&dangling, "20250101T000000Z-deadbeef");
 }
 
-#[test]
-fn demo_smoke_runs_from_an_empty_directory() {
+#[tokio::test]
+async fn demo_server_passes_the_client_smoke_check_from_an_empty_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(server_bin())
-        .args(["--demo", "--smoke", "--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let smoke = |addr: &str| {
+        Command::new(env!("CARGO_BIN_EXE_affinity-client"))
+            .args(["--addr", addr, "smoke", "--wait-seconds", "30"])
+            .output()
+            .unwrap()
+    };
+    let server = start_server_with(&["--demo".as_ref()], Some(dir.path())).await;
+    let out = smoke(&server.addr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("smoke: ok"), "{stdout}");
     assert!(dir.path().join("affinity-demo-model/current").is_file());
+    drop(server);
     // A second run reuses the model it made.
-    let again = Command::new(server_bin())
-        .args(["--demo", "--smoke", "--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(again.status.success());
+    let server = start_server_with(&["--demo".as_ref()], Some(dir.path())).await;
+    assert!(smoke(&server.addr).status.success());
     let versions = std::fs::read_dir(dir.path().join("affinity-demo-model")).unwrap().count();
     assert_eq!(versions, 2, "current + one version");
 }
@@ -407,9 +407,10 @@ fn demo_smoke_runs_from_an_empty_directory() {
 #[tokio::test]
 async fn served_quality_equals_evaluated_quality() {
     use affinity_core::data::{Dataset, TimeKind};
-    use affinity_core::eval::{self, Affinity};
+    use affinity_lab::eval;
+    use affinity_lab::rank::Affinity;
     use affinity_core::params::TrainParams;
-    use affinity_core::split::{self, Protocol};
+    use affinity_lab::split::{self, Protocol};
     use affinity_core::train::{train, NoProgress};
 
     let s = split::split(movielens().events.clone(), Protocol::Random, 42, TimeKind::Unix).unwrap();
@@ -421,9 +422,9 @@ async fn served_quality_equals_evaluated_quality() {
         ..Dataset::default()
     };
     let mut m = train(&data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
-    let evaluated = eval::score(&Affinity(&m), &m, &target, &[10])[0].recall;
+    let evaluated = eval::score(&Affinity::new(&m), &m, &target, &[10])[0].recall;
     let root = tempfile::tempdir().unwrap();
-    model::save(&mut m, root.path(), 1).unwrap();
+    format::save(&mut m, root.path(), 1).unwrap();
     drop(m);
 
     let server = start_server(root.path()).await;

@@ -135,12 +135,12 @@ pub enum Protocol {
     Temporal,
 }
 
-impl From<Protocol> for affinity_core::split::Protocol {
+impl From<Protocol> for affinity_lab::split::Protocol {
     fn from(p: Protocol) -> Self {
         match p {
-            Protocol::Random => affinity_core::split::Protocol::Random,
-            Protocol::Loo => affinity_core::split::Protocol::Loo,
-            Protocol::Temporal => affinity_core::split::Protocol::Temporal,
+            Protocol::Random => affinity_lab::split::Protocol::Random,
+            Protocol::Loo => affinity_lab::split::Protocol::Loo,
+            Protocol::Temporal => affinity_lab::split::Protocol::Temporal,
         }
     }
 }

@@ -9,11 +9,13 @@ use std::fs;
 use std::path::Path;
 
 use affinity_core::data::{Dataset, Event, Item, TimeKind};
-use affinity_core::eval::{self, Affinity, Ease, EvalReport, ItemKnn, Metrics, ModelReport, Pop, Ranker};
 use affinity_core::model::Model;
 use affinity_core::params::TrainParams;
-use affinity_core::split::{self, SplitSet, Target};
 use affinity_core::train::{self, NoProgress};
+use affinity_lab::baselines::{Ease, ItemKnn, Pop};
+use affinity_lab::eval::{self, EvalReport, Metrics, ModelReport};
+use affinity_lab::rank::{Affinity, Ranker};
+use affinity_lab::split::{self, SplitSet, Target};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
@@ -157,20 +159,14 @@ fn evaluate_split(
         add(None, &ease, &model, t, serde_json::json!({ "lambda": ease_lambda }));
     }
     let p = serde_json::to_value(params)?;
-    add(None, &Affinity(&model), &model, fit_affinity, p.clone());
+    add(None, &Affinity::new(&model), &model, fit_affinity, p.clone());
     if args.exact {
-        let default_limit = model.manifest.params.exact_max_items;
-        model.manifest.params.exact_max_items = usize::MAX;
-        add(Some("affinity-exact"), &Affinity(&model), &model, fit_affinity, p.clone());
+        let settings = model.default_settings();
+        add(Some("affinity-exact"), &Affinity::with_settings(&model, settings.exact()), &model, fit_affinity, p.clone());
         // Small catalogues are served exactly and carry no index: build one to compare.
-        let ((), index_seconds) = eval::timed(|| {
-            if !model.has_indexes() {
-                model.build_indexes()
-            }
-        });
-        model.manifest.params.exact_max_items = 0;
-        add(Some("affinity-ann"), &Affinity(&model), &model, fit_affinity + index_seconds, p);
-        model.manifest.params.exact_max_items = default_limit;
+        let ann = settings.ann();
+        let ((), index_seconds) = eval::timed(|| model.ensure_indexes(&ann));
+        add(Some("affinity-ann"), &Affinity::with_settings(&model, ann), &model, fit_affinity + index_seconds, p);
     }
     let mut split_sizes = BTreeMap::new();
     split_sizes.insert("train_events".to_string(), s.train.len());

@@ -4,10 +4,10 @@ use std::fs;
 use std::path::Path;
 
 use affinity_core::data::{self, Dataset, Event, Item, ReadOptions, ReadReport, TimeKind};
-use affinity_core::import::{self, Source};
-use affinity_core::model;
+use affinity_core::model::format;
 use affinity_core::params::TrainParams;
 use affinity_core::train;
+use affinity_lab::import::{self, Source};
 use anyhow::{bail, Context, Result};
 
 use crate::cli::{ImportArgs, InputArgs, SourceArg, SplitArgs, TimeKindArg, TrainArgs};
@@ -110,7 +110,7 @@ pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind)> {
 pub fn split(args: SplitArgs) -> Result<()> {
     let events = load_events(&args.events, args.skip_invalid)?;
     let kind = time_kind(args.time_kind, &events);
-    let s = affinity_core::split::split(events, args.protocol.into(), args.seed, kind)?;
+    let s = affinity_lab::split::split(events, args.protocol.into(), args.seed, kind)?;
     s.write(&args.out)?;
     println!(
         "{} split (seed {}) written to {}: train {} · valid {} · test {} events",
@@ -133,15 +133,17 @@ pub fn train(args: TrainArgs) -> Result<()> {
         dataset.users = report(p, data::read_users(p, opts)?);
     }
     if let Some(p) = &args.social {
-        dataset.social = report(p, data::read_social(p, opts)?);
+        // Checked so a bad file is reported now; social scoring is not built yet.
+        let edges = report(p, data::read_social(p, opts)?);
+        eprintln!("note: {} social edge(s) in {} are valid but not used by this version", edges.len(), p.display());
     }
     let mut params = load_params(args.input.read.params.as_deref())?;
     if let Some(n) = args.recent {
         params.recent_events = n;
     }
     let mut m = train::train(&dataset, time_kind, &params, &Bars::default());
-    let dir = model::save(&mut m, &args.out, args.keep)?;
-    let c = &m.manifest.counts;
+    let dir = format::save(&mut m, &args.out, args.keep)?;
+    let c = &m.manifest().counts;
     println!(
         "model {} written to {} ({} users, {} items, {} events; {:.1}s; timestamps: {:?}; scoring: {})",
         m.version(),
@@ -149,9 +151,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
         c.users,
         c.items,
         c.events,
-        m.manifest.train_seconds,
-        m.manifest.time_kind,
-        if m.uses_exact_scoring() { "exact" } else { "ann" },
+        m.manifest().train_seconds,
+        m.manifest().time_kind,
+        if m.default_settings().scores_exactly(m.n_items()) { "exact" } else { "ann" },
     );
     Ok(())
 }

@@ -10,12 +10,15 @@
 use std::fs;
 
 use affinity_core::data::{Dataset, Event};
-use affinity_core::eval::{self, Affinity, Ease, ItemKnn, Ranker};
-use affinity_core::params::TrainParams;
 use affinity_core::model::Model;
-use affinity_core::split::{self, SplitSet, Target};
+use affinity_core::params::TrainParams;
+use affinity_core::settings::ServingSettings;
 use affinity_core::train::{self, NoProgress};
-use affinity_core::tune;
+use affinity_lab::baselines::{Ease, ItemKnn};
+use affinity_lab::eval;
+use affinity_lab::rank::{Affinity, Ranker};
+use affinity_lab::split::{self, SplitSet, Target};
+use affinity_lab::tune;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -62,15 +65,18 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let mut best: Option<(f64, TrainParams)> = None;
     let mut first_model = None;
     for (n, p) in candidates.into_iter().enumerate() {
-        let (mut model, fit) = eval::timed(|| train::train(&data, kind, &p, &NoProgress));
+        let (model, fit) = eval::timed(|| train::train(&data, kind, &p, &NoProgress));
         // The candidate's own blend first, then the sweep (serving-time: no refit).
         let mut blends = vec![p.sequence.blend];
         blends.extend(tune::BLEND_SWEEP.iter().filter(|&&b| b != p.sequence.blend));
         for blend in blends {
             let mut q = p;
             q.sequence.blend = blend;
-            model.manifest.params.sequence.blend = blend;
-            let m = &eval::score(&Affinity(&model), &model, &valid, &[10])[0];
+            let settings = ServingSettings {
+                sequence_blend: blend,
+                ..model.default_settings()
+            };
+            let m = &eval::score(&Affinity::with_settings(&model, settings), &model, &valid, &[10])[0];
             if best.as_ref().is_none_or(|(b, _)| m.ndcg > *b) {
                 best = Some((m.ndcg, q));
             }
@@ -83,7 +89,6 @@ pub fn run(args: TuneArgs) -> Result<()> {
                 fit_seconds: fit,
             });
         }
-        model.manifest.params.sequence.blend = p.sequence.blend;
         first_model.get_or_insert(model);
         bar.inc(1);
     }

@@ -83,9 +83,9 @@ fn movielens_import_train_and_evaluate_beats_itemknn() {
     for file in ["items.bin", "users.bin", "collab_items.f32", "content.f32", "collab_mips.hnsw.graph", "content.hnsw.data"] {
         assert!(manifest["files"][file]["sha256"].as_str().unwrap().len() == 64, "{file} listed with checksum");
     }
-    // Retraining twice more keeps only two versions and moves `current`.
+    // Retraining twice more (back to back: version names sort within a second) keeps
+    // only the two newest versions and moves `current`.
     for _ in 0..2 {
-        std::thread::sleep(std::time::Duration::from_millis(1100));
         ok(&trainer(&["train", "--events", s(&data.join("events.csv")), "--out", s(&root), "--keep", "2"]));
     }
     let versions: Vec<_> = std::fs::read_dir(&root)

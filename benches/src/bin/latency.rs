@@ -15,14 +15,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use affinity_core::data::TimeKind;
-use affinity_core::import::{self, Source};
-use affinity_core::model;
+use affinity_core::model::format;
 use affinity_core::params::TrainParams;
 use affinity_core::train::{train, NoProgress};
+use affinity_core::ItemIdx;
+use affinity_lab::import::{self, Source};
 use affinity_service::proto::recommend_request::Subject;
 use affinity_service::proto::recommender_client::RecommenderClient;
 use affinity_service::proto::{self, similar_items_request::Mode};
-use affinity_service::{demo, server};
+use affinity_service::client::wait_serving;
+use affinity_service::server;
+use affinity_service::state::{ServerState, SettingsOverrides};
 use anyhow::{Context, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -94,10 +97,14 @@ fn main() -> Result<()> {
         .with_context(|| format!("cannot import {}", args.dataset.display()))?;
     let root = tempfile::tempdir()?;
     let mut m = train(&data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
-    model::save(&mut m, root.path(), 1)?;
-    let users: Vec<String> = m.users.ids().to_vec();
-    let items: Vec<String> = (0..m.n_items()).filter(|&i| m.has_collab[i]).map(|i| m.items[i].item_id.clone()).collect();
-    let scoring = if m.uses_exact_scoring() { "exact" } else { "ann" }.to_string();
+    format::save(&mut m, root.path(), 1)?;
+    let users: Vec<String> = m.user_ids().to_vec();
+    let items: Vec<String> = (0..m.n_items() as u32)
+        .map(ItemIdx)
+        .filter(|&i| m.has_collab(i))
+        .map(|i| m.item_id(i).to_string())
+        .collect();
+    let scoring = if m.default_settings().scores_exactly(m.n_items()) { "exact" } else { "ann" }.to_string();
     let n_items = m.n_items();
     drop(m);
 
@@ -139,10 +146,11 @@ async fn measure(args: &Args, model_root: &Path, users: &[String], items: &[Stri
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server::run(listener, model_root.to_path_buf(), async {
+    let state = ServerState::new(model_root.to_path_buf(), SettingsOverrides::default());
+    let serving = tokio::spawn(server::run(listener, state, async {
         let _ = stopped.await;
     }));
-    let channel = demo::wait_serving(&addr, Duration::from_secs(60)).await?;
+    let channel = wait_serving(&addr, Duration::from_secs(60)).await?;
     let client = RecommenderClient::new(channel);
     let mut rows = Vec::new();
 

@@ -2,14 +2,16 @@
 //!
 //! `affinity-server --model MODEL_ROOT --listen 127.0.0.1:50051` serves a trained model;
 //! `--demo` first trains a model on a built-in synthetic store if the model root holds
-//! none; `--smoke` additionally queries the running server, checks the answers and exits.
+//! none. `affinity-client smoke` checks a running demo server.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use affinity_service::state::{Retrieval, ServerState, SettingsOverrides};
 use affinity_service::{demo, server};
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
 
 #[derive(Parser, Debug)]
@@ -25,9 +27,30 @@ struct Args {
     /// root: ./affinity-demo-model).
     #[arg(long)]
     demo: bool,
-    /// After starting, query the server, check the answers and exit (0 if all is well).
+    /// How candidates are found (default: as the model was trained to be served: exact
+    /// up to its `exact_max_items`, HNSW above).
+    #[arg(long, value_enum)]
+    retrieval: Option<RetrievalArg>,
+    /// HNSW search list size (overrides the model's).
     #[arg(long)]
-    smoke: bool,
+    ef_search: Option<usize>,
+    /// Share of the score from recent items' neighbours, 0..=1 (overrides the model's).
+    #[arg(long, value_parser = blend_in_range)]
+    sequence_blend: Option<f32>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum RetrievalArg {
+    Auto,
+    Exact,
+    Ann,
+}
+
+fn blend_in_range(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number from 0 to 1, got {s:?}")),
+    }
 }
 
 fn main() {
@@ -43,7 +66,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(run(args)) {
+    let result = runtime.block_on(run(args));
+    // A model load cut short by shutdown may still be running on the blocking pool:
+    // do not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -60,38 +87,27 @@ async fn run(args: Args) -> Result<()> {
         let dir = tokio::task::spawn_blocking(move || demo::prepare_model(&root)).await??;
         println!("demo model: {}", dir.display());
     }
+    let overrides = SettingsOverrides {
+        retrieval: args.retrieval.map(|r| match r {
+            RetrievalArg::Auto => Retrieval::Auto,
+            RetrievalArg::Exact => Retrieval::Exact,
+            RetrievalArg::Ann => Retrieval::Ann,
+        }),
+        ef_search: args.ef_search,
+        sequence_blend: args.sequence_blend,
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("listening on {addr}");
-    let url = format!("http://{addr}");
-    if args.smoke {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server::run(listener, model_path, async {
-            let _ = stopped.await;
-        }));
-        let checked = tokio::select! {
-            r = demo::smoke(&url) => r,
-            r = serving_ended(&serving) => r,
-        };
-        let _ = stop.send(());
-        serving.await??;
-        return checked;
-    }
     if args.demo {
+        let url = format!("http://{addr}");
         println!("try it (in another terminal):");
         println!("  cargo run --release --bin affinity-client -- --addr {url} info");
         println!("  cargo run --release --bin affinity-client -- --addr {url} recommend --user user-0001 --k 5");
         println!("  cargo run --release --bin affinity-client -- --addr {url} similar --item sku-0001 --k 5 --mode content");
+        println!("  cargo run --release --bin affinity-client -- --addr {url} smoke");
     }
-    server::run(listener, model_path, server::shutdown_signal()).await
-}
-
-/// Resolves with an error if the server stops before the smoke check finishes.
-async fn serving_ended(serving: &tokio::task::JoinHandle<Result<()>>) -> Result<()> {
-    while !serving.is_finished() {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    anyhow::bail!("the server stopped before the smoke check finished")
+    server::run(listener, ServerState::new(model_path, overrides), server::shutdown_signal()).await
 }

@@ -10,10 +10,11 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use affinity_core::data::{Dataset, TimeKind};
-use affinity_core::import::{self, Source};
-use affinity_core::model;
+use affinity_core::model::format;
 use affinity_core::params::TrainParams;
 use affinity_core::train::{train, NoProgress};
+use affinity_lab::import::{self, Source};
+
 
 /// `../shared/datasets/<name>` from the repository root. Missing data fails the test.
 pub fn dataset_dir(name: &str) -> PathBuf {
@@ -51,13 +52,15 @@ fn save_movielens(name: &str, params: TrainParams) -> PathBuf {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&root);
     let mut m = train(movielens(), TimeKind::Unix, &params, &NoProgress);
-    model::save(&mut m, &root, 1).expect("save model");
+    format::save(&mut m, &root, 1).expect("save model");
     root
 }
 
 /// A running `affinity-server`, killed on drop.
 pub struct Server {
     child: Child,
+    /// Kept open so the server's later prints never hit a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
     pub addr: String,
 }
 
@@ -74,26 +77,36 @@ pub fn server_bin() -> &'static str {
 
 /// Starts the server on an ephemeral port and waits until it reports SERVING.
 pub async fn start_server(model: &Path) -> Server {
-    let mut child = Command::new(server_bin())
-        .args(["--listen", "127.0.0.1:0", "--model"])
-        .arg(model)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn affinity-server");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read listen line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    start_server_with(&["--model".as_ref(), model.as_os_str()], None).await
+}
+
+/// Starts the server with `args` (plus `--listen 127.0.0.1:0`) in `cwd` and waits until
+/// it reports SERVING.
+pub async fn start_server_with(args: &[&std::ffi::OsStr], cwd: Option<&Path>) -> Server {
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn().expect("spawn affinity-server");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let addr = loop {
+        let mut line = String::new();
+        let n = stdout.read_line(&mut line).expect("read server output");
+        assert!(n > 0, "server exited before listening");
+        if let Some(addr) = line.trim().strip_prefix("listening on ") {
+            break addr.to_string();
+        }
+    };
     let url = format!("http://{addr}");
-    affinity_service::demo::wait_serving(&url, Duration::from_secs(60))
+    affinity_service::client::wait_serving(&url, Duration::from_secs(60))
         .await
         .expect("server becomes healthy");
-    Server { child, addr: url }
+    Server {
+        child,
+        _stdout: stdout,
+        addr: url,
+    }
 }
 
 /// Runs the server to completion (for models it must refuse); returns (success, stderr).
@@ -114,3 +127,4 @@ pub fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+

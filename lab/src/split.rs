@@ -22,9 +22,9 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::content::fnv1a;
-use crate::data::{self, Event, ReadOptions, TimeKind};
-use crate::error::{Error, Result};
+use affinity_core::data::{self, Event, ReadOptions, TimeKind};
+use affinity_core::error::{Error, Result};
+use affinity_core::ids::stable_hash;
 
 /// Users with fewer distinct items than this stay entirely in training (random split).
 pub const MIN_ITEMS_FOR_TEST: usize = 5;
@@ -97,7 +97,7 @@ pub fn random_holdout(events: Vec<Event>, seed: u64) -> (Vec<Event>, Vec<Event>)
         let mut sorted = items;
         sorted.sort_unstable();
         // Each user's draw depends only on the seed and the user id.
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ fnv1a(user.as_bytes()));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ stable_hash(user.as_bytes()));
         sorted.shuffle(&mut rng);
         for &item in &sorted[..n_test] {
             held.insert((user.to_string(), item.to_string()));
@@ -271,7 +271,7 @@ pub fn target(protocol: Protocol, fit: &[Event], held_out: &[Event]) -> Target {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::EventKind;
+    use affinity_core::data::EventKind;
 
     fn ev(u: &str, i: &str, t: Option<i64>) -> Event {
         Event {

@@ -1,9 +1,8 @@
-//! Offline evaluation: data splits, ranking metrics and in-tree baselines.
+//! Ranking metrics, and scoring a [`Ranker`] on a held-out target.
 //!
-//! Every model is trained on the same split and asked for the same users; affinity is
-//! scored through [`Model::recommend`], the function the server calls, so the numbers
-//! here are the numbers the service delivers. Baselines work in the model's item index
-//! space and see exactly the training histories the model saw.
+//! Every system is trained on the same split and asked for the same users; affinity's
+//! ranker goes through the server's code path (see [`crate::rank`]), so the numbers here
+//! are the numbers the service delivers.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -11,11 +10,11 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::model::Model;
-use crate::recommend::{RecommendRequest, Subject};
-use crate::split::Target;
+use affinity_core::model::Model;
+use affinity_core::ItemIdx;
 
-pub use crate::baselines::{Ease, ItemKnn, Pop};
+use crate::rank::Ranker;
+use crate::split::Target;
 
 /// Ranking metrics of one user's list against their held-out items.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -30,7 +29,7 @@ pub struct UserMetrics {
 }
 
 /// Metrics of `ranked` (best first, at least K long or shorter) at cut-off `k`.
-pub fn user_metrics(ranked: &[u32], relevant: &HashSet<u32>, k: usize) -> UserMetrics {
+pub fn user_metrics<T: Eq + std::hash::Hash>(ranked: &[T], relevant: &HashSet<T>, k: usize) -> UserMetrics {
     if relevant.is_empty() {
         return UserMetrics::default();
     }
@@ -88,69 +87,28 @@ pub struct EvalReport {
     pub models: Vec<ModelReport>,
 }
 
-/// Something that ranks items for a user of the training data.
-pub trait Ranker: Sync {
-    fn name(&self) -> &str;
-    /// Top `k` items for `user_id`, best first, as model item indices, leaving out the
-    /// user's training items except those in `keep` (sorted).
-    fn rank(&self, user_id: &str, k: usize, keep: &[u32]) -> Vec<u32>;
-}
-
-/// affinity itself, through the serving code path.
-pub struct Affinity<'a>(pub &'a Model);
-
-impl Ranker for Affinity<'_> {
-    fn name(&self) -> &str {
-        "affinity"
-    }
-    fn rank(&self, user_id: &str, k: usize, keep: &[u32]) -> Vec<u32> {
-        // Leave-one-out keeps the held-out item even if the user had it before: switch the
-        // seen filter off and exclude the rest of the history explicitly.
-        let exclude: Vec<String> = match (keep.is_empty(), self.0.users.get(user_id)) {
-            (false, Some(u)) => self.0.histories[u as usize]
-                .seen
-                .iter()
-                .filter(|(i, _)| keep.binary_search(i).is_err())
-                .map(|&(i, _)| self.0.items[i as usize].item_id.clone())
-                .collect(),
-            _ => Vec::new(),
-        };
-        let req = RecommendRequest {
-            subject: Subject::User(user_id),
-            k,
-            exclude_seen: keep.is_empty(),
-            exclude_items: &exclude,
-            category: None,
-        };
-        self.0
-            .recommend(&req)
-            .map(|r| r.items.into_iter().map(|s| s.item).collect())
-            .unwrap_or_default()
-    }
-}
-
 /// Scores `ranker` on the held-out items of every test user, at each cut-off in `ks`.
 pub fn score(ranker: &dyn Ranker, model: &Model, target: &Target, ks: &[usize]) -> Vec<Metrics> {
     let max_k = ks.iter().copied().max().unwrap_or(10);
     let users: Vec<(&String, &Vec<String>)> = target.relevant.iter().collect();
-    let lists: Vec<(Vec<u32>, HashSet<u32>)> = users
+    let lists: Vec<(Vec<ItemIdx>, HashSet<ItemIdx>)> = users
         .par_iter()
         .map(|(user, items)| {
             // Items never seen in training cannot be recommended; they still count as misses.
-            let relevant: HashSet<u32> = items
+            let relevant: HashSet<ItemIdx> = items
                 .iter()
                 .enumerate()
-                .map(|(n, id)| model.item_ids.get(id).unwrap_or(u32::MAX - n as u32))
+                .map(|(n, id)| model.item_index(id).unwrap_or(ItemIdx(u32::MAX - n as u32)))
                 .collect();
-            let mut keep: Vec<u32> = Vec::new();
+            let mut keep: Vec<ItemIdx> = Vec::new();
             if target.keep_relevant_seen {
-                keep = relevant.iter().copied().filter(|&i| (i as usize) < model.n_items()).collect();
+                keep = relevant.iter().copied().filter(|i| i.get() < model.n_items()).collect();
                 keep.sort_unstable();
             }
             (ranker.rank(user, max_k, &keep), relevant)
         })
         .collect();
-    let train_items = model.popularity.iter().filter(|&&p| p > 0.0).count().max(1);
+    let train_items = model.manifest().counts.items_with_events.max(1);
     ks.iter()
         .map(|&k| {
             let mut m = Metrics {
@@ -158,7 +116,7 @@ pub fn score(ranker: &dyn Ranker, model: &Model, target: &Target, ks: &[usize]) 
                 users: lists.len(),
                 ..Metrics::default()
             };
-            let mut distinct: HashSet<u32> = HashSet::new();
+            let mut distinct: HashSet<ItemIdx> = HashSet::new();
             for (ranked, relevant) in &lists {
                 let um = user_metrics(ranked, relevant, k);
                 m.recall += um.recall;

@@ -9,8 +9,8 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::data::TimeKind;
-use crate::params::TrainParams;
+use affinity_core::data::TimeKind;
+use affinity_core::params::TrainParams;
 
 /// `trials` affinity parameter sets: the defaults first, then random draws.
 pub fn affinity_candidates(base: &TrainParams, time_kind: TimeKind, trials: usize, seed: u64) -> Vec<TrainParams> {

@@ -1,12 +1,12 @@
-//! The trained model in memory and its versioned directory on disk.
-//!
-//! A model directory is the only contract between the trainer and the server:
+//! The versioned, checksummed model directory: the only contract between the trainer
+//! and the server.
 //!
 //! ```text
 //! MODEL_ROOT/
-//!   current                      # name of the live version (replaced atomically)
-//!   20261123T180000Z-1a2b3c4d/   # one version
-//!     manifest.json              # format version, counts, parameters, SHA-256 of every file
+//!   current                             # name of the live version (replaced atomically)
+//!   20261123T180000.123456Z-1a2b3c4d/   # one version
+//!     manifest.json                     # format version, counts, parameters, serving
+//!                                       # settings, SHA-256 of every file
 //!     items.bin users.bin popularity.bin neighbours.bin
 //!     collab_items.f32 collab_users.f32 content.f32
 //!     collab_mips.hnsw.{graph,data} collab_cos.hnsw.{graph,data} content.hnsw.{graph,data}
@@ -14,7 +14,11 @@
 //!
 //! A version is written to `MODEL_ROOT/.tmp-<version>/`, fsynced and renamed into place,
 //! then `current` is replaced by rename, so a reader never sees a partial model. Loading
-//! verifies the format version and every checksum before decoding anything.
+//! checks the format version and every checksum before decoding anything.
+//!
+//! Compatibility: a build reads its own format version and the one before it; older and
+//! newer ones are refused with a message saying what to do. Format 2 added the manifest's
+//! `serving` section; for a format-1 model it is derived from the recorded parameters.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -25,17 +29,21 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::{Indexes, Model, ModelParts, UserHistory};
 use crate::als::CollabModel;
-use crate::ann::{mips_item, AnnIndex};
+use crate::ann::AnnIndex;
 use crate::data::{Item, TimeKind, User};
 use crate::error::{Error, Result};
-use crate::interactions::{IdMap, RecentEvent};
-use crate::linalg;
+use crate::ids::IdMap;
 use crate::neighbors::Neighbours;
 use crate::params::TrainParams;
+use crate::settings::ServingSettings;
 
-/// The newest model format this build reads and the one it writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The model format this build writes, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest model format this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = FORMAT_VERSION - 1;
 
 /// Name of the pointer file in a model root.
 pub const CURRENT: &str = "current";
@@ -67,24 +75,13 @@ pub struct Manifest {
     pub counts: Counts,
     pub time_kind: TimeKind,
     pub params: TrainParams,
+    /// The settings the server scores with unless configured otherwise (format 2; derived
+    /// from `params` for format 1).
+    #[serde(default)]
+    pub serving: ServingSettings,
     /// Seconds spent training (excluding writing).
     pub train_seconds: f64,
     pub files: BTreeMap<String, FileEntry>,
-}
-
-/// What the model keeps about one user for scoring.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct UserHistory {
-    /// Every item the user interacted with and its total weight, sorted by item.
-    pub seen: Vec<(u32, f32)>,
-    /// The latest events, oldest first.
-    pub recent: Vec<RecentEvent>,
-}
-
-impl UserHistory {
-    pub fn has_seen(&self, item: u32) -> bool {
-        self.seen.binary_search_by_key(&item, |&(i, _)| i).is_ok()
-    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -94,193 +91,43 @@ struct UsersFile {
     histories: Vec<UserHistory>,
 }
 
-/// A trained model, ready to score.
-pub struct Model {
-    pub manifest: Manifest,
-    pub items: Vec<Item>,
-    pub item_ids: IdMap,
-    pub users: IdMap,
-    /// Attributes per user index (empty fields when unknown).
-    pub user_attributes: Vec<User>,
-    pub histories: Vec<UserHistory>,
-    /// Distinct users per item.
-    pub popularity: Vec<f32>,
-    /// Item indices by descending popularity, ties by index.
-    pub popular_order: Vec<u32>,
-    pub collab: CollabModel,
-    /// Per user, the fold-in of their history (`users × factors`).
-    pub user_factors: Array2<f32>,
-    /// Unit-length content vectors (`items × dim`, zero rows without features).
-    pub content: Array2<f32>,
-    pub has_collab: Vec<bool>,
-    pub has_content: Vec<bool>,
-    /// Per item, the unit-length collaborative vector (zero without events).
-    pub collab_unit: Array2<f32>,
-    /// Largest item factor norm (the MIPS transform's M).
-    pub max_norm: f32,
-    pub collab_mips: Option<AnnIndex>,
-    pub collab_cos: Option<AnnIndex>,
-    pub content_index: Option<AnnIndex>,
-    /// Category name → item indices.
-    pub categories: HashMap<String, Vec<u32>>,
-    /// Per item, its strongest co-occurrence / transition neighbours.
-    pub neighbours: Neighbours,
-}
-
-/// The stored parts of a model, before derived state is computed.
-pub struct ModelParts {
-    pub manifest: Manifest,
-    pub items: Vec<Item>,
-    pub users: IdMap,
-    pub user_attributes: Vec<User>,
-    pub histories: Vec<UserHistory>,
-    pub popularity: Vec<f32>,
-    pub collab: CollabModel,
-    pub user_factors: Array2<f32>,
-    pub content: Array2<f32>,
-    pub neighbours: Neighbours,
-}
-
-fn nonzero_rows(m: &Array2<f32>) -> Vec<bool> {
-    m.rows().into_iter().map(|r| r.iter().any(|&x| x != 0.0)).collect()
-}
-
-impl Model {
-    /// Finishes a model from its parts, building the ANN indexes in memory when the
-    /// catalogue is too large to score exactly (small catalogues never read them).
-    pub fn from_parts(parts: ModelParts) -> Model {
-        let mut model = Self::assemble(parts);
-        if !model.uses_exact_scoring() {
-            model.build_indexes();
-        }
-        model
-    }
-
-    /// Builds the three HNSW indexes (inner product via the MIPS transform, collaborative
-    /// cosine, content cosine) over the model's vectors, replacing any it had.
-    pub fn build_indexes(&mut self) {
-        let hp = self.manifest.params.hnsw;
-        let d = self.collab.item_factors.ncols();
-        let build = |points: Vec<(u32, Vec<f32>)>, dim: usize| (!points.is_empty()).then(|| AnnIndex::build(&points, dim, hp));
-        let max_norm = self.max_norm;
-        let mips = Self::index_points(&self.has_collab, &self.collab.item_factors, |y| mips_item(y, max_norm));
-        self.collab_mips = build(mips, d + 1);
-        let cos = Self::index_points(&self.has_collab, &self.collab_unit, <[f32]>::to_vec);
-        self.collab_cos = build(cos, d);
-        let cont = Self::index_points(&self.has_content, &self.content, <[f32]>::to_vec);
-        self.content_index = build(cont, self.content.ncols());
-    }
-
-    /// Whether the model holds its ANN indexes (only catalogues above `exact_max_items`
-    /// need them).
-    pub fn has_indexes(&self) -> bool {
-        self.collab_mips.is_some() || self.collab_cos.is_some() || self.content_index.is_some()
-    }
-
-    /// Vectors each index holds: `(item, unit vector)`.
-    fn index_points(
-        has: &[bool],
-        rows: &Array2<f32>,
-        map: impl Fn(&[f32]) -> Vec<f32>,
-    ) -> Vec<(u32, Vec<f32>)> {
-        has.iter()
-            .enumerate()
-            .filter(|(_, &h)| h)
-            .map(|(i, _)| (i as u32, map(rows.row(i).as_slice().unwrap_or(&[]))))
-            .collect()
-    }
-
-    /// Derives everything serving needs from the parts; no ANN indexes yet.
-    fn assemble(parts: ModelParts) -> Model {
-        let ModelParts {
-            manifest,
-            items,
-            users,
-            user_attributes,
-            histories,
-            popularity,
-            collab,
-            user_factors,
-            content,
-            neighbours,
-        } = parts;
-        let item_ids = IdMap::from_ids(items.iter().map(|i| i.item_id.clone()).collect());
-        let has_collab = nonzero_rows(&collab.item_factors);
-        let has_content = nonzero_rows(&content);
-        let mut collab_unit = collab.item_factors.clone();
-        for mut row in collab_unit.rows_mut() {
-            if let Some(s) = row.as_slice_mut() {
-                linalg::normalize(s);
-            }
-        }
-        let max_norm = collab
-            .item_factors
-            .rows()
-            .into_iter()
-            .map(|r| linalg::norm(r.as_slice().unwrap_or(&[])))
-            .fold(0.0f32, f32::max);
-        let mut popular_order: Vec<u32> = (0..items.len() as u32).collect();
-        popular_order.sort_by(|&a, &b| popularity[b as usize].total_cmp(&popularity[a as usize]).then(a.cmp(&b)));
-        let mut categories: HashMap<String, Vec<u32>> = HashMap::new();
-        for (i, item) in items.iter().enumerate() {
-            if !item.category.is_empty() {
-                categories.entry(item.category.clone()).or_default().push(i as u32);
-            }
-        }
-        Model {
-            manifest,
-            items,
-            item_ids,
-            users,
-            user_attributes,
-            histories,
-            popular_order,
-            popularity,
-            collab,
-            user_factors,
-            content,
-            has_collab,
-            has_content,
-            collab_unit,
-            max_norm,
-            collab_mips: None,
-            collab_cos: None,
-            content_index: None,
-            categories,
-            neighbours,
-        }
-    }
-
-    pub fn version(&self) -> &str {
-        &self.manifest.version
-    }
-
-    pub fn n_items(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Whether requests are scored exactly (small catalogue) or through the ANN index.
-    pub fn uses_exact_scoring(&self) -> bool {
-        self.items.len() <= self.manifest.params.exact_max_items
-    }
-}
-
-/// Generates a version name `YYYYMMDDTHHMMSSZ-<8 hex>`.
+/// Generates a version name `YYYYMMDDTHHMMSS.ffffffZ-<8 hex>`: UTC time to the
+/// microsecond, so names sort by creation even within a second, and a random suffix, so
+/// two trainers never pick the same name.
 pub fn new_version_name() -> String {
     let now = chrono::Utc::now();
-    format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), rand::random::<u32>())
+    format!("{}-{:08x}", now.format("%Y%m%dT%H%M%S%.6fZ"), rand::random::<u32>())
 }
 
-/// Whether `name` looks like a version directory name.
+/// Whether `name` looks like a version directory name: the current form
+/// `YYYYMMDDTHHMMSS.ffffffZ-<8 hex>` or the older one without the fraction.
 pub fn is_version_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    b.len() == 25
-        && b[8] == b'T'
-        && b[15] == b'Z'
-        && b[16] == b'-'
-        && b[..8].iter().all(u8::is_ascii_digit)
-        && b[9..15].iter().all(u8::is_ascii_digit)
-        && b[17..].iter().all(u8::is_ascii_hexdigit)
+    version_time(name).is_some()
+}
+
+/// A version name's creation time as `(YYYYMMDDHHMMSS, microseconds)`, for ordering
+/// both name forms together.
+fn version_time(name: &str) -> Option<(u64, u32)> {
+    let (stamp, hex) = name.split_once("Z-")?;
+    if hex.len() != 8 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|c| c.is_ascii_digit());
+    let (secs, fraction) = match stamp.split_once('.') {
+        Some((secs, f)) if digits(f, 6) => (secs, f.parse().ok()?),
+        Some(_) => return None,
+        None => (stamp, 0),
+    };
+    let (date, time) = secs.split_once('T')?;
+    if !digits(date, 8) || !digits(time, 6) {
+        return None;
+    }
+    Some((format!("{date}{time}").parse().ok()?, fraction))
+}
+
+/// Orders version names by creation time, then by name.
+fn by_age(a: &String, b: &String) -> std::cmp::Ordering {
+    version_time(a).cmp(&version_time(b)).then_with(|| a.cmp(b))
 }
 
 fn write_file(dir: &Path, name: &str, bytes: &[u8], files: &mut BTreeMap<String, FileEntry>) -> Result<()> {
@@ -340,9 +187,9 @@ pub fn save(model: &mut Model, root: &Path, keep: usize) -> Result<PathBuf> {
     write_file(&tmp, "collab_users.f32", &f32_bytes(&model.user_factors), &mut files)?;
     write_file(&tmp, "content.f32", &f32_bytes(&model.content), &mut files)?;
     for (name, index) in [
-        ("collab_mips", &model.collab_mips),
-        ("collab_cos", &model.collab_cos),
-        ("content", &model.content_index),
+        ("collab_mips", &model.indexes.mips),
+        ("collab_cos", &model.indexes.collab),
+        ("content", &model.indexes.content),
     ] {
         if let Some(index) = index {
             for file in index.dump(&tmp, name)? {
@@ -390,7 +237,7 @@ fn prune(root: &Path, keep: usize, current: &str) -> Result<()> {
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| is_version_name(n))
         .collect();
-    versions.sort();
+    versions.sort_by(by_age);
     versions.reverse();
     for old in versions.iter().skip(keep.max(1)) {
         if old != current {
@@ -476,17 +323,29 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let text = fs::read(&path).map_err(|e| Error::model(&path, format!("cannot read: {e}")))?;
     let probe: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| Error::model(&path, format!("not valid JSON: {e}")))?;
-    match probe.get("format_version").and_then(|v| v.as_u64()) {
+    let version = match probe.get("format_version").and_then(|v| v.as_u64()) {
         Some(v) if v > FORMAT_VERSION as u64 => {
             return Err(Error::model(
                 &path,
-                format!("format version {v} is newer than this build supports ({FORMAT_VERSION}); upgrade the server"),
+                format!("format version {v} is newer than this build reads ({OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}); upgrade the server"),
             ))
         }
-        Some(_) => {}
+        Some(v) if v < OLDEST_FORMAT_VERSION as u64 => {
+            return Err(Error::model(
+                &path,
+                format!("format version {v} is older than this build reads ({OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}); retrain the model with this trainer"),
+            ))
+        }
+        Some(v) => v,
         None => return Err(Error::model(&path, "has no format_version")),
+    };
+    let mut manifest: Manifest =
+        serde_json::from_value(probe).map_err(|e| Error::model(&path, format!("invalid manifest: {e}")))?;
+    if version < 2 {
+        // Format 1 kept the serving settings only inside the training parameters.
+        manifest.serving = ServingSettings::from_params(&manifest.params);
     }
-    serde_json::from_value(probe).map_err(|e| Error::model(&path, format!("invalid manifest: {e}")))
+    Ok(manifest)
 }
 
 /// Loads and verifies a model from a version directory or model root.
@@ -524,7 +383,7 @@ pub fn load(path: &Path) -> Result<Model> {
     if let Some(bad) = users_file
         .histories
         .iter()
-        .flat_map(|h| h.seen.iter().map(|s| s.0).chain(h.recent.iter().map(|r| r.item)))
+        .flat_map(|h| h.seen.iter().map(|s| s.0).chain(h.recent.iter().map(|r| r.item.0)))
         .find(|&i| i as usize >= n_items)
     {
         return Err(Error::model(dir.join("users.bin"), format!("refers to item index {bad} of {n_items}")));
@@ -548,9 +407,10 @@ pub fn load(path: &Path) -> Result<Model> {
         content,
         neighbours,
     };
-    let mut model = Model::assemble(parts);
-    // Catalogues scored exactly carry no indexes (older models may; they are not read).
-    if !model.uses_exact_scoring() {
+    let mut model = Model::from_parts(parts);
+    // Indexes are read only where the recorded settings score through them (smaller
+    // catalogues are published without; older models that carry them do not need them).
+    if !model.default_settings().scores_exactly(n_items) {
         let count = |has: &[bool]| has.iter().filter(|&&h| h).count();
         let load_index = |name: &str, len: usize, dim: usize| -> Result<Option<AnnIndex>> {
             if len == 0 {
@@ -563,12 +423,12 @@ pub fn load(path: &Path) -> Result<Model> {
             }
             AnnIndex::load(&dir, name, len, dim).map(Some)
         };
-        let mips = load_index("collab_mips", count(&model.has_collab), d + 1)?;
-        let cos = load_index("collab_cos", count(&model.has_collab), d)?;
-        let content = load_index("content", count(&model.has_content), params.content.dim)?;
-        model.collab_mips = mips;
-        model.collab_cos = cos;
-        model.content_index = content;
+        let indexes = Indexes {
+            mips: load_index("collab_mips", count(&model.has_collab), d + 1)?,
+            collab: load_index("collab_cos", count(&model.has_collab), d)?,
+            content: load_index("content", count(&model.has_content), params.content.dim)?,
+        };
+        model.indexes = indexes;
     }
     Ok(model)
 }

@@ -3,34 +3,13 @@
 //! They work in the model's item index space and see exactly the training histories the
 //! model saw, so a comparison differs only in the algorithm.
 
+use affinity_core::model::Model;
+use affinity_core::ItemIdx;
 use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, Side};
 use rayon::prelude::*;
 
-use crate::eval::Ranker;
-use crate::model::Model;
-
-/// Whether a ranker may return `item` for a user with history `h`.
-pub(crate) fn allowed(h: Option<&crate::model::UserHistory>, item: u32, keep: &[u32]) -> bool {
-    h.is_none_or(|h| !h.has_seen(item)) || keep.binary_search(&item).is_ok()
-}
-
-/// Top `k` of dense `scores` over allowed items, ties by index.
-pub(crate) fn top_of(scores: &[f32], k: usize, allow: impl Fn(u32) -> bool) -> Vec<u32> {
-    let mut ranked: Vec<(f32, u32)> = scores
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| allow(i as u32))
-        .map(|(i, &s)| (s, i as u32))
-        .collect();
-    let by = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    if ranked.len() > k {
-        ranked.select_nth_unstable_by(k, by);
-        ranked.truncate(k);
-    }
-    ranked.sort_by(by);
-    ranked.into_iter().map(|(_, i)| i).collect()
-}
+use crate::rank::{allowed, top_of, Ranker};
 
 /// Most popular unseen items.
 pub struct Pop<'a>(pub &'a Model);
@@ -39,10 +18,10 @@ impl Ranker for Pop<'_> {
     fn name(&self) -> &str {
         "Pop"
     }
-    fn rank(&self, user_id: &str, k: usize, keep: &[u32]) -> Vec<u32> {
-        let seen = self.0.users.get(user_id).map(|u| &self.0.histories[u as usize]);
+    fn rank(&self, user_id: &str, k: usize, keep: &[ItemIdx]) -> Vec<ItemIdx> {
+        let seen = self.0.user_index(user_id).map(|u| self.0.history(u));
         self.0
-            .popular_order
+            .popular_order()
             .iter()
             .copied()
             .filter(|&i| allowed(seen, i, keep))
@@ -64,9 +43,9 @@ impl<'a> ItemKnn<'a> {
     pub fn fit(model: &'a Model, k_neighbours: usize) -> ItemKnn<'a> {
         let n = model.n_items();
         let mut users_of: Vec<Vec<u32>> = vec![Vec::new(); n];
-        for (u, h) in model.histories.iter().enumerate() {
-            for &(i, _) in &h.seen {
-                users_of[i as usize].push(u as u32);
+        for (u, h) in model.histories().iter().enumerate() {
+            for (i, _) in h.seen() {
+                users_of[i.get()].push(u as u32);
             }
         }
         let counts: Vec<f32> = users_of.iter().map(|u| u.len() as f32).collect();
@@ -77,7 +56,8 @@ impl<'a> ItemKnn<'a> {
                 |co, i| {
                     let mut touched = Vec::new();
                     for &u in &users_of[i] {
-                        for &(j, _) in &model.histories[u as usize].seen {
+                        for (j, _) in model.histories()[u as usize].seen() {
+                            let j = j.0;
                             if j as usize != i {
                                 if co[j as usize] == 0 {
                                     touched.push(j);
@@ -112,14 +92,14 @@ impl Ranker for ItemKnn<'_> {
     fn name(&self) -> &str {
         "ItemKNN"
     }
-    fn rank(&self, user_id: &str, k: usize, keep: &[u32]) -> Vec<u32> {
-        let Some(u) = self.model.users.get(user_id) else {
+    fn rank(&self, user_id: &str, k: usize, keep: &[ItemIdx]) -> Vec<ItemIdx> {
+        let Some(u) = self.model.user_index(user_id) else {
             return Pop(self.model).rank(user_id, k, keep);
         };
-        let h = &self.model.histories[u as usize];
+        let h = self.model.history(u);
         let mut scores = vec![0.0f32; self.model.n_items()];
-        for &(j, _) in &h.seen {
-            for &(i, s) in &self.neighbours[j as usize] {
+        for (j, _) in h.seen() {
+            for &(i, s) in &self.neighbours[j.get()] {
                 scores[i as usize] += s;
             }
         }
@@ -142,10 +122,10 @@ impl<'a> Ease<'a> {
     pub fn fit(model: &'a Model, lambda: f32) -> Ease<'a> {
         let n = model.n_items();
         let mut g = Mat::<f32>::zeros(n, n);
-        for h in &model.histories {
-            for &(i, _) in &h.seen {
-                for &(j, _) in &h.seen {
-                    g[(i as usize, j as usize)] += 1.0;
+        for h in model.histories() {
+            for (i, _) in h.seen() {
+                for (j, _) in h.seen() {
+                    g[(i.get(), j.get())] += 1.0;
                 }
             }
         }
@@ -175,15 +155,15 @@ impl Ranker for Ease<'_> {
     fn name(&self) -> &str {
         "EASE"
     }
-    fn rank(&self, user_id: &str, k: usize, keep: &[u32]) -> Vec<u32> {
+    fn rank(&self, user_id: &str, k: usize, keep: &[ItemIdx]) -> Vec<ItemIdx> {
         let n = self.model.n_items();
-        let Some(u) = self.model.users.get(user_id) else {
+        let Some(u) = self.model.user_index(user_id) else {
             return Pop(self.model).rank(user_id, k, keep);
         };
-        let h = &self.model.histories[u as usize];
+        let h = self.model.history(u);
         let mut scores = vec![0.0f32; n];
-        for &(j, _) in &h.seen {
-            let row = &self.weights[j as usize * n..(j as usize + 1) * n];
+        for (j, _) in h.seen() {
+            let row = &self.weights[j.get() * n..(j.get() + 1) * n];
             for (s, w) in scores.iter_mut().zip(row) {
                 *s += w;
             }
@@ -195,9 +175,9 @@ impl Ranker for Ease<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{Dataset, Event, EventKind, TimeKind};
-    use crate::params::TrainParams;
-    use crate::train::{train, NoProgress};
+    use affinity_core::data::{Dataset, Event, EventKind, TimeKind};
+    use affinity_core::params::TrainParams;
+    use affinity_core::train::{train, NoProgress};
 
     fn model() -> Model {
         // Items a and b always go together; c is popular on its own.
@@ -225,7 +205,7 @@ mod tests {
             ..Dataset::default()
         };
         let params = TrainParams {
-            als: crate::als::AlsParams {
+            als: affinity_core::als::AlsParams {
                 factors: 4,
                 ..Default::default()
             },
@@ -237,9 +217,9 @@ mod tests {
     #[test]
     fn baselines_rank_as_expected() {
         let m = model();
-        let b = m.item_ids.get("b").unwrap();
-        let c = m.item_ids.get("c").unwrap();
-        let a = m.item_ids.get("a").unwrap();
+        let b = m.item_index("b").unwrap();
+        let c = m.item_index("c").unwrap();
+        let a = m.item_index("a").unwrap();
         assert_eq!(Pop(&m).rank("q", 1, &[]), vec![c], "most popular unseen");
         assert_eq!(ItemKnn::fit(&m, 10).rank("q", 1, &[]), vec![b]);
         assert_eq!(Ease::fit(&m, 1.0).rank("q", 1, &[]), vec![b]);

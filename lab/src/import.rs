@@ -7,8 +7,8 @@
 use std::fs;
 use std::path::Path;
 
-use crate::data::{validate_id, Dataset, Event, EventKind, Item, SocialEdge, SocialKind, User};
-use crate::error::{Error, Result};
+use affinity_core::data::{validate_id, Dataset, Event, EventKind, Item, SocialEdge, SocialKind, User};
+use affinity_core::error::{Error, Result};
 
 /// The data set layouts `import` understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

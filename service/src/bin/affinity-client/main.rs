@@ -2,7 +2,10 @@
 //!
 //! `recommend`, `similar` and `info` map one-to-one to the gRPC methods. `recommend
 //! --users-file F` is the batch mode: it sends many requests concurrently over one
-//! HTTP/2 connection and writes the answers in input order.
+//! HTTP/2 connection and writes the answers in input order. `smoke` checks a running
+//! demo server end to end.
+
+mod smoke;
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -82,6 +85,13 @@ enum Command {
     },
     /// The loaded model's version and size.
     Info,
+    /// Wait for a demo server (`affinity-server --demo`) to serve, check its answers and
+    /// exit 0 if all is well.
+    Smoke {
+        /// How long to wait for the server to report SERVING.
+        #[arg(long, default_value_t = 60)]
+        wait_seconds: u64,
+    },
 }
 
 #[tokio::main]
@@ -94,14 +104,7 @@ async fn main() {
 }
 
 async fn connect(addr: &str) -> Result<RecommenderClient<Channel>> {
-    let channel = Channel::from_shared(addr.to_string())
-        .with_context(|| format!("invalid address {addr}"))?
-        // Small unary calls: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms each.
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    Ok(RecommenderClient::new(channel))
+    Ok(RecommenderClient::new(affinity_service::client::connect(addr).await?))
 }
 
 fn status_msg(s: tonic::Status) -> anyhow::Error {
@@ -109,10 +112,14 @@ fn status_msg(s: tonic::Status) -> anyhow::Error {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Smoke { wait_seconds } = cli.command {
+        return smoke::smoke(&cli.addr, std::time::Duration::from_secs(wait_seconds)).await;
+    }
     let mut client = connect(&cli.addr).await?;
     let out = std::io::stdout();
     let mut out = BufWriter::new(out.lock());
     match cli.command {
+        Command::Smoke { .. } => unreachable!("handled above"),
         Command::Info => {
             let i = client.model_info(proto::ModelInfoRequest {}).await.map_err(status_msg)?.into_inner();
             match cli.format {

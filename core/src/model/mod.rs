@@ -1,0 +1,366 @@
+//! The trained model in memory: catalogue, users and their histories, embeddings, item
+//! neighbours, popularity and (for large catalogues) the ANN indexes.
+//!
+//! Fields are private. What is stored comes in through [`ModelParts`] (from training or
+//! from [`format::load`]); everything derived from it (unit vectors, the popularity
+//! order, the category index, which items have which embedding) is computed once in
+//! [`Model::from_parts`], so it can never disagree with what it is derived from. Callers
+//! address items and users by [`ItemIdx`] / [`UserIdx`]; scoring lives in
+//! [`crate::recommend`], the on-disk form in [`format`].
+
+pub mod format;
+
+use std::collections::HashMap;
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use crate::als::CollabModel;
+use crate::ann::{mips_item, AnnIndex};
+use crate::data::{Item, User};
+use crate::ids::{IdMap, ItemIdx, UserIdx};
+use crate::interactions::RecentEvent;
+use crate::linalg;
+use crate::neighbors::Neighbours;
+use crate::settings::ServingSettings;
+
+pub use format::{Counts, FileEntry, Manifest};
+
+/// What the model keeps about one user for scoring.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserHistory {
+    /// Every item the user interacted with and its total weight, sorted by item.
+    seen: Vec<(u32, f32)>,
+    /// The latest events, oldest first.
+    recent: Vec<RecentEvent>,
+}
+
+impl UserHistory {
+    /// A history from `(item, weight)` pairs sorted by item and the latest events.
+    pub fn new(seen: Vec<(u32, f32)>, recent: Vec<RecentEvent>) -> UserHistory {
+        debug_assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "seen must be sorted by item");
+        UserHistory { seen, recent }
+    }
+
+    /// Every item interacted with and its total weight, by item index.
+    pub fn seen(&self) -> impl ExactSizeIterator<Item = (ItemIdx, f32)> + '_ {
+        self.seen.iter().map(|&(i, w)| (ItemIdx(i), w))
+    }
+
+    /// Whether the user interacted with `item`.
+    pub fn has_seen(&self, item: ItemIdx) -> bool {
+        self.seen.binary_search_by_key(&item.0, |&(i, _)| i).is_ok()
+    }
+
+    /// The latest events, oldest first.
+    pub fn recent(&self) -> &[RecentEvent] {
+        &self.recent
+    }
+
+    /// Number of distinct items interacted with.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether the user has no interaction at all.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+/// The stored parts of a model, before anything is derived from them.
+pub struct ModelParts {
+    pub manifest: Manifest,
+    pub items: Vec<Item>,
+    pub users: IdMap,
+    /// Attributes per user index (empty fields when unknown).
+    pub user_attributes: Vec<User>,
+    pub histories: Vec<UserHistory>,
+    /// Distinct users per item.
+    pub popularity: Vec<f32>,
+    pub collab: CollabModel,
+    /// Per user, the fold-in of their history (`users × factors`).
+    pub user_factors: Array2<f32>,
+    /// Unit-length content vectors (`items × dim`, zero rows without features).
+    pub content: Array2<f32>,
+    pub neighbours: Neighbours,
+}
+
+/// The three HNSW indexes; each is absent when nothing would be in it or when the
+/// catalogue is small enough to score exactly.
+#[derive(Default)]
+pub(crate) struct Indexes {
+    /// Inner product over collaborative vectors, through the MIPS transform.
+    pub(crate) mips: Option<AnnIndex>,
+    /// Cosine over collaborative vectors.
+    pub(crate) collab: Option<AnnIndex>,
+    /// Cosine over content vectors.
+    pub(crate) content: Option<AnnIndex>,
+}
+
+/// A trained model, ready to score.
+pub struct Model {
+    manifest: Manifest,
+    items: Vec<Item>,
+    item_ids: IdMap,
+    users: IdMap,
+    user_attributes: Vec<User>,
+    histories: Vec<UserHistory>,
+    popularity: Vec<f32>,
+    /// Item indices by descending popularity, ties by index.
+    popular_order: Vec<ItemIdx>,
+    collab: CollabModel,
+    user_factors: Array2<f32>,
+    content: Array2<f32>,
+    has_collab: Vec<bool>,
+    has_content: Vec<bool>,
+    /// Per item, the unit-length collaborative vector (zero without events).
+    collab_unit: Array2<f32>,
+    /// Largest item factor norm (the MIPS transform's M).
+    max_norm: f32,
+    indexes: Indexes,
+    /// Category name → its items, sorted by index.
+    categories: HashMap<String, Vec<ItemIdx>>,
+    neighbours: Neighbours,
+}
+
+fn nonzero_rows(m: &Array2<f32>) -> Vec<bool> {
+    m.rows().into_iter().map(|r| r.iter().any(|&x| x != 0.0)).collect()
+}
+
+fn row(m: &Array2<f32>, i: usize) -> &[f32] {
+    m.row(i).to_slice().unwrap_or(&[])
+}
+
+impl Model {
+    /// Derives everything serving needs from the stored parts. Builds no ANN index; see
+    /// [`Model::build_indexes`].
+    pub fn from_parts(parts: ModelParts) -> Model {
+        let ModelParts {
+            manifest,
+            items,
+            users,
+            user_attributes,
+            histories,
+            popularity,
+            collab,
+            user_factors,
+            content,
+            neighbours,
+        } = parts;
+        let item_ids = IdMap::from_ids(items.iter().map(|i| i.item_id.clone()).collect());
+        let has_collab = nonzero_rows(&collab.item_factors);
+        let has_content = nonzero_rows(&content);
+        let mut collab_unit = collab.item_factors.clone();
+        for mut r in collab_unit.rows_mut() {
+            if let Some(s) = r.as_slice_mut() {
+                linalg::normalize(s);
+            }
+        }
+        let max_norm = collab
+            .item_factors
+            .rows()
+            .into_iter()
+            .map(|r| linalg::norm(r.as_slice().unwrap_or(&[])))
+            .fold(0.0f32, f32::max);
+        let mut popular_order: Vec<ItemIdx> = (0..items.len() as u32).map(ItemIdx).collect();
+        popular_order.sort_by(|a, b| popularity[b.get()].total_cmp(&popularity[a.get()]).then(a.cmp(b)));
+        let mut categories: HashMap<String, Vec<ItemIdx>> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            if !item.category.is_empty() {
+                categories.entry(item.category.clone()).or_default().push(ItemIdx(i as u32));
+            }
+        }
+        Model {
+            manifest,
+            items,
+            item_ids,
+            users,
+            user_attributes,
+            histories,
+            popular_order,
+            popularity,
+            collab,
+            user_factors,
+            content,
+            has_collab,
+            has_content,
+            collab_unit,
+            max_norm,
+            indexes: Indexes::default(),
+            categories,
+            neighbours,
+        }
+    }
+
+    /// Builds the three HNSW indexes (inner product via the MIPS transform, collaborative
+    /// cosine, content cosine), replacing any the model had.
+    pub fn build_indexes(&mut self) {
+        let hp = self.manifest.params.hnsw;
+        let d = self.collab.item_factors.ncols();
+        let build = |points: Vec<(u32, Vec<f32>)>, dim: usize| (!points.is_empty()).then(|| AnnIndex::build(&points, dim, hp));
+        let max_norm = self.max_norm;
+        let mips = Self::index_points(&self.has_collab, &self.collab.item_factors, |y| mips_item(y, max_norm));
+        let cos = Self::index_points(&self.has_collab, &self.collab_unit, <[f32]>::to_vec);
+        let cont = Self::index_points(&self.has_content, &self.content, <[f32]>::to_vec);
+        self.indexes = Indexes {
+            mips: build(mips, d + 1),
+            collab: build(cos, d),
+            content: build(cont, self.content.ncols()),
+        };
+    }
+
+    /// Builds the indexes if `settings` score this catalogue through them and the model
+    /// has none yet (small catalogues are published without indexes).
+    pub fn ensure_indexes(&mut self, settings: &ServingSettings) {
+        if !settings.scores_exactly(self.n_items()) && !self.has_indexes() {
+            self.build_indexes();
+        }
+    }
+
+    /// Whether the model holds its ANN indexes.
+    pub fn has_indexes(&self) -> bool {
+        self.indexes.mips.is_some() || self.indexes.collab.is_some() || self.indexes.content.is_some()
+    }
+
+    /// `(item, vector)` for every item that has one.
+    fn index_points(has: &[bool], rows: &Array2<f32>, map: impl Fn(&[f32]) -> Vec<f32>) -> Vec<(u32, Vec<f32>)> {
+        has.iter()
+            .enumerate()
+            .filter(|(_, &h)| h)
+            .map(|(i, _)| (i as u32, map(row(rows, i))))
+            .collect()
+    }
+
+    /// The manifest: version, counts, parameters, files.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub(crate) fn manifest_mut(&mut self) -> &mut Manifest {
+        &mut self.manifest
+    }
+
+    /// The version name.
+    pub fn version(&self) -> &str {
+        &self.manifest.version
+    }
+
+    /// The settings the trainer chose; the server's defaults.
+    pub fn default_settings(&self) -> ServingSettings {
+        self.manifest.serving
+    }
+
+    /// Number of items in the catalogue.
+    pub fn n_items(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Number of users with a history.
+    pub fn n_users(&self) -> usize {
+        self.histories.len()
+    }
+
+    /// Every item, by index.
+    pub fn items(&self) -> &[Item] {
+        &self.items
+    }
+
+    /// The catalogue entry of `item`.
+    pub fn item(&self, item: ItemIdx) -> &Item {
+        &self.items[item.get()]
+    }
+
+    /// The external id of `item`.
+    pub fn item_id(&self, item: ItemIdx) -> &str {
+        &self.items[item.get()].item_id
+    }
+
+    /// The index of an external item id.
+    pub fn item_index(&self, item_id: &str) -> Option<ItemIdx> {
+        self.item_ids.get(item_id).map(ItemIdx)
+    }
+
+    /// The index of an external user id.
+    pub fn user_index(&self, user_id: &str) -> Option<UserIdx> {
+        self.users.get(user_id).map(UserIdx)
+    }
+
+    /// Every user id, by index.
+    pub fn user_ids(&self) -> &[String] {
+        self.users.ids()
+    }
+
+    /// The history of `user`.
+    pub fn history(&self, user: UserIdx) -> &UserHistory {
+        &self.histories[user.get()]
+    }
+
+    /// Every user's history, by index.
+    pub fn histories(&self) -> &[UserHistory] {
+        &self.histories
+    }
+
+    /// The attributes of `user` (empty fields when unknown).
+    pub fn user_attributes(&self, user: UserIdx) -> &User {
+        &self.user_attributes[user.get()]
+    }
+
+    /// Distinct users who interacted with `item`.
+    pub fn popularity(&self, item: ItemIdx) -> f32 {
+        self.popularity[item.get()]
+    }
+
+    /// Items by descending popularity, ties by index.
+    pub fn popular_order(&self) -> &[ItemIdx] {
+        &self.popular_order
+    }
+
+    /// Whether `item` has a collaborative embedding (it has events).
+    pub fn has_collab(&self, item: ItemIdx) -> bool {
+        self.has_collab[item.get()]
+    }
+
+    /// Whether `item` has a content embedding (it has catalogue features).
+    pub fn has_content(&self, item: ItemIdx) -> bool {
+        self.has_content[item.get()]
+    }
+
+    /// The items of `category`, sorted by index (empty for an unknown category).
+    pub fn items_in_category(&self, category: &str) -> &[ItemIdx] {
+        self.categories.get(category).map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn item_vector(&self, item: ItemIdx) -> &[f32] {
+        row(&self.collab.item_factors, item.get())
+    }
+
+    pub(crate) fn unit_vector(&self, item: ItemIdx) -> &[f32] {
+        row(&self.collab_unit, item.get())
+    }
+
+    pub(crate) fn content_vector(&self, item: ItemIdx) -> &[f32] {
+        row(&self.content, item.get())
+    }
+
+    pub(crate) fn user_vector(&self, user: UserIdx) -> &[f32] {
+        row(&self.user_factors, user.get())
+    }
+
+    /// Folds a weighted history in, exactly as training folded in every stored user.
+    pub(crate) fn fold_in(&self, weighted: &[(u32, f32)]) -> Vec<f32> {
+        self.collab.user_vector(weighted)
+    }
+
+    pub(crate) fn neighbours_of(&self, item: ItemIdx) -> &[(u32, f32)] {
+        &self.neighbours[item.get()]
+    }
+
+    pub(crate) fn max_norm(&self) -> f32 {
+        self.max_norm
+    }
+
+    pub(crate) fn indexes(&self) -> &Indexes {
+        &self.indexes
+    }
+}

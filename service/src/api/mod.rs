@@ -1,0 +1,184 @@
+//! The `affinity.v1.Recommender` service: one file per RPC for its wire conversions,
+//! and here the handlers, each of the same shape:
+//! `request.try_into()?` → scoring on the live model (off the async runtime) → `.into()`.
+//!
+//! Validation is the engine's (`RecommendQuery::validate` and friends); conversions only
+//! map the wire shape. Every error leaves through [`crate::status`].
+
+mod info;
+mod recommend;
+mod similar;
+
+use std::sync::Arc;
+
+use affinity_core::recommend::{RecommendQuery, SimilarQuery};
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use crate::proto::{self, recommender_server::Recommender};
+use crate::state::{LiveModel, ServerState};
+use crate::status::ApiError;
+
+/// A value computed on a live model, kept with that model so ids can be resolved
+/// against the same version that produced it.
+pub(crate) struct Answer<T> {
+    pub(crate) live: Arc<LiveModel>,
+    pub(crate) value: T,
+}
+
+/// Implements the gRPC service over the server state.
+#[derive(Clone)]
+pub struct RecommenderApi {
+    state: Arc<ServerState>,
+}
+
+impl RecommenderApi {
+    /// A service answering from `state`'s live model.
+    pub fn new(state: Arc<ServerState>) -> Self {
+        RecommenderApi { state }
+    }
+
+    /// Runs CPU work on the live model on the blocking pool, so it never stalls the
+    /// async runtime.
+    async fn score<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&LiveModel) -> affinity_core::Result<T> + Send + 'static,
+    ) -> Result<Answer<T>, ApiError> {
+        let live = self.state.live()?;
+        let on = Arc::clone(&live);
+        let value = tokio::task::spawn_blocking(move || f(&on)).await??;
+        Ok(Answer { live, value })
+    }
+}
+
+#[tonic::async_trait]
+impl Recommender for RecommenderApi {
+    #[instrument(skip_all, fields(k = request.get_ref().k))]
+    async fn recommend(
+        &self,
+        request: Request<proto::RecommendRequest>,
+    ) -> Result<Response<proto::RecommendResponse>, Status> {
+        let query: RecommendQuery = request.into_inner().try_into()?;
+        let answer = self.score(move |l| l.model.recommend(&query, &l.settings)).await?;
+        Ok(Response::new(answer.into()))
+    }
+
+    #[instrument(skip_all, fields(k = request.get_ref().k))]
+    async fn similar_items(
+        &self,
+        request: Request<proto::SimilarItemsRequest>,
+    ) -> Result<Response<proto::SimilarItemsResponse>, Status> {
+        let query: SimilarQuery = request.into_inner().try_into()?;
+        let answer = self.score(move |l| l.model.similar_items(&query, &l.settings)).await?;
+        Ok(Response::new(answer.into()))
+    }
+
+    async fn model_info(&self, _request: Request<proto::ModelInfoRequest>) -> Result<Response<proto::ModelInfoResponse>, Status> {
+        let live = self.state.live()?;
+        Ok(Response::new(live.as_ref().into()))
+    }
+}
+
+/// Converts scored items, resolving ids against the model that scored them.
+fn scored_items(live: &LiveModel, items: Vec<affinity_core::recommend::Scored>) -> Vec<proto::ScoredItem> {
+    use affinity_core::recommend::ReasonKind;
+    items
+        .into_iter()
+        .map(|s| proto::ScoredItem {
+            item_id: live.model.item_id(s.item).to_string(),
+            score: s.score,
+            reason: Some(proto::Reason {
+                kind: match s.reason {
+                    ReasonKind::Personalized => proto::reason::Kind::Personalized,
+                    ReasonKind::Popular => proto::reason::Kind::Popular,
+                    ReasonKind::Similar => proto::reason::Kind::Similar,
+                } as i32,
+                text: s.reason_text,
+            }),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Handlers called in process on the demo store's model, no network.
+
+    use affinity_core::data::TimeKind;
+    use affinity_core::demo;
+    use affinity_core::params::TrainParams;
+    use affinity_core::train::{train, NoProgress};
+    use tonic::Code;
+
+    use super::*;
+    use crate::proto::recommend_request::Subject;
+    use crate::state::SettingsOverrides;
+
+    fn api() -> RecommenderApi {
+        let data = demo::generate(demo::DemoSize::default(), demo::DEMO_SEED);
+        let model = train(&data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
+        RecommenderApi::new(ServerState::with_model(model, SettingsOverrides::default()))
+    }
+
+    fn rec(subject: Option<Subject>, k: u32) -> Request<proto::RecommendRequest> {
+        Request::new(proto::RecommendRequest {
+            subject,
+            k,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn handlers_answer_and_refuse_in_process() {
+        let api = api();
+        let r = api.recommend(rec(Some(Subject::UserId("user-0001".into())), 7)).await.unwrap().into_inner();
+        assert_eq!(r.items.len(), 7);
+        assert_eq!(r.retrieval, proto::Retrieval::Exact as i32);
+        assert!(!r.model_version.is_empty());
+
+        let cold = api.recommend(rec(Some(Subject::UserId("stranger".into())), 3)).await.unwrap().into_inner();
+        assert_eq!(cold.retrieval, proto::Retrieval::Popularity as i32);
+
+        for (req, field) in [
+            (rec(None, 5), "subject"),
+            (rec(Some(Subject::UserId(String::new())), 5), "user_id"),
+            (rec(Some(Subject::UserId("user-0001".into())), 0), "k"),
+            (rec(Some(Subject::UserId("user-0001".into())), 1001), "k"),
+        ] {
+            let err = api.recommend(req).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument);
+            assert!(err.message().contains(&format!("`{field}`")), "{}", err.message());
+        }
+
+        let similar = api
+            .similar_items(Request::new(proto::SimilarItemsRequest {
+                item_id: "sku-0001".into(),
+                k: 4,
+                mode: 99,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(similar.code(), Code::InvalidArgument);
+        assert!(similar.message().contains("`mode`"));
+        let missing = api
+            .similar_items(Request::new(proto::SimilarItemsRequest {
+                item_id: "no-such-sku".into(),
+                k: 4,
+                mode: 0,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+
+        let info = api.model_info(Request::new(proto::ModelInfoRequest {})).await.unwrap().into_inner();
+        assert_eq!(info.items, 400);
+        assert_eq!(info.scoring, "exact");
+    }
+
+    #[tokio::test]
+    async fn no_model_is_unavailable() {
+        let state = ServerState::new("/nonexistent".into(), SettingsOverrides::default());
+        let api = RecommenderApi::new(state);
+        let err = api.model_info(Request::new(proto::ModelInfoRequest {})).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
+    }
+}

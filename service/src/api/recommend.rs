@@ -1,0 +1,42 @@
+//! `Recommend`: wire request → [`RecommendQuery`], [`Recommendations`] → wire reply.
+
+use affinity_core::recommend::{RecommendQuery, Recommendations, Retrieval, Subject};
+use affinity_core::Error;
+
+use super::{scored_items, Answer};
+use crate::proto::{self, recommend_request};
+use crate::status::ApiError;
+
+impl TryFrom<proto::RecommendRequest> for RecommendQuery {
+    type Error = ApiError;
+
+    fn try_from(r: proto::RecommendRequest) -> Result<Self, ApiError> {
+        let subject = match r.subject {
+            Some(recommend_request::Subject::UserId(id)) => Subject::User(id),
+            Some(recommend_request::Subject::RecentItems(items)) => Subject::Session(items.item_ids),
+            None => return Err(Error::invalid_argument("subject", "set user_id or recent_items").into()),
+        };
+        Ok(RecommendQuery {
+            subject,
+            k: r.k as usize,
+            exclude_seen: r.exclude_seen.unwrap_or(true),
+            exclude_items: r.exclude_item_ids,
+            // proto3: an empty optional string is as good as unset.
+            category: r.category.filter(|c| !c.is_empty()),
+        })
+    }
+}
+
+impl From<Answer<Recommendations>> for proto::RecommendResponse {
+    fn from(a: Answer<Recommendations>) -> Self {
+        proto::RecommendResponse {
+            model_version: a.live.model.version().to_string(),
+            retrieval: match a.value.retrieval {
+                Retrieval::Exact => proto::Retrieval::Exact,
+                Retrieval::Ann => proto::Retrieval::Ann,
+                Retrieval::Popularity => proto::Retrieval::Popularity,
+            } as i32,
+            items: scored_items(&a.live, a.value.items),
+        }
+    }
+}
