@@ -574,4 +574,63 @@ mod tests {
         assert_eq!(TimeKind::detect(&[mk(Some(881250949)), mk(Some(3))]), TimeKind::Order);
         assert_eq!(TimeKind::detect(&[mk(None)]), TimeKind::None);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn kind() -> impl Strategy<Value = EventKind> {
+            prop_oneof![
+                Just(EventKind::View),
+                Just(EventKind::Click),
+                Just(EventKind::Cart),
+                Just(EventKind::Purchase),
+                Just(EventKind::Like),
+                Just(EventKind::Share),
+                Just(EventKind::Rating),
+            ]
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            // Ids: anything the format allows, quotes and spaces included.
+            let id = "[a-zA-Z0-9_.:;|\"' -]{1,12}";
+            (id, id, kind(), proptest::option::of(-5i64..2_000_000_000), proptest::option::of(0.0f32..1e6)).prop_map(
+                |(user_id, item_id, kind, timestamp, value)| Event {
+                    user_id,
+                    item_id,
+                    kind,
+                    timestamp,
+                    value,
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Whatever the events, writing and reading them back gives the same events.
+            #[test]
+            fn events_round_trip(events in proptest::collection::vec(event(), 0..40)) {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("events.csv");
+                write_events(&path, &events).unwrap();
+                let back = read_events(&path, ReadOptions::default()).unwrap();
+                prop_assert_eq!(back.skipped, 0);
+                prop_assert_eq!(back.rows, events);
+            }
+
+            /// Arbitrary bytes after a valid header never panic the reader: each row is
+            /// read, skipped with a line number, or stops the read with an error naming it.
+            #[test]
+            fn arbitrary_input_never_panics(body in proptest::collection::vec(any::<u8>(), 0..400), skip in any::<bool>()) {
+                let mut input = b"user_id,item_id,event,timestamp,value\n".to_vec();
+                input.extend(body);
+                match read_events_from(&input[..], "fuzz.csv", ReadOptions { skip_invalid: skip }) {
+                    Ok(report) => prop_assert!(report.rows.iter().all(|e| validate_id(&e.user_id).is_ok() && validate_id(&e.item_id).is_ok())),
+                    Err(e) => prop_assert!(e.to_string().starts_with("fuzz.csv"), "{}", e),
+                }
+            }
+        }
+    }
 }

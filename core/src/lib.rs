@@ -34,6 +34,8 @@ pub mod neighbors;
 pub mod params;
 pub mod recommend;
 pub mod settings;
+#[cfg(test)]
+mod testing;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -465,3 +465,159 @@ impl Model {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Eligibility and validation on the seeded demo store: no external data.
+
+    use std::collections::HashSet;
+    use std::sync::OnceLock;
+
+    use super::*;
+    use crate::testing::{fast_params, small_model};
+
+    fn model() -> &'static Model {
+        static M: OnceLock<Model> = OnceLock::new();
+        M.get_or_init(|| small_model(&fast_params()))
+    }
+
+    fn ids(m: &Model, r: &Recommendations) -> Vec<String> {
+        r.items.iter().map(|s| m.item_id(s.item).to_string()).collect()
+    }
+
+    fn query(subject: Subject, k: usize) -> RecommendQuery {
+        RecommendQuery {
+            subject,
+            k,
+            exclude_seen: true,
+            exclude_items: Vec::new(),
+            category: None,
+        }
+    }
+
+    /// Every item a request may return, counted directly.
+    fn eligible_count(m: &Model, q: &RecommendQuery) -> usize {
+        let seen: HashSet<ItemIdx> = match (&q.subject, q.exclude_seen) {
+            (Subject::User(u), true) => m.user_index(u).map(|u| m.history(u).seen().map(|(i, _)| i).collect()).unwrap_or_default(),
+            (Subject::Session(s), true) => s.iter().filter_map(|id| m.item_index(id)).collect(),
+            _ => HashSet::new(),
+        };
+        m.items()
+            .iter()
+            .enumerate()
+            .filter(|(i, item)| {
+                item.available
+                    && !seen.contains(&ItemIdx(*i as u32))
+                    && !q.exclude_items.contains(&item.item_id)
+                    && q.category.as_ref().is_none_or(|c| &item.category == c)
+            })
+            .count()
+    }
+
+    #[test]
+    fn seen_excluded_category_and_unavailable_items_are_never_returned() {
+        let m = model();
+        let s = m.default_settings();
+        let unavailable: HashSet<&str> = m.items().iter().filter(|i| !i.available).map(|i| i.item_id.as_str()).collect();
+        assert!(!unavailable.is_empty(), "the demo store has items out of stock");
+        for (n, user) in m.user_ids().iter().enumerate().take(40) {
+            let u = m.user_index(user).unwrap();
+            let seen: HashSet<String> = m.history(u).seen().map(|(i, _)| m.item_id(i).to_string()).collect();
+            let mut q = query(Subject::User(user.clone()), 30);
+            q.exclude_items = m.items().iter().skip(n % 7).step_by(9).map(|i| i.item_id.clone()).collect();
+            if n % 2 == 0 {
+                q.category = Some(m.items()[n % 8].category.clone());
+            }
+            let r = m.recommend(&q, &s).unwrap();
+            let got = ids(m, &r);
+            assert_eq!(got.len(), q.k.min(eligible_count(m, &q)), "user {user}: exactly min(k, eligible)");
+            assert_eq!(got.iter().collect::<HashSet<_>>().len(), got.len(), "no duplicates");
+            for id in &got {
+                assert!(!seen.contains(id), "user {user} got seen item {id}");
+                assert!(!q.exclude_items.contains(id), "user {user} got excluded item {id}");
+                assert!(!unavailable.contains(id.as_str()), "user {user} got unavailable item {id}");
+                if let Some(c) = &q.category {
+                    assert_eq!(&m.item(m.item_index(id).unwrap()).category, c);
+                }
+            }
+            // With the seen filter off, a user's own items may come back, still filtered.
+            q.exclude_seen = false;
+            let all = m.recommend(&q, &s).unwrap();
+            assert_eq!(all.items.len(), q.k.min(eligible_count(m, &q)));
+            assert!(ids(m, &all).iter().all(|id| !unavailable.contains(id.as_str()) && !q.exclude_items.contains(id)));
+        }
+    }
+
+    #[test]
+    fn unknown_users_get_popular_items_and_sessions_are_personal() {
+        let m = model();
+        let s = m.default_settings();
+        let mut q = query(Subject::User("stranger".into()), 10);
+        q.category = Some("books".into());
+        let r = m.recommend(&q, &s).unwrap();
+        assert_eq!(r.retrieval, Retrieval::Popularity);
+        assert_eq!(r.items.len(), 10);
+        assert!(r.items.iter().all(|x| x.reason == ReasonKind::Popular && m.item(x.item).category == "books" && m.item(x.item).available));
+        assert!(r.items.windows(2).all(|w| w[0].score >= w[1].score), "most popular first");
+
+        let session: Vec<String> = m.items().iter().filter(|i| i.category == "toys").take(3).map(|i| i.item_id.clone()).collect();
+        let r = m.recommend(&query(Subject::Session(session.clone()), 10), &s).unwrap();
+        assert_eq!(r.retrieval, Retrieval::Exact);
+        let got = ids(m, &r);
+        assert!(got.iter().all(|id| !session.contains(id)), "session items are seen");
+        let toys = r.items.iter().filter(|x| m.item(x.item).category == "toys").count();
+        assert!(toys >= 5, "a toys session gets mostly toys, got {toys} of 10");
+        // An unknown category matches nothing: an empty list, not an error.
+        let mut q = query(Subject::User(m.user_ids()[0].clone()), 10);
+        q.category = Some("no-such-category".into());
+        assert!(m.recommend(&q, &s).unwrap().items.is_empty());
+    }
+
+    #[test]
+    fn bad_queries_name_their_field() {
+        let m = model();
+        let s = m.default_settings();
+        let user = || query(Subject::User("user-0001".into()), 5);
+        let cases = [
+            (query(Subject::User(String::new()), 5), "user_id"),
+            (query(Subject::Session(vec!["sku-0001".into(), String::new()]), 5), "recent_items"),
+            (query(Subject::User("user-0001".into()), 0), "k"),
+            (query(Subject::User("user-0001".into()), MAX_K + 1), "k"),
+            (RecommendQuery { exclude_items: vec![String::new()], ..user() }, "exclude_item_ids"),
+            (RecommendQuery { category: Some(String::new()), ..user() }, "category"),
+        ];
+        for (q, field) in cases {
+            let e = m.recommend(&q, &s).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument { field: f, .. } if f == field), "{field}: {e}");
+        }
+        let similar = |item_id: &str, k| SimilarQuery { item_id: item_id.into(), k, mode: SimilarMode::Blend };
+        assert!(matches!(m.similar_items(&similar("", 5), &s), Err(Error::InvalidArgument { field: "item_id", .. })));
+        assert!(matches!(m.similar_items(&similar("sku-0001", 0), &s), Err(Error::InvalidArgument { field: "k", .. })));
+        assert!(matches!(m.similar_items(&similar("nope", 5), &s), Err(Error::NotFound(_))));
+        let got = m.similar_items(&similar("sku-0001", 5), &s).unwrap();
+        assert_eq!(got.len(), 5);
+        assert!(got.iter().all(|x| m.item_id(x.item) != "sku-0001" && m.item(x.item).available));
+    }
+
+    #[test]
+    fn settings_switch_scoring_without_touching_the_model() {
+        let m = model();
+        let s = m.default_settings();
+        let q = query(Subject::User(m.user_ids()[3].clone()), 10);
+        let exact = m.recommend(&q, &s.exact()).unwrap();
+        assert_eq!(exact.retrieval, Retrieval::Exact);
+        // No index in a small model: ANN settings fall back to exact scoring.
+        assert_eq!(m.recommend(&q, &s.ann()).unwrap().retrieval, Retrieval::Exact);
+        let mut indexed = small_model(&fast_params());
+        indexed.ensure_indexes(&s.ann());
+        let ann = indexed.recommend(&q, &s.ann()).unwrap();
+        assert_eq!(ann.retrieval, Retrieval::Ann);
+        let (a, e) = (ids(&indexed, &ann), ids(m, &exact));
+        let shared = a.iter().filter(|id| e.contains(id)).count();
+        assert!(shared >= 8, "ANN shares {shared}/10 with exact");
+        // The neighbour blend is read from the settings: turning it off changes scores.
+        let off = ServingSettings { sequence_blend: 0.0, ..s };
+        let with = m.recommend(&q, &ServingSettings { sequence_blend: 0.5, ..s }).unwrap();
+        assert_ne!(m.recommend(&q, &off).unwrap().items, with.items);
+    }
+}

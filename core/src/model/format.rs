@@ -432,3 +432,200 @@ pub fn load(path: &Path) -> Result<Model> {
     }
     Ok(model)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::data::{Dataset, Event, EventKind};
+    use crate::recommend::{RecommendQuery, SimilarMode, SimilarQuery};
+    use crate::testing::{fast_params, small_model};
+    use crate::train::{train, NoProgress};
+
+    /// Every user's top 10 and every item's top 5 similar (blend), as ids and scores.
+    fn answers(m: &Model) -> Vec<(String, Vec<(String, f32)>)> {
+        let s = m.default_settings();
+        let list = |items: Vec<crate::recommend::Scored>| items.into_iter().map(|x| (m.item_id(x.item).to_string(), x.score)).collect();
+        let mut out = Vec::new();
+        for user in m.user_ids() {
+            let r = m.recommend(&RecommendQuery::for_user(user.clone(), 10), &s).unwrap();
+            out.push((user.clone(), list(r.items)));
+        }
+        for item in m.items() {
+            let q = SimilarQuery {
+                item_id: item.item_id.clone(),
+                k: 5,
+                mode: SimilarMode::Blend,
+            };
+            out.push((item.item_id.clone(), m.similar_items(&q, &s).map(list).unwrap_or_default()));
+        }
+        out
+    }
+
+    fn saved(params: &TrainParams) -> (tempfile::TempDir, PathBuf, Model) {
+        let root = tempfile::tempdir().unwrap();
+        let mut m = small_model(params);
+        let dir = save(&mut m, root.path(), 2).unwrap();
+        (root, dir, m)
+    }
+
+    #[test]
+    fn round_trip_gives_the_same_answers() {
+        let (root, dir, m) = saved(&fast_params());
+        assert_eq!(resolve(root.path()).unwrap(), dir);
+        let back = load(root.path()).unwrap();
+        assert_eq!(back.manifest().counts, m.manifest().counts);
+        assert_eq!(back.default_settings(), m.default_settings());
+        assert!(!back.has_indexes(), "a small catalogue is published without indexes");
+        assert_eq!(answers(&back), answers(&m));
+        // A version directory loads as well as its root.
+        assert_eq!(load(&dir).unwrap().version(), m.version());
+    }
+
+    #[test]
+    fn ann_models_round_trip_with_their_indexes() {
+        let mut p = fast_params();
+        p.exact_max_items = 0;
+        let (root, _dir, m) = saved(&p);
+        assert!(m.has_indexes());
+        let back = load(root.path()).unwrap();
+        assert!(back.has_indexes());
+        assert!(back.manifest().files.keys().any(|f| f.ends_with(".hnsw.graph")));
+        assert_eq!(answers(&back), answers(&m));
+    }
+
+    /// Saves a model, applies `damage` to its version directory, and returns the load error.
+    fn load_error(damage: impl FnOnce(&Path, &Path)) -> String {
+        let (root, dir, _) = saved(&fast_params());
+        damage(root.path(), &dir);
+        match load(root.path()) {
+            Ok(_) => panic!("a damaged model loaded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+        let path = dir.join("manifest.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        edit(&mut v);
+        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_refused_naming_the_file() {
+        let e = load_error(|_, d| fs::remove_file(d.join("items.bin")).unwrap());
+        assert!(e.contains("items.bin") && e.contains("cannot read"), "{e}");
+        let e = load_error(|_, d| {
+            let f = d.join("collab_items.f32");
+            let bytes = fs::read(&f).unwrap();
+            fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+        });
+        assert!(e.contains("collab_items.f32") && e.contains("truncated"), "{e}");
+        let e = load_error(|_, d| {
+            let f = d.join("users.bin");
+            let mut bytes = fs::read(&f).unwrap();
+            bytes[10] ^= 0xff;
+            fs::write(&f, bytes).unwrap();
+        });
+        assert!(e.contains("users.bin") && e.contains("checksum"), "{e}");
+        let e = load_error(|_, d| fs::write(d.join("manifest.json"), b"{ not json").unwrap());
+        assert!(e.contains("manifest.json") && e.contains("not valid JSON"), "{e}");
+        let e = load_error(|_, d| edit_manifest(d, |v| v["format_version"] = 99.into()));
+        assert!(e.contains("newer") && e.contains("upgrade"), "{e}");
+        let e = load_error(|_, d| edit_manifest(d, |v| v["format_version"] = 0.into()));
+        assert!(e.contains("older") && e.contains("retrain"), "{e}");
+        let e = load_error(|_, d| edit_manifest(d, |v| v["files"]["../escape"] = v["files"]["items.bin"].clone()));
+        assert!(e.contains("invalid file name"), "{e}");
+        let e = load_error(|_, d| fs::remove_dir_all(d).unwrap());
+        assert!(e.contains("manifest.json") && e.contains("incomplete or gone"), "{e}");
+        let e = load_error(|r, _| fs::write(r.join(CURRENT), "not-a-version\n").unwrap());
+        assert!(e.contains("does not name a model version"), "{e}");
+        let e = load_error(|r, _| fs::remove_file(r.join(CURRENT)).unwrap());
+        assert!(e.contains("no model here"), "{e}");
+    }
+
+    #[test]
+    fn format_1_models_still_load_with_settings_from_their_params() {
+        let (root, dir, m) = saved(&fast_params());
+        edit_manifest(&dir, |v| {
+            v["format_version"] = 1.into();
+            v.as_object_mut().unwrap().remove("serving");
+            v["params"]["sequence"]["blend"] = 0.3.into();
+        });
+        let back = load(root.path()).unwrap();
+        assert_eq!(back.manifest().format_version, 1);
+        assert!((back.default_settings().sequence_blend - 0.3).abs() < 1e-6);
+        assert_eq!(back.default_settings().exact_max_items, m.default_settings().exact_max_items);
+    }
+
+    #[test]
+    fn version_names_sort_by_time_across_both_forms() {
+        let new = new_version_name();
+        assert!(is_version_name(&new), "{new}");
+        assert!(is_version_name("20261123T180000Z-1a2b3c4d"));
+        for bad in ["20261123T180000Z-1a2b3c4", "20261123T180000.12Z-1a2b3c4d", "x0261123T180000Z-1a2b3c4d", "current", ".tmp-20261123T180000Z-1a2b3c4d"] {
+            assert!(!is_version_name(bad), "{bad}");
+        }
+        let mut names: Vec<String> = [
+            "20261123T180001Z-00000000",
+            "20261123T180000.500000Z-ffffffff",
+            "20261123T180000Z-ffffffff",
+            "20261123T180000.000001Z-00000000",
+        ]
+        .map(String::from)
+        .to_vec();
+        names.sort_by(by_age);
+        assert_eq!(
+            names,
+            ["20261123T180000Z-ffffffff", "20261123T180000.000001Z-00000000", "20261123T180000.500000Z-ffffffff", "20261123T180001Z-00000000"]
+        );
+        // Names made back to back sort in the order they were made.
+        let a = new_version_name();
+        let b = new_version_name();
+        assert_ne!(a, b);
+        assert_ne!(by_age(&a, &b), std::cmp::Ordering::Greater);
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_and_the_current_version() {
+        let root = tempfile::tempdir().unwrap();
+        let names = ["20250101T000000Z-00000001", "20260101T000000.000001Z-00000002", "20260101T000000.000002Z-00000003"];
+        for n in names {
+            fs::create_dir(root.path().join(n)).unwrap();
+        }
+        fs::create_dir(root.path().join("unrelated")).unwrap();
+        prune(root.path(), 1, names[0]).unwrap();
+        let left: HashSet<String> = fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(left, HashSet::from([names[0].to_string(), names[2].to_string(), "unrelated".to_string()]));
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        (0u8..12, 0u8..15, 0usize..4, 0i64..1000).prop_map(|(u, i, k, t)| Event {
+            user_id: format!("u{u}"),
+            item_id: format!("i{i}"),
+            kind: [EventKind::View, EventKind::Cart, EventKind::Purchase, EventKind::Rating][k],
+            timestamp: Some(t),
+            value: None,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        /// Whatever it was trained on, a model reads back with the same answers.
+        #[test]
+        fn any_model_round_trips(events in proptest::collection::vec(event(), 1..120)) {
+            let data = Dataset { events, ..Dataset::default() };
+            let mut m = train(&data, TimeKind::Order, &fast_params(), &NoProgress);
+            let root = tempfile::tempdir().unwrap();
+            save(&mut m, root.path(), 1).unwrap();
+            let back = load(root.path()).unwrap();
+            prop_assert_eq!(back.user_ids(), m.user_ids());
+            prop_assert_eq!(back.histories(), m.histories());
+            prop_assert_eq!(answers(&back), answers(&m));
+        }
+    }
+}
