@@ -24,6 +24,7 @@ use crate::linalg::{self, dot};
 pub struct AlsParams {
     /// Embedding size.
     pub factors: usize,
+    /// Alternating sweeps while training (each solves all users, then all items).
     pub iterations: usize,
     /// λ: L2 regularisation.
     pub regularization: f32,
@@ -33,6 +34,7 @@ pub struct AlsParams {
     pub alpha: f32,
     /// Conjugate-gradient steps per solve while training.
     pub cg_steps: usize,
+    /// Seed of the random initial item factors, so training is reproducible.
     pub seed: u64,
 }
 
@@ -57,6 +59,7 @@ pub struct CollabModel {
     pub item_factors: Array2<f32>,
     /// `YᵀY` (row-major `factors × factors`, f64), shared by every fold-in.
     pub gram: Vec<f64>,
+    /// The parameters it was trained with; fold-in uses the same λ, ν and α.
     pub params: AlsParams,
 }
 
@@ -287,6 +290,7 @@ impl CollabModel {
         }
     }
 
+    /// Embedding size (the number of columns of `item_factors`).
     pub fn factors(&self) -> usize {
         self.item_factors.ncols()
     }

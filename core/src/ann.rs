@@ -83,7 +83,9 @@ impl std::fmt::Debug for AnnIndex {
 /// A search hit: item index and its inner product with the query.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hit {
+    /// Index of the item, as given to [`AnnIndex::build`].
     pub item: u32,
+    /// Inner product with the query (`1 −` distance): cosine for unit vectors.
     pub similarity: f32,
 }
 
@@ -109,14 +111,17 @@ impl AnnIndex {
         }
     }
 
+    /// Number of vectors in the index.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the index holds no vectors (every search then returns nothing).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Length of the indexed vectors; a query of another length finds nothing.
     pub fn dim(&self) -> usize {
         self.dim
     }

@@ -20,11 +20,17 @@ use crate::linalg;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ContentParams {
+    /// Dimensions of the hashed content space; more means fewer feature collisions.
     pub dim: usize,
+    /// Importance of the category feature (before IDF).
     pub category_weight: f32,
+    /// Importance of the brand feature (before IDF).
     pub brand_weight: f32,
+    /// Importance of the price band feature (before IDF).
     pub price_weight: f32,
+    /// Importance of each tag (before IDF).
     pub tag_weight: f32,
+    /// Importance of each title word, stopwords and one-letter words left out (before IDF).
     pub title_weight: f32,
     /// Number of price bands (quantiles of the catalogue's prices).
     pub price_bands: usize,

@@ -19,16 +19,24 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
+    /// The user looked at the item: the weakest signal by default.
     View,
+    /// The user clicked the item, e.g. in a list or a search result.
     Click,
+    /// The user added the item to their cart.
     Cart,
+    /// The user bought the item; `value` may hold the amount.
     Purchase,
+    /// The user liked or favourited the item.
     Like,
+    /// The user shared the item with others.
     Share,
+    /// The user rated the item; `value` holds the rating, if given.
     Rating,
 }
 
 impl EventKind {
+    /// Every kind, in declaration order.
     pub const ALL: [EventKind; 7] = [
         EventKind::View,
         EventKind::Click,
@@ -39,6 +47,7 @@ impl EventKind {
         EventKind::Rating,
     ];
 
+    /// The lower-case name used in `events.csv`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::View => "view",
@@ -74,8 +83,11 @@ impl FromStr for EventKind {
 /// One user–item interaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// Id of the user who acted.
     pub user_id: String,
+    /// Id of the item acted on.
     pub item_id: String,
+    /// What the user did.
     pub kind: EventKind,
     /// Unix seconds, or only an order number (see [`TimeKind`]).
     pub timestamp: Option<i64>,
@@ -122,12 +134,19 @@ impl TimeKind {
 /// One catalogue entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
+    /// Unique item id (see [`validate_id`]).
     pub item_id: String,
+    /// Display title, possibly empty; its words are content features.
     pub title: String,
+    /// Category, possibly empty; a content feature and what a query's category filter matches.
     pub category: String,
+    /// Brand, possibly empty; a content feature.
     pub brand: String,
+    /// Price, if known (reading rejects negative ones); its band among the catalogue's prices is a content feature.
     pub price: Option<f32>,
+    /// Free-form tags (`|`-separated in `items.csv`); each is a content feature.
     pub tags: Vec<String>,
+    /// Whether the item may be recommended (`false`: out of stock); empty in the CSV reads as `true`.
     pub available: bool,
 }
 
@@ -149,11 +168,17 @@ impl Item {
 /// User attributes; every field but the id may be empty.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct User {
+    /// Unique user id (see [`validate_id`]).
     pub user_id: String,
+    /// Region, free text.
     pub region: String,
+    /// Age or age band, free text (e.g. `25-34`).
     pub age: String,
+    /// Gender, free text.
     pub gender: String,
+    /// Occupation, free text.
     pub occupation: String,
+    /// Income or income band, free text.
     pub income: String,
 }
 
@@ -161,25 +186,35 @@ pub struct User {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SocialKind {
+    /// A friendship (`friend` in `social.csv`).
     Friend,
+    /// A one-way follow or trust relation (`follow` in `social.csv`).
     Follow,
 }
 
 /// A directed social edge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SocialEdge {
+    /// The user the edge starts from.
     pub user_id: String,
+    /// The user the edge points to.
     pub other_id: String,
+    /// What relation the edge records.
     pub kind: SocialKind,
+    /// Strength of the relation (e.g. a trust value); 1 when empty in the CSV.
     pub weight: f32,
 }
 
 /// Everything the trainer can learn from.
 #[derive(Debug, Clone, Default)]
 pub struct Dataset {
+    /// User–item events; file order breaks ties between equal timestamps.
     pub events: Vec<Event>,
+    /// Catalogue entries; items seen only in events need not be listed.
     pub items: Vec<Item>,
+    /// User attributes; users seen only in events need not be listed.
     pub users: Vec<User>,
+    /// Social edges; validated, but not used by training in this version.
     pub social: Vec<SocialEdge>,
 }
 
@@ -193,13 +228,17 @@ pub struct ReadOptions {
 /// Rows read from one file plus the number of malformed rows skipped.
 #[derive(Debug, Clone)]
 pub struct ReadReport<T> {
+    /// The rows that parsed, in file order.
     pub rows: Vec<T>,
+    /// Malformed rows skipped; always 0 unless `skip_invalid` is set.
     pub skipped: usize,
     /// The first skipped row's error, to show the user what was wrong.
     pub first_error: Option<String>,
 }
 
+/// The header row `events.csv` must have, in this order.
 pub const EVENTS_HEADER: [&str; 5] = ["user_id", "item_id", "event", "timestamp", "value"];
+/// The header row `items.csv` must have, in this order.
 pub const ITEMS_HEADER: [&str; 7] = [
     "item_id",
     "title",
@@ -209,7 +248,9 @@ pub const ITEMS_HEADER: [&str; 7] = [
     "tags",
     "available",
 ];
+/// The header row `users.csv` must have, in this order.
 pub const USERS_HEADER: [&str; 6] = ["user_id", "region", "age", "gender", "occupation", "income"];
+/// The header row `social.csv` must have, in this order.
 pub const SOCIAL_HEADER: [&str; 4] = ["user_id", "other_id", "kind", "weight"];
 
 /// Checks that an id is usable: non-empty and free of TAB, comma and newlines.
@@ -399,18 +440,22 @@ pub fn read_events_from<R: Read>(input: R, file: &str, options: ReadOptions) -> 
     read_csv(input, file, &EVENTS_HEADER, options, parse_event)
 }
 
+/// Reads an `events.csv` file; errors name it by its path.
 pub fn read_events(path: &Path, options: ReadOptions) -> Result<ReadReport<Event>> {
     read_events_from(open(path)?, &path.display().to_string(), options)
 }
 
+/// Reads an `items.csv` file; errors name it by its path.
 pub fn read_items(path: &Path, options: ReadOptions) -> Result<ReadReport<Item>> {
     read_csv(open(path)?, &path.display().to_string(), &ITEMS_HEADER, options, parse_item)
 }
 
+/// Reads a `users.csv` file; errors name it by its path.
 pub fn read_users(path: &Path, options: ReadOptions) -> Result<ReadReport<User>> {
     read_csv(open(path)?, &path.display().to_string(), &USERS_HEADER, options, parse_user)
 }
 
+/// Reads a `social.csv` file; errors name it by its path.
 pub fn read_social(path: &Path, options: ReadOptions) -> Result<ReadReport<SocialEdge>> {
     read_csv(open(path)?, &path.display().to_string(), &SOCIAL_HEADER, options, parse_social)
 }
@@ -438,6 +483,7 @@ fn write_csv<T>(
     inner.flush().map_err(|e| Error::io(path, e))
 }
 
+/// Writes events as `events.csv` with its header, replacing any existing file.
 pub fn write_events(path: &Path, events: &[Event]) -> Result<()> {
     write_csv(path, &EVENTS_HEADER, events, |e| {
         vec![
@@ -450,6 +496,7 @@ pub fn write_events(path: &Path, events: &[Event]) -> Result<()> {
     })
 }
 
+/// Writes catalogue entries as `items.csv` with its header, replacing any existing file.
 pub fn write_items(path: &Path, items: &[Item]) -> Result<()> {
     write_csv(path, &ITEMS_HEADER, items, |i| {
         vec![
@@ -464,6 +511,7 @@ pub fn write_items(path: &Path, items: &[Item]) -> Result<()> {
     })
 }
 
+/// Writes user attributes as `users.csv` with its header, replacing any existing file.
 pub fn write_users(path: &Path, users: &[User]) -> Result<()> {
     write_csv(path, &USERS_HEADER, users, |u| {
         vec![
@@ -477,6 +525,7 @@ pub fn write_users(path: &Path, users: &[User]) -> Result<()> {
     })
 }
 
+/// Writes social edges as `social.csv` with its header, replacing any existing file.
 pub fn write_social(path: &Path, edges: &[SocialEdge]) -> Result<()> {
     write_csv(path, &SOCIAL_HEADER, edges, |s| {
         vec![

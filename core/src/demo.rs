@@ -21,8 +21,11 @@ pub const DEMO_SEED: u64 = 7;
 /// Sizes of the generated store.
 #[derive(Debug, Clone, Copy)]
 pub struct DemoSize {
+    /// Number of users.
     pub users: usize,
+    /// Number of catalogue items, spread evenly over eight categories.
     pub items: usize,
+    /// Item views per user; some views add a cart and a purchase event on top.
     pub events_per_user: usize,
 }
 

@@ -12,32 +12,56 @@ pub enum Error {
     /// A row of an input file is malformed. `line` is 1-based and counts the header.
     #[error("{file}:{line}: {message}")]
     InvalidRow {
+        /// The file's path or name, as given to the reader.
         file: String,
+        /// 1-based line of the bad row; the header is line 1.
         line: u64,
+        /// What is wrong with the row.
         message: String,
     },
     /// An input file as a whole is unusable (missing header column, empty, unreadable).
     #[error("{file}: {message}")]
-    InvalidFile { file: String, message: String },
+    InvalidFile {
+        /// The file's path or name.
+        file: String,
+        /// Why the file cannot be used.
+        message: String,
+    },
     /// A stored model is missing, partial, corrupt or of an unsupported format.
     #[error("model file {path}: {message}")]
-    Model { path: PathBuf, message: String },
+    Model {
+        /// The model file, version directory or root the problem was found in.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A caller passed an argument outside its domain.
     #[error("invalid argument `{field}`: {message}")]
-    InvalidArgument { field: &'static str, message: String },
+    InvalidArgument {
+        /// The argument's name as the API spells it (e.g. `k`, `user_id`).
+        field: &'static str,
+        /// Why the value is out of its domain.
+        message: String,
+    },
     /// A requested entity does not exist in the model.
     #[error("{0}")]
     NotFound(String),
     /// An I/O error with the path it happened on. The cause is part of the message
     /// (not a chained source) so it is shown once in every rendering.
     #[error("{path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
+    Io {
+        /// The path the operation failed on.
+        path: PathBuf,
+        /// The underlying I/O error.
+        cause: std::io::Error,
+    },
 }
 
 /// Result alias for the core library.
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// A [`Error::Model`] about the model file or directory at `path`.
     pub fn model(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
         Error::Model {
             path: path.as_ref().to_path_buf(),
@@ -45,6 +69,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::Io`] for an operation on `path` that failed with `cause`.
     pub fn io(path: impl AsRef<Path>, cause: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
@@ -52,6 +77,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::InvalidArgument`] for `field`, named as the API spells it.
     pub fn invalid_argument(field: &'static str, message: impl Into<String>) -> Self {
         Error::InvalidArgument {
             field,
@@ -59,6 +85,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::InvalidFile`] for the input file `file`.
     pub fn invalid_file(file: impl AsRef<Path>, message: impl Into<String>) -> Self {
         Error::InvalidFile {
             file: file.as_ref().display().to_string(),

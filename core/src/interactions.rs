@@ -16,12 +16,19 @@ use crate::ids::{IdMap, ItemIdx};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EventWeights {
+    /// Weight of a view (default 1).
     pub view: f32,
+    /// Weight of a click (default 2).
     pub click: f32,
+    /// Weight of an add to cart (default 4).
     pub cart: f32,
+    /// Weight of a purchase (default 8).
     pub purchase: f32,
+    /// Weight of a like (default 4).
     pub like: f32,
+    /// Weight of a share (default 6).
     pub share: f32,
+    /// Weight of a rating, whatever its value (default 4).
     pub rating: f32,
 }
 
@@ -40,6 +47,7 @@ impl Default for EventWeights {
 }
 
 impl EventWeights {
+    /// The base weight of an event of `kind`.
     pub fn of(&self, kind: EventKind) -> f32 {
         match kind {
             EventKind::View => self.view,
@@ -57,6 +65,7 @@ impl EventWeights {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WeightParams {
+    /// Base weight of each event kind.
     pub event_weights: EventWeights,
     /// How strongly an event's `value` (play count, amount) scales its weight: the
     /// factor is `1 + value_scale · ln(1 + value)`.
@@ -72,15 +81,20 @@ pub struct WeightParams {
 /// A stored recent event of a user, oldest first in [`Interactions::recent`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RecentEvent {
+    /// The item the event was on.
     pub item: ItemIdx,
+    /// What the user did.
     pub kind: EventKind,
+    /// The event's timestamp as given (unix seconds or an order number), if any.
     pub timestamp: Option<i64>,
 }
 
 /// The weighted user–item matrix plus per-user recent events.
 #[derive(Debug, Clone)]
 pub struct Interactions {
+    /// User id ↔ row index: the users passed in first, then users seen only in events.
     pub users: IdMap,
+    /// Item id ↔ column index: the catalogue items passed in first, then event-only items.
     pub items: IdMap,
     /// Per user: `(item, weight)` sorted by item, one entry per distinct item.
     pub rows: Vec<Vec<(u32, f32)>>,

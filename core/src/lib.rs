@@ -20,6 +20,8 @@
 //! Dependencies point one way: fitting modules know nothing of `model`, `model` knows
 //! nothing of `recommend`, and nothing here depends on a binary or on the lab.
 
+#![warn(missing_docs)]
+
 pub mod als;
 pub mod ann;
 pub mod content;

@@ -16,9 +16,13 @@ use crate::neighbors::SequenceParams;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrainParams {
+    /// How events become user–item weights.
     pub weights: WeightParams,
+    /// Collaborative embeddings (iALS).
     pub als: AlsParams,
+    /// Content embeddings from catalogue features.
     pub content: ContentParams,
+    /// HNSW indexes, built only when a catalogue is scored through ANN.
     pub hnsw: HnswParams,
     /// Item-to-item neighbours and how recent items vote through them.
     pub sequence: SequenceParams,

@@ -36,6 +36,7 @@ pub enum Subject {
 /// A recommendation request in domain terms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecommendQuery {
+    /// The user or session to recommend for.
     pub subject: Subject,
     /// Number of items wanted, `1..=MAX_K`.
     pub k: usize,
@@ -82,17 +83,22 @@ impl RecommendQuery {
 /// Similarity space for similar items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimilarMode {
+    /// Cosine of collaborative embeddings: items chosen by the same users. The query item needs events.
     Collaborative,
+    /// Cosine of content embeddings: shared catalogue features.
     Content,
+    /// Both, weighted by the `similar_blend` setting; only one when the query item lacks the other.
     Blend,
 }
 
 /// A similar-items request in domain terms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimilarQuery {
+    /// Id of the item to find similar items for.
     pub item_id: String,
     /// Number of items wanted, `1..=MAX_K`.
     pub k: usize,
+    /// The space similarity is measured in.
     pub mode: SimilarMode,
 }
 
@@ -127,9 +133,13 @@ pub enum ReasonKind {
 /// A scored item with its reason.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
+    /// The item, by index (see [`Model::item_id`]).
     pub item: ItemIdx,
+    /// Higher is better; comparable only within one answer (model score, user count or similarity).
     pub score: f32,
+    /// Why the item was chosen.
     pub reason: ReasonKind,
+    /// A short explanation for people, e.g. "because of your interest in …".
     pub reason_text: String,
 }
 
@@ -158,7 +168,9 @@ impl Retrieval {
 /// The answer to a [`RecommendQuery`].
 #[derive(Debug, Clone)]
 pub struct Recommendations {
+    /// The recommended items, best first; fewer than `k` when too few are eligible.
     pub items: Vec<Scored>,
+    /// How the candidates were found.
     pub retrieval: Retrieval,
 }
 

@@ -51,29 +51,41 @@ pub const CURRENT: &str = "current";
 /// Sizes recorded in the manifest.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
+    /// Users in the model: those in the users file and those seen in events.
     pub users: usize,
+    /// Items in the model: catalogue entries and items seen only in events.
     pub items: usize,
+    /// Events the model was trained on.
     pub events: usize,
+    /// Items with at least one event (they have a collaborative embedding).
     pub items_with_events: usize,
+    /// Items with at least one catalogue feature (they have a content embedding).
     pub items_with_content: usize,
 }
 
 /// Checksum and size of one model file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileEntry {
+    /// SHA-256 of the file's contents, lower-case hex.
     pub sha256: String,
+    /// Size of the file in bytes; a mismatch on load means it was truncated or resized.
     pub bytes: u64,
 }
 
 /// `manifest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Format the directory was written in; checked before anything else is read.
     pub format_version: u32,
+    /// Version name (see [`new_version_name`]), also the name of the version directory.
     pub version: String,
     /// RFC 3339, UTC.
     pub created_at: String,
+    /// Sizes of the trained model.
     pub counts: Counts,
+    /// How the training events' timestamps were interpreted.
     pub time_kind: TimeKind,
+    /// Every parameter the model was trained with.
     pub params: TrainParams,
     /// The settings the server scores with unless configured otherwise (format 2; derived
     /// from `params` for format 1).
@@ -81,6 +93,7 @@ pub struct Manifest {
     pub serving: ServingSettings,
     /// Seconds spent training (excluding writing).
     pub train_seconds: f64,
+    /// Every other file of the version by name, with its checksum and size.
     pub files: BTreeMap<String, FileEntry>,
 }
 

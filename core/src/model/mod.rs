@@ -2,7 +2,7 @@
 //! neighbours, popularity and (for large catalogues) the ANN indexes.
 //!
 //! Fields are private. What is stored comes in through [`ModelParts`] (from training or
-//! from [`format::load`]); everything derived from it (unit vectors, the popularity
+//! from [`format::load`](crate::model::format::load)); everything derived from it (unit vectors, the popularity
 //! order, the category index, which items have which embedding) is computed once in
 //! [`Model::from_parts`], so it can never disagree with what it is derived from. Callers
 //! address items and users by [`ItemIdx`] / [`UserIdx`]; scoring lives in
@@ -70,19 +70,25 @@ impl UserHistory {
 
 /// The stored parts of a model, before anything is derived from them.
 pub struct ModelParts {
+    /// The manifest: counts, parameters, serving settings and file checksums.
     pub manifest: Manifest,
+    /// The catalogue in item-index order.
     pub items: Vec<Item>,
+    /// User id ↔ user index.
     pub users: IdMap,
     /// Attributes per user index (empty fields when unknown).
     pub user_attributes: Vec<User>,
+    /// Per user index, the items interacted with and the latest events.
     pub histories: Vec<UserHistory>,
     /// Distinct users per item.
     pub popularity: Vec<f32>,
+    /// Collaborative item factors and the parameters needed to fold users in.
     pub collab: CollabModel,
     /// Per user, the fold-in of their history (`users × factors`).
     pub user_factors: Array2<f32>,
     /// Unit-length content vectors (`items × dim`, zero rows without features).
     pub content: Array2<f32>,
+    /// Per item, its strongest neighbours by co-occurrence and transitions.
     pub neighbours: Neighbours,
 }
 
