@@ -45,7 +45,7 @@ impl Default for AlsParams {
             iterations: 15,
             regularization: 40.0,
             reg_exponent: 0.0,
-            alpha: 1.0,
+            alpha: 4.0,
             cg_steps: 3,
             seed: 42,
         }

@@ -2,8 +2,11 @@
 //!
 //! Each event contributes `kind weight × value factor × time decay` to its (user, item)
 //! cell. Decay halves a weight every `half_life` (days for unix timestamps, events of the
-//! same user for order-only timestamps). The same builder also keeps each user's latest
-//! events, which serving uses for recency and session features.
+//! same user for order-only timestamps). Cell weights are then divided by their median, so
+//! only their relative sizes matter: the same interactions labelled `view` or `purchase`,
+//! or every kind weight multiplied by ten, give the same matrix, and the confidence and
+//! regularisation of ALS mean the same on every data set. The same builder also keeps
+//! each user's latest events, which serving uses for recency and session features.
 
 use std::collections::HashMap;
 
@@ -76,6 +79,21 @@ pub struct WeightParams {
     /// Half-life of an event's weight: days for unix timestamps, a user's own events for
     /// order-only timestamps. Zero turns decay off.
     pub half_life: f64,
+    /// Divide every cell weight by the median cell weight (on by default), so the scale
+    /// of the event weights does not matter, only their ratios.
+    pub normalize: bool,
+}
+
+/// The median of the positive cell weights (1 when there are none): the weight of a
+/// typical interaction, robust to a tail of heavy cells (large amounts, many plays).
+fn median_weight(rows: &[Vec<(u32, f32)>]) -> f32 {
+    let mut w: Vec<f32> = rows.iter().flatten().map(|&(_, w)| w).filter(|&w| w > 0.0).collect();
+    if w.is_empty() {
+        return 1.0;
+    }
+    let mid = w.len() / 2;
+    let (_, m, _) = w.select_nth_unstable_by(mid, f32::total_cmp);
+    *m
 }
 
 /// A stored recent event of a user, oldest first in [`Interactions::recent`].
@@ -102,6 +120,9 @@ pub struct Interactions {
     pub recent: Vec<Vec<RecentEvent>>,
     /// Per user: every item in chronological order, repeats in a row collapsed.
     pub sequences: Vec<Vec<u32>>,
+    /// What every cell weight was divided by (the median raw cell weight; 1 when not
+    /// normalised). A live event's weight divided by it is on the model's scale.
+    pub weight_scale: f32,
 }
 
 impl Interactions {
@@ -128,7 +149,7 @@ impl Interactions {
         }
         per_user.resize(users.len(), Vec::new());
         let t_max = events.iter().filter_map(|e| e.timestamp).max().unwrap_or(0);
-        let mut rows = Vec::with_capacity(per_user.len());
+        let mut rows: Vec<Vec<(u32, f32)>> = Vec::with_capacity(per_user.len());
         let mut recent = Vec::with_capacity(per_user.len());
         let mut sequences = Vec::with_capacity(per_user.len());
         for list in &mut per_user {
@@ -176,12 +197,19 @@ impl Interactions {
                     .collect(),
             );
         }
+        let weight_scale = if params.normalize { median_weight(&rows) } else { 1.0 };
+        if weight_scale != 1.0 {
+            for row in &mut rows {
+                row.iter_mut().for_each(|(_, w)| *w /= weight_scale);
+            }
+        }
         Interactions {
             users,
             items,
             rows,
             recent,
             sequences,
+            weight_scale,
         }
     }
 
@@ -230,14 +258,11 @@ mod tests {
             ev("a", "x", EventKind::Cart, Some(2)),
             ev("b", "y", EventKind::View, Some(1)),
         ];
-        let m = Interactions::build(
-            &events,
-            IdMap::from_ids(vec!["z".into()]),
-            IdMap::default(),
-            TimeKind::Order,
-            &WeightParams::default(),
-            2,
-        );
+        let raw = WeightParams {
+            normalize: false,
+            ..WeightParams::default()
+        };
+        let m = Interactions::build(&events, IdMap::from_ids(vec!["z".into()]), IdMap::default(), TimeKind::Order, &raw, 2);
         assert_eq!(m.items.ids(), ["z", "x", "y"]);
         let a = m.users.get("a").unwrap() as usize;
         assert_eq!(m.rows[a], vec![(1, 5.0), (2, 8.0)]);
@@ -256,10 +281,35 @@ mod tests {
         ];
         let params = WeightParams {
             half_life: 10.0,
+            normalize: false,
             ..WeightParams::default()
         };
         let m = Interactions::build(&events, IdMap::default(), IdMap::default(), TimeKind::Unix, &params, 10);
         assert!((m.rows[0][0].1 - 0.5).abs() < 1e-6);
         assert!((m.rows[0][1].1 - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn normalised_weights_depend_only_on_their_ratios() {
+        let events = |kind: EventKind| {
+            vec![ev("a", "x", kind, Some(1)), ev("a", "x", kind, Some(2)), ev("a", "y", kind, Some(3)), ev("b", "y", kind, Some(1))]
+        };
+        let build = |events: &[Event], params: &WeightParams| {
+            Interactions::build(events, IdMap::default(), IdMap::default(), TimeKind::Order, params, 5)
+        };
+        let base = build(&events(EventKind::View), &WeightParams::default());
+        // Cells 2, 1, 1: median 1.
+        assert_eq!(base.weight_scale, 1.0);
+        assert_eq!(base.rows[0][0].1, 2.0);
+        let relabelled = build(&events(EventKind::Purchase), &WeightParams::default());
+        let mut tenfold = WeightParams::default();
+        tenfold.event_weights.view *= 10.0;
+        let scaled = build(&events(EventKind::View), &tenfold);
+        for other in [&relabelled, &scaled] {
+            for (a, b) in base.rows.iter().flatten().zip(other.rows.iter().flatten()) {
+                assert_eq!(a.0, b.0);
+                assert!((a.1 - b.1).abs() < 1e-6, "{a:?} vs {b:?}");
+            }
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! All training and serving parameters in one serialisable tree.
+//! All training and serving parameters in one serialisable tree, and the record of how
+//! `train` chose them.
 //!
 //! The trainer records these in every model's manifest, `train --params FILE` reads them
 //! from JSON (missing fields take their defaults), and the server reads the serving part
@@ -57,6 +58,35 @@ impl Default for WeightParams {
             value_scale: 1.0,
             rating_value_scale: 0.0,
             half_life: 0.0,
+            normalize: true,
         }
     }
+}
+
+/// What the search did, recorded in the model's manifest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TuningReport {
+    /// Why no search was run, when none was (the defaults were used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// How the validation slice was carved.
+    pub validation: String,
+    /// Event kinds the validation targets were drawn from.
+    pub target_events: Vec<String>,
+    /// Users scored per candidate.
+    pub valid_users: usize,
+    /// Candidates fitted (the defaults first).
+    pub fits: usize,
+    /// (fit, blend) pairs scored.
+    pub scored: usize,
+    /// What ended the search: "budget" (every trial ran) or "time" (the wall-clock cap).
+    pub stopped_by: String,
+    /// Validation NDCG@10 of the parameters as given.
+    pub given_ndcg10: f64,
+    /// Validation NDCG@10 of the chosen parameters.
+    pub best_ndcg10: f64,
+    /// Validation Recall@10 of the chosen parameters.
+    pub best_recall10: f64,
+    /// Seconds spent searching (the final fit not included).
+    pub seconds: f64,
 }

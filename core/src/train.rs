@@ -131,6 +131,8 @@ pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progr
         time_kind,
         params: *params,
         serving,
+        weight_scale: matrix.weight_scale,
+        tuning: None,
         train_seconds: 0.0,
         files: Default::default(),
     };

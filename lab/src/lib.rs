@@ -13,10 +13,12 @@
 //! - [`eval`]: ranking metrics and scoring a ranker on a target.
 //! - [`baselines`]: Pop, ItemKNN and EASE.
 //! - [`tune`]: search spaces for affinity and the baselines.
+//! - [`autotune`]: `train`'s own search: carve a validation slice, search, report.
 //!
 //! Dependencies inside the crate point one way: `eval` and `baselines` use `rank`
 //! and `split`; nothing uses `eval` but the binaries.
 
+pub mod autotune;
 pub mod baselines;
 pub mod eval;
 pub mod import;

@@ -21,7 +21,9 @@ pub fn affinity_candidates(base: &TrainParams, time_kind: TimeKind, trials: usiz
         p.als.factors = *[32usize, 64, 96, 128].choose(&mut rng).unwrap_or(&64);
         // Log-uniform regularisation over [3, 100].
         p.als.regularization = (rng.gen_range(3f32.ln()..100f32.ln())).exp();
-        p.als.alpha = *[0.5f32, 1.0, 2.0, 4.0].choose(&mut rng).unwrap_or(&1.0);
+        // Weights are normalised (a typical interaction weighs 1), so α is the confidence
+        // of a typical interaction.
+        p.als.alpha = *[1.0f32, 2.0, 4.0, 8.0, 16.0].choose(&mut rng).unwrap_or(&4.0);
         p.weights.value_scale = *[0.0f32, 0.5, 1.0].choose(&mut rng).unwrap_or(&1.0);
         p.weights.half_life = match time_kind {
             TimeKind::Unix => *[0.0f64, 30.0, 180.0, 720.0].choose(&mut rng).unwrap_or(&0.0),

@@ -123,6 +123,26 @@ pub struct TrainArgs {
     /// Latest events kept per user for scoring (overrides the params file).
     #[arg(long)]
     pub recent: Option<usize>,
+    #[command(flatten)]
+    pub tune: TuneBudgetArgs,
+}
+
+/// How much `train` may search for its parameters before the final fit.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct TuneBudgetArgs {
+    /// Candidate parameter sets to fit on a held-out slice of the input (the given
+    /// parameters first); 0 trains with the parameters as given.
+    #[arg(long, default_value_t = 12)]
+    pub tune_budget: usize,
+    /// Wall-clock cap on the search, in seconds (no new candidate starts after it).
+    #[arg(long, default_value_t = 45.0)]
+    pub tune_seconds: f64,
+    /// Seed of the held-out slice and the candidates.
+    #[arg(long, default_value_t = 42)]
+    pub tune_seed: u64,
+    /// Train with the parameters as given (defaults or `--params`), no search.
+    #[arg(long)]
+    pub no_tune: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use affinity_core::data::{self, Dataset, Event, Item, ReadOptions, ReadReport, T
 use affinity_core::model::format;
 use affinity_core::params::TrainParams;
 use affinity_core::train;
+use affinity_lab::autotune::{autotune, Budget};
 use affinity_lab::import::{self, Source};
 use anyhow::{bail, Context, Result};
 
@@ -141,7 +142,35 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if let Some(n) = args.recent {
         params.recent_events = n;
     }
+    let budget = Budget {
+        trials: if args.tune.no_tune { 0 } else { args.tune.tune_budget },
+        max_seconds: args.tune.tune_seconds,
+        seed: args.tune.tune_seed,
+        ..Budget::default()
+    };
+    let (params, tuning) = autotune(&dataset, time_kind, &params, &budget, &Bars::default());
+    match &tuning.skipped {
+        Some(why) if !args.tune.no_tune => eprintln!("note: trained with the parameters as given: {why}"),
+        Some(_) => {}
+        None => eprintln!(
+            "tuned in {:.1}s on {} ({} users, target events: {}): {} fits, stopped by {}; validation NDCG@10 {:.4} (as given {:.4}); \
+             factors {}, λ {:.1}, α {:.2}, blend {}",
+            tuning.seconds,
+            tuning.validation,
+            tuning.valid_users,
+            tuning.target_events.join("|"),
+            tuning.fits,
+            tuning.stopped_by,
+            tuning.best_ndcg10,
+            tuning.given_ndcg10,
+            params.als.factors,
+            params.als.regularization,
+            params.als.alpha,
+            params.sequence.blend,
+        ),
+    }
     let mut m = train::train(&dataset, time_kind, &params, &Bars::default());
+    m.record_tuning(tuning);
     let dir = format::save(&mut m, &args.out, args.keep)?;
     let c = &m.manifest().counts;
     println!(

@@ -72,7 +72,7 @@ fn movielens_import_train_and_evaluate_beats_itemknn() {
     std::fs::write(&ann_params, r#"{"exact_max_items": 0}"#).unwrap();
     let out = ok(&trainer(&[
         "train", "--events", s(&data.join("events.csv")), "--items", s(&data.join("items.csv")),
-        "--users", s(&data.join("users.csv")), "--out", s(&root), "--keep", "2", "--params", s(&ann_params),
+        "--users", s(&data.join("users.csv")), "--out", s(&root), "--keep", "2", "--params", s(&ann_params), "--no-tune",
     ]));
     assert!(out.contains("943 users, 1682 items, 100000 events"), "{out}");
     let current = std::fs::read_to_string(root.join("current")).unwrap();
@@ -85,9 +85,13 @@ fn movielens_import_train_and_evaluate_beats_itemknn() {
     }
     // Retraining twice more (back to back: version names sort within a second) keeps
     // only the two newest versions and moves `current`.
+    let mut notes = Vec::new();
     for _ in 0..2 {
-        ok(&trainer(&["train", "--events", s(&data.join("events.csv")), "--out", s(&root), "--keep", "2"]));
+        let out = trainer(&["train", "--events", s(&data.join("events.csv")), "--out", s(&root), "--keep", "2", "--tune-budget", "3"]);
+        ok(&out);
+        notes.push(String::from_utf8_lossy(&out.stderr).into_owned());
     }
+    assert!(notes[0].contains("tuned in") && notes[0].contains("3 fits"), "{}", notes[0]);
     let versions: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -101,6 +105,19 @@ fn movielens_import_train_and_evaluate_beats_itemknn() {
         serde_json::from_str(&std::fs::read_to_string(root.join(latest.trim()).join("manifest.json")).unwrap()).unwrap();
     let files: Vec<&String> = manifest["files"].as_object().unwrap().keys().collect();
     assert!(files.iter().all(|f| !f.contains("hnsw")) && files.len() >= 7, "{files:?}");
+    // By default `train` searched on a slice of its own input and recorded what it did.
+    let tuning = &manifest["tuning"];
+    assert_eq!(tuning["fits"], 3, "{tuning}");
+    assert_eq!(tuning["stopped_by"], "budget");
+    assert_eq!(tuning["valid_users"], 943);
+    assert!(tuning["validation"].as_str().unwrap().contains("by time"), "MovieLens has timestamps: {tuning}");
+    assert!(tuning["best_ndcg10"].as_f64().unwrap() >= tuning["given_ndcg10"].as_f64().unwrap());
+    // The same input and seed choose the same parameters.
+    let first: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(versions.iter().map(|v| v.path()).find(|p| !p.ends_with(latest.trim())).unwrap().join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["params"], manifest["params"]);
 
     let report = evaluate(&data.join("events.csv"), &dir.path().join("ml.json"), "pop,itemknn,ease");
     assert_eq!(report["protocol"], "random");
@@ -193,6 +210,17 @@ fn malformed_rows_stop_training_naming_file_and_line_unless_skipped() {
     let out = trainer(&["train", "--events", s(&dir.path().join("missing.csv")), "--out", s(&root)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.csv"));
+
+    // Too little data to hold a validation slice out, or no budget: train with the
+    // parameters as given and say so, never fail for that.
+    let tiny = dir.path().join("tiny.csv");
+    std::fs::write(&tiny, "user_id,item_id,event,timestamp,value\na,x,view,,\na,y,view,,\nb,x,view,,\n").unwrap();
+    let out = trainer(&["train", "--events", s(&tiny), "--out", s(&root)]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trained with the parameters as given: too little data"));
+    let out = trainer(&["train", "--events", s(&events), "--out", s(&root), "--skip-invalid", "--tune-budget", "0"]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trained with the parameters as given: the tuning budget is 0"));
 }
 
 /// Hit rate at 10 of `name` in an evaluate JSON report.
@@ -255,7 +283,7 @@ fn tune_never_reads_the_test_part_and_its_output_feeds_train_and_evaluate() {
 
     // The chosen parameters are used and recorded by train.
     let root = dir.path().join("models");
-    ok(&trainer(&["train", "--events", s(&data.join("events.csv")), "--params", s(&params), "--out", s(&root)]));
+    ok(&trainer(&["train", "--events", s(&data.join("events.csv")), "--params", s(&params), "--out", s(&root), "--no-tune"]));
     let version = std::fs::read_to_string(root.join("current")).unwrap();
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join(version.trim()).join("manifest.json")).unwrap()).unwrap();

@@ -36,7 +36,7 @@ use crate::data::{Item, TimeKind, User};
 use crate::error::{Error, Result};
 use crate::ids::IdMap;
 use crate::neighbors::Neighbours;
-use crate::params::TrainParams;
+use crate::params::{TrainParams, TuningReport};
 use crate::settings::ServingSettings;
 
 /// The model format this build writes, and the newest it reads.
@@ -91,6 +91,13 @@ pub struct Manifest {
     /// from `params` for format 1).
     #[serde(default)]
     pub serving: ServingSettings,
+    /// What raw event weights were divided by in training (see
+    /// [`crate::interactions::Interactions::weight_scale`]); 1 for format-1 models.
+    #[serde(default = "unit_scale")]
+    pub weight_scale: f32,
+    /// How the parameters were chosen, when `train` searched for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<TuningReport>,
     /// Seconds spent training (excluding writing).
     pub train_seconds: f64,
     /// Every other file of the version by name, with its checksum and size.
@@ -328,6 +335,10 @@ fn matrix(dir: &Path, name: &str, bytes: &[u8], rows: usize, cols: usize) -> Res
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     Array2::from_shape_vec((rows, cols), data).map_err(|e| Error::model(dir.join(name), e.to_string()))
+}
+
+fn unit_scale() -> f32 {
+    1.0
 }
 
 /// Reads and checks `manifest.json` of a version directory.

@@ -247,6 +247,11 @@ impl Model {
         &mut self.manifest
     }
 
+    /// Records how the parameters were chosen (written to the manifest on save).
+    pub fn record_tuning(&mut self, report: crate::params::TuningReport) {
+        self.manifest.tuning = Some(report);
+    }
+
     /// The version name.
     pub fn version(&self) -> &str {
         &self.manifest.version

@@ -1,0 +1,291 @@
+//! Self-tuning for `train`: carve a validation slice out of the training input, search
+//! the parameters that matter on it within a budget, and hand back the best.
+//!
+//! Nobody should need a parameter file to get the quality the benchmarks report, and the
+//! data a storefront sends is not the data the defaults were chosen on. So `train`
+//! (unless told `--no-tune`) holds out part of its own input: where events have an order,
+//! the last fifth of each user's distinct items (the recommender's job is the user's next
+//! items); where they have none, a random fifth. With mixed event kinds the target is
+//! drawn from purchases when there are any (what a shop wants more of), else from every
+//! kind. Candidates are fitted on the rest and ranked on the slice through the serving
+//! code path, each fitted candidate also re-scored with every neighbour blend of
+//! [`BLEND_SWEEP`](crate::tune::BLEND_SWEEP) (a serving setting, no refit). The search
+//! is seeded, so the same input and seed give the same parameters as long as the
+//! wall-clock cap is not what stops it (the report says which stopped it).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use affinity_core::data::{Dataset, Event, EventKind, TimeKind};
+use affinity_core::params::{TrainParams, TuningReport};
+use affinity_core::settings::ServingSettings;
+use affinity_core::train::{train, NoProgress, Progress};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::eval;
+use crate::rank::Affinity;
+use crate::split::Target;
+use crate::tune::{affinity_candidates, BLEND_SWEEP};
+
+/// Users need at least this many distinct items to give some to validation.
+const MIN_ITEMS: usize = 3;
+
+/// How much searching `train` may do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    /// Candidate fits, the defaults included; 0 or 1 means no search.
+    pub trials: usize,
+    /// Wall-clock cap in seconds: no new candidate starts after it.
+    pub max_seconds: f64,
+    /// Validation users scored per candidate at most (a seeded sample beyond).
+    pub max_valid_users: usize,
+    /// Seeds the validation carve, the user sample and the candidates.
+    pub seed: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            trials: 12,
+            max_seconds: 45.0,
+            max_valid_users: 2_000,
+            seed: 42,
+        }
+    }
+}
+
+/// The training part and the scoring target carved from one event log.
+#[derive(Debug, Clone)]
+pub struct Carve {
+    pub fit: Vec<Event>,
+    pub target: Target,
+    /// How the slice was chosen, in words.
+    pub how: String,
+    pub target_kinds: Vec<EventKind>,
+}
+
+/// Holds out the last (ordered data) or a random (unordered) fifth of every user's
+/// distinct items with at least [`MIN_ITEMS`]; `None` when nothing can be held out.
+pub fn carve(events: &[Event], time_kind: TimeKind, seed: u64) -> Option<Carve> {
+    // Per user: distinct items in order of their last occurrence (file order breaks ties).
+    let mut last: HashMap<(&str, &str), (i64, usize)> = HashMap::new();
+    for (pos, e) in events.iter().enumerate() {
+        let t = if time_kind == TimeKind::None { 0 } else { e.timestamp.unwrap_or(i64::MIN) };
+        let slot = last.entry((&e.user_id, &e.item_id)).or_insert((t, pos));
+        *slot = (*slot).max((t, pos));
+    }
+    let mut per_user: BTreeMap<&str, Vec<((i64, usize), &str)>> = BTreeMap::new();
+    for ((user, item), when) in last {
+        per_user.entry(user).or_default().push((when, item));
+    }
+    let ordered = time_kind != TimeKind::None;
+    let mut held: HashSet<(&str, &str)> = HashSet::new();
+    for (user, mut items) in per_user {
+        if items.len() < MIN_ITEMS {
+            continue;
+        }
+        let n = ((items.len() as f64 * 0.2).round() as usize).max(1);
+        items.sort_unstable();
+        if !ordered {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ affinity_core::ids::stable_hash(user.as_bytes()));
+            items.shuffle(&mut rng);
+        }
+        let start = if ordered { items.len() - n } else { 0 };
+        for &(_, item) in &items[start..start + n] {
+            held.insert((user, item));
+        }
+    }
+    if held.is_empty() {
+        return None;
+    }
+    let present: Vec<EventKind> = EventKind::ALL.into_iter().filter(|&k| events.iter().any(|e| e.kind == k)).collect();
+    let target_kinds = if present.contains(&EventKind::Purchase) { vec![EventKind::Purchase] } else { present };
+    let mut fit = Vec::with_capacity(events.len());
+    let mut relevant: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in events {
+        if !held.contains(&(e.user_id.as_str(), e.item_id.as_str())) {
+            fit.push(e.clone());
+        } else if target_kinds.contains(&e.kind) {
+            let items = relevant.entry(e.user_id.clone()).or_default();
+            if !items.contains(&e.item_id) {
+                items.push(e.item_id.clone());
+            }
+        }
+    }
+    if relevant.is_empty() || fit.is_empty() {
+        return None;
+    }
+    let how = if ordered { "the last fifth of each user's items by time" } else { "a random fifth of each user's items" };
+    Some(Carve {
+        fit,
+        target: Target {
+            relevant,
+            keep_relevant_seen: false,
+        },
+        how: how.to_string(),
+        target_kinds,
+    })
+}
+
+/// Keeps at most `n` users of `target`, a seeded sample.
+fn sample_users(target: Target, n: usize, seed: u64) -> Target {
+    if target.relevant.len() <= n {
+        return target;
+    }
+    let mut users: Vec<String> = target.relevant.keys().cloned().collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    users.shuffle(&mut rng);
+    users.truncate(n);
+    let keep: HashSet<String> = users.into_iter().collect();
+    Target {
+        relevant: target.relevant.into_iter().filter(|(u, _)| keep.contains(u)).collect(),
+        keep_relevant_seen: target.keep_relevant_seen,
+    }
+}
+
+/// Searches parameters for `data` starting from `base`; returns the best found (or
+/// `base`, with the reason, when no search is possible) and what the search did.
+pub fn autotune(
+    data: &Dataset,
+    time_kind: TimeKind,
+    base: &TrainParams,
+    budget: &Budget,
+    progress: &dyn Progress,
+) -> (TrainParams, TuningReport) {
+    let skip = |why: &str| {
+        (
+            *base,
+            TuningReport {
+                skipped: Some(why.to_string()),
+                ..TuningReport::default()
+            },
+        )
+    };
+    if budget.trials == 0 {
+        return skip("the tuning budget is 0 trials");
+    }
+    let Some(carved) = carve(&data.events, time_kind, budget.seed) else {
+        return skip("too little data to hold out a validation slice (users need 3 or more items)");
+    };
+    let started = Instant::now();
+    let target = sample_users(carved.target, budget.max_valid_users.max(1), budget.seed);
+    let fit_data = Dataset {
+        events: carved.fit,
+        items: data.items.clone(),
+        users: data.users.clone(),
+        social: Vec::new(),
+    };
+    let candidates = affinity_candidates(base, time_kind, budget.trials, budget.seed);
+    let mut report = TuningReport {
+        validation: carved.how,
+        target_events: carved.target_kinds.iter().map(|k| k.to_string()).collect(),
+        valid_users: target.relevant.len(),
+        stopped_by: "budget".into(),
+        ..TuningReport::default()
+    };
+    let mut best: Option<(f64, f64, TrainParams)> = None;
+    progress.begin("tuning on a held-out slice", candidates.len() as u64);
+    for (n, p) in candidates.into_iter().enumerate() {
+        if n > 0 && started.elapsed().as_secs_f64() > budget.max_seconds {
+            report.stopped_by = "time".into();
+            break;
+        }
+        let model = train(&fit_data, time_kind, &p, &NoProgress);
+        report.fits += 1;
+        let mut blends = vec![p.sequence.blend];
+        blends.extend(BLEND_SWEEP.iter().filter(|&&b| b != p.sequence.blend));
+        for blend in blends {
+            let settings = ServingSettings {
+                sequence_blend: blend,
+                ..model.default_settings()
+            };
+            let m = &eval::score(&Affinity::with_settings(&model, settings), &model, &target, &[10])[0];
+            report.scored += 1;
+            if n == 0 && blend == p.sequence.blend {
+                report.given_ndcg10 = m.ndcg;
+            }
+            if best.as_ref().is_none_or(|(b, _, _)| m.ndcg > *b) {
+                let mut q = p;
+                q.sequence.blend = blend;
+                best = Some((m.ndcg, m.recall, q));
+            }
+        }
+        progress.advance();
+    }
+    progress.finish();
+    report.seconds = started.elapsed().as_secs_f64();
+    let Some((ndcg, recall, params)) = best else {
+        return skip("no candidate could be fitted");
+    };
+    report.best_ndcg10 = ndcg;
+    report.best_recall10 = recall;
+    (params, report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(u: &str, i: &str, kind: EventKind, t: Option<i64>) -> Event {
+        Event {
+            user_id: u.into(),
+            item_id: i.into(),
+            kind,
+            timestamp: t,
+            value: None,
+        }
+    }
+
+    #[test]
+    fn ordered_data_holds_out_each_users_latest_items() {
+        let mut events = Vec::new();
+        for u in 0..4 {
+            for i in 0..10 {
+                events.push(ev(&format!("u{u}"), &format!("i{i}"), EventKind::View, Some(100 + i)));
+            }
+        }
+        events.push(ev("tiny", "i1", EventKind::View, Some(1)));
+        let c = carve(&events, TimeKind::Order, 1).unwrap();
+        assert_eq!(c.target.relevant.len(), 4, "the user with one item gives nothing");
+        for items in c.target.relevant.values() {
+            assert_eq!(items.iter().collect::<HashSet<_>>(), HashSet::from([&"i8".to_string(), &"i9".to_string()]));
+        }
+        assert_eq!(c.fit.len(), 4 * 8 + 1);
+        assert!(c.how.contains("by time"));
+    }
+
+    #[test]
+    fn purchases_are_the_target_when_there_are_any() {
+        let mut events = Vec::new();
+        for u in 0..5 {
+            for i in 0..10 {
+                let kind = if i % 2 == 0 { EventKind::Purchase } else { EventKind::View };
+                events.push(ev(&format!("u{u}"), &format!("i{i}"), kind, None));
+            }
+        }
+        let c = carve(&events, TimeKind::None, 3).unwrap();
+        assert_eq!(c.target_kinds, vec![EventKind::Purchase]);
+        for items in c.target.relevant.values() {
+            assert!(items.iter().all(|i| i.trim_start_matches('i').parse::<u32>().unwrap() % 2 == 0), "{items:?}");
+        }
+        assert_eq!(c.fit.len() + 5 * 2, events.len(), "two of ten items per user held out");
+        assert_eq!(carve(&events, TimeKind::None, 3).unwrap().fit, c.fit, "seeded");
+    }
+
+    #[test]
+    fn no_budget_or_too_little_data_keeps_the_parameters_and_says_why() {
+        let base = TrainParams::default();
+        let data = Dataset {
+            events: vec![ev("a", "x", EventKind::View, None), ev("a", "y", EventKind::View, None)],
+            ..Dataset::default()
+        };
+        let none = Budget { trials: 0, ..Budget::default() };
+        let (p, r) = autotune(&data, TimeKind::None, &base, &none, &NoProgress);
+        assert_eq!(p, base);
+        assert!(r.skipped.unwrap().contains("budget"));
+        let (p, r) = autotune(&data, TimeKind::None, &base, &Budget::default(), &NoProgress);
+        assert_eq!(p, base);
+        assert!(r.skipped.unwrap().contains("too little data"));
+    }
+}
