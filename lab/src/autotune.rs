@@ -3,9 +3,11 @@
 //!
 //! Nobody should need a parameter file to get the quality the benchmarks report, and the
 //! data a storefront sends is not the data the defaults were chosen on. So `train`
-//! (unless told `--no-tune`) holds out part of its own input: where events have an order,
-//! the last fifth of each user's distinct items (the recommender's job is the user's next
-//! items); where they have none, a random fifth. With mixed event kinds the target is
+//! (unless told `--no-tune`) holds out a fifth of each user's distinct items: where events
+//! have an order, the user's latest item plus a random draw from the others (the job is
+//! the user's next items, but a slice of only the latest rewards recency alone, which on
+//! data like MovieLens does not carry over to the rest of a user's taste); where events
+//! have no order, a random fifth. With mixed event kinds the target is
 //! drawn from purchases when there are any (what a shop wants more of), else from every
 //! kind. Candidates are fitted on the rest and ranked on the slice through the serving
 //! code path, each fitted candidate also re-scored with every neighbour blend of
@@ -87,12 +89,13 @@ pub fn carve(events: &[Event], time_kind: TimeKind, seed: u64) -> Option<Carve> 
         }
         let n = ((items.len() as f64 * 0.2).round() as usize).max(1);
         items.sort_unstable();
-        if !ordered {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ affinity_core::ids::stable_hash(user.as_bytes()));
-            items.shuffle(&mut rng);
-        }
-        let start = if ordered { items.len() - n } else { 0 };
-        for &(_, item) in &items[start..start + n] {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ affinity_core::ids::stable_hash(user.as_bytes()));
+        // With an order, the latest item always goes to validation and the rest of the
+        // fifth is drawn at random from the others: the slice rewards predicting what
+        // comes next without rewarding only that.
+        let latest = if ordered { items.pop() } else { None };
+        items.shuffle(&mut rng);
+        for &(_, item) in latest.iter().chain(&items[..n - usize::from(latest.is_some())]) {
             held.insert((user, item));
         }
     }
@@ -116,7 +119,11 @@ pub fn carve(events: &[Event], time_kind: TimeKind, seed: u64) -> Option<Carve> 
     if relevant.is_empty() || fit.is_empty() {
         return None;
     }
-    let how = if ordered { "the last fifth of each user's items by time" } else { "a random fifth of each user's items" };
+    let how = if ordered {
+        "a fifth of each user's items: the latest by time and the rest at random"
+    } else {
+        "a random fifth of each user's items"
+    };
     Some(Carve {
         fit,
         target: Target {
@@ -238,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn ordered_data_holds_out_each_users_latest_items() {
+    fn ordered_data_holds_out_each_users_latest_item_and_a_random_rest() {
         let mut events = Vec::new();
         for u in 0..4 {
             for i in 0..10 {
@@ -249,10 +256,11 @@ mod tests {
         let c = carve(&events, TimeKind::Order, 1).unwrap();
         assert_eq!(c.target.relevant.len(), 4, "the user with one item gives nothing");
         for items in c.target.relevant.values() {
-            assert_eq!(items.iter().collect::<HashSet<_>>(), HashSet::from([&"i8".to_string(), &"i9".to_string()]));
+            assert_eq!(items.len(), 2, "a fifth of ten");
+            assert!(items.contains(&"i9".to_string()), "the latest item is always held out: {items:?}");
         }
         assert_eq!(c.fit.len(), 4 * 8 + 1);
-        assert!(c.how.contains("by time"));
+        assert!(c.how.contains("latest by time"));
     }
 
     #[test]

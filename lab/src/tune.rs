@@ -25,12 +25,21 @@ pub fn affinity_candidates(base: &TrainParams, time_kind: TimeKind, trials: usiz
         // of a typical interaction.
         p.als.alpha = *[1.0f32, 2.0, 4.0, 8.0, 16.0].choose(&mut rng).unwrap_or(&4.0);
         p.weights.value_scale = *[0.0f32, 0.5, 1.0].choose(&mut rng).unwrap_or(&1.0);
+        // Without timestamps the file order means nothing: no decay by it, and
+        // transitions may be switched off.
         p.weights.half_life = match time_kind {
             TimeKind::Unix => *[0.0f64, 30.0, 180.0, 720.0].choose(&mut rng).unwrap_or(&0.0),
-            _ => *[0.0f64, 10.0, 50.0].choose(&mut rng).unwrap_or(&0.0),
+            TimeKind::Order => *[0.0f64, 10.0, 50.0].choose(&mut rng).unwrap_or(&0.0),
+            TimeKind::None => 0.0,
         };
-        p.sequence.recency_decay = *[0.5f32, 0.6, 0.7, 0.8, 0.9].choose(&mut rng).unwrap_or(&0.8);
-        p.sequence.transition_weight = *[1.0f32, 3.0, 10.0, 30.0].choose(&mut rng).unwrap_or(&1.0);
+        // A decay of 1 over many recent items makes the neighbour vote an item-KNN over
+        // the whole recent history rather than a next-item signal.
+        p.sequence.recency_decay = *[0.5f32, 0.7, 0.8, 0.9, 1.0].choose(&mut rng).unwrap_or(&0.8);
+        p.sequence.max_recent = *[10usize, 20, 50].choose(&mut rng).unwrap_or(&20);
+        p.sequence.transition_weight = match time_kind {
+            TimeKind::None => *[0.0f32, 1.0].choose(&mut rng).unwrap_or(&1.0),
+            _ => *[1.0f32, 3.0, 10.0, 30.0].choose(&mut rng).unwrap_or(&1.0),
+        };
         p.sequence.window = *[1usize, 3, 5].choose(&mut rng).unwrap_or(&3);
         p.sequence.neighbours = *[50usize, 100, 200].choose(&mut rng).unwrap_or(&100);
         out.push(p);

@@ -110,7 +110,7 @@ fn movielens_import_train_and_evaluate_beats_itemknn() {
     assert_eq!(tuning["fits"], 3, "{tuning}");
     assert_eq!(tuning["stopped_by"], "budget");
     assert_eq!(tuning["valid_users"], 943);
-    assert!(tuning["validation"].as_str().unwrap().contains("by time"), "MovieLens has timestamps: {tuning}");
+    assert!(tuning["validation"].as_str().unwrap().contains("latest by time"), "MovieLens has timestamps: {tuning}");
     assert!(tuning["best_ndcg10"].as_f64().unwrap() >= tuning["given_ndcg10"].as_f64().unwrap());
     // The same input and seed choose the same parameters.
     let first: serde_json::Value = serde_json::from_str(
