@@ -239,6 +239,21 @@ impl Model {
     /// # Errors
     /// `InvalidArgument` naming the field when the query is out of its domain.
     pub fn recommend(&self, query: &RecommendQuery, settings: &ServingSettings) -> Result<Recommendations> {
+        let mut one = self.recommend_blends(query, settings, &[settings.sequence_blend])?;
+        Ok(one.swap_remove(0))
+    }
+
+    /// The same request ranked once per neighbour blend in `blends` (in place of
+    /// `settings.sequence_blend`), sharing the work that does not depend on it (the
+    /// subject's vector, eligibility, candidate scores, neighbour votes): how tuning
+    /// compares blends on one fitted model. With a single blend this is exactly
+    /// [`Model::recommend`]. With several, ANN candidates include the neighbours' votes
+    /// for every blend, even 0, so an ANN-scored blend 0 may see a few more candidates
+    /// than served blend 0 would.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the field when the query is out of its domain.
+    pub fn recommend_blends(&self, query: &RecommendQuery, settings: &ServingSettings, blends: &[f32]) -> Result<Vec<Recommendations>> {
         query.validate()?;
         let mut excluded: Vec<ItemIdx> = query.exclude_items.iter().filter_map(|id| self.item_index(id)).collect();
         excluded.sort_unstable();
@@ -251,32 +266,38 @@ impl Model {
         };
         let personal = profile.vector.filter(|v| v.iter().any(|&x| x != 0.0));
         let Some(u) = personal else {
-            return Ok(self.popular(&filter, query.k));
+            let popular = self.popular(&filter, query.k);
+            return Ok(vec![popular; blends.len()]);
         };
         let recent = profile.recent;
-        let votes = self.neighbour_votes(&recent, settings);
-        let (ranked, retrieval) = self.rank_user(&u, &votes, &filter, query.k, settings);
-        let items = ranked
-            .into_iter()
-            .map(|(score, item)| {
-                let because = recent
-                    .iter()
-                    .rev()
-                    .filter(|&&r| self.has_collab(r))
-                    .map(|&r| (dot(self.unit_vector(r), self.unit_vector(item)), r))
-                    .max_by(|a, b| a.0.total_cmp(&b.0));
-                Scored {
-                    item,
-                    score,
-                    reason: ReasonKind::Personalized,
-                    reason_text: match because {
-                        Some((_, r)) => format!("because of your interest in {}", item_label(self, r)),
-                        None => "matches your history".to_string(),
-                    },
-                }
+        let votes = if blends.iter().any(|&b| b > 0.0) { self.neighbour_votes(&recent, settings) } else { HashMap::new() };
+        let (raw, retrieval) = self.candidates(&u, &votes, &filter, query.k, settings);
+        let ranked = blends.iter().map(|&b| top_k(self.blend(&u, raw.clone(), &votes, b), query.k));
+        Ok(ranked
+            .map(|ranked| Recommendations {
+                items: ranked.into_iter().map(|(score, item)| self.personal(item, score, &recent)).collect(),
+                retrieval,
             })
-            .collect();
-        Ok(Recommendations { items, retrieval })
+            .collect())
+    }
+
+    /// A personalised result with its reason: the recent item it is most like.
+    fn personal(&self, item: ItemIdx, score: f32, recent: &[ItemIdx]) -> Scored {
+        let because = recent
+            .iter()
+            .rev()
+            .filter(|&&r| self.has_collab(r))
+            .map(|&r| (dot(self.unit_vector(r), self.unit_vector(item)), r))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        Scored {
+            item,
+            score,
+            reason: ReasonKind::Personalized,
+            reason_text: match because {
+                Some((_, r)) => format!("because of your interest in {}", item_label(self, r)),
+                None => "matches your history".to_string(),
+            },
+        }
     }
 
     fn profile(&self, subject: &Subject) -> Profile {
@@ -315,9 +336,6 @@ impl Model {
     /// strongest, scaled so the strongest vote is 1.
     fn neighbour_votes(&self, recent: &[ItemIdx], settings: &ServingSettings) -> HashMap<ItemIdx, f32> {
         let mut votes: HashMap<ItemIdx, f32> = HashMap::new();
-        if settings.sequence_blend <= 0.0 {
-            return votes;
-        }
         let mut w = 1.0f32;
         for &r in recent.iter().rev().take(settings.max_recent) {
             for &(j, s) in self.neighbours_of(r) {
@@ -332,8 +350,10 @@ impl Model {
         votes
     }
 
-    /// Ranks eligible items for user vector `u` blended with neighbour votes.
-    fn rank_user(
+    /// Eligible candidates for user vector `u` with their inner products: every eligible
+    /// item (exact), or the ANN index's hits plus the voted items when the settings score
+    /// through the index and that leaves at least `k`.
+    fn candidates(
         &self,
         u: &[f32],
         votes: &HashMap<ItemIdx, f32>,
@@ -341,18 +361,6 @@ impl Model {
         k: usize,
         settings: &ServingSettings,
     ) -> (Vec<(f32, ItemIdx)>, Retrieval) {
-        let beta = if votes.is_empty() { 0.0 } else { settings.sequence_blend.clamp(0.0, 1.0) };
-        // Inner products are scaled into [-1, 1] by |u| and the largest item norm; votes
-        // are already scaled so the strongest is 1.
-        let blend = |raw: Vec<(f32, ItemIdx)>| -> Vec<(f32, ItemIdx)> {
-            if beta == 0.0 {
-                return raw;
-            }
-            let scale = (1.0 - beta) / (norm(u) * self.max_norm()).max(f32::MIN_POSITIVE);
-            raw.into_iter()
-                .map(|(s, i)| (scale * s + beta * votes.get(&i).copied().unwrap_or(0.0), i))
-                .collect()
-        };
         let score = |i: ItemIdx| (dot(u, self.item_vector(i)), i);
         if !settings.scores_exactly(self.n_items()) {
             if let Some(index) = &self.indexes().mips {
@@ -365,12 +373,26 @@ impl Model {
                 cands.dedup();
                 let raw: Vec<(f32, ItemIdx)> = cands.into_iter().filter(|&i| filter.allows(i)).map(score).collect();
                 if raw.len() >= k {
-                    return (top_k(blend(raw), k), Retrieval::Ann);
+                    return (raw, Retrieval::Ann);
                 }
             }
         }
-        let raw: Vec<(f32, ItemIdx)> = filter.all().map(score).collect();
-        (top_k(blend(raw), k), Retrieval::Exact)
+        (filter.all().map(score).collect(), Retrieval::Exact)
+    }
+
+    /// Blends inner products with neighbour votes: `(1 − β)·(u·y)/(|u|·M) + β·vote`.
+    /// Inner products are scaled into [-1, 1] by |u| and the largest item norm M; votes
+    /// are already scaled so the strongest is 1. Without votes (or β = 0) the inner
+    /// products stand as they are.
+    fn blend(&self, u: &[f32], raw: Vec<(f32, ItemIdx)>, votes: &HashMap<ItemIdx, f32>, blend: f32) -> Vec<(f32, ItemIdx)> {
+        let beta = if votes.is_empty() { 0.0 } else { blend.clamp(0.0, 1.0) };
+        if beta == 0.0 {
+            return raw;
+        }
+        let scale = (1.0 - beta) / (norm(u) * self.max_norm()).max(f32::MIN_POSITIVE);
+        raw.into_iter()
+            .map(|(s, i)| (scale * s + beta * votes.get(&i).copied().unwrap_or(0.0), i))
+            .collect()
     }
 
     fn popular(&self, filter: &Eligibility<'_>, k: usize) -> Recommendations {
@@ -631,5 +653,21 @@ mod tests {
         let off = ServingSettings { sequence_blend: 0.0, ..s };
         let with = m.recommend(&q, &ServingSettings { sequence_blend: 0.5, ..s }).unwrap();
         assert_ne!(m.recommend(&q, &off).unwrap().items, with.items);
+    }
+
+    #[test]
+    fn ranking_several_blends_at_once_equals_one_call_per_blend() {
+        let m = model();
+        let s = m.default_settings();
+        let blends = [0.0, 0.02, 0.3, 1.0];
+        for user in m.user_ids().iter().take(25) {
+            let q = query(Subject::User(user.clone()), 12);
+            let all = m.recommend_blends(&q, &s, &blends).unwrap();
+            assert_eq!(all.len(), blends.len());
+            for (r, &b) in all.iter().zip(&blends) {
+                let one = m.recommend(&q, &ServingSettings { sequence_blend: b, ..s }).unwrap();
+                assert_eq!(r.items, one.items, "user {user}, blend {b}");
+            }
+        }
     }
 }

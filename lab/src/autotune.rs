@@ -20,13 +20,12 @@ use std::time::Instant;
 
 use affinity_core::data::{Dataset, Event, EventKind, TimeKind};
 use affinity_core::params::{TrainParams, TuningReport};
-use affinity_core::settings::ServingSettings;
 use affinity_core::train::{train, NoProgress, Progress};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::eval;
-use crate::rank::Affinity;
+use crate::rank::AffinityBlends;
 use crate::split::Target;
 use crate::tune::{affinity_candidates, BLEND_SWEEP};
 
@@ -202,12 +201,13 @@ pub fn autotune(
         report.fits += 1;
         let mut blends = vec![p.sequence.blend];
         blends.extend(BLEND_SWEEP.iter().filter(|&&b| b != p.sequence.blend));
-        for blend in blends {
-            let settings = ServingSettings {
-                sequence_blend: blend,
-                ..model.default_settings()
-            };
-            let m = &eval::score(&Affinity::with_settings(&model, settings), &model, &target, &[10])[0];
+        let ranker = AffinityBlends {
+            model: &model,
+            settings: model.default_settings(),
+            blends: blends.clone(),
+        };
+        for (blend, metrics) in blends.into_iter().zip(eval::score_variants(&ranker, &model, &target, &[10])) {
+            let m = &metrics[0];
             report.scored += 1;
             if n == 0 && blend == p.sequence.blend {
                 report.given_ndcg10 = m.ndcg;

@@ -89,9 +89,15 @@ pub struct EvalReport {
 
 /// Scores `ranker` on the held-out items of every test user, at each cut-off in `ks`.
 pub fn score(ranker: &dyn Ranker, model: &Model, target: &Target, ks: &[usize]) -> Vec<Metrics> {
+    score_variants(ranker, model, target, ks).into_iter().next().unwrap_or_default()
+}
+
+/// Scores every variant of `ranker` (see [`Ranker::rank_variants`]) on the held-out items
+/// of every test user, at each cut-off in `ks`: one list of metrics per variant.
+pub fn score_variants(ranker: &dyn Ranker, model: &Model, target: &Target, ks: &[usize]) -> Vec<Vec<Metrics>> {
     let max_k = ks.iter().copied().max().unwrap_or(10);
     let users: Vec<(&String, &Vec<String>)> = target.relevant.iter().collect();
-    let lists: Vec<(Vec<ItemIdx>, HashSet<ItemIdx>)> = users
+    let lists: Vec<(Vec<Vec<ItemIdx>>, HashSet<ItemIdx>)> = users
         .par_iter()
         .map(|(user, items)| {
             // Items never seen in training cannot be recommended; they still count as misses.
@@ -105,37 +111,45 @@ pub fn score(ranker: &dyn Ranker, model: &Model, target: &Target, ks: &[usize]) 
                 keep = relevant.iter().copied().filter(|i| i.get() < model.n_items()).collect();
                 keep.sort_unstable();
             }
-            (ranker.rank(user, max_k, &keep), relevant)
+            (ranker.rank_variants(user, max_k, &keep), relevant)
         })
         .collect();
+    let variants = lists.iter().map(|(v, _)| v.len()).max().unwrap_or(1);
     let train_items = model.manifest().counts.items_with_events.max(1);
-    ks.iter()
-        .map(|&k| {
-            let mut m = Metrics {
-                k,
-                users: lists.len(),
-                ..Metrics::default()
-            };
-            let mut distinct: HashSet<ItemIdx> = HashSet::new();
-            for (ranked, relevant) in &lists {
-                let um = user_metrics(ranked, relevant, k);
-                m.recall += um.recall;
-                m.recall_full += um.recall_full;
-                m.ndcg += um.ndcg;
-                m.hr += um.hit;
-                m.mrr += um.mrr;
-                distinct.extend(ranked.iter().take(k));
-            }
-            let n = lists.len().max(1) as f64;
-            m.recall /= n;
-            m.recall_full /= n;
-            m.ndcg /= n;
-            m.hr /= n;
-            m.mrr /= n;
-            m.coverage = distinct.len() as f64 / train_items as f64;
-            m
+    (0..variants)
+        .map(|v| {
+            let empty = Vec::new();
+            let per_user: Vec<(&Vec<ItemIdx>, &HashSet<ItemIdx>)> = lists.iter().map(|(l, r)| (l.get(v).unwrap_or(&empty), r)).collect();
+            ks.iter().map(|&k| metrics_at(&per_user, k, train_items)).collect()
         })
         .collect()
+}
+
+/// Averages per-user metrics at cut-off `k`.
+fn metrics_at(lists: &[(&Vec<ItemIdx>, &HashSet<ItemIdx>)], k: usize, train_items: usize) -> Metrics {
+    let mut m = Metrics {
+        k,
+        users: lists.len(),
+        ..Metrics::default()
+    };
+    let mut distinct: HashSet<ItemIdx> = HashSet::new();
+    for (ranked, relevant) in lists {
+        let um = user_metrics(ranked, relevant, k);
+        m.recall += um.recall;
+        m.recall_full += um.recall_full;
+        m.ndcg += um.ndcg;
+        m.hr += um.hit;
+        m.mrr += um.mrr;
+        distinct.extend(ranked.iter().take(k));
+    }
+    let n = lists.len().max(1) as f64;
+    m.recall /= n;
+    m.recall_full /= n;
+    m.ndcg /= n;
+    m.hr /= n;
+    m.mrr /= n;
+    m.coverage = distinct.len() as f64 / train_items as f64;
+    m
 }
 
 /// Times `f`, returning its value and the seconds it took.

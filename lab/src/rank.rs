@@ -16,6 +16,11 @@ pub trait Ranker: Sync {
     /// Top `k` items for `user_id`, best first, leaving out the user's training items
     /// except those in `keep` (sorted).
     fn rank(&self, user_id: &str, k: usize, keep: &[ItemIdx]) -> Vec<ItemIdx>;
+    /// Several rankings of one user at once, for rankers that are variants of one fitted
+    /// system (by default the one ranking).
+    fn rank_variants(&self, user_id: &str, k: usize, keep: &[ItemIdx]) -> Vec<Vec<ItemIdx>> {
+        vec![self.rank(user_id, k, keep)]
+    }
 }
 
 /// affinity itself, through the serving code path, with the given settings.
@@ -39,30 +44,61 @@ impl<'a> Affinity<'a> {
     }
 }
 
+/// The request a client would send for `user_id`: top `k` without their training items,
+/// except `keep` (leave-one-out keeps the held-out item even if the user had it before:
+/// the seen filter goes off and the rest of the history is excluded explicitly).
+fn query_for(m: &Model, user_id: &str, k: usize, keep: &[ItemIdx]) -> RecommendQuery {
+    let mut query = RecommendQuery::for_user(user_id, k);
+    if !keep.is_empty() {
+        query.exclude_seen = false;
+        if let Some(u) = m.user_index(user_id) {
+            query.exclude_items = m
+                .history(u)
+                .seen()
+                .filter(|(i, _)| keep.binary_search(i).is_err())
+                .map(|(i, _)| m.item_id(i).to_string())
+                .collect();
+        }
+    }
+    query
+}
+
+fn item_lists(r: affinity_core::Result<Vec<affinity_core::recommend::Recommendations>>) -> Vec<Vec<ItemIdx>> {
+    r.map(|all| all.into_iter().map(|r| r.items.into_iter().map(|s| s.item).collect()).collect())
+        .unwrap_or_default()
+}
+
 impl Ranker for Affinity<'_> {
     fn name(&self) -> &str {
         "affinity"
     }
 
     fn rank(&self, user_id: &str, k: usize, keep: &[ItemIdx]) -> Vec<ItemIdx> {
-        let m = self.model;
-        let mut query = RecommendQuery::for_user(user_id, k);
-        // Leave-one-out keeps the held-out item even if the user had it before: switch the
-        // seen filter off and exclude the rest of the history explicitly, as a client would.
-        if !keep.is_empty() {
-            query.exclude_seen = false;
-            if let Some(u) = m.user_index(user_id) {
-                query.exclude_items = m
-                    .history(u)
-                    .seen()
-                    .filter(|(i, _)| keep.binary_search(i).is_err())
-                    .map(|(i, _)| m.item_id(i).to_string())
-                    .collect();
-            }
-        }
-        m.recommend(&query, &self.settings)
-            .map(|r| r.items.into_iter().map(|s| s.item).collect())
-            .unwrap_or_default()
+        let query = query_for(self.model, user_id, k, keep);
+        item_lists(self.model.recommend(&query, &self.settings).map(|r| vec![r])).pop().unwrap_or_default()
+    }
+}
+
+/// affinity ranked once per neighbour blend, sharing the work the blend does not change
+/// (see [`Model::recommend_blends`]): how tuning compares blends on one fitted model.
+pub struct AffinityBlends<'a> {
+    pub model: &'a Model,
+    pub settings: ServingSettings,
+    pub blends: Vec<f32>,
+}
+
+impl Ranker for AffinityBlends<'_> {
+    fn name(&self) -> &str {
+        "affinity"
+    }
+
+    fn rank(&self, user_id: &str, k: usize, keep: &[ItemIdx]) -> Vec<ItemIdx> {
+        self.rank_variants(user_id, k, keep).into_iter().next().unwrap_or_default()
+    }
+
+    fn rank_variants(&self, user_id: &str, k: usize, keep: &[ItemIdx]) -> Vec<Vec<ItemIdx>> {
+        let query = query_for(self.model, user_id, k, keep);
+        item_lists(self.model.recommend_blends(&query, &self.settings, &self.blends))
     }
 }
 

@@ -12,11 +12,10 @@ use std::fs;
 use affinity_core::data::{Dataset, Event};
 use affinity_core::model::Model;
 use affinity_core::params::TrainParams;
-use affinity_core::settings::ServingSettings;
 use affinity_core::train::{self, NoProgress};
 use affinity_lab::baselines::{Ease, ItemKnn};
 use affinity_lab::eval;
-use affinity_lab::rank::{Affinity, Ranker};
+use affinity_lab::rank::{AffinityBlends, Ranker};
 use affinity_lab::split::{self, SplitSet, Target};
 use affinity_lab::tune;
 use anyhow::{bail, Context, Result};
@@ -69,14 +68,15 @@ pub fn run(args: TuneArgs) -> Result<()> {
         // The candidate's own blend first, then the sweep (serving-time: no refit).
         let mut blends = vec![p.sequence.blend];
         blends.extend(tune::BLEND_SWEEP.iter().filter(|&&b| b != p.sequence.blend));
-        for blend in blends {
+        let ranker = AffinityBlends {
+            model: &model,
+            settings: model.default_settings(),
+            blends: blends.clone(),
+        };
+        for (blend, metrics) in blends.into_iter().zip(eval::score_variants(&ranker, &model, &valid, &[10])) {
             let mut q = p;
             q.sequence.blend = blend;
-            let settings = ServingSettings {
-                sequence_blend: blend,
-                ..model.default_settings()
-            };
-            let m = &eval::score(&Affinity::with_settings(&model, settings), &model, &valid, &[10])[0];
+            let m = &metrics[0];
             if best.as_ref().is_none_or(|(b, _)| m.ndcg > *b) {
                 best = Some((m.ndcg, q));
             }
