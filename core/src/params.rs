@@ -83,6 +83,10 @@ pub struct TuningReport {
     pub stopped_by: String,
     /// Validation NDCG@10 of the parameters as given.
     pub given_ndcg10: f64,
+    /// Whether the parameters as given were kept because no candidate beat them by the
+    /// required margin (1% validation NDCG@10).
+    #[serde(default)]
+    pub kept_given: bool,
     /// Validation NDCG@10 of the chosen parameters.
     pub best_ndcg10: f64,
     /// Validation Recall@10 of the chosen parameters.

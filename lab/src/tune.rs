@@ -19,8 +19,12 @@ pub fn affinity_candidates(base: &TrainParams, time_kind: TimeKind, trials: usiz
     while out.len() < trials {
         let mut p = *base;
         p.als.factors = *[32usize, 64, 96, 128].choose(&mut rng).unwrap_or(&64);
-        // Log-uniform regularisation over [3, 100].
-        p.als.regularization = (rng.gen_range(3f32.ln()..100f32.ln())).exp();
+        // Regularisation λ·n^ν (n: a user's or an item's interactions). The exponent takes
+        // turns, so every budget tries each; λ is log-uniform over a range that suits it
+        // (frequency-scaled λ has a sharp optimum an order of magnitude lower).
+        let (nu, lo, hi) = [(0.5f32, 2.5f32, 10.0f32), (1.0, 0.25, 1.5), (0.0, 5.0, 150.0)][(out.len() - 1) % 3];
+        p.als.reg_exponent = nu;
+        p.als.regularization = rng.gen_range(lo.ln()..hi.ln()).exp();
         // Weights are normalised (a typical interaction weighs 1), so α is the confidence
         // of a typical interaction.
         p.als.alpha = *[1.0f32, 2.0, 4.0, 8.0, 16.0].choose(&mut rng).unwrap_or(&4.0);
@@ -82,7 +86,9 @@ mod tests {
         assert_eq!(a.len(), 8);
         assert_eq!(a[0], base);
         assert_eq!(a, affinity_candidates(&base, TimeKind::Unix, 8, 1));
-        assert!(a.iter().all(|p| (3.0..=100.0).contains(&p.als.regularization) || *p == base));
+        assert!(a.iter().all(|p| (0.25..=150.0).contains(&p.als.regularization) || *p == base));
+        let exponents: std::collections::BTreeSet<u32> = a.iter().map(|p| (p.als.reg_exponent * 2.0) as u32).collect();
+        assert_eq!(exponents.len(), 3, "every budget of 4 or more tries ν = 0, 0.5 and 1");
         let k = knn_candidates(6);
         assert_eq!((k[0], *k.last().unwrap()), (5, 1000));
         assert_eq!(ease_candidates(4).len(), 4);

@@ -153,7 +153,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         Some(why) if !args.tune.no_tune => eprintln!("note: trained with the parameters as given: {why}"),
         Some(_) => {}
         None => eprintln!(
-            "tuned in {:.1}s on {} ({} users, target events: {}): {} fits, stopped by {}; validation NDCG@10 {:.4} (as given {:.4}); \
+            "tuned in {:.1}s on {} ({} users, target events: {}): {} fits, stopped by {}; validation NDCG@10 {:.4} (as given {:.4}){}; \
              factors {}, λ {:.1}, α {:.2}, blend {}",
             tuning.seconds,
             tuning.validation,
@@ -163,6 +163,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             tuning.stopped_by,
             tuning.best_ndcg10,
             tuning.given_ndcg10,
+            if tuning.kept_given { ", kept the parameters as given: no candidate beat them by 1%" } else { "" },
             params.als.factors,
             params.als.regularization,
             params.als.alpha,
