@@ -16,7 +16,8 @@ Run from the repository root (release build; loopback only; ~15 minutes on 2 cor
 
     python3 benches/quality/storefront.py [--seed 42] [--only movielens-100k,...]
 
-Writes benches/results/storefront.{md,json}.
+Writes benches/results/storefront.{md,json} (with --only, the other data sets keep the
+results of their last run).
 """
 import argparse
 import csv
@@ -155,18 +156,31 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--only", default="", help="comma-separated data set names")
+    ap.add_argument("--report", action="store_true", help="only rewrite storefront.md from storefront.json")
     a = ap.parse_args()
+    if a.report:
+        write_report(json.load(open(os.path.join(RESULTS, "storefront.json"))))
+        return
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "affinity-trainer", "--bin", "affinity-server",
                     "--bin", "affinity-client"], check=True, cwd=ROOT)
     only = set(filter(None, a.only.split(",")))
+    # Data sets not run this time keep their previous results.
+    path = os.path.join(RESULTS, "storefront.json")
+    previous = {r["dataset"]: r for r in json.load(open(path))} if os.path.exists(path) and only else {}
     results = []
     for s in SETS:
         if only and s[0] not in only:
+            if s[0] in previous:
+                results.append(previous[s[0]])
             continue
         print(f"== {s[0]} ({s[3]})", file=sys.stderr)
         results.append(one(*s, a.seed))
     os.makedirs(RESULTS, exist_ok=True)
-    json.dump(results, open(os.path.join(RESULTS, "storefront.json"), "w"), indent=2)
+    json.dump(results, open(path, "w"), indent=2)
+    write_report(results)
+
+
+def write_report(results):
     md = ["# Storefront benchmark: views only, plain `train`, served over gRPC",
           "", "Command: `python3 benches/quality/storefront.py`. Every event exported as `view` with no value; "
           "affinity is plain `affinity-trainer train` (self-tuning, no parameter file), served by `affinity-server` "

@@ -56,7 +56,7 @@ impl Default for Budget {
     fn default() -> Self {
         Budget {
             trials: 12,
-            max_seconds: 30.0,
+            max_seconds: 25.0,
             max_valid_users: 2_000,
             seed: 42,
         }
@@ -221,6 +221,16 @@ pub fn autotune(
         for (blend, metrics) in blends.into_iter().zip(eval::score_variants(&ranker, &model, &target, &[10])) {
             let m = &metrics[0];
             report.scored += 1;
+            tracing::info!(
+                fit = n,
+                factors = p.als.factors,
+                lambda = p.als.regularization,
+                nu = p.als.reg_exponent,
+                alpha = p.als.alpha,
+                blend,
+                ndcg10 = m.ndcg,
+                "tuning candidate scored"
+            );
             if n == 0 && blend == p.sequence.blend {
                 report.given_ndcg10 = m.ndcg;
                 given_recall = m.recall;
