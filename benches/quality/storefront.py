@@ -35,6 +35,7 @@ DATA = os.path.join(ROOT, "..", "shared", "datasets")
 WORK = os.path.join(ROOT, "benches", ".work", "storefront")
 RESULTS = os.path.join(ROOT, "benches", "results")
 BIN = os.path.join(ROOT, "target", "release")
+OUT = "storefront"
 
 # name, importer, input, protocol, keep timestamps
 SETS = [
@@ -110,14 +111,17 @@ def serve_and_query(model_root, users_file):
     return lists
 
 
-def one(name, importer, source, protocol, keep_time, seed):
-    d = os.path.join(WORK, name)
+def one(name, importer, source, protocol, keep_time, seed, as_imported):
+    d = os.path.join(WORK, ("labelled-" if as_imported else "") + name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     trainer = os.path.join(BIN, "affinity-trainer")
     run(trainer, "import", importer, "--input", os.path.join(DATA, source), "--out", os.path.join(d, "data"))
     events = os.path.join(d, "views.csv")
-    views_only(os.path.join(d, "data", "events.csv"), events, keep_time)
+    if as_imported:
+        shutil.copy(os.path.join(d, "data", "events.csv"), events)
+    else:
+        views_only(os.path.join(d, "data", "events.csv"), events, keep_time)
     split = os.path.join(d, "split")
     run(trainer, "split", "--events", events, "--protocol", protocol, "--seed", str(seed), "--out", split)
     fit = os.path.join(d, "fit.csv")
@@ -148,24 +152,29 @@ def one(name, importer, source, protocol, keep_time, seed):
         rows.append({"name": label, "fit_seconds": m["fit_seconds"], "recall": x["recall"], "ndcg": x["ndcg"],
                      "hr": x["hr"], "users": x["users"], "params": m["params"]})
     print(trained.stderr.strip().splitlines()[-1] if trained.stderr.strip() else "", file=sys.stderr)
-    return {"dataset": name, "protocol": protocol, "seed": seed, "events": "views only, no values"
-            + (", timestamps" if keep_time else ", no timestamps"), "rows": rows}
+    kind = "as imported (labels and values)" if as_imported else "views only, no values" + (
+        ", timestamps" if keep_time else ", no timestamps")
+    return {"dataset": name, "protocol": protocol, "seed": seed, "events": kind, "rows": rows}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--only", default="", help="comma-separated data set names")
-    ap.add_argument("--report", action="store_true", help="only rewrite storefront.md from storefront.json")
+    ap.add_argument("--report", action="store_true", help="only rewrite the report from its JSON")
+    ap.add_argument("--as-imported", action="store_true",
+                    help="keep the importers' event labels and values (label-rich rows; results in storefront-labelled.*)")
     a = ap.parse_args()
+    global OUT
+    OUT = "storefront-labelled" if a.as_imported else "storefront"
     if a.report:
-        write_report(json.load(open(os.path.join(RESULTS, "storefront.json"))))
+        write_report(json.load(open(os.path.join(RESULTS, OUT + ".json"))))
         return
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "affinity-trainer", "--bin", "affinity-server",
                     "--bin", "affinity-client"], check=True, cwd=ROOT)
     only = set(filter(None, a.only.split(",")))
     # Data sets not run this time keep their previous results.
-    path = os.path.join(RESULTS, "storefront.json")
+    path = os.path.join(RESULTS, OUT + ".json")
     previous = {r["dataset"]: r for r in json.load(open(path))} if os.path.exists(path) and only else {}
     results = []
     for s in SETS:
@@ -174,15 +183,19 @@ def main():
                 results.append(previous[s[0]])
             continue
         print(f"== {s[0]} ({s[3]})", file=sys.stderr)
-        results.append(one(*s, a.seed))
+        results.append(one(*s, a.seed, a.as_imported))
     os.makedirs(RESULTS, exist_ok=True)
     json.dump(results, open(path, "w"), indent=2)
     write_report(results)
 
 
 def write_report(results):
-    md = ["# Storefront benchmark: views only, plain `train`, served over gRPC",
-          "", "Command: `python3 benches/quality/storefront.py`. Every event exported as `view` with no value; "
+    labelled = OUT != "storefront"
+    title = "events as imported (labels, values)" if labelled else "views only"
+    how = ("Events keep the importers' labels and values; " if labelled
+           else "Every event exported as `view` with no value; ")
+    md = [f"# Storefront benchmark: {title}, plain `train`, served over gRPC",
+          "", f"Command: `python3 benches/quality/storefront.py{' --as-imported' if labelled else ''}`. " + how +
           "affinity is plain `affinity-trainer train` (self-tuning, no parameter file), served by `affinity-server` "
           "and queried with `affinity-client recommend --users-file`; baselines from `affinity-trainer evaluate "
           "--split` on the same files (EASE's λ chosen on the validation part). Fit seconds: affinity's is the "
@@ -200,7 +213,7 @@ def write_report(results):
                    f"({t.get('valid_users')} users), stopped by {t.get('stopped_by')}; validation NDCG@10 "
                    f"{t.get('given_ndcg10', 0):.4f} as given → {t.get('best_ndcg10', 0):.4f}."]
         md.append("")
-    open(os.path.join(RESULTS, "storefront.md"), "w").write("\n".join(md))
+    open(os.path.join(RESULTS, OUT + ".md"), "w").write("\n".join(md))
     print("\n".join(md))
 
 
