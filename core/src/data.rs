@@ -95,6 +95,19 @@ pub struct Event {
     pub value: Option<f32>,
 }
 
+impl Event {
+    /// An event without a value.
+    pub fn new(user_id: impl Into<String>, item_id: impl Into<String>, kind: EventKind, timestamp: Option<i64>) -> Event {
+        Event {
+            user_id: user_id.into(),
+            item_id: item_id.into(),
+            kind,
+            timestamp,
+            value: None,
+        }
+    }
+}
+
 /// What the event timestamps mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -241,13 +241,7 @@ mod tests {
     use super::*;
 
     fn ev(u: &str, i: &str, kind: EventKind, t: Option<i64>) -> Event {
-        Event {
-            user_id: u.into(),
-            item_id: i.into(),
-            kind,
-            timestamp: t,
-            value: None,
-        }
+        Event::new(u, i, kind, t)
     }
 
     #[test]

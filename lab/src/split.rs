@@ -274,13 +274,7 @@ mod tests {
     use affinity_core::data::EventKind;
 
     fn ev(u: &str, i: &str, t: Option<i64>) -> Event {
-        Event {
-            user_id: u.into(),
-            item_id: i.into(),
-            kind: EventKind::View,
-            timestamp: t,
-            value: None,
-        }
+        Event::new(u, i, EventKind::View, t)
     }
 
     fn pairs(events: &[Event]) -> HashSet<(String, String)> {
