@@ -6,7 +6,7 @@
 //! exactly. The trainer binary and the evaluator both call [`train`], and the server's
 //! demo mode does too, so every path uses one implementation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use ndarray::Array2;
@@ -57,6 +57,20 @@ fn catalogue(dataset: &Dataset, item_ids: &IdMap) -> Vec<Item> {
 
 /// Trains a model on `dataset`.
 pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progress: &dyn Progress) -> Model {
+    train_for(dataset, time_kind, params, progress, None)
+}
+
+/// Trains a model whose stored user vectors are folded in only for the users in `only`
+/// (every user when `None`); the others keep a zero vector and are served popular items.
+/// Tuning needs vectors only for the users it scores, and folding in every user is a
+/// large share of a fit on data with many users.
+pub fn train_for(
+    dataset: &Dataset,
+    time_kind: TimeKind,
+    params: &TrainParams,
+    progress: &dyn Progress,
+    only: Option<&HashSet<String>>,
+) -> Model {
     let started = Instant::now();
     progress.begin("weighting events", 1);
     let item_seed = IdMap::from_ids(dataset.items.iter().map(|i| i.item_id.clone()).collect());
@@ -78,7 +92,11 @@ pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progr
     progress.advance();
     progress.finish();
 
-    let user_factors = fold_in_all(&collab, &matrix.rows, progress);
+    let wanted: Vec<bool> = match only {
+        Some(users) => matrix.users.ids().iter().map(|u| users.contains(u)).collect(),
+        None => vec![true; matrix.rows.len()],
+    };
+    let user_factors = fold_in(&collab, &matrix.rows, &wanted, progress);
 
     progress.begin("content embeddings", 1);
     let content = content::embed(&items, &params.content);
@@ -156,14 +174,16 @@ pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progr
     model
 }
 
-/// Folds every user's history into a user vector, exactly as serving does.
-fn fold_in_all(collab: &CollabModel, rows: &[Vec<(u32, f32)>], progress: &dyn Progress) -> Array2<f32> {
+/// Folds each wanted user's history into a user vector, exactly as serving does; the
+/// others stay zero.
+fn fold_in(collab: &CollabModel, rows: &[Vec<(u32, f32)>], wanted: &[bool], progress: &dyn Progress) -> Array2<f32> {
     let d = collab.factors();
     progress.begin("user vectors", rows.len() as u64);
-    let vectors: Vec<Vec<f32>> = rows
+    let vectors: Vec<Option<Vec<f32>>> = rows
         .par_iter()
-        .map(|row| {
-            let v = collab.user_vector(row);
+        .zip(wanted)
+        .map(|(row, &want)| {
+            let v = want.then(|| collab.user_vector(row));
             progress.advance();
             v
         })
@@ -171,7 +191,9 @@ fn fold_in_all(collab: &CollabModel, rows: &[Vec<(u32, f32)>], progress: &dyn Pr
     progress.finish();
     let mut out = Array2::<f32>::zeros((rows.len(), d));
     for (mut dst, v) in out.rows_mut().into_iter().zip(vectors) {
-        dst.iter_mut().zip(v).for_each(|(a, b)| *a = b);
+        if let Some(v) = v {
+            dst.iter_mut().zip(v).for_each(|(a, b)| *a = b);
+        }
     }
     out
 }

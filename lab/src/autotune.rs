@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use affinity_core::data::{Dataset, Event, EventKind, TimeKind};
 use affinity_core::params::{TrainParams, TuningReport};
-use affinity_core::train::{train, NoProgress, Progress};
+use affinity_core::train::{train_for, NoProgress, Progress};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -56,7 +56,7 @@ impl Default for Budget {
     fn default() -> Self {
         Budget {
             trials: 12,
-            max_seconds: 25.0,
+            max_seconds: 20.0,
             max_valid_users: 2_000,
             seed: 42,
         }
@@ -190,6 +190,8 @@ pub fn autotune(
         social: Vec::new(),
     };
     let candidates = affinity_candidates(base, time_kind, budget.trials, budget.seed);
+    // Only the scored users need vectors in the candidate models.
+    let scored_users: HashSet<String> = target.relevant.keys().cloned().collect();
     let mut report = TuningReport {
         validation: carved.how,
         target_events: carved.target_kinds.iter().map(|k| k.to_string()).collect(),
@@ -209,7 +211,7 @@ pub fn autotune(
         // ranking of candidates settles early, and the search costs less.
         let mut quick = p;
         quick.als.iterations = p.als.iterations.min(SEARCH_ITERATIONS);
-        let model = train(&fit_data, time_kind, &quick, &NoProgress);
+        let model = train_for(&fit_data, time_kind, &quick, &NoProgress, Some(&scored_users));
         report.fits += 1;
         let mut blends = vec![p.sequence.blend];
         blends.extend(BLEND_SWEEP.iter().filter(|&&b| b != p.sequence.blend));

@@ -135,7 +135,7 @@ pub struct TuneBudgetArgs {
     #[arg(long, default_value_t = 12)]
     pub tune_budget: usize,
     /// Wall-clock cap on the search, in seconds (no new candidate starts after it).
-    #[arg(long, default_value_t = 25.0)]
+    #[arg(long, default_value_t = 20.0)]
     pub tune_seconds: f64,
     /// Seed of the held-out slice and the candidates.
     #[arg(long, default_value_t = 42)]
