@@ -1,5 +1,5 @@
 # Builds affinity-server and affinity-trainer (protoc is vendored; no system packages needed).
-FROM rust:1.88-bookworm AS build
+FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin affinity-server --bin affinity-trainer --bin affinity-client

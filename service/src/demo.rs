@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use affinity_core::data::TimeKind;
 use affinity_core::demo::{generate, DemoSize, DEMO_SEED};
 use affinity_core::model::format;
+use affinity_core::model::publish::Retention;
 use affinity_core::params::TrainParams;
 use affinity_core::train::{train, NoProgress};
 use anyhow::{Context, Result};
@@ -21,6 +22,6 @@ pub fn prepare_model(root: &Path) -> Result<PathBuf> {
     }
     let data = generate(DemoSize::default(), DEMO_SEED);
     let mut m = train(&data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
-    let dir = format::save(&mut m, root, 3).with_context(|| format!("cannot write the demo model to {}", root.display()))?;
+    let dir = format::save(&mut m, root, Retention::default()).with_context(|| format!("cannot write the demo model to {}", root.display()))?;
     Ok(dir)
 }

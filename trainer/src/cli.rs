@@ -117,9 +117,14 @@ pub struct TrainArgs {
     /// Model root: versions are written below it and `current` points at the newest.
     #[arg(long)]
     pub out: PathBuf,
-    /// How many versions to keep (older ones are removed).
+    /// How many versions to keep (older ones are removed, but never the one `current`
+    /// names nor one published within `--prune-grace`).
     #[arg(long, default_value_t = 3)]
     pub keep: usize,
+    /// Seconds a published version is safe from pruning, so servers that loaded it
+    /// keep its files while a newer one goes live.
+    #[arg(long, default_value_t = 600)]
+    pub prune_grace: u64,
     /// Latest events kept per user for scoring (overrides the params file).
     #[arg(long)]
     pub recent: Option<usize>,

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use affinity_core::data::{self, Dataset, Event, Item, ReadOptions, ReadReport, TimeKind};
 use affinity_core::model::format;
+use affinity_core::model::publish::Retention;
 use affinity_core::params::TrainParams;
 use affinity_core::train;
 use affinity_lab::autotune::{autotune, Budget};
@@ -172,7 +173,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     let mut m = train::train(&dataset, time_kind, &params, &Bars::default());
     m.record_tuning(tuning);
-    let dir = format::save(&mut m, &args.out, args.keep)?;
+    let retention = Retention {
+        keep: args.keep,
+        grace: std::time::Duration::from_secs(args.prune_grace),
+    };
+    let dir = format::save(&mut m, &args.out, retention)?;
     let c = &m.manifest().counts;
     println!(
         "model {} written to {} ({} users, {} items, {} events; {:.1}s; timestamps: {:?}; scoring: {})",

@@ -87,7 +87,7 @@ fn movielens_import_train_and_evaluate_beats_itemknn() {
     // only the two newest versions and moves `current`.
     let mut notes = Vec::new();
     for _ in 0..2 {
-        let out = trainer(&["train", "--events", s(&data.join("events.csv")), "--out", s(&root), "--keep", "2", "--tune-budget", "3"]);
+        let out = trainer(&["train", "--events", s(&data.join("events.csv")), "--out", s(&root), "--keep", "2", "--prune-grace", "0", "--tune-budget", "3"]);
         ok(&out);
         notes.push(String::from_utf8_lossy(&out.stderr).into_owned());
     }
@@ -298,4 +298,82 @@ fn tune_never_reads_the_test_part_and_its_output_feeds_train_and_evaluate() {
     let knn = report["models"].as_array().unwrap().iter().find(|m| m["name"] == "ItemKNN").unwrap();
     let tuned: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&baselines).unwrap()).unwrap();
     assert_eq!(knn["params"]["neighbours"], tuned["itemknn_neighbours"]);
+}
+
+/// The version a successful `train` reports publishing.
+fn published_version(out: &Output) -> String {
+    let stdout = ok(out);
+    stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "model")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no version in {stdout}"))
+        .to_string()
+}
+
+fn small_events(dir: &Path) -> PathBuf {
+    let events = dir.join("events.csv");
+    let mut text = String::from("user_id,item_id,event,timestamp,value\n");
+    for u in 0..30 {
+        for i in 0..8 {
+            text.push_str(&format!("u{u},i{},view,{},\n", (u * 3 + i) % 40, i));
+        }
+    }
+    std::fs::write(&events, text).unwrap();
+    events
+}
+
+#[test]
+fn parallel_trainers_always_leave_a_loadable_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = small_events(dir.path());
+    for round in 0..20 {
+        let root = dir.path().join(format!("r{round}"));
+        let args = ["train", "--events", s(&events), "--out", s(&root), "--keep", "1", "--prune-grace", "0", "--no-tune"];
+        let spawn = || Command::new(env!("CARGO_BIN_EXE_affinity-trainer")).args(args).output();
+        let (a, b) = std::thread::scope(|scope| {
+            let a = scope.spawn(spawn);
+            let b = scope.spawn(spawn);
+            (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+        });
+        let versions = [published_version(&a), published_version(&b)];
+        let current = std::fs::read_to_string(root.join("current")).unwrap().trim().to_string();
+        affinity_core::model::format::load(&root).unwrap_or_else(|e| panic!("round {round}: current does not load: {e}"));
+        for v in &versions {
+            assert!(*v == current || !root.join(v).exists(), "round {round}: {v} neither current nor pruned");
+        }
+        assert!(versions.contains(&current), "round {round}: current {current} is not one of {versions:?}");
+        let leftovers: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(".tmp-") || n.starts_with(".current"))
+            .collect();
+        assert!(leftovers.is_empty(), "round {round}: left behind {leftovers:?}");
+    }
+}
+
+#[test]
+fn abandoned_staging_directories_are_removed_and_live_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = small_events(dir.path());
+    let root = dir.path().join("models");
+    // A trainer killed mid-write: its staging directory, its lock no longer held.
+    let dead = root.join(".tmp-20200101T000000Z-0000dead");
+    std::fs::create_dir_all(&dead).unwrap();
+    std::fs::write(dead.join("items.bin"), vec![0u8; 1024]).unwrap();
+    std::fs::write(root.join(".tmp-20200101T000000Z-0000dead.lock"), b"").unwrap();
+    // A trainer still writing: it holds the lock beside its directory.
+    let live = root.join(".tmp-20200101T000001Z-00000a11");
+    std::fs::create_dir_all(&live).unwrap();
+    let lock = std::fs::File::create(root.join(".tmp-20200101T000001Z-00000a11.lock")).unwrap();
+    lock.lock().unwrap();
+    // An old version the grace period protects.
+    ok(&trainer(&["train", "--events", s(&events), "--out", s(&root), "--keep", "1", "--no-tune"]));
+    let first = std::fs::read_to_string(root.join("current")).unwrap();
+    ok(&trainer(&["train", "--events", s(&events), "--out", s(&root), "--keep", "1", "--no-tune"]));
+    assert!(!dead.exists(), "the dead writer's directory is removed");
+    assert!(!root.join(".tmp-20200101T000000Z-0000dead.lock").exists());
+    assert!(live.exists(), "a directory whose writer holds its lock is kept");
+    assert!(root.join(first.trim()).exists(), "a version within the grace period is not pruned");
+    drop(lock);
 }

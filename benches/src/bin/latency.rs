@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use affinity_core::data::TimeKind;
 use affinity_core::model::format;
+use affinity_core::model::publish::Retention;
 use affinity_core::params::TrainParams;
 use affinity_core::train::{train, NoProgress};
 use affinity_core::ItemIdx;
@@ -97,7 +98,7 @@ fn main() -> Result<()> {
         .with_context(|| format!("cannot import {}", args.dataset.display()))?;
     let root = tempfile::tempdir()?;
     let mut m = train(&data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
-    format::save(&mut m, root.path(), 1)?;
+    format::save(&mut m, root.path(), Retention::default())?;
     let users: Vec<String> = m.user_ids().to_vec();
     let items: Vec<String> = (0..m.n_items() as u32)
         .map(ItemIdx)

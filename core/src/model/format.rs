@@ -29,6 +29,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::publish::{Retention, Staging};
 use super::{Indexes, Model, ModelParts, UserHistory};
 use crate::als::CollabModel;
 use crate::ann::AnnIndex;
@@ -146,7 +147,7 @@ fn version_time(name: &str) -> Option<(u64, u32)> {
 }
 
 /// Orders version names by creation time, then by name.
-fn by_age(a: &String, b: &String) -> std::cmp::Ordering {
+pub(crate) fn by_age(a: &String, b: &String) -> std::cmp::Ordering {
     version_time(a).cmp(&version_time(b)).then_with(|| a.cmp(b))
 }
 
@@ -177,22 +178,13 @@ fn encode<T: Serialize>(value: &T, name: &str) -> Result<Vec<u8>> {
     bincode::serialize(value).map_err(|e| Error::model(name, format!("cannot encode: {e}")))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(dir, e))
-}
-
-/// Writes `model` as a new version under `root`, points `current` at it and removes all
-/// but the newest `keep` versions (never the current one). Returns the version directory.
-pub fn save(model: &mut Model, root: &Path, keep: usize) -> Result<PathBuf> {
-    fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+/// Writes `model` as a new version under `root`, points `current` at it and prunes old
+/// versions by `retention` (see [`super::publish`]: safe with other trainers publishing
+/// into the same root and servers reading it). Returns the version directory.
+pub fn save(model: &mut Model, root: &Path, retention: Retention) -> Result<PathBuf> {
     let version = model.manifest.version.clone();
-    let tmp = root.join(format!(".tmp-{version}"));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let staging = Staging::begin(root, &version)?;
+    let tmp = staging.dir().to_path_buf();
     let mut files = BTreeMap::new();
     write_file(&tmp, "items.bin", &encode(&model.items, "items.bin")?, &mut files)?;
     let users = UsersFile {
@@ -231,41 +223,7 @@ pub fn save(model: &mut Model, root: &Path, keep: usize) -> Result<PathBuf> {
         .map_err(|e| Error::model("manifest.json", format!("cannot encode: {e}")))?;
     let mut unused = BTreeMap::new();
     write_file(&tmp, "manifest.json", &manifest, &mut unused)?;
-    sync_dir(&tmp)?;
-    let dest = root.join(&version);
-    fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
-    sync_dir(root)?;
-    let pointer_tmp = root.join(".current.tmp");
-    {
-        let mut f = File::create(&pointer_tmp).map_err(|e| Error::io(&pointer_tmp, e))?;
-        f.write_all(format!("{version}\n").as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(&pointer_tmp, e))?;
-    }
-    let pointer = root.join(CURRENT);
-    fs::rename(&pointer_tmp, &pointer).map_err(|e| Error::io(&pointer, e))?;
-    sync_dir(root)?;
-    prune(root, keep, &version)?;
-    Ok(dest)
-}
-
-/// Removes old versions, keeping the newest `keep` (at least the current one).
-fn prune(root: &Path, keep: usize, current: &str) -> Result<()> {
-    let mut versions: Vec<String> = fs::read_dir(root)
-        .map_err(|e| Error::io(root, e))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| is_version_name(n))
-        .collect();
-    versions.sort_by(by_age);
-    versions.reverse();
-    for old in versions.iter().skip(keep.max(1)) {
-        if old != current {
-            let path = root.join(old);
-            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-        }
-    }
-    Ok(())
+    staging.publish(retention)
 }
 
 /// Resolves `--model`: a version directory (has `manifest.json`) or a model root (has
@@ -492,7 +450,7 @@ mod tests {
     fn saved(params: &TrainParams) -> (tempfile::TempDir, PathBuf, Model) {
         let root = tempfile::tempdir().unwrap();
         let mut m = small_model(params);
-        let dir = save(&mut m, root.path(), 2).unwrap();
+        let dir = save(&mut m, root.path(), Retention::default()).unwrap();
         (root, dir, m)
     }
 
@@ -614,16 +572,16 @@ mod tests {
     }
 
     #[test]
-    fn prune_keeps_the_newest_and_the_current_version() {
+    fn prune_keeps_the_current_version_and_the_newest_others() {
         let root = tempfile::tempdir().unwrap();
         let names = ["20250101T000000Z-00000001", "20260101T000000.000001Z-00000002", "20260101T000000.000002Z-00000003"];
         for n in names {
             fs::create_dir(root.path().join(n)).unwrap();
         }
         fs::create_dir(root.path().join("unrelated")).unwrap();
-        prune(root.path(), 1, names[0]).unwrap();
+        crate::model::publish::prune(root.path(), Retention { keep: 1, grace: std::time::Duration::ZERO }, names[0]).unwrap();
         let left: HashSet<String> = fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        assert_eq!(left, HashSet::from([names[0].to_string(), names[2].to_string(), "unrelated".to_string()]));
+        assert_eq!(left, HashSet::from([names[0].to_string(), "unrelated".to_string()]), "keep 1: only current");
     }
 
     fn event() -> impl Strategy<Value = Event> {
@@ -645,7 +603,7 @@ mod tests {
             let data = Dataset { events, ..Dataset::default() };
             let mut m = train(&data, TimeKind::Order, &fast_params(), &NoProgress);
             let root = tempfile::tempdir().unwrap();
-            save(&mut m, root.path(), 1).unwrap();
+            save(&mut m, root.path(), Retention::default()).unwrap();
             let back = load(root.path()).unwrap();
             prop_assert_eq!(back.user_ids(), m.user_ids());
             prop_assert_eq!(back.histories(), m.histories());

@@ -9,6 +9,7 @@
 //! [`crate::recommend`], the on-disk form in [`format`].
 
 pub mod format;
+pub mod publish;
 
 use std::collections::HashMap;
 

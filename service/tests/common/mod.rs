@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use affinity_core::data::{Dataset, TimeKind};
 use affinity_core::model::format;
+use affinity_core::model::publish::Retention;
 use affinity_core::params::TrainParams;
 use affinity_core::train::{train, NoProgress};
 use affinity_lab::import::{self, Source};
@@ -52,7 +53,7 @@ fn save_movielens(name: &str, params: TrainParams) -> PathBuf {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&root);
     let mut m = train(movielens(), TimeKind::Unix, &params, &NoProgress);
-    format::save(&mut m, &root, 1).expect("save model");
+    format::save(&mut m, &root, Retention::default()).expect("save model");
     root
 }
 
