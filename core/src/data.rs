@@ -245,6 +245,8 @@ pub struct ReadReport<T> {
     pub rows: Vec<T>,
     /// Malformed rows skipped; always 0 unless `skip_invalid` is set.
     pub skipped: usize,
+    /// Lines those rows spanned (a row with a quoted line break spans several).
+    pub skipped_lines: u64,
     /// The first skipped row's error, to show the user what was wrong.
     pub first_error: Option<String>,
 }
@@ -338,6 +340,7 @@ fn read_csv<R: Read, T>(
     let mut report = ReadReport {
         rows: Vec::new(),
         skipped: 0,
+        skipped_lines: 0,
         first_error: None,
     };
     let mut record = csv::StringRecord::new();
@@ -364,8 +367,22 @@ fn read_csv<R: Read, T>(
                 Err((line, format!("malformed CSV: {e}")))
             }
         };
+        // Lines this record took: more than one only for a quoted field with line breaks.
+        let spanned = reader.position().line().saturating_sub(line_hint).max(1);
         match outcome {
             Ok(row) => report.rows.push(row),
+            Err((line, message)) if spanned > 1 => {
+                // A bad row that swallowed line breaks is almost always a quote opened
+                // and never closed: skipping it would silently drop every line it ate.
+                return Err(Error::InvalidRow {
+                    file: file.to_string(),
+                    line,
+                    message: format!(
+                        "a quoted field opened on this line runs over {spanned} lines (to line {}): is a closing quote missing? ({message})",
+                        line + spanned - 1
+                    ),
+                });
+            }
             Err((line, message)) => {
                 if !options.skip_invalid {
                     return Err(Error::InvalidRow {
@@ -378,6 +395,7 @@ fn read_csv<R: Read, T>(
                     report.first_error = Some(format!("{file}:{line}: {message}"));
                 }
                 report.skipped += 1;
+                report.skipped_lines += spanned;
             }
         }
     }
@@ -635,6 +653,33 @@ mod tests {
         assert_eq!(TimeKind::detect(&[mk(Some(881250949))]), TimeKind::Unix);
         assert_eq!(TimeKind::detect(&[mk(Some(881250949)), mk(Some(3))]), TimeKind::Order);
         assert_eq!(TimeKind::detect(&[mk(None)]), TimeKind::None);
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_an_error_even_when_skipping_invalid_rows() {
+        let mut text = String::from("user_id,item_id,event,timestamp,value\n");
+        text.push_str("u1,i1,view,,\n");
+        text.push_str("u2,\"i2,view,,\n"); // line 3: the quote never closes
+        for n in 0..3000 {
+            text.push_str(&format!("u{n},i{n},view,,\n"));
+        }
+        for skip_invalid in [false, true] {
+            let err = read_events_from(text.as_bytes(), "events.csv", ReadOptions { skip_invalid }).unwrap_err().to_string();
+            assert!(err.starts_with("events.csv:3:"), "{err}");
+            assert!(err.contains("closing quote"), "{err}");
+        }
+        // A bad row on one line is still skipped and counted, lines too.
+        let text = "user_id,item_id,event,timestamp,value\nu1,i1,view,,\nu1,i2,teleport,,\nu2,i1,view,,\n";
+        let r = read_events_from(text.as_bytes(), "events.csv", ReadOptions { skip_invalid: true }).unwrap();
+        assert_eq!((r.rows.len(), r.skipped, r.skipped_lines), (2, 1, 1));
+        // A quoted line break inside a valid field is fine.
+        let items = "item_id,title,category,brand,price,tags,available\ni1,\"two\nlines\",toys,,,,\ni2,t,toys,,,,\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("items.csv");
+        std::fs::write(&path, items).unwrap();
+        let r = read_items(&path, ReadOptions { skip_invalid: true }).unwrap();
+        assert_eq!(r.rows.len(), 2);
+        assert_eq!(r.rows[0].title, "two\nlines");
     }
 
     mod properties {

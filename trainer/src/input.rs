@@ -46,8 +46,9 @@ pub fn import(args: ImportArgs) -> Result<()> {
 fn report<T>(path: &Path, r: ReadReport<T>) -> Vec<T> {
     if r.skipped > 0 {
         eprintln!(
-            "warning: skipped {} invalid row(s) in {} (first: {})",
+            "warning: skipped {} invalid row(s) ({} line(s)) in {} (first: {})",
             r.skipped,
+            r.skipped_lines,
             path.display(),
             r.first_error.unwrap_or_default()
         );
