@@ -92,6 +92,16 @@ impl IdMap {
     }
 }
 
+/// An id as error messages show it: whole when short, else its first 48 characters
+/// and its length, so a hostile or mistaken 20 KB id cannot blow up a status header.
+pub fn shown(id: &str) -> String {
+    const MAX: usize = 48;
+    match id.char_indices().nth(MAX) {
+        None => id.to_string(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &id[..cut], id.len()),
+    }
+}
+
 /// FNV-1a: a small, stable (across platforms and releases) hash of bytes, used where a
 /// hash must never change between builds (content feature buckets, split assignment).
 pub fn stable_hash(bytes: &[u8]) -> u64 {
@@ -136,5 +146,13 @@ mod tests {
     fn stable_hash_is_fnv1a() {
         assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn long_ids_are_shown_cut_with_their_length() {
+        assert_eq!(shown("sku-1"), "sku-1");
+        let long = "é".repeat(10_000);
+        let s = shown(&long);
+        assert!(s.len() < 120 && s.ends_with("(20000 bytes)"), "{s}");
     }
 }

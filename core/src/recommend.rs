@@ -16,13 +16,39 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::ids::ItemIdx;
+use crate::ids::{shown, ItemIdx};
 use crate::linalg::{dot, norm};
 use crate::model::Model;
 use crate::settings::ServingSettings;
 
 /// Largest `k` a request may ask for.
 pub const MAX_K: usize = 1000;
+
+/// Longest id (user, item, category) a request may carry, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Most items an anonymous session (`recent_items`) may list.
+pub const MAX_SESSION_ITEMS: usize = 1000;
+
+/// Most ids `exclude_item_ids` may list.
+pub const MAX_EXCLUDED_ITEMS: usize = 10_000;
+
+/// Checks that every id of `field` is non-empty and at most [`MAX_ID_BYTES`] long, and
+/// that there are at most `max` of them.
+fn check_ids<'a>(field: &'static str, ids: impl ExactSizeIterator<Item = &'a String>, max: usize) -> Result<()> {
+    if ids.len() > max {
+        return Err(Error::invalid_argument(field, format!("at most {max} ids, got {}", ids.len())));
+    }
+    for id in ids {
+        if id.is_empty() {
+            return Err(Error::invalid_argument(field, "must not contain empty ids"));
+        }
+        if id.len() > MAX_ID_BYTES {
+            return Err(Error::invalid_argument(field, format!("ids are at most {MAX_ID_BYTES} bytes, got {}", id.len())));
+        }
+    }
+    Ok(())
+}
 
 /// Who recommendations are for.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,18 +91,15 @@ impl RecommendQuery {
         validate_k(self.k)?;
         match &self.subject {
             Subject::User(id) if id.is_empty() => return Err(Error::invalid_argument("user_id", "must not be empty")),
-            Subject::Session(ids) if ids.iter().any(String::is_empty) => {
-                return Err(Error::invalid_argument("recent_items", "must not contain empty ids"))
-            }
-            _ => {}
+            Subject::User(id) => check_ids("user_id", std::iter::once(id), 1)?,
+            Subject::Session(ids) => check_ids("recent_items", ids.iter(), MAX_SESSION_ITEMS)?,
         }
-        if self.exclude_items.iter().any(String::is_empty) {
-            return Err(Error::invalid_argument("exclude_item_ids", "must not contain empty ids"));
+        check_ids("exclude_item_ids", self.exclude_items.iter(), MAX_EXCLUDED_ITEMS)?;
+        match &self.category {
+            Some(c) if c.is_empty() => Err(Error::invalid_argument("category", "must not be empty when set")),
+            Some(c) => check_ids("category", std::iter::once(c), 1),
+            None => Ok(()),
         }
-        if self.category.as_deref() == Some("") {
-            return Err(Error::invalid_argument("category", "must not be empty when set"));
-        }
-        Ok(())
     }
 }
 
@@ -108,6 +131,7 @@ impl SimilarQuery {
         if self.item_id.is_empty() {
             return Err(Error::invalid_argument("item_id", "must not be empty"));
         }
+        check_ids("item_id", std::iter::once(&self.item_id), 1)?;
         validate_k(self.k)
     }
 }
@@ -426,23 +450,23 @@ impl Model {
         let k = query.k;
         let q = self
             .item_index(item_id)
-            .ok_or_else(|| Error::NotFound(format!("item `{item_id}` is not in model {}", self.version())))?;
+            .ok_or_else(|| Error::NotFound(format!("item `{}` is not in model {}", shown(item_id), self.version())))?;
         let has_c = self.has_collab(q);
         let has_t = self.has_content(q);
         let w = match query.mode {
             SimilarMode::Collaborative if !has_c => {
                 return Err(Error::NotFound(format!(
-                    "item `{item_id}` has no events, so it has no collaborative embedding; try mode content"
+                    "item `{}` has no events, so it has no collaborative embedding; try mode content", shown(item_id)
                 )))
             }
             SimilarMode::Content if !has_t => {
                 return Err(Error::NotFound(format!(
-                    "item `{item_id}` has no catalogue features, so it has no content embedding; try mode collaborative"
+                    "item `{}` has no catalogue features, so it has no content embedding; try mode collaborative", shown(item_id)
                 )))
             }
             SimilarMode::Blend if !has_c && !has_t => {
                 return Err(Error::NotFound(format!(
-                    "item `{item_id}` has neither events nor catalogue features to compare by"
+                    "item `{}` has neither events nor catalogue features to compare by", shown(item_id)
                 )))
             }
             SimilarMode::Collaborative => 1.0,
@@ -619,6 +643,11 @@ mod tests {
             (query(Subject::User("user-0001".into()), MAX_K + 1), "k"),
             (RecommendQuery { exclude_items: vec![String::new()], ..user() }, "exclude_item_ids"),
             (RecommendQuery { category: Some(String::new()), ..user() }, "category"),
+            (query(Subject::User("u".repeat(MAX_ID_BYTES + 1)), 5), "user_id"),
+            (query(Subject::Session(vec!["sku-0001".into(); MAX_SESSION_ITEMS + 1]), 5), "recent_items"),
+            (RecommendQuery { exclude_items: vec!["x".into(); MAX_EXCLUDED_ITEMS + 1], ..user() }, "exclude_item_ids"),
+            (RecommendQuery { exclude_items: vec!["x".repeat(MAX_ID_BYTES + 1)], ..user() }, "exclude_item_ids"),
+            (RecommendQuery { category: Some("c".repeat(MAX_ID_BYTES + 1)), ..user() }, "category"),
         ];
         for (q, field) in cases {
             let e = m.recommend(&q, &s).unwrap_err();
@@ -628,6 +657,11 @@ mod tests {
         assert!(matches!(m.similar_items(&similar("", 5), &s), Err(Error::InvalidArgument { field: "item_id", .. })));
         assert!(matches!(m.similar_items(&similar("sku-0001", 0), &s), Err(Error::InvalidArgument { field: "k", .. })));
         assert!(matches!(m.similar_items(&similar("nope", 5), &s), Err(Error::NotFound(_))));
+        assert!(matches!(m.similar_items(&similar(&"x".repeat(MAX_ID_BYTES + 1), 5), &s), Err(Error::InvalidArgument { field: "item_id", .. })));
+        // The largest queries the limits allow still answer.
+        let mut big = query(Subject::Session(vec!["sku-0001".into(); MAX_SESSION_ITEMS]), MAX_K);
+        big.exclude_items = vec!["sku-0002".into(); MAX_EXCLUDED_ITEMS];
+        assert!(m.recommend(&big, &s).is_ok());
         let got = m.similar_items(&similar("sku-0001", 5), &s).unwrap();
         assert_eq!(got.len(), 5);
         assert!(got.iter().all(|x| m.item_id(x.item) != "sku-0001" && m.item(x.item).available));

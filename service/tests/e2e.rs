@@ -274,6 +274,26 @@ async fn bad_requests_get_clear_statuses() {
     }
     // k = 1000 is allowed.
     assert_eq!(c.recommend(rec("1", 1000)).await.unwrap().into_inner().items.len(), 1000);
+    // Ids are bounded and never echoed whole: a 20 KB id is refused with a short message
+    // the client can read (it used to overflow the status header), and an unknown id
+    // within the limit is cut in NOT_FOUND's message.
+    let huge = "x".repeat(20_000);
+    for e in [
+        c.similar_items(sim(&huge, 10, 0)).await.unwrap_err(),
+        c.recommend(rec(&huge, 10)).await.unwrap_err(),
+        c.recommend(proto::RecommendRequest {
+            exclude_item_ids: vec![huge.clone()],
+            ..rec("1", 10)
+        })
+        .await
+        .unwrap_err(),
+    ] {
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        assert!(e.message().len() < 200 && e.message().contains("256 bytes"), "{}", e.message());
+    }
+    let e = c.similar_items(sim(&"y".repeat(250), 10, 0)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().len() < 200 && e.message().contains("(250 bytes)"), "{}", e.message());
     let info = c.model_info(proto::ModelInfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.users, 943);
     assert_eq!(info.items, 1682);
