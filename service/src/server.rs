@@ -35,16 +35,21 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     reporter.set_not_serving::<RecommenderServer<RecommenderApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("cannot build the reflection service")?;
+    // Reflection in both versions: grpcurl and current clients use v1, Python's
+    // grpcio-reflection and older grpcurl only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().context("cannot build the reflection service")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("cannot build the reflection service")?;
     let api = RecommenderServer::new(RecommenderApi::new(Arc::clone(&state))).max_decoding_message_size(MAX_DECODING_BYTES);
     let serving = tokio::spawn(
         Server::builder()
             .add_service(health)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(api)
             .serve_with_incoming_shutdown(
                 // Small unary responses: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms.

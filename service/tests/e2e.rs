@@ -476,3 +476,34 @@ async fn served_quality_equals_evaluated_quality() {
     assert!((served - evaluated).abs() < 1e-6, "served Recall@10 {served} vs evaluated {evaluated}");
     assert!(served > 0.3, "Recall@10 {served} is implausibly low");
 }
+
+/// Server reflection answers in both protocol versions (v1alpha is what Python's
+/// grpcio-reflection and older grpcurl speak).
+#[tokio::test]
+async fn reflection_lists_the_services_in_v1_and_v1alpha() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let server = start_server(movielens_model()).await;
+    let channel = affinity_service::client::connect(&server.addr).await.unwrap();
+
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let mut answers = alpha.server_reflection_info(futures::stream::iter([request])).await.unwrap().into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected answer {answer:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"affinity.v1.Recommender".to_string()), "{names:?}");
+
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut current = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut answers = current.server_reflection_info(futures::stream::iter([request])).await.unwrap().into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    assert!(format!("{answer:?}").contains("affinity.v1.Recommender"));
+}
