@@ -704,4 +704,58 @@ mod tests {
             }
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn id() -> impl Strategy<Value = String> {
+            prop_oneof![
+                // Real ids, so some requests get past validation and are scored.
+                (0u32..130).prop_map(|n| format!("user-{n:04}")),
+                (0u32..100).prop_map(|n| format!("sku-{n:04}")),
+                ".{0,300}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any query either answers within the rules or is refused naming a field;
+            /// nothing panics.
+            #[test]
+            fn arbitrary_queries_answer_or_are_refused(
+                session in proptest::option::of(proptest::collection::vec(id(), 0..40)),
+                user in id(),
+                k in 0usize..1100,
+                exclude_seen in any::<bool>(),
+                exclude in proptest::collection::vec(id(), 0..20),
+                category in proptest::option::of(prop_oneof![Just("toys".to_string()), ".{0,20}"]),
+                similar_mode in 0usize..3,
+            ) {
+                let m = model();
+                let s = m.default_settings();
+                let q = RecommendQuery {
+                    subject: session.map_or(Subject::User(user.clone()), Subject::Session),
+                    k,
+                    exclude_seen,
+                    exclude_items: exclude,
+                    category,
+                };
+                match m.recommend(&q, &s) {
+                    Ok(r) => {
+                        prop_assert!(r.items.len() <= k);
+                        prop_assert!(r.items.iter().all(|x| m.item(x.item).available && !q.exclude_items.iter().any(|e| e == m.item_id(x.item))));
+                    }
+                    Err(e) => prop_assert!(matches!(e, Error::InvalidArgument { .. }), "{}", e),
+                }
+                let mode = [SimilarMode::Collaborative, SimilarMode::Content, SimilarMode::Blend][similar_mode];
+                match m.similar_items(&SimilarQuery { item_id: user, k, mode }, &s) {
+                    Ok(items) => prop_assert!(items.len() <= k),
+                    Err(e) => prop_assert!(matches!(e, Error::InvalidArgument { .. } | Error::NotFound(_)), "{}", e),
+                }
+            }
+        }
+    }
 }

@@ -610,4 +610,34 @@ mod tests {
             prop_assert_eq!(answers(&back), answers(&m));
         }
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever bytes a model file holds — even with the checksum made to match, as a
+        /// buggy writer or a hand edit would leave it — loading returns an error or a
+        /// model, never a panic or a runaway allocation.
+        #[test]
+        fn arbitrary_file_contents_never_panic_the_loader(
+            file in prop_oneof![
+                Just("items.bin"), Just("users.bin"), Just("popularity.bin"), Just("neighbours.bin"),
+                Just("collab_items.f32"), Just("collab_users.f32"), Just("content.f32"),
+            ],
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            keep_prefix in any::<bool>(),
+        ) {
+            let (root, dir, _) = saved(&fast_params());
+            let path = dir.join(file);
+            // Either garbage, or the real file's start followed by garbage (a valid
+            // length prefix with nonsense after it reaches deeper into the decoder).
+            let mut content = if keep_prefix { fs::read(&path).unwrap()[..16.min(fs::metadata(&path).unwrap().len() as usize)].to_vec() } else { Vec::new() };
+            content.extend(&bytes);
+            fs::write(&path, &content).unwrap();
+            edit_manifest(&dir, |v| {
+                v["files"][file] = serde_json::json!({ "sha256": hex::encode(Sha256::digest(&content)), "bytes": content.len() });
+            });
+            let outcome = std::panic::catch_unwind(|| load(root.path()).map(|_| ()));
+            prop_assert!(outcome.is_ok(), "loading {} panicked", file);
+        }
+    }
 }
