@@ -229,11 +229,14 @@ pub fn save(model: &mut Model, root: &Path, retention: Retention) -> Result<Path
 /// Resolves `--model`: a version directory (has `manifest.json`) or a model root (has
 /// `current`).
 pub fn resolve(path: &Path) -> Result<PathBuf> {
-    if path.join("manifest.json").is_file() {
+    // A path that cannot be listed says why (missing, not a directory, permission
+    // denied) rather than "no model here".
+    fs::read_dir(path).map_err(|e| Error::model(path, format!("cannot read the model directory: {e}")))?;
+    if is_file(&path.join("manifest.json"))? {
         return Ok(path.to_path_buf());
     }
     let pointer = path.join(CURRENT);
-    if pointer.is_file() {
+    if is_file(&pointer)? {
         let name = fs::read_to_string(&pointer).map_err(|e| Error::io(&pointer, e))?;
         let name = name.trim();
         if !is_version_name(name) {
@@ -252,6 +255,16 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         path,
         "no model here: expected a version directory with manifest.json or a model root with `current`",
     ))
+}
+
+/// Whether `path` is a file; an error other than "not there" (permission denied) is
+/// reported, not taken for absence.
+fn is_file(path: &Path) -> Result<bool> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(m.is_file()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::model(path, format!("cannot read: {e}"))),
+    }
 }
 
 fn read_verified(dir: &Path, name: &str, manifest: &Manifest) -> Result<Vec<u8>> {
@@ -527,6 +540,12 @@ mod tests {
         assert!(e.contains("does not name a model version"), "{e}");
         let e = load_error(|r, _| fs::remove_file(r.join(CURRENT)).unwrap());
         assert!(e.contains("no model here"), "{e}");
+        // A root that cannot be listed says why instead of "no model here".
+        let missing = load(Path::new("/nonexistent/affinity/models")).err().unwrap().to_string();
+        assert!(missing.contains("cannot read the model directory") && missing.contains("No such file"), "{missing}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let not_dir = load(file.path()).err().unwrap().to_string();
+        assert!(not_dir.contains("cannot read the model directory") && !not_dir.contains("no model here"), "{not_dir}");
     }
 
     #[test]
