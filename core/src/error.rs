@@ -46,6 +46,9 @@ pub enum Error {
     /// A requested entity does not exist in the model.
     #[error("{0}")]
     NotFound(String),
+    /// The caller cancelled the work (see [`crate::cancel::Cancel`]).
+    #[error("cancelled: nobody waits for the answer any more")]
+    Cancelled,
     /// An I/O error with the path it happened on. The cause is part of the message
     /// (not a chained source) so it is shown once in every rendering.
     #[error("{path}: {cause}")]

@@ -14,7 +14,8 @@
 //!   settings scoring takes as a separate value.
 //! - [`model`]: the in-memory model; [`model::format`]: its versioned, checksummed
 //!   directory (the trainer ↔ server contract).
-//! - [`recommend`]: queries, their validation, and scoring (recommendations, similar items).
+//! - [`recommend`]: queries, their validation, and scoring (recommendations, similar items);
+//!   [`cancel`]: the flag that stops scoring nobody waits for.
 //! - [`demo`]: a deterministic synthetic store for the demo server and tests.
 //!
 //! Dependencies point one way: fitting modules know nothing of `model`, `model` knows
@@ -24,6 +25,7 @@
 
 pub mod als;
 pub mod ann;
+pub mod cancel;
 pub mod content;
 pub mod data;
 pub mod demo;

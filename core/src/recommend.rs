@@ -15,6 +15,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::ids::{shown, ItemIdx};
 use crate::linalg::{dot, norm};
@@ -226,6 +227,20 @@ impl<'a> Eligibility<'a> {
     }
 }
 
+/// Scores `items`, checking for cancellation every few thousand, so a request nobody
+/// waits for stops within one chunk's work.
+fn score_all<T>(items: impl Iterator<Item = ItemIdx>, cancel: &Cancel, mut score: impl FnMut(ItemIdx) -> T) -> Result<Vec<T>> {
+    const CHUNK: usize = 4096;
+    let mut out = Vec::new();
+    for (n, i) in items.enumerate() {
+        if n % CHUNK == 0 && cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        out.push(score(i));
+    }
+    Ok(out)
+}
+
 /// Orders by score descending, then item index ascending.
 fn by_score(a: &(f32, ItemIdx), b: &(f32, ItemIdx)) -> Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
@@ -263,7 +278,16 @@ impl Model {
     /// # Errors
     /// `InvalidArgument` naming the field when the query is out of its domain.
     pub fn recommend(&self, query: &RecommendQuery, settings: &ServingSettings) -> Result<Recommendations> {
-        let mut one = self.recommend_blends(query, settings, &[settings.sequence_blend])?;
+        self.recommend_or_cancel(query, settings, &Cancel::never())
+    }
+
+    /// [`Model::recommend`], stopping with [`Error::Cancelled`] once `cancel` is set.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the field when the query is out of its domain;
+    /// `Cancelled` when cancelled.
+    pub fn recommend_or_cancel(&self, query: &RecommendQuery, settings: &ServingSettings, cancel: &Cancel) -> Result<Recommendations> {
+        let mut one = self.rank_blends(query, settings, &[settings.sequence_blend], cancel)?;
         Ok(one.swap_remove(0))
     }
 
@@ -278,6 +302,10 @@ impl Model {
     /// # Errors
     /// `InvalidArgument` naming the field when the query is out of its domain.
     pub fn recommend_blends(&self, query: &RecommendQuery, settings: &ServingSettings, blends: &[f32]) -> Result<Vec<Recommendations>> {
+        self.rank_blends(query, settings, blends, &Cancel::never())
+    }
+
+    fn rank_blends(&self, query: &RecommendQuery, settings: &ServingSettings, blends: &[f32], cancel: &Cancel) -> Result<Vec<Recommendations>> {
         query.validate()?;
         let mut excluded: Vec<ItemIdx> = query.exclude_items.iter().filter_map(|id| self.item_index(id)).collect();
         excluded.sort_unstable();
@@ -295,7 +323,7 @@ impl Model {
         };
         let recent = profile.recent;
         let votes = if blends.iter().any(|&b| b > 0.0) { self.neighbour_votes(&recent, settings) } else { HashMap::new() };
-        let (raw, retrieval) = self.candidates(&u, &votes, &filter, query.k, settings);
+        let (raw, retrieval) = self.candidates(&u, &votes, &filter, query.k, settings, cancel)?;
         let ranked = blends.iter().map(|&b| top_k(self.blend(&u, raw.clone(), &votes, b), query.k));
         Ok(ranked
             .map(|ranked| Recommendations {
@@ -384,7 +412,8 @@ impl Model {
         filter: &Eligibility<'_>,
         k: usize,
         settings: &ServingSettings,
-    ) -> (Vec<(f32, ItemIdx)>, Retrieval) {
+        cancel: &Cancel,
+    ) -> Result<(Vec<(f32, ItemIdx)>, Retrieval)> {
         let score = |i: ItemIdx| (dot(u, self.item_vector(i)), i);
         if !settings.scores_exactly(self.n_items()) {
             if let Some(index) = &self.indexes().mips {
@@ -397,11 +426,11 @@ impl Model {
                 cands.dedup();
                 let raw: Vec<(f32, ItemIdx)> = cands.into_iter().filter(|&i| filter.allows(i)).map(score).collect();
                 if raw.len() >= k {
-                    return (raw, Retrieval::Ann);
+                    return Ok((raw, Retrieval::Ann));
                 }
             }
         }
-        (filter.all().map(score).collect(), Retrieval::Exact)
+        Ok((score_all(filter.all(), cancel, score)?, Retrieval::Exact))
     }
 
     /// Blends inner products with neighbour votes: `(1 − β)·(u·y)/(|u|·M) + β·vote`.
@@ -445,6 +474,14 @@ impl Model {
     /// `InvalidArgument` for a bad query; `NotFound` for an unknown item or one without
     /// the embedding the mode needs.
     pub fn similar_items(&self, query: &SimilarQuery, settings: &ServingSettings) -> Result<Vec<Scored>> {
+        self.similar_items_or_cancel(query, settings, &Cancel::never())
+    }
+
+    /// [`Model::similar_items`], stopping with [`Error::Cancelled`] once `cancel` is set.
+    ///
+    /// # Errors
+    /// As [`Model::similar_items`], and `Cancelled` when cancelled.
+    pub fn similar_items_or_cancel(&self, query: &SimilarQuery, settings: &ServingSettings, cancel: &Cancel) -> Result<Vec<Scored>> {
         query.validate()?;
         let item_id = &query.item_id;
         let k = query.k;
@@ -487,7 +524,7 @@ impl Model {
         };
         let eligible = |i: &ItemIdx| *i != q && self.item(*i).available;
         let scored: Vec<(f32, ItemIdx)> = if settings.scores_exactly(self.n_items()) {
-            (0..self.n_items() as u32).map(ItemIdx).filter(eligible).map(score).collect()
+            score_all((0..self.n_items() as u32).map(ItemIdx).filter(eligible), cancel, score)?
         } else {
             let want = k * 2 + 10;
             let ef = settings.ef_search.max(want);
@@ -703,6 +740,21 @@ mod tests {
                 assert_eq!(r.items, one.items, "user {user}, blend {b}");
             }
         }
+    }
+
+    #[test]
+    fn cancelled_requests_stop_with_cancelled() {
+        let m = model();
+        let s = m.default_settings();
+        let cancel = Cancel::new();
+        let q = query(Subject::User(m.user_ids()[0].clone()), 10);
+        assert!(m.recommend_or_cancel(&q, &s, &cancel).is_ok());
+        cancel.cancel();
+        assert!(matches!(m.recommend_or_cancel(&q, &s, &cancel), Err(Error::Cancelled)));
+        let similar = SimilarQuery { item_id: "sku-0001".into(), k: 5, mode: SimilarMode::Blend };
+        assert!(matches!(m.similar_items_or_cancel(&similar, &s, &cancel), Err(Error::Cancelled)));
+        // Popular answers (no scoring loop) are not affected.
+        assert!(m.recommend_or_cancel(&query(Subject::User("stranger".into()), 5), &s, &cancel).is_ok());
     }
 
     mod properties {

@@ -28,6 +28,7 @@ impl From<ApiError> for Status {
         match &err {
             ApiError::Core(Error::InvalidArgument { .. }) => Status::invalid_argument(err.to_string()),
             ApiError::Core(Error::NotFound(_)) => Status::not_found(err.to_string()),
+            ApiError::Core(Error::Cancelled) => Status::cancelled(err.to_string()),
             ApiError::NotReady => Status::unavailable(err.to_string()),
             ApiError::Core(_) | ApiError::Task(_) => {
                 tracing::error!(cause = %err, "internal error");

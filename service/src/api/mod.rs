@@ -11,6 +11,7 @@ mod similar;
 
 use std::sync::Arc;
 
+use affinity_core::cancel::Cancel;
 use affinity_core::recommend::{RecommendQuery, SimilarQuery};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -26,6 +27,15 @@ pub(crate) struct Answer<T> {
     pub(crate) value: T,
 }
 
+/// Sets its flag when dropped (with the request future that owns it).
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 /// Implements the gRPC service over the server state.
 #[derive(Clone)]
 pub struct RecommenderApi {
@@ -39,14 +49,18 @@ impl RecommenderApi {
     }
 
     /// Runs CPU work on the live model on the blocking pool, so it never stalls the
-    /// async runtime.
+    /// async runtime. If this future is dropped first — the client's deadline passed or
+    /// it went away — the work's [`Cancel`] flag is set and scoring stops at its next
+    /// check instead of running on for nobody.
     async fn score<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&LiveModel) -> affinity_core::Result<T> + Send + 'static,
+        f: impl FnOnce(&LiveModel, &Cancel) -> affinity_core::Result<T> + Send + 'static,
     ) -> Result<Answer<T>, ApiError> {
         let live = self.state.live()?;
         let on = Arc::clone(&live);
-        let value = tokio::task::spawn_blocking(move || f(&on)).await??;
+        let cancel = Cancel::new();
+        let _stop_when_abandoned = CancelOnDrop(cancel.clone());
+        let value = tokio::task::spawn_blocking(move || f(&on, &cancel)).await??;
         Ok(Answer { live, value })
     }
 }
@@ -59,7 +73,7 @@ impl Recommender for RecommenderApi {
         request: Request<proto::RecommendRequest>,
     ) -> Result<Response<proto::RecommendResponse>, Status> {
         let query: RecommendQuery = request.into_inner().try_into()?;
-        let answer = self.score(move |l| l.model.recommend(&query, &l.settings)).await?;
+        let answer = self.score(move |l, cancel| l.model.recommend_or_cancel(&query, &l.settings, cancel)).await?;
         Ok(Response::new(answer.into()))
     }
 
@@ -69,7 +83,7 @@ impl Recommender for RecommenderApi {
         request: Request<proto::SimilarItemsRequest>,
     ) -> Result<Response<proto::SimilarItemsResponse>, Status> {
         let query: SimilarQuery = request.into_inner().try_into()?;
-        let answer = self.score(move |l| l.model.similar_items(&query, &l.settings)).await?;
+        let answer = self.score(move |l, cancel| l.model.similar_items_or_cancel(&query, &l.settings, cancel)).await?;
         Ok(Response::new(answer.into()))
     }
 
@@ -172,6 +186,26 @@ mod tests {
         let info = api.model_info(Request::new(proto::ModelInfoRequest {})).await.unwrap().into_inner();
         assert_eq!(info.items, 400);
         assert_eq!(info.scoring, "exact");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_cancels_its_scoring() {
+        let api = api();
+        let (seen, cancelled) = std::sync::mpsc::channel();
+        let work = api.score(move |_, cancel| {
+            // Stands in for long scoring: runs until cancelled (or 10 s pass).
+            let start = std::time::Instant::now();
+            while !cancel.is_cancelled() && start.elapsed() < std::time::Duration::from_secs(10) {
+                std::thread::yield_now();
+            }
+            let _ = seen.send((cancel.is_cancelled(), start.elapsed()));
+            Ok(())
+        });
+        // The client gives up after 50 ms: the request future is dropped.
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), work).await.is_err());
+        let (was_cancelled, ran) = cancelled.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        assert!(was_cancelled, "the blocking work saw the cancellation");
+        assert!(ran < std::time::Duration::from_secs(2), "it stopped soon after the drop: {ran:?}");
     }
 
     #[tokio::test]
