@@ -507,3 +507,42 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
     let answer = answers.message().await.unwrap().expect("an answer");
     assert!(format!("{answer:?}").contains("affinity.v1.Recommender"));
 }
+
+/// SIGTERM while the model is still loading ends the server at once, not after the load.
+#[test]
+fn shutdown_during_a_slow_model_load_exits_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let version = format::resolve(movielens_model()).unwrap();
+    let copy = root.path().join(version.file_name().unwrap());
+    copy_dir(&version, &copy);
+    // A 1 GiB (sparse) file listed in the manifest: verifying it takes seconds (about 5 s
+    // here; the server used to finish the load before honouring the signal).
+    let big = std::fs::File::create(copy.join("padding.bin")).unwrap();
+    big.set_len(1 << 30).unwrap();
+    let manifest = copy.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["files"]["padding.bin"] = serde_json::json!({ "sha256": "0".repeat(64), "bytes": 1u64 << 30 });
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    let mut child = Command::new(server_bin())
+        .args(["--listen", "127.0.0.1:0", "--model"])
+        .arg(&copy)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert!(line.starts_with("listening on"), "{line}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let sent = std::time::Instant::now();
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    let took = sent.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    assert!(stderr.contains("shutdown while the model was loading"), "{stderr}");
+    assert!(took < std::time::Duration::from_millis(1500), "took {took:?} to stop");
+}
