@@ -324,13 +324,19 @@ impl Model {
         let recent = profile.recent;
         let votes = if blends.iter().any(|&b| b > 0.0) { self.neighbour_votes(&recent, settings) } else { HashMap::new() };
         let (raw, retrieval) = self.candidates(&u, &votes, &filter, query.k, settings, cancel)?;
-        let ranked = blends.iter().map(|&b| top_k(self.blend(&u, raw.clone(), &votes, b), query.k));
-        Ok(ranked
-            .map(|ranked| Recommendations {
+        let (mut raw, last) = (Some(raw), blends.len().saturating_sub(1));
+        let mut answers = Vec::with_capacity(blends.len());
+        for (n, &b) in blends.iter().enumerate() {
+            // The last (for a served request, the only) blend takes the candidates; the
+            // others rank a copy.
+            let candidates = if n == last { raw.take().unwrap_or_default() } else { raw.clone().unwrap_or_default() };
+            let ranked = top_k(self.blend(&u, candidates, &votes, b), query.k);
+            answers.push(Recommendations {
                 items: ranked.into_iter().map(|(score, item)| self.personal(item, score, &recent)).collect(),
                 retrieval,
-            })
-            .collect())
+            });
+        }
+        Ok(answers)
     }
 
     /// A personalised result with its reason: the recent item it is most like.
