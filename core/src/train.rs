@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::als::CollabModel;
 use crate::content;
 use crate::data::{Dataset, Item, TimeKind, User};
-use crate::ids::IdMap;
+use crate::ids::{IdMap, ItemIdx};
 use crate::interactions::Interactions;
 use crate::model::format::{new_version_name, FORMAT_VERSION};
 use crate::model::{Counts, Manifest, Model, ModelParts, UserHistory};
@@ -138,7 +138,8 @@ pub fn train_for(
         items: items.len(),
         events: dataset.events.len(),
         items_with_events: popularity.iter().filter(|&&p| p > 0.0).count(),
-        items_with_content: content.rows().into_iter().filter(|r| r.iter().any(|&x| x != 0.0)).count(),
+        // Filled in from the assembled model, which derives which items have content.
+        items_with_content: 0,
     };
     let serving = ServingSettings::from_params(params);
     let manifest = Manifest {
@@ -170,7 +171,10 @@ pub fn train_for(
     model.ensure_indexes(&serving);
     progress.advance();
     progress.finish();
-    model.manifest_mut().train_seconds = started.elapsed().as_secs_f64();
+    let items_with_content = (0..model.n_items() as u32).filter(|&i| model.has_content(ItemIdx(i))).count();
+    let manifest = model.manifest_mut();
+    manifest.counts.items_with_content = items_with_content;
+    manifest.train_seconds = started.elapsed().as_secs_f64();
     model
 }
 

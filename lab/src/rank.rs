@@ -5,7 +5,7 @@
 //! trait over the same model's histories, so a comparison differs only in the algorithm.
 
 use affinity_core::model::Model;
-use affinity_core::recommend::RecommendQuery;
+use affinity_core::recommend::{RecommendQuery, Recommendations};
 use affinity_core::settings::ServingSettings;
 use affinity_core::ItemIdx;
 
@@ -63,9 +63,8 @@ fn query_for(m: &Model, user_id: &str, k: usize, keep: &[ItemIdx]) -> RecommendQ
     query
 }
 
-fn item_lists(r: affinity_core::Result<Vec<affinity_core::recommend::Recommendations>>) -> Vec<Vec<ItemIdx>> {
-    r.map(|all| all.into_iter().map(|r| r.items.into_iter().map(|s| s.item).collect()).collect())
-        .unwrap_or_default()
+fn items_of(r: Recommendations) -> Vec<ItemIdx> {
+    r.items.into_iter().map(|s| s.item).collect()
 }
 
 impl Ranker for Affinity<'_> {
@@ -75,7 +74,7 @@ impl Ranker for Affinity<'_> {
 
     fn rank(&self, user_id: &str, k: usize, keep: &[ItemIdx]) -> Vec<ItemIdx> {
         let query = query_for(self.model, user_id, k, keep);
-        item_lists(self.model.recommend(&query, &self.settings).map(|r| vec![r])).pop().unwrap_or_default()
+        self.model.recommend(&query, &self.settings).map(items_of).unwrap_or_default()
     }
 }
 
@@ -98,7 +97,10 @@ impl Ranker for AffinityBlends<'_> {
 
     fn rank_variants(&self, user_id: &str, k: usize, keep: &[ItemIdx]) -> Vec<Vec<ItemIdx>> {
         let query = query_for(self.model, user_id, k, keep);
-        item_lists(self.model.recommend_blends(&query, &self.settings, &self.blends))
+        self.model
+            .recommend_blends(&query, &self.settings, &self.blends)
+            .map(|all| all.into_iter().map(items_of).collect())
+            .unwrap_or_default()
     }
 }
 
