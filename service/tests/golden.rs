@@ -4,7 +4,7 @@
 //! It pins behaviour across refactors through the wire API only (the real server binary,
 //! a generated client), so it holds whatever the insides look like. Item ids must match
 //! exactly and scores to 1e-4. After a deliberate change of scoring, rewrite the file with
-//! `AFFINITY_BLESS_GOLDEN=1 cargo test --profile ci -p affinity-service --test golden` and
+//! `AFFINITY_BLESS_GOLDEN=1 cargo test --release -p affinity-service --test golden` and
 //! say why in the commit.
 
 mod common;
