@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Event, EventKind, TimeKind};
 use crate::ids::{IdMap, ItemIdx};
+use crate::repeat::RepeatInput;
 
 /// Weight of each event kind before value and time factors.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -123,6 +124,9 @@ pub struct Interactions {
     /// What every cell weight was divided by (the median raw cell weight; 1 when not
     /// normalised). A live event's weight divided by it is on the model's scale.
     pub weight_scale: f32,
+    /// Each user's consumptions in order (purchases when there are any, else every
+    /// event), from which returns are learned (see [`crate::repeat`]).
+    pub repeats: RepeatInput,
 }
 
 impl Interactions {
@@ -149,6 +153,12 @@ impl Interactions {
         }
         per_user.resize(users.len(), Vec::new());
         let t_max = events.iter().filter_map(|e| e.timestamp).max().unwrap_or(0);
+        let consumption = if events.iter().any(|e| e.kind == EventKind::Purchase) {
+            vec![EventKind::Purchase]
+        } else {
+            EventKind::ALL.to_vec()
+        };
+        let mut repeats = RepeatInput::new(consumption);
         let mut rows: Vec<Vec<(u32, f32)>> = Vec::with_capacity(per_user.len());
         let mut recent = Vec::with_capacity(per_user.len());
         let mut sequences = Vec::with_capacity(per_user.len());
@@ -156,6 +166,7 @@ impl Interactions {
             // Chronological per user: by timestamp, then file order.
             list.sort_by_key(|&(_, pos)| (events[pos].timestamp.unwrap_or(i64::MIN), pos));
             let n = list.len();
+            repeats.observe(rows.len(), list.iter().map(|&(item, pos)| (item, events[pos].kind)));
             let mut acc: HashMap<u32, f32> = HashMap::with_capacity(n);
             for (rank, &(item, pos)) in list.iter().enumerate() {
                 let e = &events[pos];
@@ -210,6 +221,7 @@ impl Interactions {
             recent,
             sequences,
             weight_scale,
+            repeats,
         }
     }
 

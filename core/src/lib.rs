@@ -14,6 +14,8 @@
 //!   settings scoring takes as a separate value.
 //! - [`model`]: the in-memory model; [`model::format`]: its versioned, checksummed
 //!   directory (the trainer ↔ server contract).
+//! - [`repeat`]: whether users come back to items they had, learned per item, category
+//!   and user, and the seen-items policy built on it.
 //! - [`recommend`]: queries, their validation, and scoring (recommendations, similar items);
 //!   [`cancel`]: the flag that stops scoring nobody waits for.
 //! - [`demo`]: a deterministic synthetic store for the demo server and tests.
@@ -37,6 +39,7 @@ pub mod model;
 pub mod neighbors;
 pub mod params;
 pub mod recommend;
+pub mod repeat;
 pub mod settings;
 #[cfg(test)]
 mod testing;

@@ -12,6 +12,7 @@ use crate::ann::HnswParams;
 use crate::content::ContentParams;
 use crate::interactions::WeightParams;
 use crate::neighbors::SequenceParams;
+use crate::repeat::NoveltyCurve;
 
 /// Every knob of training and scoring.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -93,4 +94,8 @@ pub struct TuningReport {
     pub best_recall10: f64,
     /// Seconds spent searching (the final fit not included).
     pub seconds: f64,
+    /// Hit curve of new items by rank for the chosen parameters (places returning items
+    /// among new ones, see [`crate::repeat`]); absent when no search ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub novelty: Option<NoveltyCurve>,
 }

@@ -19,7 +19,9 @@ use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::ids::{shown, ItemIdx};
 use crate::linalg::{dot, norm};
+use crate::interactions::RecentEvent;
 use crate::model::Model;
+use crate::repeat::SeenPolicy;
 use crate::settings::ServingSettings;
 
 /// Largest `k` a request may ask for.
@@ -67,8 +69,8 @@ pub struct RecommendQuery {
     pub subject: Subject,
     /// Number of items wanted, `1..=MAX_K`.
     pub k: usize,
-    /// Leave out items the user (or session) already interacted with.
-    pub exclude_seen: bool,
+    /// Whether items the user (or session) already had may come back, and how.
+    pub seen: SeenPolicy,
     /// Never return these item ids (unknown ids are ignored).
     pub exclude_items: Vec<String>,
     /// Only items of this category.
@@ -81,7 +83,7 @@ impl RecommendQuery {
         RecommendQuery {
             subject: Subject::User(user_id.into()),
             k,
-            exclude_seen: true,
+            seen: SeenPolicy::Trained,
             exclude_items: Vec::new(),
             category: None,
         }
@@ -153,6 +155,8 @@ pub enum ReasonKind {
     Popular,
     /// Similar to the query item.
     Similar,
+    /// An item the subject had, offered again: the data shows people come back to it.
+    Repeat,
 }
 
 /// A scored item with its reason.
@@ -212,9 +216,13 @@ struct Eligibility<'a> {
 
 impl<'a> Eligibility<'a> {
     fn allows(&self, i: ItemIdx) -> bool {
+        self.allows_had(i) && self.seen.binary_search(&i).is_err()
+    }
+
+    /// Whether `i` passes every filter but the seen one: what a returning item must pass.
+    fn allows_had(&self, i: ItemIdx) -> bool {
         self.model.item(i).available
             && self.category.is_none_or(|c| c.binary_search(&i).is_ok())
-            && self.seen.binary_search(&i).is_err()
             && self.excluded.binary_search(&i).is_err()
     }
 
@@ -265,11 +273,14 @@ fn item_label(model: &Model, i: ItemIdx) -> &str {
     }
 }
 
-/// The subject's interacted items (sorted), its vector, and its recent items.
+/// The subject's interacted items (sorted), its vector, its recent items, and for
+/// returns: the user's index and their recent events.
 struct Profile {
     history: Vec<ItemIdx>,
     vector: Option<Vec<f32>>,
     recent: Vec<ItemIdx>,
+    user: Option<usize>,
+    events: Vec<RecentEvent>,
 }
 
 impl Model {
@@ -309,14 +320,33 @@ impl Model {
         query.validate()?;
         let mut excluded: Vec<ItemIdx> = query.exclude_items.iter().filter_map(|id| self.item_index(id)).collect();
         excluded.sort_unstable();
-        let profile = self.profile(&query.subject);
+        let mut profile = self.profile(&query.subject);
+        let category = query.category.as_deref().map(|c| self.items_in_category(c));
+        let history = std::mem::take(&mut profile.history);
+        // Items the subject had come back only through the rules of the policy.
+        let (seen, returns) = match query.seen {
+            SeenPolicy::Exclude => (history, Vec::new()),
+            SeenPolicy::Include => (Vec::new(), Vec::new()),
+            SeenPolicy::Trained | SeenPolicy::BuyAgain => {
+                let floor = if query.seen == SeenPolicy::BuyAgain { f32::MIN_POSITIVE } else { 0.0 };
+                let returns = if query.seen == SeenPolicy::BuyAgain || self.repeat().is_active() {
+                    self.repeat().propensity(profile.user, &history, &profile.events, floor)
+                } else {
+                    Vec::new()
+                };
+                (history, returns)
+            }
+        };
         let filter = Eligibility {
             model: self,
-            seen: if query.exclude_seen { profile.history } else { Vec::new() },
+            seen,
             excluded,
-            category: query.category.as_deref().map(|c| self.items_in_category(c)),
+            category,
         };
-        let personal = profile.vector.filter(|v| v.iter().any(|&x| x != 0.0));
+        if query.seen == SeenPolicy::BuyAgain {
+            return Ok(vec![self.buy_again(returns, &filter, query.k); blends.len()]);
+        }
+        let personal = profile.vector.take().filter(|v| v.iter().any(|&x| x != 0.0));
         let Some(u) = personal else {
             let popular = self.popular(&filter, query.k);
             return Ok(vec![popular; blends.len()]);
@@ -331,12 +361,70 @@ impl Model {
             // others rank a copy.
             let candidates = if n == last { raw.take().unwrap_or_default() } else { raw.clone().unwrap_or_default() };
             let ranked = top_k(self.blend(&u, candidates, &votes, b), query.k);
-            answers.push(Recommendations {
-                items: ranked.into_iter().map(|(score, item)| self.personal(item, score, &recent)).collect(),
-                retrieval,
-            });
+            let mut items: Vec<Scored> = ranked.into_iter().map(|(score, item)| self.personal(item, score, &recent)).collect();
+            if !returns.is_empty() {
+                items = self.mix_returns(items, &returns, &filter, query.k);
+            }
+            answers.push(Recommendations { items, retrieval });
         }
         Ok(answers)
+    }
+
+    /// Merges items the subject had (with the probability that each is next) into a
+    /// ranking of new items by the probability that the next consumption is each: the
+    /// new item at rank `r` gets `(1 − Σ p) · h(r)` (see [`crate::repeat`]). Scores
+    /// become those probabilities once any return makes the list; otherwise the ranking
+    /// is returned as it was.
+    fn mix_returns(&self, novel: Vec<Scored>, returns: &[(f32, ItemIdx)], filter: &Eligibility<'_>, k: usize) -> Vec<Scored> {
+        let repeat = self.repeat();
+        let returning: f32 = returns.iter().map(|r| r.0).sum::<f32>().min(1.0);
+        let mut back: Vec<(f32, ItemIdx)> = returns.iter().copied().filter(|&(_, i)| filter.allows_had(i)).collect();
+        back.sort_by(by_score);
+        let novel_p = |rank: usize| (1.0 - returning) * repeat.novelty.at(rank);
+        // Merge by probability: `take` counts the returns that make the list.
+        let (mut n, mut take) = (0, 0);
+        while n + take < k && (n < novel.len() || take < back.len()) {
+            let back_wins = take < back.len() && (n >= novel.len() || back[take].0 > novel_p(n + 1));
+            if back_wins {
+                take += 1;
+            } else {
+                n += 1;
+            }
+        }
+        if take == 0 {
+            return novel;
+        }
+        let mut out: Vec<Scored> = novel
+            .into_iter()
+            .take(n)
+            .enumerate()
+            .map(|(r, s)| Scored { score: novel_p(r + 1), ..s })
+            .collect();
+        out.extend(back.into_iter().take(take).map(|(p, item)| Scored {
+            item,
+            score: p,
+            reason: ReasonKind::Repeat,
+            reason_text: format!("you came back to {} before", item_label(self, item)),
+        }));
+        out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+        out
+    }
+
+    /// "Buy it again": the eligible items the subject had, by repeat propensity.
+    fn buy_again(&self, mut returns: Vec<(f32, ItemIdx)>, filter: &Eligibility<'_>, k: usize) -> Recommendations {
+        returns.retain(|&(_, i)| filter.allows_had(i));
+        Recommendations {
+            items: top_k(returns, k)
+                .into_iter()
+                .map(|(score, item)| Scored {
+                    item,
+                    score,
+                    reason: ReasonKind::Repeat,
+                    reason_text: format!("you had {} before", item_label(self, item)),
+                })
+                .collect(),
+            retrieval: Retrieval::Exact,
+        }
     }
 
     /// A personalised result with its reason: the recent item it is most like.
@@ -367,12 +455,16 @@ impl Model {
                         history: h.seen().map(|(i, _)| i).collect(),
                         vector: Some(self.user_vector(u).to_vec()),
                         recent: h.recent().iter().map(|r| r.item).collect(),
+                        user: Some(u.get()),
+                        events: h.recent().to_vec(),
                     }
                 }
                 None => Profile {
                     history: Vec::new(),
                     vector: None,
                     recent: Vec::new(),
+                    user: None,
+                    events: Vec::new(),
                 },
             },
             Subject::Session(ids) => {
@@ -381,10 +473,15 @@ impl Model {
                 history.sort_unstable();
                 history.dedup();
                 let weighted: Vec<(u32, f32)> = history.iter().map(|i| (i.0, 1.0)).collect();
+                // A session's items count as consumptions of whatever kind returns are
+                // counted over.
+                let kind = self.repeat().kinds.first().copied().unwrap_or(crate::data::EventKind::View);
                 Profile {
                     vector: (!weighted.is_empty()).then(|| self.fold_in(&weighted)),
+                    events: recent.iter().map(|&item| RecentEvent { item, kind, timestamp: None }).collect(),
                     history,
                     recent,
+                    user: None,
                 }
             }
         }
@@ -590,7 +687,7 @@ mod tests {
         RecommendQuery {
             subject,
             k,
-            exclude_seen: true,
+            seen: SeenPolicy::Exclude,
             exclude_items: Vec::new(),
             category: None,
         }
@@ -598,7 +695,8 @@ mod tests {
 
     /// Every item a request may return, counted directly.
     fn eligible_count(m: &Model, q: &RecommendQuery) -> usize {
-        let seen: HashSet<ItemIdx> = match (&q.subject, q.exclude_seen) {
+        let excludes_seen = q.seen != SeenPolicy::Include;
+        let seen: HashSet<ItemIdx> = match (&q.subject, excludes_seen) {
             (Subject::User(u), true) => m.user_index(u).map(|u| m.history(u).seen().map(|(i, _)| i).collect()).unwrap_or_default(),
             (Subject::Session(s), true) => s.iter().filter_map(|id| m.item_index(id)).collect(),
             _ => HashSet::new(),
@@ -642,7 +740,7 @@ mod tests {
                 }
             }
             // With the seen filter off, a user's own items may come back, still filtered.
-            q.exclude_seen = false;
+            q.seen = SeenPolicy::Include;
             let all = m.recommend(&q, &s).unwrap();
             assert_eq!(all.items.len(), q.k.min(eligible_count(m, &q)));
             assert!(ids(m, &all).iter().all(|id| !unavailable.contains(id.as_str()) && !q.exclude_items.contains(id)));
@@ -787,7 +885,7 @@ mod tests {
                 session in proptest::option::of(proptest::collection::vec(id(), 0..40)),
                 user in id(),
                 k in 0usize..1100,
-                exclude_seen in any::<bool>(),
+                policy in 0usize..4,
                 exclude in proptest::collection::vec(id(), 0..20),
                 category in proptest::option::of(prop_oneof![Just("toys".to_string()), ".{0,20}"]),
                 similar_mode in 0usize..3,
@@ -797,7 +895,7 @@ mod tests {
                 let q = RecommendQuery {
                     subject: session.map_or(Subject::User(user.clone()), Subject::Session),
                     k,
-                    exclude_seen,
+                    seen: [SeenPolicy::Trained, SeenPolicy::Exclude, SeenPolicy::Include, SeenPolicy::BuyAgain][policy],
                     exclude_items: exclude,
                     category,
                 };

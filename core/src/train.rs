@@ -2,7 +2,7 @@
 //!
 //! Steps: weight events into the user–item matrix, learn collaborative item factors with
 //! iALS, fold every user in, embed items by content, learn item neighbours, count
-//! popularity, and build the HNSW indexes when the catalogue is too large to score
+//! popularity and returns to items already had, and build the HNSW indexes when the catalogue is too large to score
 //! exactly. The trainer binary and the evaluator both call [`train`], and the server's
 //! demo mode does too, so every path uses one implementation.
 
@@ -20,6 +20,7 @@ use crate::interactions::Interactions;
 use crate::model::format::{new_version_name, FORMAT_VERSION};
 use crate::model::{Counts, Manifest, Model, ModelParts, UserHistory};
 use crate::params::TrainParams;
+use crate::repeat::{RepeatInput, RepeatModel};
 use crate::settings::ServingSettings;
 
 /// Receives progress from long training steps (the trainer shows progress bars).
@@ -155,6 +156,7 @@ pub fn train_for(
         train_seconds: 0.0,
         files: Default::default(),
     };
+    let repeat = learn_repeats(&matrix.repeats, &items, matrix.users.len());
     progress.begin("model (HNSW indexes if scored by ANN)", 1);
     let mut model = Model::from_parts(ModelParts {
         manifest,
@@ -167,6 +169,7 @@ pub fn train_for(
         user_factors,
         content,
         neighbours,
+        repeat,
     });
     model.ensure_indexes(&serving);
     progress.advance();
@@ -176,6 +179,20 @@ pub fn train_for(
     manifest.counts.items_with_content = items_with_content;
     manifest.train_seconds = started.elapsed().as_secs_f64();
     model
+}
+
+/// Return hazards with each item's category as its group (items without a category
+/// form one group).
+fn learn_repeats(input: &RepeatInput, items: &[Item], n_users: usize) -> RepeatModel {
+    let mut groups: HashMap<&str, u32> = HashMap::new();
+    let group: Vec<u32> = items
+        .iter()
+        .map(|it| {
+            let next = groups.len() as u32;
+            *groups.entry(it.category.as_str()).or_insert(next)
+        })
+        .collect();
+    RepeatModel::learn(input, &group, n_users)
 }
 
 /// Folds each wanted user's history into a user vector, exactly as serving does; the

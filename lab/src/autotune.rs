@@ -13,13 +13,16 @@
 //! code path, each fitted candidate also re-scored with every neighbour blend of
 //! [`BLEND_SWEEP`](crate::tune::BLEND_SWEEP) (a serving setting, no refit). The search
 //! is seeded, so the same input and seed give the same parameters as long as the
-//! wall-clock cap is not what stops it (the report says which stopped it).
+//! wall-clock cap is not what stops it (the report says which stopped it). The chosen
+//! candidate's recall at 1…50 also gives the hit curve of new items by rank, which the
+//! trained seen-items policy needs to weigh returns against new items.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use affinity_core::data::{Dataset, Event, EventKind, TimeKind};
 use affinity_core::params::{TrainParams, TuningReport};
+use affinity_core::repeat::NoveltyCurve;
 use affinity_core::train::{train_for, NoProgress, Progress};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -34,6 +37,11 @@ const MIN_ITEMS: usize = 3;
 
 /// ALS sweeps per candidate fit during the search (the final fit makes the full count).
 const SEARCH_ITERATIONS: usize = 8;
+
+/// Cut-offs each candidate is scored at: 10 chooses, all of them fit the hit curve of
+/// new items by rank ([`NoveltyCurve`]) that places returning items among new ones.
+const CURVE_KS: &[usize] = &[1, 5, 10, 20, 50];
+const AT_10: usize = 2;
 
 /// Relative validation NDCG@10 gain a candidate needs over the given parameters to be
 /// chosen instead of them.
@@ -199,8 +207,8 @@ pub fn autotune(
         stopped_by: "budget".into(),
         ..TuningReport::default()
     };
-    let mut best: Option<(f64, f64, TrainParams)> = None;
-    let mut given_recall = 0.0;
+    let mut best: Option<(f64, f64, TrainParams, Option<NoveltyCurve>)> = None;
+    let mut given: (f64, Option<NoveltyCurve>) = (0.0, None);
     progress.begin("tuning on a held-out slice", candidates.len() as u64);
     for (n, p) in candidates.into_iter().enumerate() {
         if n > 0 && started.elapsed().as_secs_f64() > budget.max_seconds {
@@ -220,8 +228,9 @@ pub fn autotune(
             settings: model.default_settings(),
             blends: blends.clone(),
         };
-        for (blend, metrics) in blends.into_iter().zip(eval::score_variants(&ranker, &model, &target, &[10])) {
-            let m = &metrics[0];
+        for (blend, metrics) in blends.into_iter().zip(eval::score_variants(&ranker, &model, &target, CURVE_KS)) {
+            let m = &metrics[AT_10];
+            let curve = NoveltyCurve::fit(&metrics.iter().map(|m| (m.k, m.recall_full)).collect::<Vec<_>>());
             report.scored += 1;
             tracing::info!(
                 fit = n,
@@ -235,19 +244,19 @@ pub fn autotune(
             );
             if n == 0 && blend == p.sequence.blend {
                 report.given_ndcg10 = m.ndcg;
-                given_recall = m.recall;
+                given = (m.recall, curve);
             }
-            if best.as_ref().is_none_or(|(b, _, _)| m.ndcg > *b) {
+            if best.as_ref().is_none_or(|(b, _, _, _)| m.ndcg > *b) {
                 let mut q = p;
                 q.sequence.blend = blend;
-                best = Some((m.ndcg, m.recall, q));
+                best = Some((m.ndcg, m.recall, q, curve));
             }
         }
         progress.advance();
     }
     progress.finish();
     report.seconds = started.elapsed().as_secs_f64();
-    let Some((ndcg, recall, params)) = best else {
+    let Some((ndcg, recall, params, curve)) = best else {
         return skip("no candidate could be fitted");
     };
     // The given parameters are the prior: a candidate must beat them by a clear margin,
@@ -255,11 +264,12 @@ pub fn autotune(
     if ndcg <= report.given_ndcg10 * (1.0 + MIN_GAIN) {
         report.kept_given = true;
         report.best_ndcg10 = report.given_ndcg10;
-        report.best_recall10 = given_recall;
+        (report.best_recall10, report.novelty) = given;
         return (*base, report);
     }
     report.best_ndcg10 = ndcg;
     report.best_recall10 = recall;
+    report.novelty = curve;
     (params, report)
 }
 

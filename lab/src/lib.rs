@@ -14,6 +14,7 @@
 //! - [`baselines`]: Pop, ItemKNN and EASE.
 //! - [`tune`]: search spaces for affinity and the baselines.
 //! - [`autotune`]: `train`'s own search: carve a validation slice, search, report.
+//! - [`synth`]: synthetic stores with planted structure (repeat-purchase cycles).
 //!
 //! Dependencies inside the crate point one way: `eval` and `baselines` use `rank`
 //! and `split`; nothing uses `eval` but the binaries.
@@ -24,4 +25,5 @@ pub mod eval;
 pub mod import;
 pub mod rank;
 pub mod split;
+pub mod synth;
 pub mod tune;

@@ -6,6 +6,7 @@
 
 use affinity_core::model::Model;
 use affinity_core::recommend::{RecommendQuery, Recommendations};
+use affinity_core::repeat::SeenPolicy;
 use affinity_core::settings::ServingSettings;
 use affinity_core::ItemIdx;
 
@@ -44,13 +45,15 @@ impl<'a> Affinity<'a> {
     }
 }
 
-/// The request a client would send for `user_id`: top `k` without their training items,
-/// except `keep` (leave-one-out keeps the held-out item even if the user had it before:
-/// the seen filter goes off and the rest of the history is excluded explicitly).
+/// The request a client would send for `user_id`: top `k` under the trained seen-items
+/// policy. Leave-one-out passes the held-out item as `keep` (it may be one the user had):
+/// when the model learned returns, the trained policy decides whether it comes back,
+/// exactly as served; when it did not, the seen filter goes off and the rest of the
+/// history is excluded explicitly, so the held-out item can still be ranked.
 fn query_for(m: &Model, user_id: &str, k: usize, keep: &[ItemIdx]) -> RecommendQuery {
     let mut query = RecommendQuery::for_user(user_id, k);
-    if !keep.is_empty() {
-        query.exclude_seen = false;
+    if !keep.is_empty() && !m.repeat().is_active() {
+        query.seen = SeenPolicy::Include;
         if let Some(u) = m.user_index(user_id) {
             query.exclude_items = m
                 .history(u)
@@ -80,6 +83,8 @@ impl Ranker for Affinity<'_> {
 
 /// affinity ranked once per neighbour blend, sharing the work the blend does not change
 /// (see [`Model::recommend_blends`]): how tuning compares blends on one fitted model.
+/// Items the user had are always excluded: tuning scores new items only (its held-out
+/// items are never in the fitted history).
 pub struct AffinityBlends<'a> {
     pub model: &'a Model,
     pub settings: ServingSettings,
@@ -96,7 +101,10 @@ impl Ranker for AffinityBlends<'_> {
     }
 
     fn rank_variants(&self, user_id: &str, k: usize, keep: &[ItemIdx]) -> Vec<Vec<ItemIdx>> {
-        let query = query_for(self.model, user_id, k, keep);
+        let mut query = query_for(self.model, user_id, k, keep);
+        if keep.is_empty() {
+            query.seen = SeenPolicy::Exclude;
+        }
         self.model
             .recommend_blends(&query, &self.settings, &self.blends)
             .map(|all| all.into_iter().map(items_of).collect())

@@ -546,3 +546,38 @@ fn shutdown_during_a_slow_model_load_exits_at_once() {
     assert!(stderr.contains("shutdown while the model was loading"), "{stderr}");
     assert!(took < std::time::Duration::from_millis(1500), "took {took:?} to stop");
 }
+
+#[tokio::test]
+async fn repeat_policy_buy_again_lists_only_history_and_exclude_seen_overrides_it() {
+    let server = start_server(movielens_model()).await;
+    let mut c = client(&server).await;
+    let seen = seen_by("1");
+    let again = |exclude_seen: Option<bool>| proto::RecommendRequest {
+        repeat_policy: proto::RepeatPolicy::BuyAgain as i32,
+        exclude_seen,
+        ..rec("1", 20)
+    };
+    let r = c.recommend(again(None)).await.unwrap().into_inner();
+    assert_eq!(r.items.len(), 20);
+    for item in &r.items {
+        assert!(seen.contains(&item.item_id), "buy again returned {} the user never had", item.item_id);
+        assert_eq!(item.reason.as_ref().unwrap().kind, proto::reason::Kind::Repeat as i32);
+    }
+    // An explicit exclude_seen wins over the policy (compatibility).
+    let r = c.recommend(again(Some(true))).await.unwrap().into_inner();
+    assert!(r.items.iter().all(|i| !seen.contains(&i.item_id)));
+    // MovieLens has no repeat ratings: the trained policy excludes what users had.
+    let trained = proto::RecommendRequest {
+        repeat_policy: proto::RepeatPolicy::Trained as i32,
+        ..rec("1", 20)
+    };
+    let r = c.recommend(trained).await.unwrap().into_inner();
+    assert!(r.items.iter().all(|i| !seen.contains(&i.item_id)));
+    let bad = proto::RecommendRequest {
+        repeat_policy: 99,
+        ..rec("1", 20)
+    };
+    let e = c.recommend(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("repeat_policy"), "{}", e.message());
+}

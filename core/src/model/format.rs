@@ -7,7 +7,7 @@
 //!   20261123T180000.123456Z-1a2b3c4d/   # one version
 //!     manifest.json                     # format version, counts, parameters, serving
 //!                                       # settings, SHA-256 of every file
-//!     items.bin users.bin popularity.bin neighbours.bin
+//!     items.bin users.bin popularity.bin neighbours.bin repeat.bin
 //!     collab_items.f32 collab_users.f32 content.f32
 //!     collab_mips.hnsw.{graph,data} collab_cos.hnsw.{graph,data} content.hnsw.{graph,data}
 //! ```
@@ -17,8 +17,9 @@
 //! checks the format version and every checksum before decoding anything.
 //!
 //! Compatibility: a build reads its own format version and the one before it; older and
-//! newer ones are refused with a message saying what to do. Format 2 added the manifest's
-//! `serving` section; for a format-1 model it is derived from the recorded parameters.
+//! newer ones are refused with a message saying what to do. Format 3 added `repeat.bin`
+//! (what the model learned about returns, [`crate::repeat`]); a format-2 model loads
+//! with none learned, so it excludes what users had, as it always did.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -38,10 +39,11 @@ use crate::error::{Error, Result};
 use crate::ids::IdMap;
 use crate::neighbors::Neighbours;
 use crate::params::{TrainParams, TuningReport};
+use crate::repeat::RepeatModel;
 use crate::settings::ServingSettings;
 
 /// The model format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest model format this build reads.
 pub const OLDEST_FORMAT_VERSION: u32 = FORMAT_VERSION - 1;
@@ -195,6 +197,7 @@ pub fn save(model: &mut Model, root: &Path, retention: Retention) -> Result<Path
     write_file(&tmp, "users.bin", &encode(&users, "users.bin")?, &mut files)?;
     write_file(&tmp, "popularity.bin", &encode(&model.popularity, "popularity.bin")?, &mut files)?;
     write_file(&tmp, "neighbours.bin", &encode(&model.neighbours, "neighbours.bin")?, &mut files)?;
+    write_file(&tmp, "repeat.bin", &encode(&model.repeat, "repeat.bin")?, &mut files)?;
     write_file(&tmp, "collab_items.f32", &f32_bytes(&model.collab.item_factors), &mut files)?;
     write_file(&tmp, "collab_users.f32", &f32_bytes(&model.user_factors), &mut files)?;
     write_file(&tmp, "content.f32", &f32_bytes(&model.content), &mut files)?;
@@ -318,7 +321,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let text = fs::read(&path).map_err(|e| Error::model(&path, format!("cannot read: {e}")))?;
     let probe: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| Error::model(&path, format!("not valid JSON: {e}")))?;
-    let version = match probe.get("format_version").and_then(|v| v.as_u64()) {
+    match probe.get("format_version").and_then(|v| v.as_u64()) {
         Some(v) if v > FORMAT_VERSION as u64 => {
             return Err(Error::model(
                 &path,
@@ -331,16 +334,10 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
                 format!("format version {v} is older than this build reads ({OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}); retrain the model with this trainer"),
             ))
         }
-        Some(v) => v,
+        Some(_) => {}
         None => return Err(Error::model(&path, "has no format_version")),
-    };
-    let mut manifest: Manifest =
-        serde_json::from_value(probe).map_err(|e| Error::model(&path, format!("invalid manifest: {e}")))?;
-    if version < 2 {
-        // Format 1 kept the serving settings only inside the training parameters.
-        manifest.serving = ServingSettings::from_params(&manifest.params);
     }
-    Ok(manifest)
+    serde_json::from_value(probe).map_err(|e| Error::model(&path, format!("invalid manifest: {e}")))
 }
 
 /// Loads and verifies a model from a version directory or model root.
@@ -366,6 +363,21 @@ pub fn load(path: &Path) -> Result<Model> {
     let neighbours: Neighbours = decode(&dir, "neighbours.bin", take("neighbours.bin")?)?;
     let n_items = items.len();
     let n_users = users_file.ids.len();
+    // Format 2 learned nothing about returns: its models exclude what users had.
+    let repeat: RepeatModel = if manifest.format_version >= 3 {
+        decode(&dir, "repeat.bin", take("repeat.bin")?)?
+    } else {
+        RepeatModel::default()
+    };
+    if repeat.is_active()
+        && (repeat.item_group.len() != n_items
+            || repeat.item_factor.len() != n_items
+            || repeat.user_factor.len() != n_users
+            || repeat.item_group.iter().any(|&g| g as usize >= repeat.hazard.len())
+            || repeat.hazard.iter().any(|h| h.len() != crate::repeat::GAPS))
+    {
+        return Err(Error::model(dir.join("repeat.bin"), "does not match the item and user tables"));
+    }
     if users_file.histories.len() != n_users || users_file.attributes.len() != n_users {
         return Err(Error::model(dir.join("users.bin"), "user tables have different lengths"));
     }
@@ -401,6 +413,7 @@ pub fn load(path: &Path) -> Result<Model> {
         user_factors,
         content,
         neighbours,
+        repeat,
     };
     let mut model = Model::from_parts(parts);
     // Indexes are read only where the recorded settings score through them (smaller
@@ -549,17 +562,19 @@ mod tests {
     }
 
     #[test]
-    fn format_1_models_still_load_with_settings_from_their_params() {
+    fn format_2_models_still_load_and_exclude_what_users_had() {
         let (root, dir, m) = saved(&fast_params());
         edit_manifest(&dir, |v| {
-            v["format_version"] = 1.into();
-            v.as_object_mut().unwrap().remove("serving");
-            v["params"]["sequence"]["blend"] = 0.3.into();
+            v["format_version"] = 2.into();
+            v["files"].as_object_mut().unwrap().remove("repeat.bin");
         });
+        fs::remove_file(dir.join("repeat.bin")).unwrap();
         let back = load(root.path()).unwrap();
-        assert_eq!(back.manifest().format_version, 1);
-        assert!((back.default_settings().sequence_blend - 0.3).abs() < 1e-6);
-        assert_eq!(back.default_settings().exact_max_items, m.default_settings().exact_max_items);
+        assert_eq!(back.manifest().format_version, 2);
+        assert!(!back.repeat().is_active());
+        assert_eq!(answers(&back), answers(&m));
+        let e = load_error(|_, d| edit_manifest(d, |v| v["format_version"] = 1.into()));
+        assert!(e.contains("older") && e.contains("retrain"), "{e}");
     }
 
     #[test]

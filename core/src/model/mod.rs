@@ -23,6 +23,7 @@ use crate::ids::{IdMap, ItemIdx, UserIdx};
 use crate::interactions::RecentEvent;
 use crate::linalg;
 use crate::neighbors::Neighbours;
+use crate::repeat::{NoveltyCurve, RepeatModel};
 use crate::settings::ServingSettings;
 
 pub use format::{Counts, FileEntry, Manifest};
@@ -91,6 +92,8 @@ pub struct ModelParts {
     pub content: Array2<f32>,
     /// Per item, its strongest neighbours by co-occurrence and transitions.
     pub neighbours: Neighbours,
+    /// Whether users come back to items they had (inactive when they do not).
+    pub repeat: RepeatModel,
 }
 
 /// The three HNSW indexes; each is absent when nothing would be in it or when the
@@ -129,6 +132,7 @@ pub struct Model {
     /// Category name → its items, sorted by index.
     categories: HashMap<String, Vec<ItemIdx>>,
     neighbours: Neighbours,
+    repeat: RepeatModel,
 }
 
 fn nonzero_rows(m: &Array2<f32>) -> Vec<bool> {
@@ -154,6 +158,7 @@ impl Model {
             user_factors,
             content,
             neighbours,
+            repeat,
         } = parts;
         let item_ids = IdMap::from_ids(items.iter().map(|i| i.item_id.clone()).collect());
         let has_collab = nonzero_rows(&collab.item_factors);
@@ -197,6 +202,7 @@ impl Model {
             indexes: Indexes::default(),
             categories,
             neighbours,
+            repeat,
         }
     }
 
@@ -249,8 +255,23 @@ impl Model {
     }
 
     /// Records how the parameters were chosen (written to the manifest on save).
+    /// The hit curve it measured, if any, becomes the model's (see [`Model::set_novelty`]).
     pub fn record_tuning(&mut self, report: crate::params::TuningReport) {
+        if let Some(curve) = report.novelty {
+            self.set_novelty(curve);
+        }
         self.manifest.tuning = Some(report);
+    }
+
+    /// What the model learned about users coming back to items they had.
+    pub fn repeat(&self) -> &RepeatModel {
+        &self.repeat
+    }
+
+    /// Records the hit curve of new items measured on a validation slice, which places
+    /// returning items among new ones under the trained seen-items policy.
+    pub fn set_novelty(&mut self, curve: NoveltyCurve) {
+        self.repeat.set_novelty(curve);
     }
 
     /// The version name.

@@ -106,6 +106,7 @@ fn scored_items(live: &LiveModel, items: Vec<affinity_core::recommend::Scored>) 
                     ReasonKind::Personalized => proto::reason::Kind::Personalized,
                     ReasonKind::Popular => proto::reason::Kind::Popular,
                     ReasonKind::Similar => proto::reason::Kind::Similar,
+                    ReasonKind::Repeat => proto::reason::Kind::Repeat,
                 } as i32,
                 text: s.reason_text,
             }),

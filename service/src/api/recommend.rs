@@ -1,6 +1,7 @@
 //! `Recommend`: wire request → [`RecommendQuery`], [`Recommendations`] → wire reply.
 
 use affinity_core::recommend::{RecommendQuery, Recommendations, Retrieval, Subject};
+use affinity_core::repeat::SeenPolicy;
 use affinity_core::Error;
 
 use super::{scored_items, Answer};
@@ -16,10 +17,18 @@ impl TryFrom<proto::RecommendRequest> for RecommendQuery {
             Some(recommend_request::Subject::RecentItems(items)) => Subject::Session(items.item_ids),
             None => return Err(Error::invalid_argument("subject", "set user_id or recent_items").into()),
         };
+        let policy = proto::RepeatPolicy::try_from(r.repeat_policy)
+            .map_err(|_| Error::invalid_argument("repeat_policy", format!("unknown value {}", r.repeat_policy)))?;
         Ok(RecommendQuery {
             subject,
             k: r.k as usize,
-            exclude_seen: r.exclude_seen.unwrap_or(true),
+            seen: match (r.exclude_seen, policy) {
+                (Some(true), _) => SeenPolicy::Exclude,
+                (Some(false), _) => SeenPolicy::Include,
+                (None, proto::RepeatPolicy::Unspecified | proto::RepeatPolicy::Trained) => SeenPolicy::Trained,
+                (None, proto::RepeatPolicy::ExcludeSeen) => SeenPolicy::Exclude,
+                (None, proto::RepeatPolicy::BuyAgain) => SeenPolicy::BuyAgain,
+            },
             exclude_items: r.exclude_item_ids,
             // proto3: an empty optional string is as good as unset.
             category: r.category.filter(|c| !c.is_empty()),

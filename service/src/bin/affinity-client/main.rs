@@ -46,6 +46,14 @@ enum ModeArg {
     Content,
 }
 
+/// `--repeat-policy` values.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum RepeatPolicyArg {
+    Trained,
+    ExcludeSeen,
+    BuyAgain,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Recommendations for a user, a session, or every user in a file.
@@ -61,9 +69,14 @@ enum Command {
         users_file: Option<PathBuf>,
         #[arg(long, default_value_t = 10)]
         k: u32,
-        /// Include items the user already interacted with.
+        /// Score items the user already interacted with like any other (overrides
+        /// --repeat-policy).
         #[arg(long)]
         include_seen: bool,
+        /// What to do with items the user already had: the model's trained policy (the
+        /// server's default), never return them, or only them ("buy it again").
+        #[arg(long, value_enum)]
+        repeat_policy: Option<RepeatPolicyArg>,
         /// Item ids never to return, comma-separated.
         #[arg(long, value_delimiter = ',')]
         exclude: Vec<String>,
@@ -164,6 +177,7 @@ async fn run(cli: Cli) -> Result<()> {
             users_file,
             k,
             include_seen,
+            repeat_policy,
             exclude,
             category,
             concurrency,
@@ -171,9 +185,14 @@ async fn run(cli: Cli) -> Result<()> {
             let template = proto::RecommendRequest {
                 subject: None,
                 k,
-                exclude_seen: Some(!include_seen),
+                exclude_seen: include_seen.then_some(false),
                 exclude_item_ids: exclude,
                 category,
+                repeat_policy: match repeat_policy {
+                    None | Some(RepeatPolicyArg::Trained) => proto::RepeatPolicy::Unspecified,
+                    Some(RepeatPolicyArg::ExcludeSeen) => proto::RepeatPolicy::ExcludeSeen,
+                    Some(RepeatPolicyArg::BuyAgain) => proto::RepeatPolicy::BuyAgain,
+                } as i32,
             };
             if let Some(path) = users_file {
                 batch(client, &path, template, concurrency, cli.format, &mut out).await?;
