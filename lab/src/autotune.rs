@@ -238,6 +238,7 @@ pub fn autotune(
                 lambda = p.als.regularization,
                 nu = p.als.reg_exponent,
                 alpha = p.als.alpha,
+                ease = p.sequence.ease_lambda,
                 blend,
                 ndcg10 = m.ndcg,
                 "tuning candidate scored"

@@ -46,6 +46,14 @@ pub fn affinity_candidates(base: &TrainParams, time_kind: TimeKind, trials: usiz
         };
         p.sequence.window = *[1usize, 3, 5].choose(&mut rng).unwrap_or(&3);
         p.sequence.neighbours = *[50usize, 100, 200].choose(&mut rng).unwrap_or(&100);
+        // Every fourth draw re-weights the neighbours as a sparse EASE, voted for by the
+        // whole recent history alike (as EASE scores a user's whole history).
+        if out.len() % 4 == 0 {
+            p.sequence.ease_lambda = rng.gen_range(0.25f32.ln()..8.0f32.ln()).exp();
+            p.sequence.neighbours = *[50usize, 100].choose(&mut rng).unwrap_or(&100);
+            p.sequence.recency_decay = *[0.9f32, 1.0].choose(&mut rng).unwrap_or(&1.0);
+            p.sequence.max_recent = 50;
+        }
         out.push(p);
     }
     out.truncate(trials.max(1));
@@ -54,7 +62,7 @@ pub fn affinity_candidates(base: &TrainParams, time_kind: TimeKind, trials: usiz
 
 /// Neighbour blend weights tried on every fitted candidate. The blend is read at serving
 /// time, so sweeping it re-scores a fitted model and costs no extra fit.
-pub const BLEND_SWEEP: [f32; 6] = [0.0, 0.02, 0.1, 0.2, 0.3, 0.5];
+pub const BLEND_SWEEP: [f32; 7] = [0.0, 0.02, 0.1, 0.2, 0.3, 0.5, 0.8];
 
 /// `trials` neighbourhood sizes for ItemKNN, spread from 5 to 1000.
 pub fn knn_candidates(trials: usize) -> Vec<usize> {
@@ -89,6 +97,7 @@ mod tests {
         assert!(a.iter().all(|p| (0.25..=150.0).contains(&p.als.regularization) || *p == base));
         let exponents: std::collections::BTreeSet<u32> = a.iter().map(|p| (p.als.reg_exponent * 2.0) as u32).collect();
         assert_eq!(exponents.len(), 3, "every budget of 4 or more tries ν = 0, 0.5 and 1");
+        assert!(a.iter().any(|p| p.sequence.ease_lambda > 0.0), "every budget of 4 or more tries a sparse EASE");
         let k = knn_candidates(6);
         assert_eq!((k[0], *k.last().unwrap()), (5, 1000));
         assert_eq!(ease_candidates(4).len(), 4);

@@ -156,7 +156,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         Some(_) => {}
         None => eprintln!(
             "tuned in {:.1}s on {} ({} users, target events: {}): {} fits, stopped by {}; validation NDCG@10 {:.4} (as given {:.4}){}; \
-             factors {}, λ {:.1}, α {:.2}, blend {}",
+             factors {}, λ {:.1}, α {:.2}, blend {}{}",
             tuning.seconds,
             tuning.validation,
             tuning.valid_users,
@@ -170,6 +170,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
             params.als.regularization,
             params.als.alpha,
             params.sequence.blend,
+            if params.sequence.ease_lambda > 0.0 {
+                format!(", neighbours as sparse EASE (λ {:.2} × users per item)", params.sequence.ease_lambda)
+            } else {
+                String::new()
+            },
         ),
     }
     let mut m = train::train(&dataset, time_kind, &params, &Bars::default());

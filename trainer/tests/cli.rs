@@ -276,7 +276,7 @@ fn tune_never_reads_the_test_part_and_its_output_feeds_train_and_evaluate() {
     assert_eq!(fits("affinity"), 3);
     assert_eq!(fits("ItemKNN"), 3, "same budget (fits) for the baseline");
     // Each fitted affinity model is also scored with every blend of the sweep.
-    assert_eq!(t.iter().filter(|x| x["system"] == "affinity").count(), 3 * 6);
+    assert_eq!(t.iter().filter(|x| x["system"] == "affinity").count(), 3 * affinity_lab::tune::BLEND_SWEEP.len());
     let best = t.iter().filter(|x| x["system"] == "affinity").map(|x| x["valid_ndcg10"].as_f64().unwrap()).fold(0.0, f64::max);
     assert!(best > 0.1, "validation NDCG@10 {best}");
     std::fs::rename(&hidden, &test).unwrap();
