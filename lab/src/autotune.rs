@@ -210,10 +210,16 @@ pub fn autotune(
     let mut best: Option<(f64, f64, TrainParams, Option<NoveltyCurve>)> = None;
     let mut given: (f64, Option<NoveltyCurve>) = (0.0, None);
     progress.begin("tuning on a held-out slice", candidates.len() as u64);
-    for (n, p) in candidates.into_iter().enumerate() {
+    for (n, mut p) in candidates.into_iter().enumerate() {
         if n > 0 && started.elapsed().as_secs_f64() > budget.max_seconds {
             report.stopped_by = "time".into();
             break;
+        }
+        // A sparse-EASE candidate tries its neighbour weighting on the best embeddings
+        // found so far, so the comparison is about the neighbours alone.
+        if let (true, Some((_, _, b, _))) = (p.sequence.ease_lambda > 0.0, &best) {
+            p.als = b.als;
+            p.weights = b.weights;
         }
         // Candidates are compared after fewer ALS sweeps than the final fit makes: the
         // ranking of candidates settles early, and the search costs less.

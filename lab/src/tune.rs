@@ -47,7 +47,8 @@ pub fn affinity_candidates(base: &TrainParams, time_kind: TimeKind, trials: usiz
         p.sequence.window = *[1usize, 3, 5].choose(&mut rng).unwrap_or(&3);
         p.sequence.neighbours = *[50usize, 100, 200].choose(&mut rng).unwrap_or(&100);
         // Every fourth draw re-weights the neighbours as a sparse EASE, voted for by the
-        // whole recent history alike (as EASE scores a user's whole history).
+        // whole recent history alike (as EASE scores a user's whole history); the search
+        // gives it the best embeddings found before it.
         if out.len() % 4 == 0 {
             p.sequence.ease_lambda = rng.gen_range(0.25f32.ln()..8.0f32.ln()).exp();
             p.sequence.neighbours = *[50usize, 100].choose(&mut rng).unwrap_or(&100);
