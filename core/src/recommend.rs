@@ -19,6 +19,7 @@ use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::ids::{shown, ItemIdx};
 use crate::linalg::{dot, norm};
+use crate::data::EventKind;
 use crate::interactions::RecentEvent;
 use crate::model::Model;
 use crate::repeat::SeenPolicy;
@@ -75,6 +76,21 @@ pub struct RecommendQuery {
     pub exclude_items: Vec<String>,
     /// Only items of this category.
     pub category: Option<String>,
+    /// Events of this user the model was not trained on (the server's live state),
+    /// oldest first: they join the history, the fold-in, the recent items and the seen
+    /// set. Items the model does not know are ignored.
+    pub live: Vec<LiveEvent>,
+}
+
+/// An event the model was not trained on, as the server's live state keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveEvent {
+    /// The item acted on.
+    pub item_id: String,
+    /// What the user did.
+    pub kind: EventKind,
+    /// Its timestamp as given.
+    pub timestamp: Option<i64>,
 }
 
 impl RecommendQuery {
@@ -86,6 +102,7 @@ impl RecommendQuery {
             seen: SeenPolicy::Trained,
             exclude_items: Vec::new(),
             category: None,
+            live: Vec::new(),
         }
     }
 
@@ -320,7 +337,7 @@ impl Model {
         query.validate()?;
         let mut excluded: Vec<ItemIdx> = query.exclude_items.iter().filter_map(|id| self.item_index(id)).collect();
         excluded.sort_unstable();
-        let mut profile = self.profile(&query.subject);
+        let mut profile = self.profile(&query.subject, &query.live);
         let category = query.category.as_deref().map(|c| self.items_in_category(c));
         let history = std::mem::take(&mut profile.history);
         // Items the subject had come back only through the rules of the policy.
@@ -446,27 +463,51 @@ impl Model {
         }
     }
 
-    fn profile(&self, subject: &Subject) -> Profile {
+    /// Who the request is for, as scoring needs it. Live events (see
+    /// [`RecommendQuery::live`]) extend a user's stored history, or make one for a user the
+    /// model has never seen; the vector is then folded in from both, each live event
+    /// weighted as training would weigh it.
+    fn profile(&self, subject: &Subject, live: &[LiveEvent]) -> Profile {
         match subject {
-            Subject::User(user_id) => match self.user_index(user_id) {
-                Some(u) => {
-                    let h = self.history(u);
-                    Profile {
-                        history: h.seen().map(|(i, _)| i).collect(),
-                        vector: Some(self.user_vector(u).to_vec()),
-                        recent: h.recent().iter().map(|r| r.item).collect(),
-                        user: Some(u.get()),
-                        events: h.recent().to_vec(),
+            Subject::User(user_id) => {
+                let stored = self.user_index(user_id);
+                let live: Vec<RecentEvent> = live
+                    .iter()
+                    .filter_map(|e| {
+                        self.item_index(&e.item_id).map(|item| RecentEvent {
+                            item,
+                            kind: e.kind,
+                            timestamp: e.timestamp,
+                        })
+                    })
+                    .collect();
+                let mut events: Vec<RecentEvent> = stored.map(|u| self.history(u).recent().to_vec()).unwrap_or_default();
+                events.extend(live.iter().copied());
+                let mut weights: HashMap<u32, f32> = stored.map(|u| self.history(u).seen().map(|(i, w)| (i.0, w)).collect()).unwrap_or_default();
+                let vector = match (stored, live.is_empty()) {
+                    (Some(u), true) => Some(self.user_vector(u).to_vec()),
+                    (None, true) => None,
+                    (_, false) => {
+                        let kinds = self.manifest().params.weights.event_weights;
+                        let scale = self.manifest().weight_scale.max(f32::MIN_POSITIVE);
+                        for e in &live {
+                            *weights.entry(e.item.0).or_insert(0.0) += kinds.of(e.kind) / scale;
+                        }
+                        let mut weighted: Vec<(u32, f32)> = weights.iter().map(|(&i, &w)| (i, w)).collect();
+                        weighted.sort_unstable_by_key(|x| x.0);
+                        Some(self.fold_in(&weighted))
                     }
+                };
+                let mut history: Vec<ItemIdx> = weights.keys().map(|&i| ItemIdx(i)).collect();
+                history.sort_unstable();
+                Profile {
+                    history,
+                    vector,
+                    recent: events.iter().map(|r| r.item).collect(),
+                    user: stored.map(|u| u.get()),
+                    events,
                 }
-                None => Profile {
-                    history: Vec::new(),
-                    vector: None,
-                    recent: Vec::new(),
-                    user: None,
-                    events: Vec::new(),
-                },
-            },
+            }
             Subject::Session(ids) => {
                 let recent: Vec<ItemIdx> = ids.iter().filter_map(|id| self.item_index(id)).collect();
                 let mut history = recent.clone();
@@ -475,7 +516,7 @@ impl Model {
                 let weighted: Vec<(u32, f32)> = history.iter().map(|i| (i.0, 1.0)).collect();
                 // A session's items count as consumptions of whatever kind returns are
                 // counted over.
-                let kind = self.repeat().kinds.first().copied().unwrap_or(crate::data::EventKind::View);
+                let kind = self.repeat().kinds.first().copied().unwrap_or(EventKind::View);
                 Profile {
                     vector: (!weighted.is_empty()).then(|| self.fold_in(&weighted)),
                     events: recent.iter().map(|&item| RecentEvent { item, kind, timestamp: None }).collect(),
@@ -690,6 +731,7 @@ mod tests {
             seen: SeenPolicy::Exclude,
             exclude_items: Vec::new(),
             category: None,
+            live: Vec::new(),
         }
     }
 
@@ -898,6 +940,7 @@ mod tests {
                     seen: [SeenPolicy::Trained, SeenPolicy::Exclude, SeenPolicy::Include, SeenPolicy::BuyAgain][policy],
                     exclude_items: exclude,
                     category,
+                    live: Vec::new(),
                 };
                 match m.recommend(&q, &s) {
                     Ok(r) => {

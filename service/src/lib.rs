@@ -3,7 +3,10 @@
 //! # Layout
 //! - [`proto`]: code generated from `proto/affinity/v1/recommender.proto`.
 //! - [`state`]: [`state::ServerState`], what every handler shares: the live model and
-//!   the settings it is scored with.
+//!   the settings it is scored with, the event log, the users' live state.
+//! - [`ingest`]: events made durable in the event log (one writer thread, group commit)
+//!   before they are acknowledged.
+//! - [`live`]: what users did since the model was trained, bounded in memory.
 //! - [`api`]: the `affinity.v1.Recommender` service; one file per RPC holds its wire
 //!   conversions (`TryFrom` into the engine's query types, `From` back).
 //! - [`status`]: the one place errors become gRPC statuses.
@@ -13,11 +16,14 @@
 //!   tests and benchmarks.
 //!
 //! The binaries `affinity-server` and `affinity-client` sit on top. This crate depends on
-//! the engine (`affinity-core`) only, never on the offline lab.
+//! the engine (`affinity-core`) and the event log (`affinity-eventlog`), never on the
+//! offline lab.
 
 pub mod api;
 pub mod client;
 pub mod demo;
+pub mod ingest;
+pub mod live;
 pub mod proto;
 pub mod server;
 pub mod state;

@@ -1,18 +1,22 @@
-//! What every handler shares: the live model with the settings it is scored with.
+//! What every handler shares: the live model with the settings it is scored with, the
+//! event log and the users' live state.
 //!
 //! The model sits behind an [`ArcSwapOption`]: a request takes an `Arc` to the model it
 //! started with and keeps it to the end, so a model swapped in meanwhile never changes
-//! an answer half-way (hot reload, live events and metrics from later work hang off this
-//! same state). Settings are resolved once per model: the trainer's recorded defaults,
-//! then the server's configured overrides.
+//! an answer half-way (hot reload and metrics from later work hang off this same state).
+//! Settings are resolved once per model: the trainer's recorded defaults, then the
+//! server's configured overrides. The event log is opened once at start; ingested events
+//! reach [`LiveUsers`] only after they are durable.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use affinity_core::model::Model;
 use affinity_core::settings::ServingSettings;
 use arc_swap::ArcSwapOption;
 
+use crate::ingest::Ingest;
+use crate::live::{LiveLimits, LiveUsers};
 use crate::status::ApiError;
 
 /// How the server picks candidates, when configured to override the model's choice.
@@ -65,27 +69,82 @@ pub struct ServerState {
     model_path: Option<PathBuf>,
     overrides: SettingsOverrides,
     live: ArcSwapOption<LiveModel>,
+    /// Where the event log is kept; `None`: ingest is off.
+    events_dir: Option<PathBuf>,
+    /// The open event log, or why ingest is off; set once at start.
+    ingest: OnceLock<Result<Ingest, String>>,
+    /// What users did since the model was trained.
+    users: LiveUsers,
 }
 
 impl ServerState {
-    /// State that will load its model from `model_path` when the server starts.
-    pub fn new(model_path: PathBuf, overrides: SettingsOverrides) -> Arc<ServerState> {
-        Arc::new(ServerState {
-            model_path: Some(model_path),
+    fn build(model_path: Option<PathBuf>, overrides: SettingsOverrides, events_dir: Option<PathBuf>) -> ServerState {
+        ServerState {
+            model_path,
             overrides,
             live: ArcSwapOption::empty(),
-        })
+            events_dir,
+            ingest: OnceLock::new(),
+            users: LiveUsers::new(LiveLimits::default()),
+        }
     }
 
-    /// State serving `model` from the start (tests, embedded use).
+    /// State that will load its model from `model_path` when the server starts, with
+    /// ingest off.
+    pub fn new(model_path: PathBuf, overrides: SettingsOverrides) -> Arc<ServerState> {
+        Arc::new(ServerState::build(Some(model_path), overrides, None))
+    }
+
+    /// As [`ServerState::new`], keeping the event log in `events_dir` (`None`: ingest off).
+    pub fn with_events(model_path: PathBuf, overrides: SettingsOverrides, events_dir: Option<PathBuf>) -> Arc<ServerState> {
+        Arc::new(ServerState::build(Some(model_path), overrides, events_dir))
+    }
+
+    /// State serving `model` from the start (tests, embedded use), with ingest off.
     pub fn with_model(model: Model, overrides: SettingsOverrides) -> Arc<ServerState> {
-        let state = ServerState {
-            model_path: None,
-            overrides,
-            live: ArcSwapOption::empty(),
-        };
+        let state = ServerState::build(None, overrides, None);
         state.install(model);
         Arc::new(state)
+    }
+
+    /// Where the event log is to be kept, if anywhere.
+    pub fn events_dir(&self) -> Option<&PathBuf> {
+        self.events_dir.as_ref()
+    }
+
+    /// Opens the event log and replays it into the live state. Blocking: call it off the
+    /// async runtime. A log that cannot be opened turns ingest off (reads keep serving);
+    /// the reason is logged and returned by every ingest call.
+    pub fn open_events(&self) {
+        let result = match &self.events_dir {
+            None => Err("the server runs without an event log (start it with --events-dir, or --model naming a model root)".to_string()),
+            Some(dir) => match Ingest::open(dir) {
+                Ok((ingest, replay)) => {
+                    self.users.apply(replay.iter().map(|e| &e.event));
+                    tracing::info!(dir = %dir.display(), replayed = replay.len(), "event log open");
+                    Ok(ingest)
+                }
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), cause = %e, "event log cannot be opened; ingest is off");
+                    Err(format!("the event log cannot be opened: {e}"))
+                }
+            },
+        };
+        let _ = self.ingest.set(result);
+    }
+
+    /// The event log, or why ingest is off.
+    pub fn ingest(&self) -> Result<&Ingest, ApiError> {
+        match self.ingest.get() {
+            Some(Ok(i)) => Ok(i),
+            Some(Err(why)) => Err(ApiError::IngestOff(why.clone())),
+            None => Err(ApiError::IngestOff("the event log is not open yet".into())),
+        }
+    }
+
+    /// What users did since the model was trained.
+    pub fn users(&self) -> &LiveUsers {
+        &self.users
     }
 
     /// Where the model is loaded from, if the server loads it.

@@ -21,6 +21,15 @@ pub enum ApiError {
     /// A scoring task did not complete (it panicked or was cancelled).
     #[error("scoring task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Ingest is off or the event log cannot take writes; reads keep serving.
+    #[error("ingest unavailable: {0}")]
+    IngestOff(String),
+}
+
+impl From<crate::ingest::IngestError> for ApiError {
+    fn from(e: crate::ingest::IngestError) -> ApiError {
+        ApiError::IngestOff(e.to_string())
+    }
 }
 
 impl From<ApiError> for Status {
@@ -29,7 +38,7 @@ impl From<ApiError> for Status {
             ApiError::Core(Error::InvalidArgument { .. }) => Status::invalid_argument(err.to_string()),
             ApiError::Core(Error::NotFound(_)) => Status::not_found(err.to_string()),
             ApiError::Core(Error::Cancelled) => Status::cancelled(err.to_string()),
-            ApiError::NotReady => Status::unavailable(err.to_string()),
+            ApiError::NotReady | ApiError::IngestOff(_) => Status::unavailable(err.to_string()),
             ApiError::Core(_) | ApiError::Task(_) => {
                 tracing::error!(cause = %err, "internal error");
                 Status::internal("internal error; the server log has the cause")

@@ -6,13 +6,14 @@
 //! map the wire shape. Every error leaves through [`crate::status`].
 
 mod info;
+mod ingest;
 mod recommend;
 mod similar;
 
 use std::sync::Arc;
 
 use affinity_core::cancel::Cancel;
-use affinity_core::recommend::{RecommendQuery, SimilarQuery};
+use affinity_core::recommend::{RecommendQuery, SimilarQuery, Subject};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -72,7 +73,10 @@ impl Recommender for RecommenderApi {
         &self,
         request: Request<proto::RecommendRequest>,
     ) -> Result<Response<proto::RecommendResponse>, Status> {
-        let query: RecommendQuery = request.into_inner().try_into()?;
+        let mut query: RecommendQuery = request.into_inner().try_into()?;
+        if let Subject::User(user) = &query.subject {
+            query.live = self.state.users().events_of(user);
+        }
         let answer = self.score(move |l, cancel| l.model.recommend_or_cancel(&query, &l.settings, cancel)).await?;
         Ok(Response::new(answer.into()))
     }
@@ -85,6 +89,23 @@ impl Recommender for RecommenderApi {
         let query: SimilarQuery = request.into_inner().try_into()?;
         let answer = self.score(move |l, cancel| l.model.similar_items_or_cancel(&query, &l.settings, cancel)).await?;
         Ok(Response::new(answer.into()))
+    }
+
+    #[instrument(skip_all, fields(events = request.get_ref().events.len()))]
+    async fn ingest_events(
+        &self,
+        request: Request<proto::IngestEventsRequest>,
+    ) -> Result<Response<proto::IngestEventsResponse>, Status> {
+        let events = ingest::checked(request.into_inner())?;
+        let log = self.state.ingest()?;
+        let (stored, seqs, duplicates) = log.store(events).await.map_err(ApiError::from)?;
+        // Durable now: the next request of these users sees them.
+        self.state.users().apply(&stored);
+        Ok(Response::new(proto::IngestEventsResponse {
+            stored: stored.len() as u32,
+            duplicates: duplicates as u32,
+            last_sequence: seqs.end.saturating_sub(1),
+        }))
     }
 
     async fn model_info(&self, _request: Request<proto::ModelInfoRequest>) -> Result<Response<proto::ModelInfoResponse>, Status> {

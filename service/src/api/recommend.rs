@@ -32,6 +32,8 @@ impl TryFrom<proto::RecommendRequest> for RecommendQuery {
             exclude_items: r.exclude_item_ids,
             // proto3: an empty optional string is as good as unset.
             category: r.category.filter(|c| !c.is_empty()),
+            // Filled in by the handler from the live state.
+            live: Vec::new(),
         })
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! `affinity-server --model MODEL_ROOT --listen 127.0.0.1:50051` serves a trained model;
 //! `--demo` first trains a model on a built-in synthetic store if the model root holds
-//! none. `affinity-client smoke` checks a running demo server.
+//! none. `affinity-client smoke` checks a running demo server. Ingested events are
+//! logged in `events/` inside the model root unless `--events-dir` says elsewhere.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +38,13 @@ struct Args {
     /// Share of the score from recent items' neighbours, 0..=1 (overrides the model's).
     #[arg(long, value_parser = blend_in_range)]
     sequence_blend: Option<f32>,
+    /// Where ingested events are logged (default: `events/` inside the model root; with
+    /// --model naming a version directory, ingest is off unless this is given).
+    #[arg(long, env = "AFFINITY_EVENTS_DIR")]
+    events_dir: Option<PathBuf>,
+    /// Run without an event log: IngestEvents answers UNAVAILABLE.
+    #[arg(long, conflicts_with = "events_dir")]
+    no_ingest: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -111,5 +119,16 @@ async fn run(args: Args) -> Result<()> {
         println!("  cargo run --release --bin affinity-client -- --addr {url} similar --item sku-0001 --k 5 --mode content");
         println!("  cargo run --release --bin affinity-client -- --addr {url} smoke");
     }
-    server::run(listener, ServerState::new(model_path, overrides), server::shutdown_signal()).await
+    let events_dir = match (args.events_dir, args.no_ingest) {
+        (_, true) => None,
+        (Some(dir), false) => Some(dir),
+        // A version directory is never written into: ingest needs --events-dir there.
+        (None, false) if model_path.join("manifest.json").is_file() => {
+            tracing::info!("ingest is off: --model names a version directory; give --events-dir to keep an event log");
+            None
+        }
+        (None, false) => Some(model_path.join("events")),
+    };
+    let state = ServerState::with_events(model_path, overrides, events_dir);
+    server::run(listener, state, server::shutdown_signal()).await
 }

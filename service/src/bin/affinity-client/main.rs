@@ -3,7 +3,7 @@
 //! `recommend`, `similar` and `info` map one-to-one to the gRPC methods. `recommend
 //! --users-file F` is the batch mode: it sends many requests concurrently over one
 //! HTTP/2 connection and writes the answers in input order. `smoke` checks a running
-//! demo server end to end.
+//! demo server end to end. `ingest --file events.csv` sends events to the server's log.
 
 mod smoke;
 
@@ -98,6 +98,16 @@ enum Command {
     },
     /// The loaded model's version and size.
     Info,
+    /// Send the events of a canonical events.csv (user_id,item_id,event,timestamp,value)
+    /// to the server's event log, in batches; each batch is durable when acknowledged.
+    Ingest {
+        /// The events file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Events per call (at most 10,000).
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+    },
     /// Wait for a demo server (`affinity-server --demo`) to serve, check its answers and
     /// exit 0 if all is well.
     Smoke {
@@ -133,6 +143,30 @@ async fn run(cli: Cli) -> Result<()> {
     let mut out = BufWriter::new(out.lock());
     match cli.command {
         Command::Smoke { .. } => unreachable!("handled above"),
+        Command::Ingest { file, batch } => {
+            let events = affinity_core::data::read_events(&file, affinity_core::data::ReadOptions::default())?.rows;
+            let (mut stored, mut duplicates, mut last) = (0u64, 0u64, 0u64);
+            for chunk in events.chunks(batch.clamp(1, 10_000)) {
+                let request = proto::IngestEventsRequest {
+                    events: chunk
+                        .iter()
+                        .map(|e| proto::IngestEvent {
+                            user_id: e.user_id.clone(),
+                            item_id: e.item_id.clone(),
+                            event: e.kind.to_string(),
+                            timestamp: e.timestamp,
+                            value: e.value,
+                            ..Default::default()
+                        })
+                        .collect(),
+                };
+                let r = client.ingest_events(request).await.map_err(status_msg)?.into_inner();
+                stored += u64::from(r.stored);
+                duplicates += u64::from(r.duplicates);
+                last = last.max(r.last_sequence);
+            }
+            writeln!(out, "stored {stored} event(s), {duplicates} duplicate(s) skipped; log position {last}")?;
+        }
         Command::Info => {
             let i = client.model_info(proto::ModelInfoRequest {}).await.map_err(status_msg)?.into_inner();
             match cli.format {

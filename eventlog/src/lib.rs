@@ -1,0 +1,354 @@
+//! affinity-eventlog: the server's durable record of what storefronts sent.
+//!
+//! An acknowledged event must survive a crash, and a restarted server must rebuild its
+//! live state from what it acknowledged. The log is a directory of append-only segment
+//! files named by the sequence number of their first record (`00000000000000000042.seg`).
+//! Every record is `[length: u32 LE][crc32 of payload: u32 LE][payload]`, the payload a
+//! bincode [`Record`] carrying its own sequence number, so positions survive compaction.
+//! Writers append a batch and then [`EventLog::sync`] once for many batches (group
+//! commit, driven by the caller); a record is durable once a sync after it returned.
+//! When the active segment passes its size limit, the next append starts a new one.
+//!
+//! Opening scans every segment: a torn or corrupt tail of the *last* segment (a crash
+//! mid-write) is cut off with a warning, everything before it kept; damage inside a sealed
+//! segment is an error naming the file and offset, since records after it were once
+//! acknowledged. All file access goes through [`Storage`], so tests can run the log on a
+//! disk that loses every unsynced byte at a simulated power cut.
+//!
+//! It knows nothing of async runtimes or RPC: the server calls it from a blocking thread.
+
+mod storage;
+
+use std::ops::Range;
+use std::path::Path;
+
+use affinity_core::data::Event;
+use serde::{Deserialize, Serialize};
+
+pub use storage::{FsStorage, SegmentWriter, Storage};
+
+/// Errors of the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// The file or directory and the operation.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A sealed segment is damaged.
+    #[error("{file}: damaged record at byte {offset} ({why}); records after it were acknowledged, so the log is not opened")]
+    Corrupt {
+        /// The segment file.
+        file: String,
+        /// Where the damaged record starts.
+        offset: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// Another process holds the log's lock.
+    #[error("{0}: another process writes this event log (one writer per log)")]
+    Locked(String),
+    /// A record cannot be encoded (never expected).
+    #[error("cannot encode a record: {0}")]
+    Encode(String),
+}
+
+/// Result of log operations.
+pub type Result<T> = std::result::Result<T, LogError>;
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
+    let what = what.into();
+    move |source| LogError::Io { what, source }
+}
+
+/// Where an event came from, as the storefront said.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    /// The shopper's session.
+    pub session_id: Option<String>,
+    /// Region (e.g. a city or country code).
+    pub region: Option<String>,
+    /// Device class (e.g. mobile, desktop).
+    pub device: Option<String>,
+}
+
+/// One logged event: the canonical event plus what the server needs to de-duplicate and
+/// attribute it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedEvent {
+    /// The user–item event (timestamp filled in with server time when the client gave none).
+    pub event: Event,
+    /// The client's id for this event, for de-duplicating retries.
+    pub event_id: Option<String>,
+    /// Session, region, device.
+    pub context: Context,
+}
+
+/// What a record holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Entry {
+    /// A user–item event.
+    Event(LoggedEvent),
+}
+
+/// A record: its sequence number (a position in the log) and its entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the log, from 1, never reused.
+    pub seq: u64,
+    /// What happened.
+    pub entry: Entry,
+}
+
+/// Tuning of the log.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// A segment past this many bytes is sealed and a new one started.
+    pub max_segment_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            max_segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Counters, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LogMetrics {
+    /// Records appended since open.
+    pub appended: u64,
+    /// Bytes appended since open.
+    pub bytes: u64,
+    /// Syncs (fsyncs) since open.
+    pub syncs: u64,
+    /// Segments started since open.
+    pub rotations: u64,
+    /// Bytes cut off a torn tail at open.
+    pub truncated_bytes: u64,
+}
+
+/// Bytes of a record header: length and checksum.
+const HEADER: usize = 8;
+
+/// Largest payload a record may have (a sanity bound when reading lengths).
+const MAX_RECORD: usize = 16 << 20;
+
+/// A segment's scan: its valid records and where the valid part ends.
+struct Scan {
+    records: Vec<Record>,
+    valid_len: u64,
+    /// Why the rest (from `valid_len`) is not valid, if there is a rest.
+    damage: Option<String>,
+}
+
+fn scan(bytes: &[u8]) -> Scan {
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    let damage = loop {
+        if at == bytes.len() {
+            break None;
+        }
+        if bytes.len() - at < HEADER {
+            break Some("a record header is cut short".to_string());
+        }
+        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+        let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+        if len > MAX_RECORD {
+            break Some(format!("a record length of {len} bytes"));
+        }
+        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
+            break Some("a record is cut short".to_string());
+        };
+        if crc32fast::hash(payload) != crc {
+            break Some("checksum mismatch".to_string());
+        }
+        match bincode::deserialize::<Record>(payload) {
+            Ok(r) => records.push(r),
+            Err(e) => break Some(format!("undecodable record: {e}")),
+        }
+        at += HEADER + len;
+    };
+    Scan {
+        records,
+        valid_len: at as u64,
+        damage,
+    }
+}
+
+fn encode(record: &Record, out: &mut Vec<u8>) -> Result<()> {
+    let payload = bincode::serialize(record).map_err(|e| LogError::Encode(e.to_string()))?;
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
+/// An open log, ready to append.
+pub struct EventLog {
+    storage: Box<dyn Storage>,
+    options: LogOptions,
+    writer: Box<dyn SegmentWriter>,
+    /// First sequence number of the active segment (its name).
+    active: u64,
+    active_len: u64,
+    next_seq: u64,
+    metrics: LogMetrics,
+}
+
+impl EventLog {
+    /// Opens (or creates) the log in directory `dir`.
+    ///
+    /// # Errors
+    /// The directory cannot be created or read, or a sealed segment is damaged.
+    pub fn open(dir: &Path, options: LogOptions) -> Result<EventLog> {
+        EventLog::open_with(Box::new(FsStorage::new(dir)?), options)
+    }
+
+    /// Opens the log on any storage (tests use one that loses unsynced bytes).
+    ///
+    /// # Errors
+    /// As [`EventLog::open`].
+    pub fn open_with(mut storage: Box<dyn Storage>, options: LogOptions) -> Result<EventLog> {
+        let segments = storage.list()?;
+        let mut next_seq = 1;
+        let mut metrics = LogMetrics::default();
+        let mut tail: Option<(u64, u64)> = None;
+        for (n, &first) in segments.iter().enumerate() {
+            let bytes = storage.read(first)?;
+            let s = scan(&bytes);
+            if let Some(last) = s.records.last() {
+                next_seq = next_seq.max(last.seq + 1);
+            }
+            next_seq = next_seq.max(first);
+            if let Some(why) = s.damage {
+                if n + 1 < segments.len() {
+                    return Err(LogError::Corrupt {
+                        file: storage.describe(first),
+                        offset: s.valid_len,
+                        why,
+                    });
+                }
+                let cut = bytes.len() as u64 - s.valid_len;
+                tracing::warn!(
+                    file = %storage.describe(first),
+                    offset = s.valid_len,
+                    bytes = cut,
+                    %why,
+                    "torn tail of the event log cut off (everything before it kept)"
+                );
+                metrics.truncated_bytes = cut;
+            }
+            tail = Some((first, s.valid_len));
+        }
+        let (active, active_len, writer) = match tail {
+            Some((first, len)) => (first, len, storage.append(first, len)?),
+            None => (next_seq, 0, storage.create(next_seq)?),
+        };
+        Ok(EventLog {
+            storage,
+            options,
+            writer,
+            active,
+            active_len,
+            next_seq,
+            metrics,
+        })
+    }
+
+    /// Appends `entries` as consecutive records and returns their sequence numbers. They
+    /// are durable only after the next [`EventLog::sync`].
+    ///
+    /// # Errors
+    /// The write failed (disk full, I/O error). Records of a failed append may be partly
+    /// written; they were never acknowledged, and the next open cuts them off.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<Range<u64>> {
+        if self.active_len >= self.options.max_segment_bytes {
+            self.rotate()?;
+        }
+        let first = self.next_seq;
+        let mut buf = Vec::new();
+        for (n, entry) in entries.iter().enumerate() {
+            let record = Record {
+                seq: first + n as u64,
+                entry: entry.clone(),
+            };
+            encode(&record, &mut buf)?;
+        }
+        self.writer.write_all(&buf).map_err(io(format!("append to {}", self.storage.describe(self.active))))?;
+        self.active_len += buf.len() as u64;
+        self.next_seq += entries.len() as u64;
+        self.metrics.appended += entries.len() as u64;
+        self.metrics.bytes += buf.len() as u64;
+        Ok(first..self.next_seq)
+    }
+
+    /// Makes everything appended so far durable (one fsync).
+    ///
+    /// # Errors
+    /// The sync failed; nothing since the last successful sync may be acknowledged.
+    pub fn sync(&mut self) -> Result<()> {
+        self.writer.sync().map_err(io(format!("sync {}", self.storage.describe(self.active))))?;
+        self.metrics.syncs += 1;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        self.sync()?;
+        self.writer = self.storage.create(self.next_seq)?;
+        self.active = self.next_seq;
+        self.active_len = 0;
+        self.metrics.rotations += 1;
+        Ok(())
+    }
+
+    /// The sequence number the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Counters since open.
+    pub fn metrics(&self) -> LogMetrics {
+        self.metrics
+    }
+
+    /// Every record with sequence number `from` or later, in order (for replay).
+    ///
+    /// # Errors
+    /// A segment cannot be read.
+    pub fn read_from(&self, from: u64) -> Result<Vec<Record>> {
+        read_records(self.storage.as_ref(), from)
+    }
+}
+
+/// Every record with sequence number `from` or later in the log at `dir`, without
+/// opening it for writing (the trainer reads a live server's log this way). A damaged
+/// tail is skipped.
+///
+/// # Errors
+/// The directory or a segment cannot be read.
+pub fn read_dir(dir: &Path, from: u64) -> Result<Vec<Record>> {
+    read_records(&FsStorage::existing(dir), from)
+}
+
+fn read_records(storage: &dyn Storage, from: u64) -> Result<Vec<Record>> {
+    let segments = storage.list()?;
+    let mut out = Vec::new();
+    for (n, &first) in segments.iter().enumerate() {
+        // Skip segments that end before `from` (the next one starts at or before it).
+        if segments.get(n + 1).is_some_and(|&next| next <= from) {
+            continue;
+        }
+        let s = scan(&storage.read(first)?);
+        out.extend(s.records.into_iter().filter(|r| r.seq >= from));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

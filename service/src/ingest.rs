@@ -1,0 +1,211 @@
+//! The ingest path: events are made durable in the event log, then applied to the live
+//! state, and only then acknowledged.
+//!
+//! One writer thread owns the log. Handlers hand it batches over a channel and wait for
+//! its answer; it takes every batch that is waiting, appends them all, syncs once (group
+//! commit: under load one fsync covers many batches, without a timer adding latency when
+//! idle) and answers each with its sequence numbers. If a write or sync fails, that round
+//! is answered with the error and the log takes no more writes (UNAVAILABLE) until the
+//! server restarts and re-opens it, which cuts off whatever was half written; reads keep
+//! serving. Client retries carrying an `event_id` that was already stored are skipped.
+
+use std::collections::{HashSet, VecDeque};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
+
+use affinity_core::data::Event;
+use affinity_eventlog::{Entry, EventLog, LogMetrics, LogOptions, LoggedEvent};
+use tokio::sync::oneshot;
+
+/// Event ids remembered for de-duplication (the oldest are forgotten first).
+const MAX_EVENT_IDS: usize = 1_000_000;
+
+struct Job {
+    entries: Vec<Entry>,
+    reply: oneshot::Sender<Result<Range<u64>, String>>,
+}
+
+/// Why ingest refused a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The log cannot take writes (failed earlier, or the writer is gone).
+    #[error("the event log cannot take writes: {0}")]
+    Unavailable(String),
+}
+
+/// Recently stored event ids.
+#[derive(Default)]
+struct SeenIds {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl SeenIds {
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.set.insert(id.to_string()) {
+            return false;
+        }
+        self.order.push_back(id.to_string());
+        if self.order.len() > MAX_EVENT_IDS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// The server's handle on its event log.
+pub struct Ingest {
+    dir: PathBuf,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    ids: Mutex<SeenIds>,
+    metrics: std::sync::Arc<Mutex<LogMetrics>>,
+}
+
+impl Ingest {
+    /// Opens the log in `dir` (created if needed) and starts its writer thread. Returns
+    /// the handle and every record already in the log (for replay).
+    ///
+    /// # Errors
+    /// The log cannot be opened (unwritable directory, damaged sealed segment).
+    pub fn open(dir: &Path) -> Result<(Ingest, Vec<LoggedEvent>), affinity_eventlog::LogError> {
+        let mut log = EventLog::open(dir, LogOptions::default())?;
+        let records = log.read_from(1)?;
+        let mut ids = SeenIds::default();
+        let events: Vec<LoggedEvent> = records
+            .into_iter()
+            .map(|r| match r.entry {
+                Entry::Event(e) => e,
+            })
+            .inspect(|e| {
+                if let Some(id) = &e.event_id {
+                    ids.insert(id);
+                }
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel::<Job>();
+        let metrics = std::sync::Arc::new(Mutex::new(log.metrics()));
+        let shared = std::sync::Arc::clone(&metrics);
+        std::thread::Builder::new()
+            .name("event-log".into())
+            .spawn(move || writer(&mut log, &rx, &shared))
+            .map_err(|e| affinity_eventlog::LogError::Io {
+                what: "start the event log writer".into(),
+                source: e,
+            })?;
+        Ok((
+            Ingest {
+                dir: dir.to_path_buf(),
+                jobs: Mutex::new(tx),
+                ids: Mutex::new(ids),
+                metrics,
+            },
+            events,
+        ))
+    }
+
+    /// Where the log lives.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log's counters (appends, syncs, …).
+    pub fn metrics(&self) -> LogMetrics {
+        *self.metrics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores `events` durably, skipping those whose `event_id` was stored before.
+    /// Returns the stored events (in order) with their sequence numbers, and the number
+    /// of duplicates skipped.
+    ///
+    /// # Errors
+    /// The log cannot take writes.
+    pub async fn store(&self, events: Vec<LoggedEvent>) -> Result<(Vec<Event>, Range<u64>, usize), IngestError> {
+        let (fresh, duplicates) = {
+            let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+            let mut batch_ids = HashSet::new();
+            let mut fresh = Vec::with_capacity(events.len());
+            let mut dup = 0;
+            for e in events {
+                match &e.event_id {
+                    Some(id) if ids.set.contains(id) || !batch_ids.insert(id.clone()) => dup += 1,
+                    _ => fresh.push(e),
+                }
+            }
+            // Ids are remembered only once stored (below), so a failed batch can be retried.
+            (fresh, dup)
+        };
+        if fresh.is_empty() {
+            return Ok((Vec::new(), 0..0, duplicates));
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            entries: fresh.iter().cloned().map(Entry::Event).collect(),
+            reply,
+        };
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job)
+            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?;
+        let seqs = answer
+            .await
+            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?
+            .map_err(IngestError::Unavailable)?;
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        for e in &fresh {
+            if let Some(id) = &e.event_id {
+                ids.insert(id);
+            }
+        }
+        Ok((fresh.into_iter().map(|e| e.event).collect(), seqs, duplicates))
+    }
+}
+
+/// The writer thread: every waiting batch, one sync, every answer.
+fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMetrics>) {
+    let mut broken: Option<String> = None;
+    while let Ok(first) = jobs.recv() {
+        let mut round = vec![first];
+        round.extend(jobs.try_iter());
+        if let Some(why) = &broken {
+            for job in round {
+                let _ = job.reply.send(Err(why.clone()));
+            }
+            continue;
+        }
+        let mut results = Vec::with_capacity(round.len());
+        let mut failed = None;
+        for job in &round {
+            match log.append(&job.entries) {
+                Ok(r) => results.push(r),
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if failed.is_none() {
+            if let Err(e) = log.sync() {
+                failed = Some(e.to_string());
+            }
+        }
+        *metrics.lock().unwrap_or_else(|p| p.into_inner()) = log.metrics();
+        match failed {
+            None => {
+                for (job, r) in round.into_iter().zip(results) {
+                    let _ = job.reply.send(Ok(r));
+                }
+            }
+            Some(why) => {
+                tracing::error!(cause = %why, "event log write failed; ingest is off until restart");
+                for job in round {
+                    let _ = job.reply.send(Err(why.clone()));
+                }
+                broken = Some(why);
+            }
+        }
+    }
+}
