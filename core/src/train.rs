@@ -154,6 +154,7 @@ pub fn train_for(
         weight_scale: matrix.weight_scale,
         tuning: None,
         train_seconds: 0.0,
+        log_position: 0,
         files: Default::default(),
     };
     let repeat = learn_repeats(&matrix.repeats, &items, matrix.users.len());

@@ -62,29 +62,31 @@ pub struct Ingest {
     jobs: Mutex<mpsc::Sender<Job>>,
     ids: Mutex<SeenIds>,
     metrics: std::sync::Arc<Mutex<LogMetrics>>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl Ingest {
     /// Opens the log in `dir` (created if needed) and starts its writer thread. Returns
-    /// the handle and every record already in the log (for replay).
+    /// the handle and the events after log position `after` (for replay: the model
+    /// already holds the ones up to it).
     ///
     /// # Errors
     /// The log cannot be opened (unwritable directory, damaged sealed segment).
-    pub fn open(dir: &Path) -> Result<(Ingest, Vec<LoggedEvent>), affinity_eventlog::LogError> {
+    pub fn open(dir: &Path, after: u64) -> Result<(Ingest, Vec<LoggedEvent>), affinity_eventlog::LogError> {
         let mut log = EventLog::open(dir, LogOptions::default())?;
         let records = log.read_from(1)?;
         let mut ids = SeenIds::default();
-        let events: Vec<LoggedEvent> = records
-            .into_iter()
-            .map(|r| match r.entry {
-                Entry::Event(e) => e,
-            })
-            .inspect(|e| {
-                if let Some(id) = &e.event_id {
-                    ids.insert(id);
-                }
-            })
-            .collect();
+        let mut events = Vec::new();
+        for r in records {
+            let Entry::Event(e) = r.entry;
+            if let Some(id) = &e.event_id {
+                ids.insert(id);
+            }
+            if r.seq > after {
+                events.push(e);
+            }
+        }
+        let next = std::sync::atomic::AtomicU64::new(log.next_seq());
         let (tx, rx) = mpsc::channel::<Job>();
         let metrics = std::sync::Arc::new(Mutex::new(log.metrics()));
         let shared = std::sync::Arc::clone(&metrics);
@@ -101,6 +103,7 @@ impl Ingest {
                 jobs: Mutex::new(tx),
                 ids: Mutex::new(ids),
                 metrics,
+                next,
             },
             events,
         ))
@@ -109,6 +112,11 @@ impl Ingest {
     /// Where the log lives.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The position the next stored event will get.
+    pub fn next_position(&self) -> u64 {
+        self.next.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The log's counters (appends, syncs, …).
@@ -154,6 +162,7 @@ impl Ingest {
             .await
             .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?
             .map_err(IngestError::Unavailable)?;
+        self.next.fetch_max(seqs.end, std::sync::atomic::Ordering::Relaxed);
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         for e in &fresh {
             if let Some(id) = &e.event_id {

@@ -57,11 +57,6 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
                 shutdown.clone(),
             ),
     );
-    // The event log opens (and replays into the live state) beside the model load.
-    let events = {
-        let s = Arc::clone(&state);
-        tokio::task::spawn_blocking(move || s.open_events())
-    };
     if let (false, Some(path)) = (state.is_ready(), state.model_path().cloned()) {
         let loader = Arc::clone(&state);
         let load = tokio::task::spawn_blocking(move || -> affinity_core::Result<()> {
@@ -87,7 +82,9 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
             }
         }
     }
-    events.await.context("opening the event log failed")?;
+    // The event log replays what the model was not trained on, so it opens after the load.
+    let events = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || events.open_events()).await.context("opening the event log failed")?;
     if let Ok(live) = state.live() {
         info!(
             version = live.model.version(),

@@ -112,16 +112,18 @@ impl ServerState {
         self.events_dir.as_ref()
     }
 
-    /// Opens the event log and replays it into the live state. Blocking: call it off the
-    /// async runtime. A log that cannot be opened turns ingest off (reads keep serving);
-    /// the reason is logged and returned by every ingest call.
+    /// Opens the event log and replays what the live model was not trained on into the
+    /// live state. Blocking: call it off the async runtime, after the model is loaded. A
+    /// log that cannot be opened turns ingest off (reads keep serving); the reason is
+    /// logged and returned by every ingest call.
     pub fn open_events(&self) {
+        let after = self.live().map_or(0, |l| l.model.manifest().log_position);
         let result = match &self.events_dir {
             None => Err("the server runs without an event log (start it with --events-dir, or --model naming a model root)".to_string()),
-            Some(dir) => match Ingest::open(dir) {
+            Some(dir) => match Ingest::open(dir, after) {
                 Ok((ingest, replay)) => {
                     self.users.apply(replay.iter().map(|e| &e.event));
-                    tracing::info!(dir = %dir.display(), replayed = replay.len(), "event log open");
+                    tracing::info!(dir = %dir.display(), after, replayed = replay.len(), "event log open");
                     Ok(ingest)
                 }
                 Err(e) => {

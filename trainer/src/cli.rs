@@ -98,8 +98,13 @@ pub struct ReadArgs {
 /// Input files of `train`.
 #[derive(Args, Debug)]
 pub struct InputArgs {
+    /// Canonical events CSV.
+    #[arg(long, required_unless_present = "events_log")]
+    pub events: Option<PathBuf>,
+    /// A server's event log directory (e.g. MODEL_ROOT/events), read alone or with
+    /// --events; the model records the log position it includes.
     #[arg(long)]
-    pub events: PathBuf,
+    pub events_log: Option<PathBuf>,
     #[arg(long)]
     pub items: Option<PathBuf>,
     #[command(flatten)]

@@ -94,9 +94,25 @@ pub fn time_kind(arg: TimeKindArg, events: &[Event]) -> TimeKind {
     }
 }
 
-/// Reads events (and items) named by `args`; returns the data set and the time kind.
-pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind)> {
-    let events = load_events(&args.events, args.read.skip_invalid)?;
+/// Reads events (from the CSV, the event log or both) and items named by `args`;
+/// returns the data set, the time kind and the last log position read (0 without a log).
+pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind, u64)> {
+    let mut events = match &args.events {
+        Some(path) => load_events(path, args.read.skip_invalid)?,
+        None => Vec::new(),
+    };
+    let mut position = 0;
+    if let Some(dir) = &args.events_log {
+        let records = affinity_eventlog::read_dir(dir, 1).with_context(|| format!("cannot read the event log {}", dir.display()))?;
+        position = records.last().map_or(0, |r| r.seq);
+        eprintln!("{}: {} event(s) from the event log (through position {position})", dir.display(), records.len());
+        events.extend(records.into_iter().map(|r| match r.entry {
+            affinity_eventlog::Entry::Event(e) => e.event,
+        }));
+    }
+    if events.is_empty() {
+        bail!("no events to train on");
+    }
     let items = load_items(args.items.as_deref(), args.read.skip_invalid)?;
     let kind = time_kind(args.read.time_kind, &events);
     Ok((
@@ -106,6 +122,7 @@ pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind)> {
             ..Dataset::default()
         },
         kind,
+        position,
     ))
 }
 
@@ -128,7 +145,7 @@ pub fn split(args: SplitArgs) -> Result<()> {
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    let (mut dataset, time_kind) = load_inputs(&args.input)?;
+    let (mut dataset, time_kind, log_position) = load_inputs(&args.input)?;
     let opts = ReadOptions {
         skip_invalid: args.input.read.skip_invalid,
     };
@@ -179,6 +196,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     let mut m = train::train(&dataset, time_kind, &params, &Bars::default());
     m.record_tuning(tuning);
+    m.record_log_position(log_position);
     let retention = Retention {
         keep: args.keep,
         grace: std::time::Duration::from_secs(args.prune_grace),

@@ -377,3 +377,35 @@ fn abandoned_staging_directories_are_removed_and_live_ones_kept() {
     assert!(root.join(first.trim()).exists(), "a version within the grace period is not pruned");
     drop(lock);
 }
+
+#[test]
+fn train_reads_a_server_event_log_and_records_its_position() {
+    use affinity_core::data::{Event, EventKind};
+    use affinity_eventlog::{Context, Entry, EventLog, LogOptions, LoggedEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("events");
+    let mut log = EventLog::open(&log_dir, LogOptions::default()).unwrap();
+    let entries: Vec<Entry> = (0..60u32)
+        .map(|n| {
+            Entry::Event(LoggedEvent {
+                event: Event::new(format!("u{}", n % 12), format!("i{}", (n * 7) % 19), EventKind::View, Some(1_700_000_000 + i64::from(n))),
+                event_id: None,
+                context: Context::default(),
+            })
+        })
+        .collect();
+    log.append(&entries).unwrap();
+    log.sync().unwrap();
+    let root = dir.path().join("models");
+    // The log alone, while its writer still holds it (a live server's log is read as is).
+    let out = ok(&trainer(&["train", "--events-log", s(&log_dir), "--out", s(&root), "--no-tune"]));
+    assert!(out.contains("12 users"), "{out}");
+    let version = std::fs::read_to_string(root.join("current")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join(version.trim()).join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["log_position"], 60);
+    drop(log);
+    // Neither --events nor --events-log: a clear CLI error.
+    let none = trainer(&["train", "--out", s(&root)]);
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("--events"), "{}", String::from_utf8_lossy(&none.stderr));
+}

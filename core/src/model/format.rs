@@ -103,6 +103,10 @@ pub struct Manifest {
     pub tuning: Option<TuningReport>,
     /// Seconds spent training (excluding writing).
     pub train_seconds: f64,
+    /// The last event-log position the model was trained through (0: trained from files
+    /// only); a server replays the log after it into its live state.
+    #[serde(default)]
+    pub log_position: u64,
     /// Every other file of the version by name, with its checksum and size.
     pub files: BTreeMap<String, FileEntry>,
 }

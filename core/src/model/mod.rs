@@ -254,6 +254,11 @@ impl Model {
         &mut self.manifest
     }
 
+    /// Records the last event-log position the training data included.
+    pub fn record_log_position(&mut self, position: u64) {
+        self.manifest.log_position = position;
+    }
+
     /// Records how the parameters were chosen (written to the manifest on save).
     /// The hit curve it measured, if any, becomes the model's (see [`Model::set_novelty`]).
     pub fn record_tuning(&mut self, report: crate::params::TuningReport) {

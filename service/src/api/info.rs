@@ -17,6 +17,9 @@ impl From<&LiveModel> for proto::ModelInfoResponse {
             items_with_content: m.counts.items_with_content as u64,
             scoring: if live.settings.scores_exactly(live.model.n_items()) { "exact" } else { "ann" }.to_string(),
             train_seconds: m.train_seconds,
+            log_position: m.log_position,
+            // Filled in by the handler from the server state.
+            ..Default::default()
         }
     }
 }

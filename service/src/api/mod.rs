@@ -110,7 +110,12 @@ impl Recommender for RecommenderApi {
 
     async fn model_info(&self, _request: Request<proto::ModelInfoRequest>) -> Result<Response<proto::ModelInfoResponse>, Status> {
         let live = self.state.live()?;
-        Ok(Response::new(live.as_ref().into()))
+        let mut info: proto::ModelInfoResponse = live.as_ref().into();
+        let users = self.state.users().stats();
+        info.live_users = users.users as u64;
+        info.live_events = users.events as u64;
+        info.log_next_position = self.state.ingest().map_or(0, |i| i.next_position());
+        Ok(Response::new(info))
     }
 }
 

@@ -65,6 +65,14 @@ pub struct Server {
     pub addr: String,
 }
 
+impl Server {
+    /// SIGKILL: no shutdown, no flushing, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -185,6 +185,8 @@ async fn run(cli: Cli) -> Result<()> {
                     writeln!(out, "events          {}", i.events)?;
                     writeln!(out, "scoring         {}", i.scoring)?;
                     writeln!(out, "train seconds   {:.2}", i.train_seconds)?;
+                    writeln!(out, "log position    {} (trained through); next {}", i.log_position, i.log_next_position)?;
+                    writeln!(out, "live state      {} user(s), {} event(s)", i.live_users, i.live_events)?;
                 }
             }
         }
@@ -258,6 +260,8 @@ fn info_json(i: &proto::ModelInfoResponse) -> serde_json::Value {
         "users": i.users, "items": i.items, "events": i.events,
         "items_with_events": i.items_with_events, "items_with_content": i.items_with_content,
         "scoring": i.scoring, "train_seconds": i.train_seconds,
+        "log_position": i.log_position, "log_next_position": i.log_next_position,
+        "live_users": i.live_users, "live_events": i.live_events,
     })
 }
 
@@ -266,6 +270,7 @@ fn reason_kind(item: &proto::ScoredItem) -> &'static str {
         Some(proto::reason::Kind::Personalized) => "personalized",
         Some(proto::reason::Kind::Popular) => "popular",
         Some(proto::reason::Kind::Similar) => "similar",
+        Some(proto::reason::Kind::Repeat) => "repeat",
         _ => "unspecified",
     }
 }
