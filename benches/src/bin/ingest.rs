@@ -1,0 +1,250 @@
+//! Ingest throughput and acknowledgement latency, with the event log on this disk.
+//!
+//! Serves the demo model with the real server code on a loopback port, its event log in
+//! `benches/.work/ingest/` (the repository's disk, not tmpfs), and measures:
+//!
+//! 1. the disk's own `write + fdatasync` latency (what every acknowledgement waits for
+//!    at least once);
+//! 2. for batches of 1 and 100 events and 1 and 64 concurrent producers, sustained
+//!    events/s and the acknowledgement latency (send → durable reply) over `--seconds`;
+//! 3. the event-to-answer delay: an ingested view acknowledged → the next `Recommend`
+//!    for that user, which must already reflect it (checked: the viewed item is gone
+//!    from the list and the list is personalised).
+//!
+//! Prints a table and writes JSON. Run it from a release build:
+//!
+//! ```text
+//! cargo run --release -p affinity-benches --bin ingest
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use affinity_service::client::wait_serving;
+use affinity_service::proto::recommend_request::Subject;
+use affinity_service::proto::recommender_client::RecommenderClient;
+use affinity_service::proto::{self, IngestEvent};
+use affinity_service::state::{ServerState, SettingsOverrides};
+use affinity_service::{demo, server};
+use anyhow::{Context, Result};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+#[derive(Parser, Debug)]
+#[command(about = "Ingest throughput, acknowledgement latency and event-to-answer delay")]
+struct Args {
+    /// Seconds per (batch, producers) run.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Working directory for the model and the event log (on the disk to measure).
+    #[arg(long, default_value = "benches/.work/ingest")]
+    work: PathBuf,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "benches/results/ingest.json")]
+    json: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Run {
+    batch: usize,
+    producers: usize,
+    events: u64,
+    events_per_second: f64,
+    ack_p50_ms: f64,
+    ack_p99_ms: f64,
+    ack_max_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    disk_fsync_p50_ms: f64,
+    disk_fsync_p99_ms: f64,
+    runs: Vec<Run>,
+    log_syncs: u64,
+    log_events: u64,
+    answer_after_ack_p50_ms: f64,
+    answer_after_ack_p99_ms: f64,
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1e6
+}
+
+/// `write 4 KiB + fdatasync` latency of a file in `dir`.
+fn disk_fsync(dir: &Path) -> Result<Histogram<u64>> {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let mut h = Histogram::<u64>::new(3)?;
+    let block = [7u8; 4096];
+    for _ in 0..300 {
+        let t = Instant::now();
+        f.write_all(&block)?;
+        f.sync_data()?;
+        h.record(t.elapsed().as_nanos() as u64)?;
+    }
+    std::fs::remove_file(&path)?;
+    Ok(h)
+}
+
+fn events(producer: usize, n: u64, batch: usize) -> proto::IngestEventsRequest {
+    proto::IngestEventsRequest {
+        events: (0..batch)
+            .map(|k| IngestEvent {
+                user_id: format!("bench-{producer}-{}", (n as usize * batch + k) % 5_000),
+                item_id: format!("sku-{:04}", (n as usize * 31 + k * 7) % 400),
+                event: "view".into(),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+async fn run(channel: &Channel, batch: usize, producers: usize, seconds: f64) -> Result<Run> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..producers)
+        .map(|p| {
+            let mut c = RecommenderClient::new(channel.clone());
+            tokio::spawn(async move {
+                let mut h = Histogram::<u64>::new(3)?;
+                let mut sent = 0u64;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let req = events(p, n, batch);
+                    let t = Instant::now();
+                    let r = c.ingest_events(req).await?.into_inner();
+                    h.record(t.elapsed().as_nanos() as u64)?;
+                    sent += u64::from(r.stored);
+                    n += 1;
+                }
+                anyhow::Ok((h, sent))
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut all = Histogram::<u64>::new(3)?;
+    let mut total = 0;
+    for t in tasks {
+        let (h, sent) = t.await??;
+        all.add(&h)?;
+        total += sent;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    Ok(Run {
+        batch,
+        producers,
+        events: total,
+        events_per_second: total as f64 / wall,
+        ack_p50_ms: ms(&all, 0.5),
+        ack_p99_ms: ms(&all, 0.99),
+        ack_max_ms: all.max() as f64 / 1e6,
+    })
+}
+
+/// Ingest one view for a fresh user, then time the next `Recommend` and check it
+/// reflects the view.
+async fn answer_after_ack(channel: &Channel, rounds: usize) -> Result<Histogram<u64>> {
+    let mut c = RecommenderClient::new(channel.clone());
+    let mut h = Histogram::<u64>::new(3)?;
+    for n in 0..rounds {
+        let user = format!("fresh-{n}");
+        let item = format!("sku-{:04}", (n * 13) % 400);
+        let batch = proto::IngestEventsRequest {
+            events: vec![IngestEvent {
+                user_id: user.clone(),
+                item_id: item.clone(),
+                event: "view".into(),
+                ..Default::default()
+            }],
+        };
+        c.ingest_events(batch).await?;
+        let t = Instant::now();
+        let r = c
+            .recommend(proto::RecommendRequest {
+                subject: Some(Subject::UserId(user)),
+                k: 10,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        h.record(t.elapsed().as_nanos() as u64)?;
+        let personal = r.items.first().and_then(|i| i.reason.as_ref()).map(|r| r.kind) == Some(proto::reason::Kind::Personalized as i32);
+        anyhow::ensure!(personal && r.items.iter().all(|i| i.item_id != item), "the answer after the ack does not reflect the event");
+    }
+    Ok(h)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = args.work.join("model");
+    let _ = std::fs::remove_dir_all(root.join("events"));
+    std::fs::create_dir_all(&args.work)?;
+    demo::prepare_model(&root)?;
+    let fsync = disk_fsync(&args.work)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(async {
+        let state = ServerState::with_events(root.clone(), SettingsOverrides::default(), Some(root.join("events")));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server::run(listener, Arc::clone(&state), async {
+            let _ = stopped.await;
+        }));
+        let channel = wait_serving(&addr, Duration::from_secs(120)).await?;
+        // The log opens right after the model: wait until ingest answers.
+        let mut c = RecommenderClient::new(channel.clone());
+        let probe = || proto::IngestEventsRequest { events: vec![] };
+        let ready = Instant::now();
+        while c.ingest_events(probe()).await.is_err() {
+            anyhow::ensure!(ready.elapsed() < Duration::from_secs(30), "ingest never became available");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut runs = Vec::new();
+        for (batch, producers) in [(1, 1), (1, 64), (100, 1), (100, 64)] {
+            let r = run(&channel, batch, producers, args.seconds).await?;
+            eprintln!("batch {batch}, {producers} producer(s): {:.0} events/s", r.events_per_second);
+            runs.push(r);
+        }
+        let answer = answer_after_ack(&channel, 300).await?;
+        let metrics = state.ingest().map(|i| i.metrics()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let _ = stop.send(());
+        serving.await??;
+        anyhow::Ok(Report {
+            disk_fsync_p50_ms: ms(&fsync, 0.5),
+            disk_fsync_p99_ms: ms(&fsync, 0.99),
+            runs,
+            log_syncs: metrics.syncs,
+            log_events: metrics.appended,
+            answer_after_ack_p50_ms: ms(&answer, 0.5),
+            answer_after_ack_p99_ms: ms(&answer, 0.99),
+        })
+    })?;
+    println!(
+        "event log on {} · disk write+fdatasync p50 {:.2} ms, p99 {:.2} ms · {} syncs for {} events",
+        args.work.display(),
+        report.disk_fsync_p50_ms,
+        report.disk_fsync_p99_ms,
+        report.log_syncs,
+        report.log_events
+    );
+    println!("{:>6} {:>10} {:>12} {:>12} {:>12} {:>12}", "batch", "producers", "events/s", "ack p50 ms", "ack p99 ms", "ack max ms");
+    for r in &report.runs {
+        println!(
+            "{:>6} {:>10} {:>12.0} {:>12.2} {:>12.2} {:>12.2}",
+            r.batch, r.producers, r.events_per_second, r.ack_p50_ms, r.ack_p99_ms, r.ack_max_ms
+        );
+    }
+    println!(
+        "event → answer: the Recommend right after an acknowledged view reflects it; its latency p50 {:.2} ms, p99 {:.2} ms",
+        report.answer_after_ack_p50_ms, report.answer_after_ack_p99_ms
+    );
+    if let Some(parent) = args.json.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", args.json.display()))?;
+    println!("json: {}", args.json.display());
+    Ok(())
+}
