@@ -238,7 +238,7 @@ impl<'a> Eligibility<'a> {
 
     /// Whether `i` passes every filter but the seen one: what a returning item must pass.
     fn allows_had(&self, i: ItemIdx) -> bool {
-        self.model.item(i).available
+        self.model.is_available(i)
             && self.category.is_none_or(|c| c.binary_search(&i).is_ok())
             && self.excluded.binary_search(&i).is_err()
     }
@@ -666,7 +666,7 @@ impl Model {
             }
             (s, i)
         };
-        let eligible = |i: &ItemIdx| *i != q && self.item(*i).available;
+        let eligible = |i: &ItemIdx| *i != q && self.is_available(*i);
         let scored: Vec<(f32, ItemIdx)> = if settings.scores_exactly(self.n_items()) {
             score_all((0..self.n_items() as u32).map(ItemIdx).filter(eligible), cancel, score)?
         } else {
@@ -889,6 +889,25 @@ mod tests {
     }
 
     #[test]
+    fn an_item_taken_off_sale_disappears_from_every_answer_at_once() {
+        let m = small_model(&fast_params());
+        let s = m.default_settings();
+        let top = |q: &RecommendQuery| m.recommend(q, &s).unwrap().items.iter().map(|x| x.item).collect::<Vec<_>>();
+        let user = m.user_ids()[0].clone();
+        let personal = top(&query(Subject::User(user.clone()), 5));
+        let popular = top(&query(Subject::User("nobody".into()), 5));
+        let (a, b) = (personal[0], popular[0]);
+        m.set_available(a, false);
+        m.set_available(b, false);
+        assert!(!top(&query(Subject::User(user.clone()), 50)).contains(&a));
+        assert!(!top(&query(Subject::User("nobody".into()), 50)).contains(&b));
+        let similar = SimilarQuery { item_id: m.item_id(personal[1]).to_string(), k: 50, mode: SimilarMode::Blend };
+        assert!(m.similar_items(&similar, &s).unwrap().iter().all(|x| x.item != a && x.item != b));
+        m.set_available(a, true);
+        assert_eq!(top(&query(Subject::User(user), 5))[0], a, "back on sale, back in the list");
+    }
+
+    #[test]
     fn cancelled_requests_stop_with_cancelled() {
         let m = model();
         let s = m.default_settings();
@@ -945,7 +964,7 @@ mod tests {
                 match m.recommend(&q, &s) {
                     Ok(r) => {
                         prop_assert!(r.items.len() <= k);
-                        prop_assert!(r.items.iter().all(|x| m.item(x.item).available && !q.exclude_items.iter().any(|e| e == m.item_id(x.item))));
+                        prop_assert!(r.items.iter().all(|x| m.is_available(x.item) && !q.exclude_items.iter().any(|e| e == m.item_id(x.item))));
                     }
                     Err(e) => prop_assert!(matches!(e, Error::InvalidArgument { .. }), "{}", e),
                 }

@@ -87,11 +87,33 @@ pub struct LoggedEvent {
     pub context: Context,
 }
 
-/// What a record holds.
+/// An item put on or taken off sale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AvailabilityChange {
+    /// The item.
+    pub item_id: String,
+    /// Whether it may be recommended.
+    pub available: bool,
+}
+
+/// What a record holds. New kinds are only ever added at the end (records store the
+/// variant's position).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Entry {
     /// A user–item event.
     Event(LoggedEvent),
+    /// A catalogue change: availability.
+    Availability(AvailabilityChange),
+}
+
+impl Entry {
+    /// The event, if this entry is one.
+    pub fn into_event(self) -> Option<LoggedEvent> {
+        match self {
+            Entry::Event(e) => Some(e),
+            Entry::Availability(_) => None,
+        }
+    }
 }
 
 /// A record: its sequence number (a position in the log) and its entry.

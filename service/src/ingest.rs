@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 
 use affinity_core::data::Event;
-use affinity_eventlog::{Entry, EventLog, LogMetrics, LogOptions, LoggedEvent};
+use affinity_eventlog::{AvailabilityChange, Entry, EventLog, LogMetrics, LogOptions, LoggedEvent};
 use tokio::sync::oneshot;
 
 /// Event ids remembered for de-duplication (the oldest are forgotten first).
@@ -56,6 +56,15 @@ impl SeenIds {
     }
 }
 
+/// What a log holds for a starting server.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Events the loaded model was not trained on, oldest first.
+    pub events: Vec<Event>,
+    /// Every availability change, oldest first.
+    pub availability: Vec<AvailabilityChange>,
+}
+
 /// The server's handle on its event log.
 pub struct Ingest {
     dir: PathBuf,
@@ -67,23 +76,28 @@ pub struct Ingest {
 
 impl Ingest {
     /// Opens the log in `dir` (created if needed) and starts its writer thread. Returns
-    /// the handle and the events after log position `after` (for replay: the model
-    /// already holds the ones up to it).
+    /// the handle and what to replay: the events after log position `after` (the model
+    /// holds the ones up to it) and every availability change (the model's catalogue
+    /// predates them all), in log order.
     ///
     /// # Errors
     /// The log cannot be opened (unwritable directory, damaged sealed segment).
-    pub fn open(dir: &Path, after: u64) -> Result<(Ingest, Vec<LoggedEvent>), affinity_eventlog::LogError> {
+    pub fn open(dir: &Path, after: u64) -> Result<(Ingest, Replay), affinity_eventlog::LogError> {
         let mut log = EventLog::open(dir, LogOptions::default())?;
         let records = log.read_from(1)?;
         let mut ids = SeenIds::default();
-        let mut events = Vec::new();
+        let mut replay = Replay::default();
         for r in records {
-            let Entry::Event(e) = r.entry;
-            if let Some(id) = &e.event_id {
-                ids.insert(id);
-            }
-            if r.seq > after {
-                events.push(e);
+            match r.entry {
+                Entry::Event(e) => {
+                    if let Some(id) = &e.event_id {
+                        ids.insert(id);
+                    }
+                    if r.seq > after {
+                        replay.events.push(e.event);
+                    }
+                }
+                Entry::Availability(change) => replay.availability.push(change),
             }
         }
         let next = std::sync::atomic::AtomicU64::new(log.next_seq());
@@ -105,7 +119,7 @@ impl Ingest {
                 metrics,
                 next,
             },
-            events,
+            replay,
         ))
     }
 
@@ -148,21 +162,7 @@ impl Ingest {
         if fresh.is_empty() {
             return Ok((Vec::new(), 0..0, duplicates));
         }
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            entries: fresh.iter().cloned().map(Entry::Event).collect(),
-            reply,
-        };
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job)
-            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?;
-        let seqs = answer
-            .await
-            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?
-            .map_err(IngestError::Unavailable)?;
-        self.next.fetch_max(seqs.end, std::sync::atomic::Ordering::Relaxed);
+        let seqs = self.commit(fresh.iter().cloned().map(Entry::Event).collect()).await?;
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         for e in &fresh {
             if let Some(id) = &e.event_id {
@@ -170,6 +170,27 @@ impl Ingest {
             }
         }
         Ok((fresh.into_iter().map(|e| e.event).collect(), seqs, duplicates))
+    }
+}
+
+impl Ingest {
+    /// Makes `entries` durable; returns their log positions.
+    ///
+    /// # Errors
+    /// The log cannot take writes.
+    pub async fn commit(&self, entries: Vec<Entry>) -> Result<Range<u64>, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Job { entries, reply })
+            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?;
+        let seqs = answer
+            .await
+            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?
+            .map_err(IngestError::Unavailable)?;
+        self.next.fetch_max(seqs.end, std::sync::atomic::Ordering::Relaxed);
+        Ok(seqs)
     }
 }
 

@@ -9,7 +9,8 @@
 //! reach [`LiveUsers`] only after they are durable.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use affinity_core::model::Model;
 use affinity_core::settings::ServingSettings;
@@ -75,6 +76,9 @@ pub struct ServerState {
     ingest: OnceLock<Result<Ingest, String>>,
     /// What users did since the model was trained.
     users: LiveUsers,
+    /// Availability changes since start (item id → available), applied to every model
+    /// installed, so a reload onto an older catalogue keeps them.
+    availability: Mutex<HashMap<String, bool>>,
 }
 
 impl ServerState {
@@ -86,6 +90,7 @@ impl ServerState {
             events_dir,
             ingest: OnceLock::new(),
             users: LiveUsers::new(LiveLimits::default()),
+            availability: Mutex::new(HashMap::new()),
         }
     }
 
@@ -122,8 +127,11 @@ impl ServerState {
             None => Err("the server runs without an event log (start it with --events-dir, or --model naming a model root)".to_string()),
             Some(dir) => match Ingest::open(dir, after) {
                 Ok((ingest, replay)) => {
-                    self.users.apply(replay.iter().map(|e| &e.event));
-                    tracing::info!(dir = %dir.display(), after, replayed = replay.len(), "event log open");
+                    self.users.apply(&replay.events);
+                    for change in replay.availability {
+                        self.set_available(&change.item_id, change.available);
+                    }
+                    tracing::info!(dir = %dir.display(), after, replayed = replay.events.len(), "event log open");
                     Ok(ingest)
                 }
                 Err(e) => {
@@ -149,6 +157,20 @@ impl ServerState {
         &self.users
     }
 
+    /// Records an availability change and applies it to the live model (and to every
+    /// model installed later). Returns whether the live model knows the item.
+    pub fn set_available(&self, item_id: &str, available: bool) -> bool {
+        self.availability
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(item_id.to_string(), available);
+        self.live
+            .load()
+            .as_ref()
+            .and_then(|l| l.model.item_index(item_id).map(|i| l.model.set_available(i, available)))
+            .is_some()
+    }
+
     /// Where the model is loaded from, if the server loads it.
     pub fn model_path(&self) -> Option<&PathBuf> {
         self.model_path.as_ref()
@@ -169,6 +191,11 @@ impl ServerState {
     pub fn install(&self, mut model: Model) {
         let settings = self.overrides.apply(model.default_settings());
         model.ensure_indexes(&settings);
+        for (id, &available) in self.availability.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if let Some(i) = model.item_index(id) {
+                model.set_available(i, available);
+            }
+        }
         self.live.store(Some(Arc::new(LiveModel { model, settings })));
     }
 }

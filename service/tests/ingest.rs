@@ -222,9 +222,7 @@ async fn every_acknowledged_event_survives_a_sigkill() {
         let stored: std::collections::HashSet<String> = affinity_eventlog::read_dir(&root.join("events"), 1)
             .unwrap()
             .into_iter()
-            .filter_map(|r| match r.entry {
-                affinity_eventlog::Entry::Event(e) => e.event_id,
-            })
+            .filter_map(|r| r.entry.into_event().and_then(|e| e.event_id))
             .collect();
         lost += acked.iter().filter(|id| !stored.contains(*id)).count();
         acked_total += acked.len();
@@ -254,9 +252,7 @@ async fn a_model_trained_through_the_log_is_replayed_only_after_its_position() {
     let records = affinity_eventlog::read_dir(&root.join("events"), 1).unwrap();
     let position = records.last().unwrap().seq;
     let mut data = movielens().clone();
-    data.events.extend(records.into_iter().map(|r| match r.entry {
-        affinity_eventlog::Entry::Event(e) => e.event,
-    }));
+    data.events.extend(records.into_iter().filter_map(|r| r.entry.into_event()).map(|e| e.event));
     let mut m = affinity_core::train::train(&data, affinity_core::data::TimeKind::Unix, &Default::default(), &affinity_core::train::NoProgress);
     m.record_log_position(position);
     affinity_core::model::format::save(&mut m, &root, Default::default()).unwrap();
@@ -272,4 +268,37 @@ async fn a_model_trained_through_the_log_is_replayed_only_after_its_position() {
     assert_eq!((info.live_users, info.live_events), (1, 1));
     let top = top10(&mut c, "retrain-user").await;
     assert!(top.iter().all(|i| !["1", "71", "95", "588"].contains(&i.item_id.as_str())), "trained and live items are both seen");
+}
+
+#[tokio::test]
+async fn an_item_taken_off_sale_never_appears_again_also_after_a_restart() {
+    let root = own_root("ingest-availability");
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    // Star Wars tops the popular list; take it off sale with the top item of a user.
+    let user_top = top10(&mut c, "1").await[0].item_id.clone();
+    let off = proto::SetAvailabilityRequest {
+        items: vec![
+            proto::ItemAvailability { item_id: "50".into(), available: false },
+            proto::ItemAvailability { item_id: user_top.clone(), available: false },
+            proto::ItemAvailability { item_id: "not-in-model".into(), available: false },
+        ],
+    };
+    let r = c.set_availability(off).await.unwrap().into_inner();
+    assert_eq!((r.stored, r.unknown), (3, 1));
+    let gone = |items: &[proto::ScoredItem]| items.iter().all(|i| i.item_id != "50" && i.item_id != user_top);
+    assert!(gone(&top10(&mut c, "1").await));
+    assert!(gone(&top10(&mut c, "a-new-user").await), "popular answers too");
+    drop(server);
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    assert!(gone(&top10(&mut c, "1").await), "after a restart");
+    assert!(gone(&top10(&mut c, "a-new-user").await));
+    let on = proto::SetAvailabilityRequest { items: vec![proto::ItemAvailability { item_id: "50".into(), available: true }] };
+    c.set_availability(on).await.unwrap();
+    assert_eq!(top10(&mut c, "a-new-user").await[0].item_id, "50", "back on sale");
+    let bad = proto::SetAvailabilityRequest { items: vec![proto::ItemAvailability { item_id: String::new(), available: false }] };
+    let e = c.set_availability(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("items[0].item_id"), "{}", e.message());
 }

@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use affinity_eventlog::Entry;
 use affinity_service::client::wait_serving;
 use affinity_service::demo;
 use affinity_service::proto::recommender_client::RecommenderClient;
@@ -118,9 +117,7 @@ async fn round(args: &Args, root: &std::path::Path, n: usize, kill_after: Durati
     }
     let in_log: HashSet<String> = affinity_eventlog::read_dir(&root.join("events"), 1)?
         .into_iter()
-        .filter_map(|r| match r.entry {
-            Entry::Event(e) => e.event_id,
-        })
+        .filter_map(|r| r.entry.into_event().and_then(|e| e.event_id))
         .collect();
     Ok(Round {
         killed_after_ms: kill_after.as_millis() as u64,

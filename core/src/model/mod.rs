@@ -12,6 +12,7 @@ pub mod format;
 pub mod publish;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
@@ -133,6 +134,9 @@ pub struct Model {
     categories: HashMap<String, Vec<ItemIdx>>,
     neighbours: Neighbours,
     repeat: RepeatModel,
+    /// Per item, whether it may be recommended: the catalogue's flag, changed at serving
+    /// time by [`Model::set_available`] (an item taken off sale) without a new model.
+    available: Vec<AtomicBool>,
 }
 
 fn nonzero_rows(m: &Array2<f32>) -> Vec<bool> {
@@ -183,7 +187,9 @@ impl Model {
                 categories.entry(item.category.clone()).or_default().push(ItemIdx(i as u32));
             }
         }
+        let available = items.iter().map(|i| AtomicBool::new(i.available)).collect();
         Model {
+            available,
             manifest,
             items,
             item_ids,
@@ -302,6 +308,19 @@ impl Model {
     /// Every item, by index.
     pub fn items(&self) -> &[Item] {
         &self.items
+    }
+
+    /// Whether `item` may be recommended now (see [`Model::set_available`]).
+    pub fn is_available(&self, item: ItemIdx) -> bool {
+        self.available.get(item.get()).is_some_and(|a| a.load(Ordering::Relaxed))
+    }
+
+    /// Takes `item` off sale (or back on) for every later request, on this shared model
+    /// as it serves; the stored catalogue entry keeps the trained value.
+    pub fn set_available(&self, item: ItemIdx, available: bool) {
+        if let Some(a) = self.available.get(item.get()) {
+            a.store(available, Ordering::Relaxed);
+        }
     }
 
     /// The catalogue entry of `item`.

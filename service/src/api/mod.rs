@@ -108,6 +108,26 @@ impl Recommender for RecommenderApi {
         }))
     }
 
+    #[instrument(skip_all, fields(items = request.get_ref().items.len()))]
+    async fn set_availability(
+        &self,
+        request: Request<proto::SetAvailabilityRequest>,
+    ) -> Result<Response<proto::SetAvailabilityResponse>, Status> {
+        let changes = ingest::checked_availability(request.into_inner())?;
+        let log = self.state.ingest()?;
+        let seqs = log
+            .commit(changes.iter().cloned().map(affinity_eventlog::Entry::Availability).collect())
+            .await
+            .map_err(ApiError::from)?;
+        // Durable now: apply to the live model (and to models installed later).
+        let unknown = changes.iter().filter(|c| !self.state.set_available(&c.item_id, c.available)).count();
+        Ok(Response::new(proto::SetAvailabilityResponse {
+            stored: changes.len() as u32,
+            unknown: unknown as u32,
+            last_sequence: seqs.end.saturating_sub(1),
+        }))
+    }
+
     async fn model_info(&self, _request: Request<proto::ModelInfoRequest>) -> Result<Response<proto::ModelInfoResponse>, Status> {
         let live = self.state.live()?;
         let mut info: proto::ModelInfoResponse = live.as_ref().into();

@@ -98,6 +98,14 @@ enum Command {
     },
     /// The loaded model's version and size.
     Info,
+    /// Take items off sale (`--available false`) or back on; holds across restarts.
+    SetAvailability {
+        /// Item ids, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        items: Vec<String>,
+        #[arg(long, action = clap::ArgAction::Set)]
+        available: bool,
+    },
     /// Send the events of a canonical events.csv (user_id,item_id,event,timestamp,value)
     /// to the server's event log, in batches; each batch is durable when acknowledged.
     Ingest {
@@ -143,6 +151,13 @@ async fn run(cli: Cli) -> Result<()> {
     let mut out = BufWriter::new(out.lock());
     match cli.command {
         Command::Smoke { .. } => unreachable!("handled above"),
+        Command::SetAvailability { items, available } => {
+            let request = proto::SetAvailabilityRequest {
+                items: items.into_iter().map(|item_id| proto::ItemAvailability { item_id, available }).collect(),
+            };
+            let r = client.set_availability(request).await.map_err(status_msg)?.into_inner();
+            writeln!(out, "stored {} change(s) ({} unknown to the loaded model); log position {}", r.stored, r.unknown, r.last_sequence)?;
+        }
         Command::Ingest { file, batch } => {
             let events = affinity_core::data::read_events(&file, affinity_core::data::ReadOptions::default())?.rows;
             let (mut stored, mut duplicates, mut last) = (0u64, 0u64, 0u64);
