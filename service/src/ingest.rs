@@ -59,8 +59,8 @@ impl SeenIds {
 /// What a log holds for a starting server.
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// Events the loaded model was not trained on, oldest first.
-    pub events: Vec<Event>,
+    /// Events the loaded model was not trained on, with their log positions, oldest first.
+    pub events: Vec<(u64, Event)>,
     /// Every availability change, oldest first.
     pub availability: Vec<AvailabilityChange>,
 }
@@ -94,7 +94,7 @@ impl Ingest {
                         ids.insert(id);
                     }
                     if r.seq > after {
-                        replay.events.push(e.event);
+                        replay.events.push((r.seq, e.event));
                     }
                 }
                 Entry::Availability(change) => replay.availability.push(change),

@@ -45,7 +45,8 @@ pub struct LiveStats {
 }
 
 struct UserLive {
-    events: VecDeque<LiveEvent>,
+    /// `(log position, event)`, by position.
+    events: VecDeque<(u64, LiveEvent)>,
     /// Activity clock value of the latest event (key in `by_activity`).
     touched: u64,
 }
@@ -86,11 +87,16 @@ impl LiveUsers {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds events (in order) to their users' state.
-    pub fn apply<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
+    /// Adds events with their log positions to their users' state; an event whose
+    /// position the user already holds is skipped, so replaying a stretch of the log
+    /// twice (a reload racing new ingests) changes nothing.
+    pub fn apply<'a>(&self, events: impl IntoIterator<Item = (u64, &'a Event)>) {
         let mut g = self.lock();
         let inner = &mut *g;
-        for e in events {
+        for (seq, e) in events {
+            if inner.users.get(&e.user_id).is_some_and(|u| u.events.binary_search_by_key(&seq, |x| x.0).is_ok()) {
+                continue;
+            }
             inner.clock += 1;
             let now = inner.clock;
             let live = LiveEvent {
@@ -111,9 +117,11 @@ impl LiveUsers {
             inner.by_activity.insert(now, e.user_id.clone());
             inner.bytes += event_bytes(&live);
             inner.events += 1;
-            user.events.push_back(live);
+            // Batches may be applied out of order: keep each user's events by position.
+            let at = user.events.partition_point(|x| x.0 < seq);
+            user.events.insert(at, (seq, live));
             while user.events.len() > self.limits.per_user {
-                if let Some(old) = user.events.pop_front() {
+                if let Some((_, old)) = user.events.pop_front() {
                     inner.bytes -= event_bytes(&old);
                     inner.events -= 1;
                 }
@@ -122,7 +130,7 @@ impl LiveUsers {
                 let Some((_, oldest)) = inner.by_activity.pop_first() else { break };
                 if let Some(gone) = inner.users.remove(&oldest) {
                     inner.events -= gone.events.len();
-                    inner.bytes -= gone.events.iter().map(event_bytes).sum::<usize>() + oldest.len() + std::mem::size_of::<UserLive>();
+                    inner.bytes -= gone.events.iter().map(|x| event_bytes(&x.1)).sum::<usize>() + oldest.len() + std::mem::size_of::<UserLive>();
                     inner.evicted += 1;
                 }
             }
@@ -131,7 +139,31 @@ impl LiveUsers {
 
     /// The user's live events, oldest first (empty for a user without any).
     pub fn events_of(&self, user_id: &str) -> Vec<LiveEvent> {
-        self.lock().users.get(user_id).map(|u| u.events.iter().cloned().collect()).unwrap_or_default()
+        self.lock().users.get(user_id).map(|u| u.events.iter().map(|x| x.1.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Drops every event at or before log position `position` (a model trained through
+    /// it holds them now).
+    pub fn forget_through(&self, position: u64) {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let mut emptied = Vec::new();
+        for (id, user) in inner.users.iter_mut() {
+            while user.events.front().is_some_and(|x| x.0 <= position) {
+                if let Some((_, old)) = user.events.pop_front() {
+                    inner.bytes -= event_bytes(&old);
+                    inner.events -= 1;
+                }
+            }
+            if user.events.is_empty() {
+                emptied.push((id.clone(), user.touched));
+            }
+        }
+        for (id, touched) in emptied {
+            inner.users.remove(&id);
+            inner.by_activity.remove(&touched);
+            inner.bytes -= id.len() + std::mem::size_of::<UserLive>();
+        }
     }
 
     /// Current sizes.
@@ -156,17 +188,37 @@ mod tests {
         Event::new(u, i, EventKind::View, None)
     }
 
+    fn numbered(events: &[Event], first: u64) -> Vec<(u64, &Event)> {
+        events.iter().enumerate().map(|(n, e)| (first + n as u64, e)).collect()
+    }
+
     #[test]
     fn keeps_the_latest_events_per_user_and_evicts_the_least_recently_active() {
         let live = LiveUsers::new(LiveLimits { per_user: 3, max_users: 2 });
-        live.apply(&[ev("a", "1"), ev("a", "2"), ev("b", "3"), ev("a", "4"), ev("a", "5")]);
+        let first = [ev("a", "1"), ev("a", "2"), ev("b", "3"), ev("a", "4"), ev("a", "5")];
+        live.apply(numbered(&first, 1));
         let a: Vec<String> = live.events_of("a").into_iter().map(|e| e.item_id).collect();
         assert_eq!(a, ["2", "4", "5"]);
-        live.apply(&[ev("c", "6")]);
+        live.apply(numbered(&[ev("c", "6")], 6));
         assert!(live.events_of("b").is_empty(), "b was the least recently active");
         assert_eq!(live.events_of("a").len(), 3);
         let s = live.stats();
         assert_eq!((s.users, s.events, s.evicted), (2, 4, 1));
         assert!(s.bytes > 0);
+    }
+
+    #[test]
+    fn replays_are_idempotent_order_is_by_position_and_a_retrained_model_takes_over() {
+        let live = LiveUsers::new(LiveLimits::default());
+        let e = [ev("a", "1"), ev("a", "2"), ev("a", "3")];
+        live.apply([(3, &e[2]), (1, &e[0])]);
+        live.apply(numbered(&e, 1));
+        let items = |l: &LiveUsers| l.events_of("a").into_iter().map(|e| e.item_id).collect::<Vec<_>>();
+        assert_eq!(items(&live), ["1", "2", "3"]);
+        live.forget_through(2);
+        assert_eq!(items(&live), ["3"]);
+        live.forget_through(3);
+        assert_eq!(live.stats().users, 0);
+        assert_eq!(live.stats().bytes, 0);
     }
 }

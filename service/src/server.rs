@@ -96,9 +96,33 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     }
     reporter.set_service_status("", ServingStatus::Serving).await;
     reporter.set_serving::<RecommenderServer<RecommenderApi>>().await;
+    if let Some(every) = state.reload_poll() {
+        tokio::spawn(poll_for_new_versions(Arc::clone(&state), every));
+    }
     serving.await.context("server task failed")?.context("server failed")?;
     info!("server stopped");
     Ok(())
+}
+
+/// Looks for a new version under the model root every `every`; a version that cannot be
+/// loaded is logged once and the live one keeps serving.
+async fn poll_for_new_versions(state: Arc<ServerState>, every: std::time::Duration) {
+    let mut last_error = String::new();
+    loop {
+        tokio::time::sleep(every).await;
+        let s = Arc::clone(&state);
+        match tokio::task::spawn_blocking(move || s.reload()).await {
+            Ok(Ok(_)) => last_error.clear(),
+            Ok(Err(e)) => {
+                let e = e.to_string();
+                if e != last_error {
+                    tracing::error!(cause = %e, "new model version refused; the current one keeps serving");
+                    last_error = e;
+                }
+            }
+            Err(e) => tracing::error!(cause = %e, "reload task failed"),
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

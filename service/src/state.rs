@@ -11,8 +11,9 @@
 use std::path::PathBuf;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use affinity_core::model::Model;
+use affinity_core::model::{format, Model};
 use affinity_core::settings::ServingSettings;
 use arc_swap::ArcSwapOption;
 
@@ -79,6 +80,29 @@ pub struct ServerState {
     /// Availability changes since start (item id → available), applied to every model
     /// installed, so a reload onto an older catalogue keeps them.
     availability: Mutex<HashMap<String, bool>>,
+    /// Held while a reload runs.
+    reloading: Mutex<()>,
+    reload_poll: Option<Duration>,
+}
+
+/// How a server from a model path is set up.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    /// Serving settings that override the model's.
+    pub overrides: SettingsOverrides,
+    /// Where the event log is kept (`None`: ingest off).
+    pub events_dir: Option<PathBuf>,
+    /// How often to look for a new model version (`None`: only on `ReloadModel`).
+    pub reload_poll: Option<Duration>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reloaded {
+    /// The version now live.
+    pub version: String,
+    /// Whether it replaced another.
+    pub changed: bool,
 }
 
 impl ServerState {
@@ -91,6 +115,8 @@ impl ServerState {
             ingest: OnceLock::new(),
             users: LiveUsers::new(LiveLimits::default()),
             availability: Mutex::new(HashMap::new()),
+            reloading: Mutex::new(()),
+            reload_poll: None,
         }
     }
 
@@ -100,9 +126,16 @@ impl ServerState {
         Arc::new(ServerState::build(Some(model_path), overrides, None))
     }
 
-    /// As [`ServerState::new`], keeping the event log in `events_dir` (`None`: ingest off).
-    pub fn with_events(model_path: PathBuf, overrides: SettingsOverrides, events_dir: Option<PathBuf>) -> Arc<ServerState> {
-        Arc::new(ServerState::build(Some(model_path), overrides, events_dir))
+    /// State that will load its model from `model_path`, configured by `config`.
+    pub fn configured(model_path: PathBuf, config: ServerConfig) -> Arc<ServerState> {
+        let mut state = ServerState::build(Some(model_path), config.overrides, config.events_dir);
+        state.reload_poll = config.reload_poll;
+        Arc::new(state)
+    }
+
+    /// How often to look for a new model version (`None`: only on `ReloadModel`).
+    pub fn reload_poll(&self) -> Option<Duration> {
+        self.reload_poll
     }
 
     /// State serving `model` from the start (tests, embedded use), with ingest off.
@@ -127,7 +160,7 @@ impl ServerState {
             None => Err("the server runs without an event log (start it with --events-dir, or --model naming a model root)".to_string()),
             Some(dir) => match Ingest::open(dir, after) {
                 Ok((ingest, replay)) => {
-                    self.users.apply(&replay.events);
+                    self.users.apply(replay.events.iter().map(|(seq, e)| (*seq, e)));
                     for change in replay.availability {
                         self.set_available(&change.item_id, change.available);
                     }
@@ -155,6 +188,43 @@ impl ServerState {
     /// What users did since the model was trained.
     pub fn users(&self) -> &LiveUsers {
         &self.users
+    }
+
+    /// Loads the version the model root's `current` names if it is not the live one,
+    /// verifies it, swaps it in (requests in flight finish on the old one) and re-bases
+    /// the live state onto it: events the new model was trained through are dropped,
+    /// those after it replayed from the log. Blocking: call it off the async runtime.
+    /// Concurrent calls run one at a time.
+    ///
+    /// # Errors
+    /// No model path, or the new version cannot be read or verified (naming the file);
+    /// the live model keeps serving.
+    pub fn reload(&self) -> affinity_core::Result<Reloaded> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(path) = &self.model_path else {
+            return Err(affinity_core::Error::invalid_argument("model", "this server was given its model in process; there is nothing to reload"));
+        };
+        let dir = format::resolve(path)?;
+        let version = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if self.live.load().as_ref().is_some_and(|l| l.model.version() == version) {
+            return Ok(Reloaded { version, changed: false });
+        }
+        let model = format::load(&dir)?;
+        let position = model.manifest().log_position;
+        self.install(model);
+        self.users.forget_through(position);
+        if let (Some(events_dir), Some(Ok(_))) = (&self.events_dir, self.ingest.get()) {
+            match affinity_eventlog::read_dir(events_dir, position + 1) {
+                Ok(records) => {
+                    let events: Vec<(u64, affinity_core::data::Event)> =
+                        records.into_iter().filter_map(|r| r.entry.into_event().map(|e| (r.seq, e.event))).collect();
+                    self.users.apply(events.iter().map(|(seq, e)| (*seq, e)));
+                }
+                Err(e) => tracing::error!(cause = %e, "cannot replay the event log onto the new model; live state may miss events"),
+            }
+        }
+        tracing::info!(version = %version, log_position = position, "model reloaded");
+        Ok(Reloaded { version, changed: true })
     }
 
     /// Records an availability change and applies it to the live model (and to every

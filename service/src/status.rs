@@ -21,6 +21,9 @@ pub enum ApiError {
     /// A scoring task did not complete (it panicked or was cancelled).
     #[error("scoring task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A new model version could not be loaded; the old one keeps serving.
+    #[error("reload refused, the current version keeps serving: {0}")]
+    Reload(String),
     /// Ingest is off or the event log cannot take writes; reads keep serving.
     #[error("ingest unavailable: {0}")]
     IngestOff(String),
@@ -39,6 +42,7 @@ impl From<ApiError> for Status {
             ApiError::Core(Error::NotFound(_)) => Status::not_found(err.to_string()),
             ApiError::Core(Error::Cancelled) => Status::cancelled(err.to_string()),
             ApiError::NotReady | ApiError::IngestOff(_) => Status::unavailable(err.to_string()),
+            ApiError::Reload(_) => Status::failed_precondition(err.to_string()),
             ApiError::Core(_) | ApiError::Task(_) => {
                 tracing::error!(cause = %err, "internal error");
                 Status::internal("internal error; the server log has the cause")

@@ -302,3 +302,97 @@ async fn an_item_taken_off_sale_never_appears_again_also_after_a_restart() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("items[0].item_id"), "{}", e.message());
 }
+
+/// Trains a small MovieLens model variant (different factors per version) into `root`.
+fn publish(root: &Path, factors: usize) -> String {
+    let mut params = affinity_core::params::TrainParams::default();
+    params.als.factors = factors;
+    params.als.iterations = 4;
+    let mut m = affinity_core::train::train(movielens(), affinity_core::data::TimeKind::Unix, &params, &affinity_core::train::NoProgress);
+    let retention = affinity_core::model::publish::Retention { keep: 10, ..Default::default() };
+    affinity_core::model::format::save(&mut m, root, retention).unwrap();
+    m.version().to_string()
+}
+
+#[tokio::test]
+async fn reload_under_load_switches_versions_without_a_failed_request_and_refuses_a_corrupt_one() {
+    let root = own_root("ingest-reload");
+    let server = start_server_with(&["--model".as_ref(), root.as_os_str(), "--reload-poll".as_ref(), "0".as_ref()], None).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let first = c.model_info(proto::ModelInfoRequest {}).await.unwrap().into_inner().version;
+    // A live event before the reloads: it must survive them.
+    c.ingest_events(proto::IngestEventsRequest { events: vec![event("reload-user", "50", "view")] }).await.unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (addr, stop) = (server.addr.clone(), std::sync::Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut c = RecommenderClient::connect(addr).await.unwrap();
+            let (mut failed, mut answered, mut versions) = (0, 0, Vec::<String>::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.recommend(proto::RecommendRequest { subject: Some(Subject::UserId("1".into())), k: 10, ..Default::default() }).await {
+                    Ok(r) => {
+                        answered += 1;
+                        let v = r.into_inner().model_version;
+                        if versions.last() != Some(&v) {
+                            versions.push(v);
+                        }
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            (failed, answered, versions)
+        })
+    };
+    let mut published = vec![first.clone()];
+    let publish_off_runtime = |factors: usize| {
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || publish(&root, factors))
+    };
+    for (n, factors) in [16usize, 24, 32].into_iter().enumerate() {
+        let v = publish_off_runtime(factors).await.unwrap();
+        let r = c.reload_model(proto::ReloadModelRequest {}).await.unwrap().into_inner();
+        assert_eq!((r.version.as_str(), r.changed), (v.as_str(), true), "version {n}");
+        published.push(v);
+        if n == 1 {
+            // A corrupt version made current: refused, the previous keeps serving.
+            let bad = publish_off_runtime(8).await.unwrap();
+            let users = root.join(&bad).join("users.bin");
+            let mut bytes = std::fs::read(&users).unwrap();
+            bytes[20] ^= 0xff;
+            std::fs::write(&users, bytes).unwrap();
+            let e = c.reload_model(proto::ReloadModelRequest {}).await.unwrap_err();
+            assert_eq!(e.code(), Code::FailedPrecondition);
+            assert!(e.message().contains("users.bin") && e.message().contains("checksum"), "{}", e.message());
+            let live = c.model_info(proto::ModelInfoRequest {}).await.unwrap().into_inner().version;
+            assert_eq!(&live, published.last().unwrap());
+        }
+    }
+    let r = c.reload_model(proto::ReloadModelRequest {}).await.unwrap().into_inner();
+    assert!(!r.changed, "nothing new");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (failed, answered, versions) = load.await.unwrap();
+    eprintln!("{answered} requests during 3 reloads and a refused one: {failed} failed; versions seen {versions:?}");
+    assert_eq!(failed, 0);
+    assert!(versions.len() >= 2 && versions.iter().all(|v| published.contains(v)), "{versions:?} vs {published:?}");
+    // The live event survived every reload.
+    let top = top10(&mut c, "reload-user").await;
+    assert!(top.iter().all(|i| i.item_id != "50") && top[0].reason.as_ref().unwrap().kind == proto::reason::Kind::Personalized as i32);
+}
+
+#[tokio::test]
+async fn the_server_picks_up_a_new_version_by_itself() {
+    let root = own_root("ingest-poll");
+    let server = start_server_with(&["--model".as_ref(), root.as_os_str(), "--reload-poll".as_ref(), "1".as_ref()], None).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let v = publish(&root, 16);
+    let started = std::time::Instant::now();
+    loop {
+        let live = c.model_info(proto::ModelInfoRequest {}).await.unwrap().into_inner().version;
+        if live == v {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "the new version never went live");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -26,7 +26,7 @@ use affinity_service::client::wait_serving;
 use affinity_service::proto::recommend_request::Subject;
 use affinity_service::proto::recommender_client::RecommenderClient;
 use affinity_service::proto::{self, IngestEvent};
-use affinity_service::state::{ServerState, SettingsOverrides};
+use affinity_service::state::{ServerConfig, ServerState};
 use affinity_service::{demo, server};
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -186,7 +186,11 @@ fn main() -> Result<()> {
     let fsync = disk_fsync(&args.work)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
-        let state = ServerState::with_events(root.clone(), SettingsOverrides::default(), Some(root.join("events")));
+        let config = ServerConfig {
+            events_dir: Some(root.join("events")),
+            ..ServerConfig::default()
+        };
+        let state = ServerState::configured(root.clone(), config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -100,7 +100,7 @@ impl Recommender for RecommenderApi {
         let log = self.state.ingest()?;
         let (stored, seqs, duplicates) = log.store(events).await.map_err(ApiError::from)?;
         // Durable now: the next request of these users sees them.
-        self.state.users().apply(&stored);
+        self.state.users().apply(seqs.clone().zip(&stored));
         Ok(Response::new(proto::IngestEventsResponse {
             stored: stored.len() as u32,
             duplicates: duplicates as u32,
@@ -125,6 +125,22 @@ impl Recommender for RecommenderApi {
             stored: changes.len() as u32,
             unknown: unknown as u32,
             last_sequence: seqs.end.saturating_sub(1),
+        }))
+    }
+
+    async fn reload_model(&self, _request: Request<proto::ReloadModelRequest>) -> Result<Response<proto::ReloadModelResponse>, Status> {
+        let state = Arc::clone(&self.state);
+        let reloaded = tokio::task::spawn_blocking(move || state.reload()).await.map_err(ApiError::from)?;
+        let r = match reloaded {
+            Ok(r) => r,
+            Err(e @ affinity_core::Error::InvalidArgument { .. }) => return Err(ApiError::from(e).into()),
+            Err(e) => return Err(ApiError::Reload(e.to_string()).into()),
+        };
+        let position = self.state.live().map_or(0, |l| l.model.manifest().log_position);
+        Ok(Response::new(proto::ReloadModelResponse {
+            version: r.version,
+            changed: r.changed,
+            log_position: position,
         }))
     }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use affinity_service::state::{Retrieval, ServerState, SettingsOverrides};
+use affinity_service::state::{Retrieval, ServerConfig, ServerState, SettingsOverrides};
 use affinity_service::{demo, server};
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
@@ -45,6 +45,10 @@ struct Args {
     /// Run without an event log: IngestEvents answers UNAVAILABLE.
     #[arg(long, conflicts_with = "events_dir")]
     no_ingest: bool,
+    /// Seconds between looks for a new version under the model root (0: only on the
+    /// ReloadModel RPC).
+    #[arg(long, env = "AFFINITY_RELOAD_POLL", default_value_t = 10)]
+    reload_poll: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -129,6 +133,11 @@ async fn run(args: Args) -> Result<()> {
         }
         (None, false) => Some(model_path.join("events")),
     };
-    let state = ServerState::with_events(model_path, overrides, events_dir);
+    let config = ServerConfig {
+        overrides,
+        events_dir,
+        reload_poll: (args.reload_poll > 0).then(|| Duration::from_secs(args.reload_poll)),
+    };
+    let state = ServerState::configured(model_path, config);
     server::run(listener, state, server::shutdown_signal()).await
 }

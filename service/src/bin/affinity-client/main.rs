@@ -98,6 +98,8 @@ enum Command {
     },
     /// The loaded model's version and size.
     Info,
+    /// Admin: make the server load the version `current` names now.
+    Reload,
     /// Take items off sale (`--available false`) or back on; holds across restarts.
     SetAvailability {
         /// Item ids, comma-separated.
@@ -151,6 +153,11 @@ async fn run(cli: Cli) -> Result<()> {
     let mut out = BufWriter::new(out.lock());
     match cli.command {
         Command::Smoke { .. } => unreachable!("handled above"),
+        Command::Reload => {
+            let r = client.reload_model(proto::ReloadModelRequest {}).await.map_err(status_msg)?.into_inner();
+            let what = if r.changed { "now serving" } else { "already serving" };
+            writeln!(out, "{what} {} (trained through log position {})", r.version, r.log_position)?;
+        }
         Command::SetAvailability { items, available } => {
             let request = proto::SetAvailabilityRequest {
                 items: items.into_iter().map(|item_id| proto::ItemAvailability { item_id, available }).collect(),
