@@ -191,6 +191,13 @@ async fn every_acknowledged_event_survives_a_sigkill() {
                 let addr = addr.clone();
                 tokio::spawn(async move {
                     let mut c = RecommenderClient::connect(addr).await.unwrap();
+                    // Odd producers send over StreamEvents, even ones with IngestEvents.
+                    let (tx, rx) = tokio::sync::mpsc::channel(1);
+                    let mut acks = if p % 2 == 1 {
+                        Some(c.stream_events(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner())
+                    } else {
+                        None
+                    };
                     let mut acked = Vec::new();
                     for n in 0u64.. {
                         let ids: Vec<String> = (0..10).map(|k| format!("r{round}-p{p}-b{n}-e{k}")).collect();
@@ -203,10 +210,14 @@ async fn every_acknowledged_event_survives_a_sigkill() {
                                 })
                                 .collect(),
                         };
-                        match c.ingest_events(batch).await {
-                            Ok(_) => acked.extend(ids),
-                            Err(_) => break,
+                        let ok = match &mut acks {
+                            Some(stream) => tx.send(batch).await.is_ok() && matches!(stream.message().await, Ok(Some(_))),
+                            None => c.ingest_events(batch).await.is_ok(),
+                        };
+                        if !ok {
+                            break;
                         }
+                        acked.extend(ids);
                     }
                     acked
                 })
@@ -395,4 +406,30 @@ async fn the_server_picks_up_a_new_version_by_itself() {
         assert!(started.elapsed() < std::time::Duration::from_secs(15), "the new version never went live");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_stream_acknowledges_every_batch_in_order_and_a_bad_one_ends_it() {
+    let root = own_root("ingest-stream");
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let batches: Vec<proto::IngestEventsRequest> = (0..5)
+        .map(|n| proto::IngestEventsRequest {
+            events: (0..3).map(|k| event(&format!("s{n}"), &format!("{}", 1 + n * 3 + k), "view")).collect(),
+        })
+        .chain([proto::IngestEventsRequest { events: vec![event("s9", "1", "teleport")] }])
+        .collect();
+    let mut acks = c.stream_events(tokio_stream::iter(batches)).await.unwrap().into_inner();
+    let mut last = 0;
+    for n in 0..5 {
+        let a = acks.message().await.unwrap().unwrap_or_else(|| panic!("ack {n} missing"));
+        assert_eq!((a.stored, a.last_sequence), (3, last + 3));
+        last = a.last_sequence;
+    }
+    let e = acks.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("events[0].event"), "{}", e.message());
+    // Everything acknowledged before the bad batch is stored.
+    let r = c.ingest_events(proto::IngestEventsRequest { events: vec![event("s0", "99", "view")] }).await.unwrap().into_inner();
+    assert_eq!(r.last_sequence, 16);
 }

@@ -37,6 +37,21 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Checks a batch, makes it durable, applies it to the live state, and says what was
+/// stored: `IngestEvents` and each message of `StreamEvents`.
+async fn ingest_batch(state: &ServerState, batch: proto::IngestEventsRequest) -> Result<proto::IngestEventsResponse, ApiError> {
+    let events = ingest::checked(batch)?;
+    let log = state.ingest()?;
+    let (stored, seqs, duplicates) = log.store(events).await?;
+    // Durable now: the next request of these users sees them.
+    state.users().apply(seqs.clone().zip(&stored));
+    Ok(proto::IngestEventsResponse {
+        stored: stored.len() as u32,
+        duplicates: duplicates as u32,
+        last_sequence: seqs.end.saturating_sub(1),
+    })
+}
+
 /// Implements the gRPC service over the server state.
 #[derive(Clone)]
 pub struct RecommenderApi {
@@ -96,16 +111,32 @@ impl Recommender for RecommenderApi {
         &self,
         request: Request<proto::IngestEventsRequest>,
     ) -> Result<Response<proto::IngestEventsResponse>, Status> {
-        let events = ingest::checked(request.into_inner())?;
-        let log = self.state.ingest()?;
-        let (stored, seqs, duplicates) = log.store(events).await.map_err(ApiError::from)?;
-        // Durable now: the next request of these users sees them.
-        self.state.users().apply(seqs.clone().zip(&stored));
-        Ok(Response::new(proto::IngestEventsResponse {
-            stored: stored.len() as u32,
-            duplicates: duplicates as u32,
-            last_sequence: seqs.end.saturating_sub(1),
-        }))
+        Ok(Response::new(ingest_batch(&self.state, request.into_inner()).await?))
+    }
+
+    type StreamEventsStream = tokio_stream::wrappers::ReceiverStream<Result<proto::IngestEventsResponse, Status>>;
+
+    async fn stream_events(
+        &self,
+        request: Request<tonic::Streaming<proto::IngestEventsRequest>>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let state = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            loop {
+                let answer = match inbound.message().await {
+                    Ok(Some(batch)) => ingest_batch(&state, batch).await.map_err(Status::from),
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                };
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     #[instrument(skip_all, fields(items = request.get_ref().items.len()))]
