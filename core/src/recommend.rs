@@ -80,6 +80,9 @@ pub struct RecommendQuery {
     /// oldest first: they join the history, the fold-in, the recent items and the seen
     /// set. Items the model does not know are ignored.
     pub live: Vec<LiveEvent>,
+    /// Whether a user's stored history counts; off for a user who asked to be forgotten
+    /// while a model still holds them (they get the cold-start answer).
+    pub use_stored_history: bool,
 }
 
 /// An event the model was not trained on, as the server's live state keeps it.
@@ -103,6 +106,7 @@ impl RecommendQuery {
             exclude_items: Vec::new(),
             category: None,
             live: Vec::new(),
+            use_stored_history: true,
         }
     }
 
@@ -337,7 +341,7 @@ impl Model {
         query.validate()?;
         let mut excluded: Vec<ItemIdx> = query.exclude_items.iter().filter_map(|id| self.item_index(id)).collect();
         excluded.sort_unstable();
-        let mut profile = self.profile(&query.subject, &query.live);
+        let mut profile = self.profile(&query.subject, &query.live, query.use_stored_history);
         let category = query.category.as_deref().map(|c| self.items_in_category(c));
         let history = std::mem::take(&mut profile.history);
         // Items the subject had come back only through the rules of the policy.
@@ -467,10 +471,10 @@ impl Model {
     /// [`RecommendQuery::live`]) extend a user's stored history, or make one for a user the
     /// model has never seen; the vector is then folded in from both, each live event
     /// weighted as training would weigh it.
-    fn profile(&self, subject: &Subject, live: &[LiveEvent]) -> Profile {
+    fn profile(&self, subject: &Subject, live: &[LiveEvent], use_stored: bool) -> Profile {
         match subject {
             Subject::User(user_id) => {
-                let stored = self.user_index(user_id);
+                let stored = self.user_index(user_id).filter(|_| use_stored);
                 let live: Vec<RecentEvent> = live
                     .iter()
                     .filter_map(|e| {
@@ -732,6 +736,7 @@ mod tests {
             exclude_items: Vec::new(),
             category: None,
             live: Vec::new(),
+            use_stored_history: true,
         }
     }
 
@@ -960,6 +965,7 @@ mod tests {
                     exclude_items: exclude,
                     category,
                     live: Vec::new(),
+                    use_stored_history: true,
                 };
                 match m.recommend(&q, &s) {
                     Ok(r) => {

@@ -17,6 +17,7 @@
 //!
 //! It knows nothing of async runtimes or RPC: the server calls it from a blocking thread.
 
+mod deleted;
 mod storage;
 
 use std::ops::Range;
@@ -25,6 +26,7 @@ use std::path::Path;
 use affinity_core::data::Event;
 use serde::{Deserialize, Serialize};
 
+pub use deleted::DeletedUsers;
 pub use storage::{FsStorage, SegmentWriter, Storage};
 
 /// Errors of the log.
@@ -327,6 +329,37 @@ impl EventLog {
         self.active_len = 0;
         self.metrics.rotations += 1;
         Ok(())
+    }
+
+    /// Rewrites every segment without the records `drop` selects (a deleted user's
+    /// events), each replaced atomically; the others keep their positions. Returns how
+    /// many records were removed. Run it where appends run (it owns the active segment).
+    ///
+    /// # Errors
+    /// A segment cannot be read or replaced; segments done before stay compacted.
+    pub fn compact(&mut self, drop: impl Fn(&Record) -> bool) -> Result<u64> {
+        self.sync()?;
+        let mut removed = 0;
+        for first in self.storage.list()? {
+            let bytes = self.storage.read(first)?;
+            let s = scan(&bytes);
+            let before = s.records.len();
+            let kept: Vec<&Record> = s.records.iter().filter(|r| !drop(r)).collect();
+            if kept.len() == before {
+                continue;
+            }
+            let mut out = Vec::with_capacity(bytes.len());
+            for r in &kept {
+                encode(r, &mut out)?;
+            }
+            self.storage.replace(first, &out)?;
+            removed += (before - kept.len()) as u64;
+            if first == self.active {
+                self.active_len = out.len() as u64;
+                self.writer = self.storage.append(first, self.active_len)?;
+            }
+        }
+        Ok(removed)
     }
 
     /// The sequence number the next record will get.

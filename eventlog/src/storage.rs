@@ -31,6 +31,8 @@ pub trait Storage: Send {
     fn append(&mut self, first: u64, len: u64) -> Result<Box<dyn SegmentWriter>>;
     /// How to name segment `first` in messages (its path).
     fn describe(&self, first: u64) -> String;
+    /// Replaces segment `first` with `bytes` atomically and durably (compaction).
+    fn replace(&mut self, first: u64, bytes: &[u8]) -> Result<()>;
 }
 
 /// Segments as files `<first seq, 20 digits>.seg` in one directory.
@@ -148,5 +150,15 @@ impl Storage for FsStorage {
 
     fn describe(&self, first: u64) -> String {
         self.path(first).display().to_string()
+    }
+
+    fn replace(&mut self, first: u64, bytes: &[u8]) -> Result<()> {
+        let path = self.path(first);
+        let tmp = self.dir.join(format!("{first:020}.compacting"));
+        let mut f = File::create(&tmp).map_err(io(format!("create {}", tmp.display())))?;
+        f.write_all(bytes).map_err(io(format!("write {}", tmp.display())))?;
+        f.sync_all().map_err(io(format!("sync {}", tmp.display())))?;
+        fs::rename(&tmp, &path).map_err(io(format!("replace {}", path.display())))?;
+        self.sync_dir()
     }
 }

@@ -162,6 +162,11 @@ impl Storage for PowerCutDisk {
     fn describe(&self, first: u64) -> String {
         format!("memory:{first}")
     }
+
+    fn replace(&mut self, first: u64, bytes: &[u8]) -> Result<()> {
+        self.files.lock().unwrap().insert(first, (bytes.to_vec(), bytes.len()));
+        Ok(())
+    }
 }
 
 #[test]
@@ -197,4 +202,46 @@ fn one_writer_per_log() {
     assert!(e.contains("another process writes this event log"), "{e}");
     drop(log);
     assert!(EventLog::open(dir.path(), LogOptions::default()).is_ok(), "the lock goes with the writer");
+}
+
+#[test]
+fn compaction_removes_a_users_records_from_every_segment_and_keeps_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = EventLog::open(dir.path(), LogOptions { max_segment_bytes: 300 }).unwrap();
+    for n in 1..=30 {
+        log.append(&[ev(n)]).unwrap();
+    }
+    log.sync().unwrap();
+    // ev(n) belongs to user u{n % 7}: forget u3.
+    let removed = log
+        .compact(|r| matches!(&r.entry, Entry::Event(e) if e.event.user_id == "u3"))
+        .unwrap();
+    assert_eq!(removed, 4);
+    assert_eq!(log.append(&[ev(32)]).unwrap(), 31..32, "numbering goes on");
+    log.sync().unwrap();
+    let left = log.read_from(1).unwrap();
+    assert_eq!(left.len(), 27);
+    assert!(left.iter().all(|r| !matches!(&r.entry, Entry::Event(e) if e.event.user_id == "u3")));
+    assert_eq!(left.last().unwrap().seq, 31);
+    drop(log);
+    for seg in segments(dir.path()) {
+        let bytes = std::fs::read(seg).unwrap();
+        assert!(!bytes.windows(2).any(|w| w == b"u3"), "no byte of u3 left");
+    }
+    let log = EventLog::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(log.read_from(1).unwrap().len(), 27);
+}
+
+#[test]
+fn deleted_users_are_kept_as_keyed_hashes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = DeletedUsers::load(dir.path()).unwrap();
+    assert!(!d.contains("alice"));
+    d.add("alice").unwrap();
+    let again = DeletedUsers::load(dir.path()).unwrap();
+    assert!(again.contains("alice") && !again.contains("bob"));
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap();
+        assert!(!bytes.windows(5).any(|w| w == b"alice"));
+    }
 }

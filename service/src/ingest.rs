@@ -21,9 +21,18 @@ use tokio::sync::oneshot;
 /// Event ids remembered for de-duplication (the oldest are forgotten first).
 const MAX_EVENT_IDS: usize = 1_000_000;
 
-struct Job {
-    entries: Vec<Entry>,
-    reply: oneshot::Sender<Result<Range<u64>, String>>,
+/// Work for the writer thread, which owns the log.
+enum Job {
+    /// Append and (with the rest of the round) sync.
+    Append {
+        entries: Vec<Entry>,
+        reply: oneshot::Sender<Result<Range<u64>, String>>,
+    },
+    /// Rewrite the segments without one user's records.
+    Forget {
+        user_id: String,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
 }
 
 /// Why ingest refused a batch.
@@ -183,7 +192,7 @@ impl Ingest {
         self.jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send(Job { entries, reply })
+            .send(Job::Append { entries, reply })
             .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?;
         let seqs = answer
             .await
@@ -194,22 +203,62 @@ impl Ingest {
     }
 }
 
-/// The writer thread: every waiting batch, one sync, every answer.
+impl Ingest {
+    /// Removes every record of `user_id` from the log's segments (each rewritten
+    /// atomically); returns how many were removed.
+    ///
+    /// # Errors
+    /// The log cannot take writes.
+    pub async fn forget(&self, user_id: &str) -> Result<u64, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Job::Forget {
+                user_id: user_id.to_string(),
+                reply,
+            })
+            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?
+            .map_err(IngestError::Unavailable)
+    }
+}
+
+/// The writer thread: every waiting batch, one sync, every answer; compactions between
+/// rounds.
 fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMetrics>) {
     let mut broken: Option<String> = None;
     while let Ok(first) = jobs.recv() {
-        let mut round = vec![first];
-        round.extend(jobs.try_iter());
+        let mut round = Vec::new();
+        for job in std::iter::once(first).chain(jobs.try_iter()) {
+            match job {
+                Job::Append { entries, reply } => round.push((entries, reply)),
+                Job::Forget { user_id, reply } => {
+                    let result = match &broken {
+                        Some(why) => Err(why.clone()),
+                        None => log
+                            .compact(|r| matches!(&r.entry, Entry::Event(e) if e.event.user_id == user_id))
+                            .map_err(|e| e.to_string()),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        if round.is_empty() {
+            continue;
+        }
         if let Some(why) = &broken {
-            for job in round {
-                let _ = job.reply.send(Err(why.clone()));
+            for (_, reply) in round {
+                let _ = reply.send(Err(why.clone()));
             }
             continue;
         }
         let mut results = Vec::with_capacity(round.len());
         let mut failed = None;
-        for job in &round {
-            match log.append(&job.entries) {
+        for (entries, _) in &round {
+            match log.append(entries) {
                 Ok(r) => results.push(r),
                 Err(e) => {
                     failed = Some(e.to_string());
@@ -225,14 +274,14 @@ fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMet
         *metrics.lock().unwrap_or_else(|p| p.into_inner()) = log.metrics();
         match failed {
             None => {
-                for (job, r) in round.into_iter().zip(results) {
-                    let _ = job.reply.send(Ok(r));
+                for ((_, reply), r) in round.into_iter().zip(results) {
+                    let _ = reply.send(Ok(r));
                 }
             }
             Some(why) => {
                 tracing::error!(cause = %why, "event log write failed; ingest is off until restart");
-                for job in round {
-                    let _ = job.reply.send(Err(why.clone()));
+                for (_, reply) in round {
+                    let _ = reply.send(Err(why.clone()));
                 }
                 broken = Some(why);
             }

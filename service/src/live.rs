@@ -142,6 +142,17 @@ impl LiveUsers {
         self.lock().users.get(user_id).map(|u| u.events.iter().map(|x| x.1.clone()).collect()).unwrap_or_default()
     }
 
+    /// Forgets a user's live events.
+    pub fn remove(&self, user_id: &str) {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        if let Some(gone) = inner.users.remove(user_id) {
+            inner.by_activity.remove(&gone.touched);
+            inner.events -= gone.events.len();
+            inner.bytes -= gone.events.iter().map(|x| event_bytes(&x.1)).sum::<usize>() + user_id.len() + std::mem::size_of::<UserLive>();
+        }
+    }
+
     /// Drops every event at or before log position `position` (a model trained through
     /// it holds them now).
     pub fn forget_through(&self, position: u64) {

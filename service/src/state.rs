@@ -17,6 +17,8 @@ use affinity_core::model::{format, Model};
 use affinity_core::settings::ServingSettings;
 use arc_swap::ArcSwapOption;
 
+use affinity_eventlog::DeletedUsers;
+
 use crate::ingest::Ingest;
 use crate::live::{LiveLimits, LiveUsers};
 use crate::status::ApiError;
@@ -83,6 +85,8 @@ pub struct ServerState {
     /// Held while a reload runs.
     reloading: Mutex<()>,
     reload_poll: Option<Duration>,
+    /// Users who asked to be forgotten (keyed hashes, beside the event log).
+    deleted: Mutex<DeletedUsers>,
 }
 
 /// How a server from a model path is set up.
@@ -117,6 +121,7 @@ impl ServerState {
             availability: Mutex::new(HashMap::new()),
             reloading: Mutex::new(()),
             reload_poll: None,
+            deleted: Mutex::new(DeletedUsers::default()),
         }
     }
 
@@ -158,9 +163,10 @@ impl ServerState {
         let after = self.live().map_or(0, |l| l.model.manifest().log_position);
         let result = match &self.events_dir {
             None => Err("the server runs without an event log (start it with --events-dir, or --model naming a model root)".to_string()),
-            Some(dir) => match Ingest::open(dir, after) {
-                Ok((ingest, replay)) => {
-                    self.users.apply(replay.events.iter().map(|(seq, e)| (*seq, e)));
+            Some(dir) => match DeletedUsers::load(dir).and_then(|deleted| Ingest::open(dir, after).map(|o| (deleted, o))) {
+                Ok((deleted, (ingest, replay))) => {
+                    self.users.apply(replay.events.iter().filter(|(_, e)| !deleted.contains(&e.user_id)).map(|(seq, e)| (*seq, e)));
+                    *self.deleted.lock().unwrap_or_else(|p| p.into_inner()) = deleted;
                     for change in replay.availability {
                         self.set_available(&change.item_id, change.available);
                     }
@@ -188,6 +194,27 @@ impl ServerState {
     /// What users did since the model was trained.
     pub fn users(&self) -> &LiveUsers {
         &self.users
+    }
+
+    /// Whether `user_id` asked to be forgotten.
+    pub fn is_deleted(&self, user_id: &str) -> bool {
+        self.deleted.lock().unwrap_or_else(|p| p.into_inner()).contains(user_id)
+    }
+
+    /// Forgets `user_id`: listed as deleted (durably, as a keyed hash), gone from the live
+    /// state at once, then every record of theirs removed from the log's segments.
+    /// Returns how many log records were removed.
+    ///
+    /// # Errors
+    /// Ingest is off (the list lives beside the log), or the list or log cannot be written.
+    pub async fn delete_user(&self, user_id: &str) -> Result<u64, ApiError> {
+        let log = self.ingest()?;
+        {
+            let mut deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
+            deleted.add(user_id).map_err(|e| ApiError::IngestOff(format!("cannot record the deletion: {e}")))?;
+        }
+        self.users.remove(user_id);
+        Ok(log.forget(user_id).await?)
     }
 
     /// Loads the version the model root's `current` names if it is not the live one,

@@ -433,3 +433,39 @@ async fn a_stream_acknowledges_every_batch_in_order_and_a_bad_one_ends_it() {
     let r = c.ingest_events(proto::IngestEventsRequest { events: vec![event("s0", "99", "view")] }).await.unwrap().into_inner();
     assert_eq!(r.last_sequence, 16);
 }
+
+/// Whether any file under `dir` contains `needle`.
+fn bytes_found(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|e| {
+        let p = e.unwrap().path();
+        p.is_file() && std::fs::read(&p).unwrap().windows(needle.len()).any(|w| w == needle)
+    })
+}
+
+#[tokio::test]
+async fn a_deleted_user_is_forgotten_by_the_server_the_log_and_the_next_retrain() {
+    let root = own_root("ingest-delete");
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    // "1" is a MovieLens user in the model; "zq-live-only" exists only in the live state.
+    let events: Vec<IngestEvent> = ["1", "zq-live-only", "someone-else"]
+        .iter()
+        .flat_map(|u| ["71", "95"].map(|i| event(u, i, "view")))
+        .collect();
+    c.ingest_events(proto::IngestEventsRequest { events }).await.unwrap();
+    let cold = top10(&mut c, "never-seen").await;
+    for user in ["1", "zq-live-only"] {
+        assert_ne!(top10(&mut c, user).await, cold);
+        let r = c.delete_user(proto::DeleteUserRequest { user_id: user.into() }).await.unwrap().into_inner();
+        assert_eq!(r.removed_events, 2);
+        assert_eq!(top10(&mut c, user).await, cold, "{user} gets the cold-start answer at once");
+    }
+    let events_dir = root.join("events");
+    assert!(!bytes_found(&events_dir, b"zq-live-only"), "no byte of the user's id is left in the events directory");
+    assert!(bytes_found(&events_dir, b"someone-else"), "others are kept");
+    drop(server);
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    assert_eq!(top10(&mut c, "1").await, cold, "after a restart, while the model still holds the user");
+    assert_ne!(top10(&mut c, "someone-else").await, cold);
+}

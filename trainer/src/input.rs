@@ -120,6 +120,15 @@ pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind, u64)> {
             availability.len()
         );
     }
+    if let Some(dir) = &args.events_log {
+        // Users who asked to be forgotten stay forgotten, whatever the input.
+        let deleted = affinity_eventlog::DeletedUsers::load(dir).with_context(|| format!("cannot read the deleted-users list in {}", dir.display()))?;
+        if !deleted.is_empty() {
+            let before = events.len();
+            events.retain(|e| !deleted.contains(&e.user_id));
+            eprintln!("{}: dropped {} event(s) of deleted users", dir.display(), before - events.len());
+        }
+    }
     if events.is_empty() {
         bail!("no events to train on");
     }

@@ -404,6 +404,16 @@ fn train_reads_a_server_event_log_and_records_its_position() {
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join(version.trim()).join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["log_position"], 60);
     drop(log);
+    // A deleted user stays out of every input, the CSV included.
+    let mut deleted = affinity_eventlog::DeletedUsers::load(&log_dir).unwrap();
+    deleted.add("u3").unwrap();
+    let csv = dir.path().join("more.csv");
+    std::fs::write(&csv, "user_id,item_id,event,timestamp,value\nu3,i1,view,,\nu99,i1,view,,\nu99,i2,view,,\n").unwrap();
+    let out = trainer(&["train", "--events", s(&csv), "--events-log", s(&log_dir), "--out", s(&root), "--no-tune"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("dropped 6 event(s) of deleted users"), "{err}");
+    let m = affinity_core::model::format::load(&root).unwrap();
+    assert!(m.user_index("u3").is_none() && m.user_index("u99").is_some() && m.user_index("u4").is_some());
     // Neither --events nor --events-log: a clear CLI error.
     let none = trainer(&["train", "--out", s(&root)]);
     assert!(!none.status.success());

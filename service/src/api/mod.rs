@@ -90,7 +90,11 @@ impl Recommender for RecommenderApi {
     ) -> Result<Response<proto::RecommendResponse>, Status> {
         let mut query: RecommendQuery = request.into_inner().try_into()?;
         if let Subject::User(user) = &query.subject {
-            query.live = self.state.users().events_of(user);
+            if self.state.is_deleted(user) {
+                query.use_stored_history = false;
+            } else {
+                query.live = self.state.users().events_of(user);
+            }
         }
         let answer = self.score(move |l, cancel| l.model.recommend_or_cancel(&query, &l.settings, cancel)).await?;
         Ok(Response::new(answer.into()))
@@ -173,6 +177,15 @@ impl Recommender for RecommenderApi {
             changed: r.changed,
             log_position: position,
         }))
+    }
+
+    async fn delete_user(&self, request: Request<proto::DeleteUserRequest>) -> Result<Response<proto::DeleteUserResponse>, Status> {
+        let user = request.into_inner().user_id;
+        let query = RecommendQuery::for_user(user.as_str(), 1);
+        query.validate().map_err(ApiError::from)?;
+        let removed = self.state.delete_user(&user).await?;
+        tracing::info!(removed, "user deleted");
+        Ok(Response::new(proto::DeleteUserResponse { removed_events: removed }))
     }
 
     async fn model_info(&self, _request: Request<proto::ModelInfoRequest>) -> Result<Response<proto::ModelInfoResponse>, Status> {

@@ -34,6 +34,7 @@ impl TryFrom<proto::RecommendRequest> for RecommendQuery {
             category: r.category.filter(|c| !c.is_empty()),
             // Filled in by the handler from the live state.
             live: Vec::new(),
+            use_stored_history: true,
         })
     }
 }

@@ -100,6 +100,11 @@ enum Command {
     Info,
     /// Admin: make the server load the version `current` names now.
     Reload,
+    /// Admin: forget a user (live state, event log, future retrains).
+    DeleteUser {
+        #[arg(long)]
+        user: String,
+    },
     /// Take items off sale (`--available false`) or back on; holds across restarts.
     SetAvailability {
         /// Item ids, comma-separated.
@@ -153,6 +158,10 @@ async fn run(cli: Cli) -> Result<()> {
     let mut out = BufWriter::new(out.lock());
     match cli.command {
         Command::Smoke { .. } => unreachable!("handled above"),
+        Command::DeleteUser { user } => {
+            let r = client.delete_user(proto::DeleteUserRequest { user_id: user }).await.map_err(status_msg)?.into_inner();
+            writeln!(out, "deleted; {} event(s) removed from the log", r.removed_events)?;
+        }
         Command::Reload => {
             let r = client.reload_model(proto::ReloadModelRequest {}).await.map_err(status_msg)?.into_inner();
             let what = if r.changed { "now serving" } else { "already serving" };
