@@ -245,3 +245,73 @@ fn deleted_users_are_kept_as_keyed_hashes_only() {
         assert!(!bytes.windows(5).any(|w| w == b"alice"));
     }
 }
+
+/// A disk that takes `room` more bytes, then fails every write as a full disk does.
+#[derive(Clone)]
+struct FullDisk {
+    inner: PowerCutDisk,
+    room: Arc<Mutex<usize>>,
+}
+
+struct FullWriter {
+    inner: Box<dyn SegmentWriter>,
+    room: Arc<Mutex<usize>>,
+}
+
+impl SegmentWriter for FullWriter {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let mut room = self.room.lock().unwrap();
+        if buf.len() > *room {
+            return Err(std::io::Error::other("No space left on device"));
+        }
+        *room -= buf.len();
+        self.inner.write_all(buf)
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+}
+
+impl Storage for FullDisk {
+    fn list(&self) -> Result<Vec<u64>> {
+        self.inner.list()
+    }
+    fn read(&self, first: u64) -> Result<Vec<u8>> {
+        self.inner.read(first)
+    }
+    fn create(&mut self, first: u64) -> Result<Box<dyn SegmentWriter>> {
+        Ok(Box::new(FullWriter { inner: self.inner.create(first)?, room: Arc::clone(&self.room) }))
+    }
+    fn append(&mut self, first: u64, len: u64) -> Result<Box<dyn SegmentWriter>> {
+        Ok(Box::new(FullWriter { inner: self.inner.append(first, len)?, room: Arc::clone(&self.room) }))
+    }
+    fn describe(&self, first: u64) -> String {
+        self.inner.describe(first)
+    }
+    fn replace(&mut self, first: u64, bytes: &[u8]) -> Result<()> {
+        self.inner.replace(first, bytes)
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_append_and_keeps_everything_synced_before() {
+    let disk = FullDisk { inner: PowerCutDisk::default(), room: Arc::new(Mutex::new(400)) };
+    let mut log = EventLog::open_with(Box::new(disk.clone()), LogOptions::default()).unwrap();
+    let mut synced = 0;
+    let err = loop {
+        match log.append(&[ev(synced + 1)]) {
+            Ok(_) => {
+                log.sync().unwrap();
+                synced += 1;
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(err.contains("No space left"), "{err}");
+    assert!(synced > 2);
+    drop(log);
+    *disk.room.lock().unwrap() = usize::MAX;
+    let log = EventLog::open_with(Box::new(disk), LogOptions::default()).unwrap();
+    assert_eq!(log.read_from(1).unwrap().len() as u64, synced, "every synced record is kept");
+}

@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub events_dir: Option<PathBuf>,
     /// How often to look for a new model version (`None`: only on `ReloadModel`).
     pub reload_poll: Option<Duration>,
+    /// Bounds of the live user state.
+    pub live: LiveLimits,
 }
 
 /// What a reload did.
@@ -135,6 +137,7 @@ impl ServerState {
     pub fn configured(model_path: PathBuf, config: ServerConfig) -> Arc<ServerState> {
         let mut state = ServerState::build(Some(model_path), config.overrides, config.events_dir);
         state.reload_poll = config.reload_poll;
+        state.users = LiveUsers::new(config.live);
         Arc::new(state)
     }
 

@@ -469,3 +469,17 @@ async fn a_deleted_user_is_forgotten_by_the_server_the_log_and_the_next_retrain(
     assert_eq!(top10(&mut c, "1").await, cold, "after a restart, while the model still holds the user");
     assert_ne!(top10(&mut c, "someone-else").await, cold);
 }
+
+#[tokio::test]
+async fn an_unusable_log_directory_turns_ingest_off_and_reads_keep_serving() {
+    let root = own_root("ingest-unusable");
+    // The events "directory" is a file: the log cannot be created there.
+    let not_a_dir = root.join("events-file");
+    std::fs::write(&not_a_dir, b"not a directory").unwrap();
+    let server = start_server_with(&["--model".as_ref(), root.as_os_str(), "--events-dir".as_ref(), not_a_dir.as_os_str()], None).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let e = c.ingest_events(proto::IngestEventsRequest { events: vec![event("u", "1", "view")] }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("cannot be opened") && e.message().contains("events-file"), "{}", e.message());
+    assert_eq!(top10(&mut c, "1").await.len(), 10, "reads keep serving");
+}

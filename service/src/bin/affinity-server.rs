@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use affinity_service::live::LiveLimits;
 use affinity_service::state::{Retrieval, ServerConfig, ServerState, SettingsOverrides};
 use affinity_service::{demo, server};
 use anyhow::{Context, Result};
@@ -49,6 +50,13 @@ struct Args {
     /// ReloadModel RPC).
     #[arg(long, env = "AFFINITY_RELOAD_POLL", default_value_t = 10)]
     reload_poll: u64,
+    /// Latest live events kept per user (ingested since the model's log position).
+    #[arg(long, default_value_t = 100)]
+    live_events_per_user: usize,
+    /// Users kept in the live state; the least recently active are evicted beyond it
+    /// (their events stay in the log).
+    #[arg(long, default_value_t = 1_000_000)]
+    live_max_users: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -137,6 +145,10 @@ async fn run(args: Args) -> Result<()> {
         overrides,
         events_dir,
         reload_poll: (args.reload_poll > 0).then(|| Duration::from_secs(args.reload_poll)),
+        live: LiveLimits {
+            per_user: args.live_events_per_user.max(1),
+            max_users: args.live_max_users.max(1),
+        },
     };
     let state = ServerState::configured(model_path, config);
     server::run(listener, state, server::shutdown_signal()).await
