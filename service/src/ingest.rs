@@ -35,6 +35,21 @@ enum Job {
     },
 }
 
+/// When the writer syncs the log, and so when a batch is acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Sync as soon as a round of waiting batches is written (the default): under load
+    /// one sync covers every batch that arrived during the previous one.
+    #[default]
+    EveryRound,
+    /// Wait up to this long after a round's first batch for more before syncing: fewer
+    /// syncs, each acknowledgement later by at most the window.
+    Window(std::time::Duration),
+    /// Never sync: acknowledged events survive a crash of the server but not of the
+    /// machine (a power cut or kernel panic loses the unsynced tail). Warned at start.
+    Off,
+}
+
 /// Why ingest refused a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -91,7 +106,7 @@ impl Ingest {
     ///
     /// # Errors
     /// The log cannot be opened (unwritable directory, damaged sealed segment).
-    pub fn open(dir: &Path, after: u64) -> Result<(Ingest, Replay), affinity_eventlog::LogError> {
+    pub fn open(dir: &Path, after: u64, policy: SyncPolicy) -> Result<(Ingest, Replay), affinity_eventlog::LogError> {
         let mut log = EventLog::open(dir, LogOptions::default())?;
         let records = log.read_from(1)?;
         let mut ids = SeenIds::default();
@@ -115,7 +130,7 @@ impl Ingest {
         let shared = std::sync::Arc::clone(&metrics);
         std::thread::Builder::new()
             .name("event-log".into())
-            .spawn(move || writer(&mut log, &rx, &shared))
+            .spawn(move || writer(&mut log, &rx, &shared, policy))
             .map_err(|e| affinity_eventlog::LogError::Io {
                 what: "start the event log writer".into(),
                 source: e,
@@ -228,11 +243,22 @@ impl Ingest {
 
 /// The writer thread: every waiting batch, one sync, every answer; compactions between
 /// rounds.
-fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMetrics>) {
+fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMetrics>, policy: SyncPolicy) {
     let mut broken: Option<String> = None;
     while let Ok(first) = jobs.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(jobs.try_iter());
+        if let SyncPolicy::Window(window) = policy {
+            let until = std::time::Instant::now() + window;
+            while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                match jobs.recv_timeout(left) {
+                    Ok(job) => waiting.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut round = Vec::new();
-        for job in std::iter::once(first).chain(jobs.try_iter()) {
+        for job in waiting {
             match job {
                 Job::Append { entries, reply } => round.push((entries, reply)),
                 Job::Forget { user_id, reply } => {
@@ -266,7 +292,7 @@ fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMet
                 }
             }
         }
-        if failed.is_none() {
+        if failed.is_none() && policy != SyncPolicy::Off {
             if let Err(e) = log.sync() {
                 failed = Some(e.to_string());
             }
@@ -286,5 +312,48 @@ fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMet
                 broken = Some(why);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use affinity_core::data::EventKind;
+    use affinity_eventlog::Context;
+
+    use super::*;
+
+    fn batch(n: usize) -> Vec<LoggedEvent> {
+        vec![LoggedEvent {
+            event: Event::new(format!("u{n}"), "i", EventKind::View, Some(1)),
+            event_id: None,
+            context: Context::default(),
+        }]
+    }
+
+    #[tokio::test]
+    async fn a_commit_window_syncs_many_batches_once_and_off_never_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = std::time::Duration::from_millis(50);
+        let (log, _) = Ingest::open(dir.path(), 0, SyncPolicy::Window(window)).unwrap();
+        let log = std::sync::Arc::new(log);
+        let started = std::time::Instant::now();
+        let calls: Vec<_> = (0..20)
+            .map(|n| {
+                let log = std::sync::Arc::clone(&log);
+                tokio::spawn(async move { log.store(batch(n)).await.map(|r| r.1) })
+            })
+            .collect();
+        for c in calls {
+            let seqs = c.await.unwrap().unwrap();
+            assert_eq!(seqs.end - seqs.start, 1);
+        }
+        assert!(started.elapsed() >= window, "acknowledged only after the window");
+        let syncs = log.metrics().syncs;
+        assert!(syncs <= 2, "20 batches in one window, {syncs} syncs");
+
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Ingest::open(dir.path(), 0, SyncPolicy::Off).unwrap();
+        log.store(batch(1)).await.unwrap();
+        assert_eq!(log.metrics().syncs, 0);
     }
 }

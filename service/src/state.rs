@@ -19,7 +19,7 @@ use arc_swap::ArcSwapOption;
 
 use affinity_eventlog::DeletedUsers;
 
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, SyncPolicy};
 use crate::live::{LiveLimits, LiveUsers};
 use crate::status::ApiError;
 
@@ -87,6 +87,7 @@ pub struct ServerState {
     reload_poll: Option<Duration>,
     /// Users who asked to be forgotten (keyed hashes, beside the event log).
     deleted: Mutex<DeletedUsers>,
+    sync: SyncPolicy,
 }
 
 /// How a server from a model path is set up.
@@ -100,6 +101,8 @@ pub struct ServerConfig {
     pub reload_poll: Option<Duration>,
     /// Bounds of the live user state.
     pub live: LiveLimits,
+    /// When the event log is synced (and batches acknowledged).
+    pub sync: SyncPolicy,
 }
 
 /// What a reload did.
@@ -124,6 +127,7 @@ impl ServerState {
             reloading: Mutex::new(()),
             reload_poll: None,
             deleted: Mutex::new(DeletedUsers::default()),
+            sync: SyncPolicy::default(),
         }
     }
 
@@ -138,6 +142,7 @@ impl ServerState {
         let mut state = ServerState::build(Some(model_path), config.overrides, config.events_dir);
         state.reload_poll = config.reload_poll;
         state.users = LiveUsers::new(config.live);
+        state.sync = config.sync;
         Arc::new(state)
     }
 
@@ -166,7 +171,7 @@ impl ServerState {
         let after = self.live().map_or(0, |l| l.model.manifest().log_position);
         let result = match &self.events_dir {
             None => Err("the server runs without an event log (start it with --events-dir, or --model naming a model root)".to_string()),
-            Some(dir) => match DeletedUsers::load(dir).and_then(|deleted| Ingest::open(dir, after).map(|o| (deleted, o))) {
+            Some(dir) => match DeletedUsers::load(dir).and_then(|deleted| Ingest::open(dir, after, self.sync).map(|o| (deleted, o))) {
                 Ok((deleted, (ingest, replay))) => {
                     self.users.apply(replay.events.iter().filter(|(_, e)| !deleted.contains(&e.user_id)).map(|(seq, e)| (*seq, e)));
                     *self.deleted.lock().unwrap_or_else(|p| p.into_inner()) = deleted;

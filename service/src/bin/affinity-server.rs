@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use affinity_service::ingest::SyncPolicy;
 use affinity_service::live::LiveLimits;
 use affinity_service::state::{Retrieval, ServerConfig, ServerState, SettingsOverrides};
 use affinity_service::{demo, server};
@@ -50,6 +51,14 @@ struct Args {
     /// ReloadModel RPC).
     #[arg(long, env = "AFFINITY_RELOAD_POLL", default_value_t = 10)]
     reload_poll: u64,
+    /// Group-commit window in ms: after a batch arrives, wait this long for more before
+    /// syncing the event log (0: sync at once; every batch waiting is still synced together).
+    #[arg(long, default_value_t = 0)]
+    fsync_window_ms: u64,
+    /// Never sync the event log: acknowledged events survive a server crash but not a
+    /// power cut. For throughput tests only.
+    #[arg(long, conflicts_with = "fsync_window_ms")]
+    no_fsync: bool,
     /// Latest live events kept per user (ingested since the model's log position).
     #[arg(long, default_value_t = 100)]
     live_events_per_user: usize,
@@ -148,6 +157,14 @@ async fn run(args: Args) -> Result<()> {
         live: LiveLimits {
             per_user: args.live_events_per_user.max(1),
             max_users: args.live_max_users.max(1),
+        },
+        sync: match (args.no_fsync, args.fsync_window_ms) {
+            (true, _) => {
+                tracing::warn!("--no-fsync: acknowledged events are not synced to disk and a power cut can lose them");
+                SyncPolicy::Off
+            }
+            (false, 0) => SyncPolicy::EveryRound,
+            (false, ms) => SyncPolicy::Window(Duration::from_millis(ms)),
         },
     };
     let state = ServerState::configured(model_path, config);
