@@ -362,6 +362,29 @@ impl EventLog {
         Ok(removed)
     }
 
+    /// Retention: removes sealed segments whose every record is at or before `position`
+    /// (the newest model holds them) and that were last written before `older_than`.
+    /// The active segment always stays. Returns how many segments were removed.
+    ///
+    /// # Errors
+    /// A segment cannot be inspected or removed.
+    pub fn prune(&mut self, position: u64, older_than: std::time::SystemTime) -> Result<usize> {
+        let segments = self.storage.list()?;
+        let mut removed = 0;
+        for pair in segments.windows(2) {
+            let (first, next) = (pair[0], pair[1]);
+            // Records of a segment end before the next one's first.
+            if first == self.active || next.saturating_sub(1) > position {
+                continue;
+            }
+            if self.storage.modified(first)? < older_than {
+                self.storage.remove(first)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The sequence number the next record will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq

@@ -33,6 +33,10 @@ pub trait Storage: Send {
     fn describe(&self, first: u64) -> String;
     /// Replaces segment `first` with `bytes` atomically and durably (compaction).
     fn replace(&mut self, first: u64, bytes: &[u8]) -> Result<()>;
+    /// When segment `first` was last written.
+    fn modified(&self, first: u64) -> Result<std::time::SystemTime>;
+    /// Removes segment `first` (retention).
+    fn remove(&mut self, first: u64) -> Result<()>;
 }
 
 /// Segments as files `<first seq, 20 digits>.seg` in one directory.
@@ -150,6 +154,17 @@ impl Storage for FsStorage {
 
     fn describe(&self, first: u64) -> String {
         self.path(first).display().to_string()
+    }
+
+    fn modified(&self, first: u64) -> Result<std::time::SystemTime> {
+        let path = self.path(first);
+        fs::metadata(&path).and_then(|m| m.modified()).map_err(io(format!("stat {}", path.display())))
+    }
+
+    fn remove(&mut self, first: u64) -> Result<()> {
+        let path = self.path(first);
+        fs::remove_file(&path).map_err(io(format!("remove {}", path.display())))?;
+        self.sync_dir()
     }
 
     fn replace(&mut self, first: u64, bytes: &[u8]) -> Result<()> {

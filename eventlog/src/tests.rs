@@ -167,6 +167,15 @@ impl Storage for PowerCutDisk {
         self.files.lock().unwrap().insert(first, (bytes.to_vec(), bytes.len()));
         Ok(())
     }
+
+    fn modified(&self, _first: u64) -> Result<std::time::SystemTime> {
+        Ok(std::time::UNIX_EPOCH)
+    }
+
+    fn remove(&mut self, first: u64) -> Result<()> {
+        self.files.lock().unwrap().remove(&first);
+        Ok(())
+    }
 }
 
 #[test]
@@ -292,6 +301,12 @@ impl Storage for FullDisk {
     fn replace(&mut self, first: u64, bytes: &[u8]) -> Result<()> {
         self.inner.replace(first, bytes)
     }
+    fn modified(&self, first: u64) -> Result<std::time::SystemTime> {
+        self.inner.modified(first)
+    }
+    fn remove(&mut self, first: u64) -> Result<()> {
+        self.inner.remove(first)
+    }
 }
 
 #[test]
@@ -314,4 +329,25 @@ fn a_full_disk_fails_the_append_and_keeps_everything_synced_before() {
     *disk.room.lock().unwrap() = usize::MAX;
     let log = EventLog::open_with(Box::new(disk), LogOptions::default()).unwrap();
     assert_eq!(log.read_from(1).unwrap().len() as u64, synced, "every synced record is kept");
+}
+
+#[test]
+fn retention_removes_only_old_sealed_segments_a_model_already_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = EventLog::open(dir.path(), LogOptions { max_segment_bytes: 200 }).unwrap();
+    for n in 1..=40 {
+        log.append(&[ev(n)]).unwrap();
+    }
+    log.sync().unwrap();
+    let before = segments(dir.path()).len();
+    let future = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    assert_eq!(log.prune(20, std::time::UNIX_EPOCH).unwrap(), 0, "nothing is old enough");
+    let removed = log.prune(20, future).unwrap();
+    assert!(removed > 0 && removed < before, "{removed} of {before}");
+    let left = log.read_from(1).unwrap();
+    assert!(left.first().unwrap().seq <= 21, "everything after the model's position is kept");
+    assert_eq!(left.last().unwrap().seq, 40);
+    let sealed = segments(dir.path()).len() - 1;
+    assert_eq!(log.prune(u64::MAX, future).unwrap(), sealed, "all but the active one");
+    assert_eq!(segments(dir.path()).len(), 1);
 }

@@ -33,6 +33,12 @@ enum Job {
         user_id: String,
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// Remove old segments a model already holds.
+    Prune {
+        position: u64,
+        older_than: std::time::SystemTime,
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
 }
 
 /// When the writer syncs the log, and so when a batch is acknowledged.
@@ -241,8 +247,28 @@ impl Ingest {
     }
 }
 
-/// The writer thread: every waiting batch, one sync, every answer; compactions between
-/// rounds.
+impl Ingest {
+    /// Retention: removes sealed segments at or before `position` (the live model holds
+    /// them) last written before `older_than`; returns how many.
+    ///
+    /// # Errors
+    /// The log cannot take writes, or a segment cannot be removed.
+    pub async fn prune(&self, position: u64, older_than: std::time::SystemTime) -> Result<usize, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Job::Prune { position, older_than, reply })
+            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?
+            .map_err(IngestError::Unavailable)
+    }
+}
+
+/// The writer thread: every waiting batch, one sync, every answer; compactions and
+/// retention between rounds.
 fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMetrics>, policy: SyncPolicy) {
     let mut broken: Option<String> = None;
     while let Ok(first) = jobs.recv() {
@@ -261,6 +287,9 @@ fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMet
         for job in waiting {
             match job {
                 Job::Append { entries, reply } => round.push((entries, reply)),
+                Job::Prune { position, older_than, reply } => {
+                    let _ = reply.send(log.prune(position, older_than).map_err(|e| e.to_string()));
+                }
                 Job::Forget { user_id, reply } => {
                     let result = match &broken {
                         Some(why) => Err(why.clone()),

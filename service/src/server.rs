@@ -96,6 +96,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     }
     reporter.set_service_status("", ServingStatus::Serving).await;
     reporter.set_serving::<RecommenderServer<RecommenderApi>>().await;
+    state.apply_retention().await;
     if let Some(every) = state.reload_poll() {
         tokio::spawn(poll_for_new_versions(Arc::clone(&state), every));
     }
@@ -112,7 +113,12 @@ async fn poll_for_new_versions(state: Arc<ServerState>, every: std::time::Durati
         tokio::time::sleep(every).await;
         let s = Arc::clone(&state);
         match tokio::task::spawn_blocking(move || s.reload()).await {
-            Ok(Ok(_)) => last_error.clear(),
+            Ok(Ok(r)) => {
+                last_error.clear();
+                if r.changed {
+                    state.apply_retention().await;
+                }
+            }
             Ok(Err(e)) => {
                 let e = e.to_string();
                 if e != last_error {

@@ -88,6 +88,7 @@ pub struct ServerState {
     /// Users who asked to be forgotten (keyed hashes, beside the event log).
     deleted: Mutex<DeletedUsers>,
     sync: SyncPolicy,
+    log_retention: Option<Duration>,
 }
 
 /// How a server from a model path is set up.
@@ -103,6 +104,8 @@ pub struct ServerConfig {
     pub live: LiveLimits,
     /// When the event log is synced (and batches acknowledged).
     pub sync: SyncPolicy,
+    /// Log segments older than this that the live model holds are removed (`None`: keep).
+    pub log_retention: Option<Duration>,
 }
 
 /// What a reload did.
@@ -128,6 +131,7 @@ impl ServerState {
             reload_poll: None,
             deleted: Mutex::new(DeletedUsers::default()),
             sync: SyncPolicy::default(),
+            log_retention: None,
         }
     }
 
@@ -143,6 +147,7 @@ impl ServerState {
         state.reload_poll = config.reload_poll;
         state.users = LiveUsers::new(config.live);
         state.sync = config.sync;
+        state.log_retention = config.log_retention;
         Arc::new(state)
     }
 
@@ -202,6 +207,19 @@ impl ServerState {
     /// What users did since the model was trained.
     pub fn users(&self) -> &LiveUsers {
         &self.users
+    }
+
+    /// Applies log retention, if configured: segments the live model holds and older than
+    /// the retention age are removed. Failures are logged; the log keeps working.
+    pub async fn apply_retention(&self) {
+        let (Some(age), Ok(log), Ok(live)) = (self.log_retention, self.ingest(), self.live()) else { return };
+        let position = live.model.manifest().log_position;
+        let older_than = std::time::SystemTime::now().checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
+        match log.prune(position, older_than).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(segments = n, position, "old event-log segments removed"),
+            Err(e) => tracing::warn!(cause = %e, "event-log retention failed"),
+        }
     }
 
     /// Whether `user_id` asked to be forgotten.

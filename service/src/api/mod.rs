@@ -171,6 +171,9 @@ impl Recommender for RecommenderApi {
             Err(e @ affinity_core::Error::InvalidArgument { .. }) => return Err(ApiError::from(e).into()),
             Err(e) => return Err(ApiError::Reload(e.to_string()).into()),
         };
+        if r.changed {
+            self.state.apply_retention().await;
+        }
         let position = self.state.live().map_or(0, |l| l.model.manifest().log_position);
         Ok(Response::new(proto::ReloadModelResponse {
             version: r.version,

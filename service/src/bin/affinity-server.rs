@@ -59,6 +59,10 @@ struct Args {
     /// power cut. For throughput tests only.
     #[arg(long, conflicts_with = "fsync_window_ms")]
     no_fsync: bool,
+    /// Remove event-log segments older than this many days once a loaded model was
+    /// trained through them (0: keep the whole log).
+    #[arg(long, default_value_t = 0)]
+    log_retention_days: u64,
     /// Latest live events kept per user (ingested since the model's log position).
     #[arg(long, default_value_t = 100)]
     live_events_per_user: usize,
@@ -158,6 +162,7 @@ async fn run(args: Args) -> Result<()> {
             per_user: args.live_events_per_user.max(1),
             max_users: args.live_max_users.max(1),
         },
+        log_retention: (args.log_retention_days > 0).then(|| Duration::from_secs(args.log_retention_days * 86_400)),
         sync: match (args.no_fsync, args.fsync_window_ms) {
             (true, _) => {
                 tracing::warn!("--no-fsync: acknowledged events are not synced to disk and a power cut can lose them");
