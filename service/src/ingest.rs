@@ -204,66 +204,42 @@ impl Ingest {
 }
 
 impl Ingest {
+    /// Hands the writer thread a job built around its reply channel and waits for the
+    /// answer.
+    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Job) -> Result<T, IngestError> {
+        let stopped = || IngestError::Unavailable("the writer stopped".into());
+        let (reply, answer) = oneshot::channel();
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job(reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?.map_err(IngestError::Unavailable)
+    }
+
     /// Makes `entries` durable; returns their log positions.
     ///
     /// # Errors
     /// The log cannot take writes.
     pub async fn commit(&self, entries: Vec<Entry>) -> Result<Range<u64>, IngestError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Job::Append { entries, reply })
-            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?;
-        let seqs = answer
-            .await
-            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?
-            .map_err(IngestError::Unavailable)?;
+        let seqs = self.ask(|reply| Job::Append { entries, reply }).await?;
         self.next.fetch_max(seqs.end, std::sync::atomic::Ordering::Relaxed);
         Ok(seqs)
     }
-}
 
-impl Ingest {
     /// Removes every record of `user_id` from the log's segments (each rewritten
     /// atomically); returns how many were removed.
     ///
     /// # Errors
     /// The log cannot take writes.
     pub async fn forget(&self, user_id: &str) -> Result<u64, IngestError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Job::Forget {
-                user_id: user_id.to_string(),
-                reply,
-            })
-            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?
-            .map_err(IngestError::Unavailable)
+        let user_id = user_id.to_string();
+        self.ask(|reply| Job::Forget { user_id, reply }).await
     }
-}
 
-impl Ingest {
     /// Retention: removes sealed segments at or before `position` (the live model holds
     /// them) last written before `older_than`; returns how many.
     ///
     /// # Errors
     /// The log cannot take writes, or a segment cannot be removed.
     pub async fn prune(&self, position: u64, older_than: std::time::SystemTime) -> Result<usize, IngestError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Job::Prune { position, older_than, reply })
-            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| IngestError::Unavailable("the writer stopped".into()))?
-            .map_err(IngestError::Unavailable)
+        self.ask(|reply| Job::Prune { position, older_than, reply }).await
     }
 }
 
