@@ -277,6 +277,8 @@ async fn a_model_trained_through_the_log_is_replayed_only_after_its_position() {
     assert_eq!(r.last_sequence, 4);
     let info = c.model_info(proto::ModelInfoRequest {}).await.unwrap().into_inner();
     assert_eq!((info.live_users, info.live_events), (1, 1));
+    assert_eq!(info.log_appended, 1, "since this start");
+    assert!(info.log_syncs >= 1, "the acknowledged batch was synced");
     let top = top10(&mut c, "retrain-user").await;
     assert!(top.iter().all(|i| !["1", "71", "95", "588"].contains(&i.item_id.as_str())), "trained and live items are both seen");
 }

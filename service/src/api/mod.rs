@@ -197,7 +197,12 @@ impl Recommender for RecommenderApi {
         let users = self.state.users().stats();
         info.live_users = users.users as u64;
         info.live_events = users.events as u64;
-        info.log_next_position = self.state.ingest().map_or(0, |i| i.next_position());
+        if let Ok(log) = self.state.ingest() {
+            let m = log.metrics();
+            info.log_next_position = log.next_position();
+            info.log_appended = m.appended;
+            info.log_syncs = m.syncs;
+        }
         Ok(Response::new(info))
     }
 }

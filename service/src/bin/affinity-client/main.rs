@@ -217,6 +217,7 @@ async fn run(cli: Cli) -> Result<()> {
                     writeln!(out, "scoring         {}", i.scoring)?;
                     writeln!(out, "train seconds   {:.2}", i.train_seconds)?;
                     writeln!(out, "log position    {} (trained through); next {}", i.log_position, i.log_next_position)?;
+                    writeln!(out, "log since start {} record(s) appended, {} sync(s)", i.log_appended, i.log_syncs)?;
                     writeln!(out, "live state      {} user(s), {} event(s)", i.live_users, i.live_events)?;
                 }
             }
@@ -293,6 +294,7 @@ fn info_json(i: &proto::ModelInfoResponse) -> serde_json::Value {
         "scoring": i.scoring, "train_seconds": i.train_seconds,
         "log_position": i.log_position, "log_next_position": i.log_next_position,
         "live_users": i.live_users, "live_events": i.live_events,
+        "log_appended": i.log_appended, "log_syncs": i.log_syncs,
     })
 }
 
