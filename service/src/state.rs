@@ -229,18 +229,23 @@ impl ServerState {
 
     /// Forgets `user_id`: listed as deleted (durably, as a keyed hash), gone from the live
     /// state at once, then every record of theirs removed from the log's segments.
-    /// Returns how many log records were removed.
+    /// Returns how many log records were removed. The list is written (and synced) on the
+    /// blocking pool; the compaction runs on the log's writer thread.
     ///
     /// # Errors
     /// Ingest is off (the list lives beside the log), or the list or log cannot be written.
-    pub async fn delete_user(&self, user_id: &str) -> Result<u64, ApiError> {
-        let log = self.ingest()?;
-        {
-            let mut deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
-            deleted.add(user_id).map_err(|e| ApiError::IngestOff(format!("cannot record the deletion: {e}")))?;
-        }
-        self.users.remove(user_id);
-        Ok(log.forget(user_id).await?)
+    pub async fn delete_user(self: &Arc<Self>, user_id: &str) -> Result<u64, ApiError> {
+        self.ingest()?;
+        let (state, user) = (Arc::clone(self), user_id.to_string());
+        tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+            let mut deleted = state.deleted.lock().unwrap_or_else(|p| p.into_inner());
+            deleted.add(&user).map_err(|e| ApiError::IngestOff(format!("cannot record the deletion: {e}")))?;
+            drop(deleted);
+            state.users.remove(&user);
+            Ok(())
+        })
+        .await??;
+        Ok(self.ingest()?.forget(user_id).await?)
     }
 
     /// Loads the version the model root's `current` names if it is not the live one,
