@@ -11,7 +11,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{mpsc, Mutex};
 
 use affinity_core::data::Event;
@@ -97,7 +97,6 @@ pub struct Replay {
 
 /// The server's handle on its event log.
 pub struct Ingest {
-    dir: PathBuf,
     jobs: Mutex<mpsc::Sender<Job>>,
     ids: Mutex<SeenIds>,
     metrics: std::sync::Arc<Mutex<LogMetrics>>,
@@ -143,7 +142,6 @@ impl Ingest {
             })?;
         Ok((
             Ingest {
-                dir: dir.to_path_buf(),
                 jobs: Mutex::new(tx),
                 ids: Mutex::new(ids),
                 metrics,
@@ -151,11 +149,6 @@ impl Ingest {
             },
             replay,
         ))
-    }
-
-    /// Where the log lives.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The position the next stored event will get.

@@ -118,37 +118,32 @@ pub struct Reloaded {
 }
 
 impl ServerState {
-    fn build(model_path: Option<PathBuf>, overrides: SettingsOverrides, events_dir: Option<PathBuf>) -> ServerState {
+    fn build(model_path: Option<PathBuf>, config: ServerConfig) -> ServerState {
         ServerState {
             model_path,
-            overrides,
+            overrides: config.overrides,
             live: ArcSwapOption::empty(),
-            events_dir,
+            events_dir: config.events_dir,
             ingest: OnceLock::new(),
-            users: LiveUsers::new(LiveLimits::default()),
+            users: LiveUsers::new(config.live),
             availability: Mutex::new(HashMap::new()),
             reloading: Mutex::new(()),
-            reload_poll: None,
+            reload_poll: config.reload_poll,
             deleted: Mutex::new(DeletedUsers::default()),
-            sync: SyncPolicy::default(),
-            log_retention: None,
+            sync: config.sync,
+            log_retention: config.log_retention,
         }
     }
 
     /// State that will load its model from `model_path` when the server starts, with
     /// ingest off.
     pub fn new(model_path: PathBuf, overrides: SettingsOverrides) -> Arc<ServerState> {
-        Arc::new(ServerState::build(Some(model_path), overrides, None))
+        ServerState::configured(model_path, ServerConfig { overrides, ..ServerConfig::default() })
     }
 
     /// State that will load its model from `model_path`, configured by `config`.
     pub fn configured(model_path: PathBuf, config: ServerConfig) -> Arc<ServerState> {
-        let mut state = ServerState::build(Some(model_path), config.overrides, config.events_dir);
-        state.reload_poll = config.reload_poll;
-        state.users = LiveUsers::new(config.live);
-        state.sync = config.sync;
-        state.log_retention = config.log_retention;
-        Arc::new(state)
+        Arc::new(ServerState::build(Some(model_path), config))
     }
 
     /// How often to look for a new model version (`None`: only on `ReloadModel`).
@@ -158,14 +153,9 @@ impl ServerState {
 
     /// State serving `model` from the start (tests, embedded use), with ingest off.
     pub fn with_model(model: Model, overrides: SettingsOverrides) -> Arc<ServerState> {
-        let state = ServerState::build(None, overrides, None);
+        let state = ServerState::build(None, ServerConfig { overrides, ..ServerConfig::default() });
         state.install(model);
         Arc::new(state)
-    }
-
-    /// Where the event log is to be kept, if anywhere.
-    pub fn events_dir(&self) -> Option<&PathBuf> {
-        self.events_dir.as_ref()
     }
 
     /// Opens the event log and replays what the live model was not trained on into the
