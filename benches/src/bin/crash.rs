@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use affinity_service::client::wait_serving;
 use affinity_service::demo;
@@ -99,14 +99,8 @@ async fn round(args: &Args, root: &std::path::Path, n: usize, kill_after: Durati
             break format!("http://{a}");
         }
     };
+    // SERVING is reported once the model is loaded and the event log is open.
     wait_serving(&addr, Duration::from_secs(60)).await?;
-    // Ingest opens right after the model: wait until it answers.
-    let mut c = RecommenderClient::connect(addr.clone()).await?;
-    let ready = Instant::now();
-    while c.ingest_events(proto::IngestEventsRequest { events: vec![] }).await.is_err() {
-        anyhow::ensure!(ready.elapsed() < Duration::from_secs(30), "ingest never became available");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let producers: Vec<_> = (0..args.producers).map(|p| tokio::spawn(produce(addr.clone(), p, n, args.batch))).collect();
     tokio::time::sleep(kill_after).await;
     child.kill()?; // SIGKILL

@@ -197,15 +197,8 @@ fn main() -> Result<()> {
         let serving = tokio::spawn(server::run(listener, Arc::clone(&state), async {
             let _ = stopped.await;
         }));
+        // SERVING is reported once the model is loaded and the event log is open.
         let channel = wait_serving(&addr, Duration::from_secs(120)).await?;
-        // The log opens right after the model: wait until ingest answers.
-        let mut c = RecommenderClient::new(channel.clone());
-        let probe = || proto::IngestEventsRequest { events: vec![] };
-        let ready = Instant::now();
-        while c.ingest_events(probe()).await.is_err() {
-            anyhow::ensure!(ready.elapsed() < Duration::from_secs(30), "ingest never became available");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         let mut runs = Vec::new();
         for (batch, producers) in [(1, 1), (1, 64), (100, 1), (100, 64)] {
             let r = run(&channel, batch, producers, args.seconds).await?;
