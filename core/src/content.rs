@@ -97,30 +97,59 @@ fn features(item: &Item, cuts: &[f32], p: &ContentParams) -> Vec<(String, f32)> 
     f
 }
 
-/// Embeds every item; returns `items × dim` (rows unit length, or zero without features).
-pub fn embed(items: &[Item], params: &ContentParams) -> Array2<f32> {
-    let cuts = price_cuts(items, params.price_bands);
-    let feats: Vec<Vec<(String, f32)>> = items.iter().map(|i| features(i, &cuts, params)).collect();
-    let mut df: HashMap<&str, u32> = HashMap::new();
-    for f in &feats {
-        for (name, _) in f {
-            *df.entry(name.as_str()).or_insert(0) += 1;
+/// The content space of one catalogue: its price bands and each feature's document
+/// frequency. A model keeps it so that an item added while serving is embedded with the
+/// same vocabulary and IDF as the items it was trained with.
+#[derive(Debug, Clone)]
+pub struct ContentSpace {
+    params: ContentParams,
+    cuts: Vec<f32>,
+    df: HashMap<String, u32>,
+    n: f32,
+}
+
+impl ContentSpace {
+    /// The space of `items`: price quantiles and feature counts.
+    pub fn of(items: &[Item], params: &ContentParams) -> ContentSpace {
+        let cuts = price_cuts(items, params.price_bands);
+        let mut df: HashMap<String, u32> = HashMap::new();
+        for item in items {
+            for (name, _) in features(item, &cuts, params) {
+                *df.entry(name).or_insert(0) += 1;
+            }
+        }
+        ContentSpace {
+            params: *params,
+            cuts,
+            df,
+            n: items.len().max(1) as f32,
         }
     }
-    let n = items.len().max(1) as f32;
-    let dim = params.dim.max(1);
-    let mut out = Array2::<f32>::zeros((items.len(), dim));
-    for (row, f) in out.rows_mut().into_iter().zip(&feats) {
+
+    /// The unit-length content vector of `item` (zero without features). A feature the
+    /// catalogue never had counts as held by one item: the rarest there is.
+    pub fn embed(&self, item: &Item) -> Vec<f32> {
+        let dim = self.params.dim.max(1);
         let mut v = vec![0.0f32; dim];
-        for (name, w) in f {
-            let idf = (1.0 + n / df[name.as_str()] as f32).ln();
+        for (name, w) in features(item, &self.cuts, &self.params) {
+            let df = self.df.get(&name).copied().unwrap_or(0).max(1);
+            let idf = (1.0 + self.n / df as f32).ln();
             let h = stable_hash(name.as_bytes());
             let slot = (h % dim as u64) as usize;
             let sign = if (h >> 63) == 0 { 1.0 } else { -1.0 };
             v[slot] += sign * w * idf;
         }
         linalg::normalize(&mut v);
-        row.into_iter().zip(v).for_each(|(r, x)| *r = x);
+        v
+    }
+}
+
+/// Embeds every item; returns `items × dim` (rows unit length, or zero without features).
+pub fn embed(items: &[Item], params: &ContentParams) -> Array2<f32> {
+    let space = ContentSpace::of(items, params);
+    let mut out = Array2::<f32>::zeros((items.len(), params.dim.max(1)));
+    for (mut row, item) in out.rows_mut().into_iter().zip(items) {
+        row.iter_mut().zip(space.embed(item)).for_each(|(r, x)| *r = x);
     }
     out
 }
@@ -152,6 +181,25 @@ mod tests {
         assert!(sim(0, 1) > sim(0, 2) + 0.2);
         assert!((sim(0, 0) - 1.0).abs() < 1e-5);
         assert_eq!(linalg::norm(e.row(3).as_slice().unwrap()), 0.0);
+    }
+
+    #[test]
+    fn an_item_added_later_lands_beside_its_kind() {
+        let items = vec![
+            item("a", "toys", &["kids", "wood"], "Wooden train"),
+            item("b", "garden", &["steel"], "Garden hose"),
+            item("c", "garden", &["rubber"], "Garden gloves"),
+        ];
+        let p = ContentParams::default();
+        let space = ContentSpace::of(&items, &p);
+        let e = embed(&items, &p);
+        // Re-embedding a catalogue item gives its trained vector.
+        let again = space.embed(&items[1]);
+        assert!(again.iter().zip(e.row(1)).all(|(x, y)| (x - y).abs() < 1e-6));
+        let new = space.embed(&item("d", "garden", &["steel", "brand-new-tag"], "Steel garden rake"));
+        let sim = |row: usize| linalg::dot(&new, e.row(row).as_slice().unwrap());
+        assert!((linalg::norm(&new) - 1.0).abs() < 1e-5);
+        assert!(sim(1) > sim(2) && sim(2) > sim(0) + 0.1, "{} {} {}", sim(0), sim(1), sim(2));
     }
 
     #[test]

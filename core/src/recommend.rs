@@ -12,6 +12,7 @@
 //! them exactly, falling back to exact scoring when filters leave too few. Ties break by
 //! item index, so results are deterministic.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
@@ -232,7 +233,7 @@ struct Eligibility<'a> {
     /// Sorted.
     excluded: Vec<ItemIdx>,
     /// The category's items (sorted), when a category was asked for.
-    category: Option<&'a [ItemIdx]>,
+    category: Option<Cow<'a, [ItemIdx]>>,
 }
 
 impl<'a> Eligibility<'a> {
@@ -241,15 +242,17 @@ impl<'a> Eligibility<'a> {
     }
 
     /// Whether `i` passes every filter but the seen one: what a returning item must pass.
+    /// Items added while serving have no collaborative vector yet and are not offered.
     fn allows_had(&self, i: ItemIdx) -> bool {
-        self.model.is_available(i)
-            && self.category.is_none_or(|c| c.binary_search(&i).is_ok())
+        i.get() < self.model.n_items()
+            && self.model.is_available(i)
+            && self.category.as_ref().is_none_or(|c| c.binary_search(&i).is_ok())
             && self.excluded.binary_search(&i).is_err()
     }
 
     /// Every eligible item, in index order: only the category's items when one is set.
     fn all(&self) -> Box<dyn Iterator<Item = ItemIdx> + '_> {
-        match self.category {
+        match &self.category {
             Some(members) => Box::new(members.iter().copied().filter(|&i| self.allows(i))),
             None => Box::new((0..self.model.n_items() as u32).map(ItemIdx).filter(|&i| self.allows(i))),
         }
@@ -478,7 +481,7 @@ impl Model {
                 let live: Vec<RecentEvent> = live
                     .iter()
                     .filter_map(|e| {
-                        self.item_index(&e.item_id).map(|item| RecentEvent {
+                        self.trained_item_index(&e.item_id).map(|item| RecentEvent {
                             item,
                             kind: e.kind,
                             timestamp: e.timestamp,
@@ -513,7 +516,7 @@ impl Model {
                 }
             }
             Subject::Session(ids) => {
-                let recent: Vec<ItemIdx> = ids.iter().filter_map(|id| self.item_index(id)).collect();
+                let recent: Vec<ItemIdx> = ids.iter().filter_map(|id| self.trained_item_index(id)).collect();
                 let mut history = recent.clone();
                 history.sort_unstable();
                 history.dedup();
@@ -672,7 +675,7 @@ impl Model {
         };
         let eligible = |i: &ItemIdx| *i != q && self.is_available(*i);
         let scored: Vec<(f32, ItemIdx)> = if settings.scores_exactly(self.n_items()) {
-            score_all((0..self.n_items() as u32).map(ItemIdx).filter(eligible), cancel, score)?
+            score_all((0..self.n_items_with_added() as u32).map(ItemIdx).filter(eligible), cancel, score)?
         } else {
             let want = k * 2 + 10;
             let ef = settings.ef_search.max(want);
@@ -687,6 +690,9 @@ impl Model {
                 if let Some(index) = &indexes.content {
                     cands.extend(index.search(self.content_vector(q), want, ef).into_iter().map(|h| ItemIdx(h.item)));
                 }
+                // Entries written while serving are not in the index (or sit there under
+                // their old vector): score them all.
+                cands.extend(self.edited_items());
             }
             cands.sort_unstable();
             cands.dedup();
@@ -717,6 +723,8 @@ mod tests {
     use std::sync::OnceLock;
 
     use super::*;
+    use crate::data::Item;
+    use crate::model::Upserted;
     use crate::testing::{fast_params, small_model};
 
     fn model() -> &'static Model {
@@ -817,6 +825,58 @@ mod tests {
         let mut q = query(Subject::User(m.user_ids()[0].clone()), 10);
         q.category = Some("no-such-category".into());
         assert!(m.recommend(&q, &s).unwrap().items.is_empty());
+    }
+
+    #[test]
+    fn catalogue_edits_apply_to_filters_and_similar_items_at_once() {
+        // Models of their own: edits change the model they are made on.
+        let base = model().default_settings();
+        for s in [base.exact(), base.ann()] {
+            let mut m = small_model(&fast_params());
+            m.ensure_indexes(&s);
+            // A book becomes a toy: it leaves the books filter and joins the toys one.
+            let user = m.user_ids()[2].clone();
+            let in_category = |m: &Model, c: &str| {
+                let mut q = query(Subject::User(user.clone()), MAX_K);
+                q.category = Some(c.into());
+                ids(m, &m.recommend(&q, &s).unwrap())
+            };
+            let books = in_category(&m, "books");
+            let moved = books[0].clone();
+            let mut entry = m.item(m.item_index(&moved).unwrap()).clone();
+            entry.category = "toys".into();
+            assert_eq!(m.upsert_item(entry), Upserted::Updated(m.item_index(&moved).unwrap()));
+            assert!(!in_category(&m, "books").contains(&moved));
+            assert!(in_category(&m, "toys").contains(&moved));
+            assert_eq!(m.items_in_category("toys").iter().filter(|&&i| m.item_id(i) == moved).count(), 1);
+
+            // A new toy lands beside the toys it shares features with.
+            let toy = m.items().iter().find(|i| i.category == "toys" && i.available && !i.tags.is_empty()).unwrap().clone();
+            let new = Item { item_id: "brand-new-toy".into(), ..toy.clone() };
+            let Upserted::Added(idx) = m.upsert_item(new.clone()) else { panic!("a new id is added") };
+            assert_eq!(idx.get(), m.n_items());
+            assert_eq!((m.item_index("brand-new-toy"), m.n_items_with_added()), (Some(idx), m.n_items() + 1));
+            for mode in [SimilarMode::Content, SimilarMode::Blend] {
+                let like_toy = m.similar_items(&SimilarQuery { item_id: toy.item_id.clone(), k: 5, mode: SimilarMode::Content }, &s).unwrap();
+                assert_eq!(m.item_id(like_toy[0].item), "brand-new-toy", "{mode:?}: its twin comes first");
+                let of_new = m.similar_items(&SimilarQuery { item_id: "brand-new-toy".into(), k: 5, mode }, &s).unwrap();
+                assert_eq!(m.item_id(of_new[0].item), toy.item_id, "{mode:?}: the new item's twin comes first");
+            }
+            assert!(matches!(
+                m.similar_items(&SimilarQuery { item_id: "brand-new-toy".into(), k: 5, mode: SimilarMode::Collaborative }, &s),
+                Err(Error::NotFound(_))
+            ));
+            // Added items are not personalised until a retrain, and leave when off sale.
+            let all = in_category(&m, "toys");
+            assert!(!all.contains(&"brand-new-toy".to_string()));
+            m.set_available(idx, false);
+            let like_toy = m.similar_items(&SimilarQuery { item_id: toy.item_id.clone(), k: 5, mode: SimilarMode::Content }, &s).unwrap();
+            assert!(like_toy.iter().all(|x| x.item != idx));
+            // Upserting it again updates it in place.
+            assert_eq!(m.upsert_item(Item { category: "books".into(), ..new }), Upserted::Updated(idx));
+            assert_eq!(m.item(idx).category, "books");
+            assert!(m.is_available(idx));
+        }
     }
 
     #[test]

@@ -8,16 +8,20 @@
 //! address items and users by [`ItemIdx`] / [`UserIdx`]; scoring lives in
 //! [`crate::recommend`], the on-disk form in [`format`].
 
+mod edits;
 pub mod format;
 pub mod publish;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::als::CollabModel;
+use crate::content::ContentSpace;
 use crate::ann::{mips_item, AnnIndex};
 use crate::data::{Item, User};
 use crate::ids::{IdMap, ItemIdx, UserIdx};
@@ -26,6 +30,8 @@ use crate::linalg;
 use crate::neighbors::Neighbours;
 use crate::repeat::{NoveltyCurve, RepeatModel};
 use crate::settings::ServingSettings;
+
+use edits::{CatalogueEdits, Edited};
 
 pub use format::{Counts, FileEntry, Manifest};
 
@@ -137,6 +143,19 @@ pub struct Model {
     /// Per item, whether it may be recommended: the catalogue's flag, changed at serving
     /// time by [`Model::set_available`] (an item taken off sale) without a new model.
     available: Vec<AtomicBool>,
+    /// Catalogue changes made while serving (see [`Model::upsert_item`]).
+    edits: CatalogueEdits,
+    /// The trained catalogue's content space, built on the first upsert.
+    content_space: OnceLock<ContentSpace>,
+}
+
+/// What [`Model::upsert_item`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    /// A catalogue entry was replaced.
+    Updated(ItemIdx),
+    /// The item is new to the model.
+    Added(ItemIdx),
 }
 
 fn nonzero_rows(m: &Array2<f32>) -> Vec<bool> {
@@ -190,6 +209,8 @@ impl Model {
         let available = items.iter().map(|i| AtomicBool::new(i.available)).collect();
         Model {
             available,
+            edits: CatalogueEdits::new(items.len()),
+            content_space: OnceLock::new(),
             manifest,
             items,
             item_ids,
@@ -295,9 +316,15 @@ impl Model {
         self.manifest.serving
     }
 
-    /// Number of items in the catalogue.
+    /// Number of items in the trained catalogue (items added while serving come after
+    /// them; see [`Model::n_items_with_added`]).
     pub fn n_items(&self) -> usize {
         self.items.len()
+    }
+
+    /// Number of items including those added while serving.
+    pub fn n_items_with_added(&self) -> usize {
+        self.items.len() + self.edits.n_added()
     }
 
     /// Number of users with a history.
@@ -305,36 +332,80 @@ impl Model {
         self.histories.len()
     }
 
-    /// Every item, by index.
+    /// Every item as trained, by index (see [`Model::item`] for the current entry).
     pub fn items(&self) -> &[Item] {
         &self.items
     }
 
     /// Whether `item` may be recommended now (see [`Model::set_available`]).
     pub fn is_available(&self, item: ItemIdx) -> bool {
-        self.available.get(item.get()).is_some_and(|a| a.load(Ordering::Relaxed))
+        match self.available.get(item.get()) {
+            Some(a) => a.load(Ordering::Relaxed),
+            None => self.edits.added_available(item).unwrap_or(false),
+        }
     }
 
     /// Takes `item` off sale (or back on) for every later request, on this shared model
     /// as it serves; the stored catalogue entry keeps the trained value.
     pub fn set_available(&self, item: ItemIdx, available: bool) {
-        if let Some(a) = self.available.get(item.get()) {
-            a.store(available, Ordering::Relaxed);
+        match self.available.get(item.get()) {
+            Some(a) => a.store(available, Ordering::Relaxed),
+            None => {
+                self.edits.set_added_available(item, available);
+            }
         }
     }
 
-    /// The catalogue entry of `item`.
+    /// Writes a catalogue entry while serving, on this shared model: a known item's entry
+    /// is replaced (category, price, title, brand, tags and availability apply from the
+    /// next request on), an unknown one is added after the trained items. Either gets its
+    /// content vector from the trained catalogue's vocabulary and IDF, so it takes part in
+    /// content and blended similar items at once. Added items have no collaborative
+    /// vector, so personalised recommendations offer them only after a retrain. The first
+    /// call builds the content space (one pass over the catalogue).
+    pub fn upsert_item(&self, item: Item) -> Upserted {
+        let space = self.content_space.get_or_init(|| ContentSpace::of(&self.items, &self.manifest.params.content));
+        let mut content = space.embed(&item);
+        if content.iter().all(|&x| x == 0.0) {
+            content = Vec::new();
+        }
+        let trained = self.items_index(&item.item_id);
+        let available = item.available;
+        let (at, new) = self.edits.write(trained, Edited { item, content });
+        if trained.is_some() {
+            self.set_available(at, available);
+        }
+        if new {
+            Upserted::Added(at)
+        } else {
+            Upserted::Updated(at)
+        }
+    }
+
+    /// The current catalogue entry of `item` (as last upserted, else as trained).
     pub fn item(&self, item: ItemIdx) -> &Item {
-        &self.items[item.get()]
+        match self.edits.get(item) {
+            Some(e) => &e.item,
+            None => &self.items[item.get()],
+        }
     }
 
     /// The external id of `item`.
     pub fn item_id(&self, item: ItemIdx) -> &str {
-        &self.items[item.get()].item_id
+        &self.item(item).item_id
     }
 
-    /// The index of an external item id.
+    /// The index of an external item id, including items added while serving.
     pub fn item_index(&self, item_id: &str) -> Option<ItemIdx> {
+        self.items_index(item_id).or_else(|| self.edits.added_index(item_id))
+    }
+
+    /// The index of an item the model was trained with.
+    pub fn trained_item_index(&self, item_id: &str) -> Option<ItemIdx> {
+        self.items_index(item_id)
+    }
+
+    fn items_index(&self, item_id: &str) -> Option<ItemIdx> {
         self.item_ids.get(item_id).map(ItemIdx)
     }
 
@@ -365,7 +436,7 @@ impl Model {
 
     /// Distinct users who interacted with `item`.
     pub fn popularity(&self, item: ItemIdx) -> f32 {
-        self.popularity[item.get()]
+        self.popularity.get(item.get()).copied().unwrap_or(0.0)
     }
 
     /// Items by descending popularity, ties by index.
@@ -375,17 +446,34 @@ impl Model {
 
     /// Whether `item` has a collaborative embedding (it has events).
     pub fn has_collab(&self, item: ItemIdx) -> bool {
-        self.has_collab[item.get()]
+        self.has_collab.get(item.get()).copied().unwrap_or(false)
     }
 
     /// Whether `item` has a content embedding (it has catalogue features).
     pub fn has_content(&self, item: ItemIdx) -> bool {
-        self.has_content[item.get()]
+        match self.edits.get(item) {
+            Some(e) => !e.content.is_empty(),
+            None => self.has_content[item.get()],
+        }
     }
 
-    /// The items of `category`, sorted by index (empty for an unknown category).
-    pub fn items_in_category(&self, category: &str) -> &[ItemIdx] {
-        self.categories.get(category).map_or(&[], Vec::as_slice)
+    /// The items whose current category is `category`, sorted by index, trained and
+    /// added (empty for an unknown category).
+    pub fn items_in_category(&self, category: &str) -> Cow<'_, [ItemIdx]> {
+        let trained = self.categories.get(category).map_or(&[][..], Vec::as_slice);
+        if !self.edits.any() {
+            return Cow::Borrowed(trained);
+        }
+        let mut members: Vec<ItemIdx> = trained.iter().copied().chain(self.edits.moved_into(category)).collect();
+        members.sort_unstable();
+        members.dedup();
+        members.retain(|&i| self.item(i).category == category);
+        Cow::Owned(members)
+    }
+
+    /// Every item edited or added while serving, sorted.
+    pub(crate) fn edited_items(&self) -> Vec<ItemIdx> {
+        self.edits.edited()
     }
 
     pub(crate) fn item_vector(&self, item: ItemIdx) -> &[f32] {
@@ -397,7 +485,10 @@ impl Model {
     }
 
     pub(crate) fn content_vector(&self, item: ItemIdx) -> &[f32] {
-        row(&self.content, item.get())
+        match self.edits.get(item) {
+            Some(e) => &e.content,
+            None => row(&self.content, item.get()),
+        }
     }
 
     pub(crate) fn user_vector(&self, user: UserIdx) -> &[f32] {
@@ -410,7 +501,7 @@ impl Model {
     }
 
     pub(crate) fn neighbours_of(&self, item: ItemIdx) -> &[(u32, f32)] {
-        &self.neighbours[item.get()]
+        self.neighbours.get(item.get()).map_or(&[], Vec::as_slice)
     }
 
     pub(crate) fn max_norm(&self) -> f32 {
