@@ -23,7 +23,7 @@ mod storage;
 use std::ops::Range;
 use std::path::Path;
 
-use affinity_core::data::Event;
+use affinity_core::data::{Event, Item};
 use serde::{Deserialize, Serialize};
 
 pub use deleted::DeletedUsers;
@@ -106,6 +106,39 @@ pub enum Entry {
     Event(LoggedEvent),
     /// A catalogue change: availability.
     Availability(AvailabilityChange),
+    /// A catalogue entry written while serving: a new item, or a known item's new entry.
+    Item(Item),
+}
+
+/// Applies the catalogue entries of `entries` (in log order) to `items`: an item entry
+/// replaces the item of its id or is added at the end, an availability change sets the
+/// flag of an item present by then (the log is newer than any catalogue file). Returns
+/// how many entries were applied.
+pub fn apply_to_catalogue<'a>(items: &mut Vec<Item>, entries: impl IntoIterator<Item = &'a Entry>) -> usize {
+    let mut at: std::collections::HashMap<String, usize> = items.iter().enumerate().map(|(n, i)| (i.item_id.clone(), n)).collect();
+    let mut applied = 0;
+    for entry in entries {
+        match entry {
+            Entry::Item(item) => {
+                match at.get(&item.item_id) {
+                    Some(&n) => items[n] = item.clone(),
+                    None => {
+                        at.insert(item.item_id.clone(), items.len());
+                        items.push(item.clone());
+                    }
+                }
+                applied += 1;
+            }
+            Entry::Availability(change) => {
+                if let Some(&n) = at.get(&change.item_id) {
+                    items[n].available = change.available;
+                    applied += 1;
+                }
+            }
+            Entry::Event(_) => {}
+        }
+    }
+    applied
 }
 
 impl Entry {
@@ -113,7 +146,7 @@ impl Entry {
     pub fn into_event(self) -> Option<LoggedEvent> {
         match self {
             Entry::Event(e) => Some(e),
-            Entry::Availability(_) => None,
+            Entry::Availability(_) | Entry::Item(_) => None,
         }
     }
 }

@@ -49,6 +49,44 @@ fn appended_and_synced_records_come_back_after_reopen_in_order() {
 }
 
 #[test]
+fn catalogue_entries_come_back_beside_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let item = Entry::Item(affinity_core::data::Item {
+        title: "Steel rake".into(),
+        category: "garden".into(),
+        price: Some(12.5),
+        tags: vec!["steel".into()],
+        ..affinity_core::data::Item::bare("rake")
+    });
+    let off = Entry::Availability(AvailabilityChange { item_id: "rake".into(), available: false });
+    let mut log = EventLog::open(dir.path(), LogOptions::default()).unwrap();
+    log.append(&[ev(1), item.clone(), off.clone()]).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let all = read_dir(dir.path(), 1).unwrap();
+    assert_eq!(all.into_iter().map(|r| r.entry).collect::<Vec<_>>(), vec![ev(1), item, off]);
+}
+
+#[test]
+fn catalogue_entries_apply_in_log_order() {
+    use affinity_core::data::Item;
+    let mut items = vec![Item::bare("a"), Item::bare("b")];
+    let off = |id: &str| Entry::Availability(AvailabilityChange { item_id: id.into(), available: false });
+    let entries = [
+        off("c"), // not there yet: nothing to apply
+        Entry::Item(Item { category: "toys".into(), ..Item::bare("b") }),
+        Entry::Item(Item { category: "garden".into(), ..Item::bare("c") }),
+        off("c"),
+        ev(1),
+        off("a"),
+        Entry::Item(Item { category: "books".into(), ..Item::bare("a") }),
+    ];
+    assert_eq!(apply_to_catalogue(&mut items, &entries), 5);
+    let got: Vec<(&str, &str, bool)> = items.iter().map(|i| (i.item_id.as_str(), i.category.as_str(), i.available)).collect();
+    assert_eq!(got, vec![("a", "books", true), ("b", "toys", true), ("c", "garden", false)]);
+}
+
+#[test]
 fn segments_rotate_by_size_and_replay_crosses_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = EventLog::open(dir.path(), LogOptions { max_segment_bytes: 200 }).unwrap();

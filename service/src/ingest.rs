@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{mpsc, Mutex};
 
 use affinity_core::data::Event;
-use affinity_eventlog::{AvailabilityChange, Entry, EventLog, LogMetrics, LogOptions, LoggedEvent};
+use affinity_eventlog::{Entry, EventLog, LogMetrics, LogOptions, LoggedEvent};
 use tokio::sync::oneshot;
 
 /// Event ids remembered for de-duplication (the oldest are forgotten first).
@@ -91,8 +91,9 @@ impl SeenIds {
 pub struct Replay {
     /// Events the loaded model was not trained on, with their log positions, oldest first.
     pub events: Vec<(u64, Event)>,
-    /// Every availability change, oldest first.
-    pub availability: Vec<AvailabilityChange>,
+    /// Every catalogue change (availability, item entries), oldest first: the model's
+    /// catalogue may predate any of them.
+    pub catalogue: Vec<Entry>,
 }
 
 /// The server's handle on its event log.
@@ -106,8 +107,7 @@ pub struct Ingest {
 impl Ingest {
     /// Opens the log in `dir` (created if needed) and starts its writer thread. Returns
     /// the handle and what to replay: the events after log position `after` (the model
-    /// holds the ones up to it) and every availability change (the model's catalogue
-    /// predates them all), in log order.
+    /// holds the ones up to it) and every catalogue change, in log order.
     ///
     /// # Errors
     /// The log cannot be opened (unwritable directory, damaged sealed segment).
@@ -126,7 +126,7 @@ impl Ingest {
                         replay.events.push((r.seq, e.event));
                     }
                 }
-                Entry::Availability(change) => replay.availability.push(change),
+                catalogue @ (Entry::Availability(_) | Entry::Item(_)) => replay.catalogue.push(catalogue),
             }
         }
         let next = std::sync::atomic::AtomicU64::new(log.next_seq());

@@ -7,6 +7,8 @@
 //! - [`ingest`]: events made durable in the event log (one writer thread, group commit)
 //!   before they are acknowledged.
 //! - [`live`]: what users did since the model was trained, bounded in memory.
+//! - [`catalogue`]: catalogue changes made while serving, re-applied to every model
+//!   installed later.
 //! - [`api`]: the `affinity.v1.Recommender` service; one file per RPC holds its wire
 //!   conversions (`TryFrom` into the engine's query types, `From` back).
 //! - [`status`]: the one place errors become gRPC statuses.
@@ -20,6 +22,7 @@
 //! offline lab.
 
 pub mod api;
+pub mod catalogue;
 pub mod client;
 pub mod demo;
 pub mod ingest;

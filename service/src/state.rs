@@ -9,16 +9,17 @@
 //! reach [`LiveUsers`] only after they are durable.
 
 use std::path::PathBuf;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use affinity_core::model::{format, Model};
+use affinity_core::data::Item;
+use affinity_core::model::{format, Model, Upserted};
 use affinity_core::settings::ServingSettings;
 use arc_swap::ArcSwapOption;
 
-use affinity_eventlog::DeletedUsers;
+use affinity_eventlog::{DeletedUsers, Entry};
 
+use crate::catalogue::CatalogueChanges;
 use crate::ingest::{Ingest, SyncPolicy};
 use crate::live::{LiveLimits, LiveUsers};
 use crate::status::ApiError;
@@ -79,9 +80,10 @@ pub struct ServerState {
     ingest: OnceLock<Result<Ingest, String>>,
     /// What users did since the model was trained.
     users: LiveUsers,
-    /// Availability changes since start (item id → available), applied to every model
-    /// installed, so a reload onto an older catalogue keeps them.
-    availability: Mutex<HashMap<String, bool>>,
+    /// Catalogue changes since start, applied to every model installed, so a reload onto
+    /// an older catalogue keeps them. Held while a change is applied to the live model
+    /// and while a model is installed, so none falls between the two.
+    catalogue: Mutex<CatalogueChanges>,
     /// Held while a reload runs.
     reloading: Mutex<()>,
     reload_poll: Option<Duration>,
@@ -126,7 +128,7 @@ impl ServerState {
             events_dir: config.events_dir,
             ingest: OnceLock::new(),
             users: LiveUsers::new(config.live),
-            availability: Mutex::new(HashMap::new()),
+            catalogue: Mutex::new(CatalogueChanges::default()),
             reloading: Mutex::new(()),
             reload_poll: config.reload_poll,
             deleted: Mutex::new(DeletedUsers::default()),
@@ -170,8 +172,8 @@ impl ServerState {
                 Ok((deleted, (ingest, replay))) => {
                     self.users.apply(replay.events.iter().filter(|(_, e)| !deleted.contains(&e.user_id)).map(|(seq, e)| (*seq, e)));
                     *self.deleted.lock().unwrap_or_else(|p| p.into_inner()) = deleted;
-                    for change in replay.availability {
-                        self.set_available(&change.item_id, change.available);
+                    for entry in replay.catalogue {
+                        self.apply_catalogue(entry);
                     }
                     tracing::info!(dir = %dir.display(), after, replayed = replay.events.len(), "event log open");
                     Ok(ingest)
@@ -275,18 +277,44 @@ impl ServerState {
         Ok(Reloaded { version, changed: true })
     }
 
+    fn catalogue(&self) -> std::sync::MutexGuard<'_, CatalogueChanges> {
+        self.catalogue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a catalogue change read from the log and applies it to the live model.
+    fn apply_catalogue(&self, entry: Entry) {
+        match entry {
+            Entry::Availability(c) => {
+                self.set_available(&c.item_id, c.available);
+            }
+            Entry::Item(item) => {
+                self.upsert_item(item);
+            }
+            Entry::Event(_) => {}
+        }
+    }
+
     /// Records an availability change and applies it to the live model (and to every
     /// model installed later). Returns whether the live model knows the item.
     pub fn set_available(&self, item_id: &str, available: bool) -> bool {
-        self.availability
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(item_id.to_string(), available);
-        self.live
-            .load()
-            .as_ref()
-            .and_then(|l| l.model.item_index(item_id).map(|i| l.model.set_available(i, available)))
-            .is_some()
+        let live = self.live.load();
+        self.catalogue().set_available(live.as_ref().map(|l| &l.model), item_id, available)
+    }
+
+    /// Records a catalogue entry and applies it to the live model (and to every model
+    /// installed later). Returns what the live model did with it. CPU-heavy the first
+    /// time (the model's content space is built): call it off the async runtime.
+    pub fn upsert_item(&self, item: Item) -> Option<Upserted> {
+        let mut catalogue = self.catalogue();
+        let live = self.live.load();
+        catalogue.upsert(live.as_ref().map(|l| &l.model), item)
+    }
+
+    /// Whether `item_id` is available now (an item nobody has heard of counts as
+    /// available): what an upsert that does not say keeps.
+    pub fn is_available(&self, item_id: &str) -> bool {
+        let live = self.live.load();
+        self.catalogue().is_available(live.as_ref().map(|l| &l.model), item_id)
     }
 
     /// Where the model is loaded from, if the server loads it.
@@ -309,11 +337,8 @@ impl ServerState {
     pub fn install(&self, mut model: Model) {
         let settings = self.overrides.apply(model.default_settings());
         model.ensure_indexes(&settings);
-        for (id, &available) in self.availability.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            if let Some(i) = model.item_index(id) {
-                model.set_available(i, available);
-            }
-        }
+        let catalogue = self.catalogue();
+        catalogue.apply_to(&model);
         self.live.store(Some(Arc::new(LiveModel { model, settings })));
     }
 }

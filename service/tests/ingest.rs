@@ -316,6 +316,94 @@ async fn an_item_taken_off_sale_never_appears_again_also_after_a_restart() {
     assert!(e.message().contains("items[0].item_id"), "{}", e.message());
 }
 
+type Client = RecommenderClient<tonic::transport::Channel>;
+
+/// What a user's list holds when filtered to `category`.
+async fn in_category(c: &mut Client, user: &str, category: &str) -> Vec<String> {
+    let r = proto::RecommendRequest {
+        subject: Some(Subject::UserId(user.into())),
+        k: 1000,
+        category: Some(category.into()),
+        ..Default::default()
+    };
+    c.recommend(r).await.unwrap().into_inner().items.into_iter().map(|i| i.item_id).collect()
+}
+
+async fn similar(c: &mut Client, item: &str, mode: proto::similar_items_request::Mode) -> Result<Vec<String>, tonic::Status> {
+    let r = proto::SimilarItemsRequest { item_id: item.into(), k: 10, mode: mode as i32 };
+    Ok(c.similar_items(r).await?.into_inner().items.into_iter().map(|i| i.item_id).collect())
+}
+
+fn catalogue_item(item: &affinity_core::data::Item) -> proto::CatalogueItem {
+    proto::CatalogueItem {
+        item_id: item.item_id.clone(),
+        title: item.title.clone(),
+        category: item.category.clone(),
+        brand: item.brand.clone(),
+        price: item.price,
+        tags: item.tags.clone(),
+        available: None,
+    }
+}
+
+/// What the upsert test's entries must have done.
+async fn check_upserts(c: &mut Client, when: &str, moved: &str, old_category: &str) {
+    use proto::similar_items_request::Mode;
+    assert_eq!(in_category(c, "1", "staff-picks").await, vec![moved.to_string()], "{when}: the new category filter");
+    assert!(!in_category(c, "1", old_category).await.iter().any(|i| i == moved), "{when}: gone from the old one");
+    assert_eq!(similar(c, "star-wars-remastered", Mode::Content).await.unwrap()[0], "50", "{when}: the new item's content neighbour");
+    assert_eq!(similar(c, "star-wars-remastered", Mode::Blend).await.unwrap()[0], "50", "{when}: blend");
+    let of_star = similar(c, "50", Mode::Content).await.unwrap();
+    assert!(of_star.iter().any(|i| i == "star-wars-remastered"), "{when}: {of_star:?}");
+    assert_eq!(similar(c, "never-added", Mode::Content).await.unwrap_err().code(), Code::NotFound, "{when}");
+}
+
+#[tokio::test]
+async fn upserted_items_apply_to_filters_and_similar_items_and_hold_after_a_restart_and_a_reload() {
+    let root = own_root("ingest-upsert");
+    let args = ["--model".as_ref(), root.as_os_str(), "--reload-poll".as_ref(), "0".as_ref()];
+    let server = start_server_with(&args, None).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let entry = |id: &str| movielens().items.iter().find(|i| i.item_id == id).unwrap().clone();
+    // The user's top item moves to a category of its own; a twin of Star Wars arrives.
+    let moved = top10(&mut c, "1").await[0].item_id.clone();
+    let old_category = entry(&moved).category;
+    assert!(in_category(&mut c, "1", &old_category).await.contains(&moved));
+    let star = entry("50");
+    let twin = proto::CatalogueItem {
+        item_id: "star-wars-remastered".into(),
+        title: format!("{} remastered", star.title),
+        ..catalogue_item(&star)
+    };
+    let request = proto::UpsertItemsRequest {
+        items: vec![proto::CatalogueItem { category: "staff-picks".into(), ..catalogue_item(&entry(&moved)) }, twin],
+    };
+    let r = c.upsert_items(request).await.unwrap().into_inner();
+    assert_eq!((r.updated, r.added), (1, 1));
+
+    // A bad entry refuses its whole batch, naming index and field.
+    let bad = proto::UpsertItemsRequest {
+        items: vec![
+            proto::CatalogueItem { item_id: "never-added".into(), category: "Drama".into(), ..Default::default() },
+            proto::CatalogueItem { item_id: "x".into(), price: Some(-1.0), ..Default::default() },
+        ],
+    };
+    let e = c.upsert_items(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("items[1].price"), "{}", e.message());
+
+    check_upserts(&mut c, "at once", &moved, &old_category).await;
+    drop(server);
+    let server = start_server_with(&args, None).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    check_upserts(&mut c, "after a restart", &moved, &old_category).await;
+    // A version trained from the old catalogue gets the entries too.
+    let v = publish(&root, 16);
+    let r = c.reload_model(proto::ReloadModelRequest {}).await.unwrap().into_inner();
+    assert_eq!((r.version.as_str(), r.changed), (v.as_str(), true));
+    check_upserts(&mut c, "after a reload", &moved, &old_category).await;
+}
+
 /// Trains a small MovieLens model variant (different factors per version) into `root`.
 fn publish(root: &Path, factors: usize) -> String {
     let mut params = affinity_core::params::TrainParams::default();

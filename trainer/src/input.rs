@@ -102,7 +102,7 @@ pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind, u64)> {
         None => Vec::new(),
     };
     let mut position = 0;
-    let mut availability = Vec::new();
+    let mut catalogue = Vec::new();
     if let Some(dir) = &args.events_log {
         let records = affinity_eventlog::read_dir(dir, 1).with_context(|| format!("cannot read the event log {}", dir.display()))?;
         position = records.last().map_or(0, |r| r.seq);
@@ -110,14 +110,14 @@ pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind, u64)> {
         for r in records {
             match r.entry {
                 affinity_eventlog::Entry::Event(e) => events.push(e.event),
-                affinity_eventlog::Entry::Availability(change) => availability.push(change),
+                change => catalogue.push(change),
             }
         }
         eprintln!(
-            "{}: {} event(s) and {} availability change(s) from the event log (through position {position})",
+            "{}: {} event(s) and {} catalogue change(s) from the event log (through position {position})",
             dir.display(),
             events.len() - before,
-            availability.len()
+            catalogue.len()
         );
     }
     if let Some(dir) = &args.events_log {
@@ -133,13 +133,9 @@ pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind, u64)> {
         bail!("no events to train on");
     }
     let mut items = load_items(args.items.as_deref(), args.read.skip_invalid)?;
-    // The log's availability changes are newer than the catalogue file.
-    let latest: std::collections::HashMap<String, bool> = availability.into_iter().map(|c| (c.item_id, c.available)).collect();
-    for item in &mut items {
-        if let Some(&a) = latest.get(&item.item_id) {
-            item.available = a;
-        }
-    }
+    // The log's catalogue changes (entries written while serving, availability) are
+    // newer than the catalogue file.
+    affinity_eventlog::apply_to_catalogue(&mut items, &catalogue);
     let kind = time_kind(args.read.time_kind, &events);
     Ok((
         Dataset {

@@ -385,7 +385,7 @@ fn train_reads_a_server_event_log_and_records_its_position() {
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().join("events");
     let mut log = EventLog::open(&log_dir, LogOptions::default()).unwrap();
-    let entries: Vec<Entry> = (0..60u32)
+    let mut entries: Vec<Entry> = (0..59u32)
         .map(|n| {
             Entry::Event(LoggedEvent {
                 event: Event::new(format!("u{}", n % 12), format!("i{}", (n * 7) % 19), EventKind::View, Some(1_700_000_000 + i64::from(n))),
@@ -394,6 +394,13 @@ fn train_reads_a_server_event_log_and_records_its_position() {
             })
         })
         .collect();
+    // A catalogue entry written while serving: an item nobody has acted on yet.
+    let new_item = affinity_core::data::Item {
+        category: "garden".into(),
+        title: "Steel rake".into(),
+        ..affinity_core::data::Item::bare("rake")
+    };
+    entries.push(Entry::Item(new_item.clone()));
     log.append(&entries).unwrap();
     log.sync().unwrap();
     let root = dir.path().join("models");
@@ -403,6 +410,10 @@ fn train_reads_a_server_event_log_and_records_its_position() {
     let version = std::fs::read_to_string(root.join("current")).unwrap();
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join(version.trim()).join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["log_position"], 60);
+    let m = affinity_core::model::format::load(&root).unwrap();
+    let rake = m.item_index("rake").expect("the logged catalogue entry is in the model");
+    assert_eq!(m.item(rake), &new_item);
+    assert!(m.has_content(rake) && !m.has_collab(rake));
     drop(log);
     // A deleted user stays out of every input, the CSV included.
     let mut deleted = affinity_eventlog::DeletedUsers::load(&log_dir).unwrap();

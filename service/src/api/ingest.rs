@@ -6,12 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use affinity_core::data::{validate_id, Event, EventKind};
 use affinity_core::recommend::MAX_ID_BYTES;
 use affinity_core::Error;
-use affinity_eventlog::{AvailabilityChange, Context, LoggedEvent};
+use affinity_eventlog::{Context, LoggedEvent};
 
 use crate::proto;
 use crate::status::ApiError;
 
-/// Most events one call may carry.
+/// Most events (or catalogue items) one call may carry.
 pub const MAX_BATCH: usize = 10_000;
 
 /// Latest a timestamp may be, past the server's clock.
@@ -19,27 +19,6 @@ const MAX_FUTURE_SECONDS: i64 = 86_400;
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Checks availability changes and turns them into log entries.
-pub(crate) fn checked_availability(r: proto::SetAvailabilityRequest) -> Result<Vec<AvailabilityChange>, ApiError> {
-    if r.items.len() > MAX_BATCH {
-        return Err(Error::invalid_argument("items", format!("at most {MAX_BATCH} items per call, got {}", r.items.len())).into());
-    }
-    r.items
-        .into_iter()
-        .enumerate()
-        .map(|(n, it)| {
-            if it.item_id.is_empty() || it.item_id.len() > MAX_ID_BYTES {
-                let why = if it.item_id.is_empty() { "must not be empty".to_string() } else { format!("ids are at most {MAX_ID_BYTES} bytes, got {}", it.item_id.len()) };
-                return Err(Error::invalid_argument("items", format!("items[{n}].item_id: {why}")).into());
-            }
-            Ok(AvailabilityChange {
-                item_id: it.item_id,
-                available: it.available,
-            })
-        })
-        .collect()
 }
 
 /// Checks a batch and turns it into log records; the first bad event refuses the whole

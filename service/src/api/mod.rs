@@ -5,6 +5,7 @@
 //! Validation is the engine's (`RecommendQuery::validate` and friends); conversions only
 //! map the wire shape. Every error leaves through [`crate::status`].
 
+mod catalogue;
 mod info;
 mod ingest;
 mod recommend;
@@ -13,6 +14,8 @@ mod similar;
 use std::sync::Arc;
 
 use affinity_core::cancel::Cancel;
+use affinity_core::data::Item;
+use affinity_core::model::Upserted;
 use affinity_core::recommend::{RecommendQuery, SimilarQuery, Subject};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -50,6 +53,11 @@ async fn ingest_batch(state: &ServerState, batch: proto::IngestEventsRequest) ->
         duplicates: duplicates as u32,
         last_sequence: seqs.end.saturating_sub(1),
     })
+}
+
+/// How many records a committed range of log positions holds.
+fn changes_len(seqs: std::ops::Range<u64>) -> u32 {
+    (seqs.end - seqs.start) as u32
 }
 
 /// Implements the gRPC service over the server state.
@@ -148,17 +156,57 @@ impl Recommender for RecommenderApi {
         &self,
         request: Request<proto::SetAvailabilityRequest>,
     ) -> Result<Response<proto::SetAvailabilityResponse>, Status> {
-        let changes = ingest::checked_availability(request.into_inner())?;
+        let changes = catalogue::checked_availability(request.into_inner())?;
         let log = self.state.ingest()?;
         let seqs = log
             .commit(changes.iter().cloned().map(affinity_eventlog::Entry::Availability).collect())
             .await
             .map_err(ApiError::from)?;
         // Durable now: apply to the live model (and to models installed later).
-        let unknown = changes.iter().filter(|c| !self.state.set_available(&c.item_id, c.available)).count();
+        let state = Arc::clone(&self.state);
+        let unknown = tokio::task::spawn_blocking(move || changes.iter().filter(|c| !state.set_available(&c.item_id, c.available)).count())
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(proto::SetAvailabilityResponse {
-            stored: changes.len() as u32,
+            stored: changes_len(seqs.clone()),
             unknown: unknown as u32,
+            last_sequence: seqs.end.saturating_sub(1),
+        }))
+    }
+
+    #[instrument(skip_all, fields(items = request.get_ref().items.len()))]
+    async fn upsert_items(&self, request: Request<proto::UpsertItemsRequest>) -> Result<Response<proto::UpsertItemsResponse>, Status> {
+        let upserts = catalogue::checked_items(request.into_inner())?;
+        let log = self.state.ingest()?;
+        // An entry that does not say keeps the item's availability: settle it before
+        // logging, so replaying the log gives the same catalogue.
+        let state = Arc::clone(&self.state);
+        let items = tokio::task::spawn_blocking(move || {
+            upserts
+                .into_iter()
+                .map(|u| Item {
+                    available: u.available.unwrap_or_else(|| state.is_available(&u.item.item_id)),
+                    ..u.item
+                })
+                .collect::<Vec<Item>>()
+        })
+        .await
+        .map_err(ApiError::from)?;
+        let seqs = log
+            .commit(items.iter().cloned().map(affinity_eventlog::Entry::Item).collect())
+            .await
+            .map_err(ApiError::from)?;
+        // Durable now: apply to the live model (embedding is CPU work: off the runtime).
+        let state = Arc::clone(&self.state);
+        let added = tokio::task::spawn_blocking(move || {
+            items.into_iter().map(|item| state.upsert_item(item)).filter(|u| matches!(u, Some(Upserted::Added(_)))).count()
+        })
+        .await
+        .map_err(ApiError::from)?;
+        let stored = changes_len(seqs.clone());
+        Ok(Response::new(proto::UpsertItemsResponse {
+            updated: stored - added as u32,
+            added: added as u32,
             last_sequence: seqs.end.saturating_sub(1),
         }))
     }

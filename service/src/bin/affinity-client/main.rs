@@ -3,7 +3,8 @@
 //! `recommend`, `similar` and `info` map one-to-one to the gRPC methods. `recommend
 //! --users-file F` is the batch mode: it sends many requests concurrently over one
 //! HTTP/2 connection and writes the answers in input order. `smoke` checks a running
-//! demo server end to end. `ingest --file events.csv` sends events to the server's log.
+//! demo server end to end. `ingest --file events.csv` sends events to the server's log,
+//! `upsert-items --file items.csv` catalogue entries.
 
 mod smoke;
 
@@ -123,6 +124,16 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         batch: usize,
     },
+    /// Send the entries of a catalogue file (items.csv, as the trainer reads it) to the
+    /// server: known items get the new entry, unknown ones are added. Logged like events.
+    UpsertItems {
+        /// The items file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Items per call (at most 10,000).
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+    },
     /// Wait for a demo server (`affinity-server --demo`) to serve, check its answers and
     /// exit 0 if all is well.
     Smoke {
@@ -143,6 +154,16 @@ async fn main() {
 
 async fn connect(addr: &str) -> Result<RecommenderClient<Channel>> {
     Ok(RecommenderClient::new(affinity_service::client::connect(addr).await?))
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+fn progress(total: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total as u64);
+    let style = indicatif::ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} · {{per_sec}} · eta {{eta}}"));
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    bar
 }
 
 fn status_msg(s: tonic::Status) -> anyhow::Error {
@@ -177,6 +198,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Ingest { file, batch } => {
             let events = affinity_core::data::read_events(&file, affinity_core::data::ReadOptions::default())?.rows;
             let (mut stored, mut duplicates, mut last) = (0u64, 0u64, 0u64);
+            let progress = progress(events.len(), "events");
             for chunk in events.chunks(batch.clamp(1, 10_000)) {
                 let request = proto::IngestEventsRequest {
                     events: chunk
@@ -195,8 +217,38 @@ async fn run(cli: Cli) -> Result<()> {
                 stored += u64::from(r.stored);
                 duplicates += u64::from(r.duplicates);
                 last = last.max(r.last_sequence);
+                progress.inc(chunk.len() as u64);
             }
+            progress.finish_and_clear();
             writeln!(out, "stored {stored} event(s), {duplicates} duplicate(s) skipped; log position {last}")?;
+        }
+        Command::UpsertItems { file, batch } => {
+            let items = affinity_core::data::read_items(&file, affinity_core::data::ReadOptions::default())?.rows;
+            let (mut updated, mut added, mut last) = (0u64, 0u64, 0u64);
+            let progress = progress(items.len(), "items");
+            for chunk in items.chunks(batch.clamp(1, 10_000)) {
+                let request = proto::UpsertItemsRequest {
+                    items: chunk
+                        .iter()
+                        .map(|i| proto::CatalogueItem {
+                            item_id: i.item_id.clone(),
+                            title: i.title.clone(),
+                            category: i.category.clone(),
+                            brand: i.brand.clone(),
+                            price: i.price,
+                            tags: i.tags.clone(),
+                            available: Some(i.available),
+                        })
+                        .collect(),
+                };
+                let r = client.upsert_items(request).await.map_err(status_msg)?.into_inner();
+                updated += u64::from(r.updated);
+                added += u64::from(r.added);
+                last = last.max(r.last_sequence);
+                progress.inc(chunk.len() as u64);
+            }
+            progress.finish_and_clear();
+            writeln!(out, "{updated} item(s) updated, {added} added; log position {last}")?;
         }
         Command::Info => {
             let i = client.model_info(proto::ModelInfoRequest {}).await.map_err(status_msg)?.into_inner();
