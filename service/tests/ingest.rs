@@ -573,3 +573,47 @@ async fn an_unusable_log_directory_turns_ingest_off_and_reads_keep_serving() {
     assert!(e.message().contains("cannot be opened") && e.message().contains("events-file"), "{}", e.message());
     assert_eq!(top10(&mut c, "1").await.len(), 10, "reads keep serving");
 }
+
+#[tokio::test]
+async fn a_full_disk_fails_writes_with_unavailable_keeps_reads_and_loses_nothing_acknowledged() {
+    let root = own_root("ingest-full-disk");
+    // A file size limit stands in for a full disk: with SIGXFSZ ignored (inherited through
+    // exec), a write past it fails with EFBIG, as one on a full disk fails with ENOSPC.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 256; exec \"$0\" \"$@\"")
+        .arg(server_bin())
+        .args(["--listen", "127.0.0.1:0", "--model"])
+        .arg(&root);
+    let server = start(cmd).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let (mut acked, mut failure) = (0u64, None);
+    for n in 0..10_000 {
+        let batch = proto::IngestEventsRequest {
+            events: (0..50).map(|k| event(&format!("full-{n}-{}", k % 5), &format!("{}", 1 + (n * 50 + k) % 1600), "view")).collect(),
+        };
+        match c.ingest_events(batch).await {
+            Ok(r) => acked += u64::from(r.into_inner().stored),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let e = failure.expect("the log outgrows the limit");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    eprintln!("{acked} events acknowledged before the disk filled; then: {}", e.message());
+    assert!(acked > 0);
+    // Writes keep failing clearly; reads keep serving.
+    let again = c.ingest_events(proto::IngestEventsRequest { events: vec![event("u", "1", "view")] }).await.unwrap_err();
+    assert_eq!(again.code(), Code::Unavailable);
+    assert_eq!(top10(&mut c, "1").await.len(), 10);
+    drop(server);
+    // With room again, every acknowledged event is back.
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let info = c.model_info(proto::ModelInfoRequest {}).await.unwrap().into_inner();
+    assert!(info.live_events >= acked, "{} live events, {acked} acknowledged", info.live_events);
+    let r = c.ingest_events(proto::IngestEventsRequest { events: vec![event("after", "1", "view")] }).await.unwrap().into_inner();
+    assert!(r.last_sequence > acked);
+}

@@ -93,10 +93,17 @@ pub async fn start_server(model: &Path) -> Server {
 /// it reports SERVING.
 pub async fn start_server_with(args: &[&std::ffi::OsStr], cwd: Option<&Path>) -> Server {
     let mut cmd = Command::new(server_bin());
-    cmd.args(["--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.args(["--listen", "127.0.0.1:0"]).args(args);
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
+    start(cmd).await
+}
+
+/// Starts `cmd` (a server command line, possibly behind a shell that sets limits) and
+/// waits until it reports SERVING.
+pub async fn start(mut cmd: Command) -> Server {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut child = cmd.spawn().expect("spawn affinity-server");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let addr = loop {
