@@ -245,6 +245,8 @@ impl Recommender for RecommenderApi {
         let users = self.state.users().stats();
         info.live_users = users.users as u64;
         info.live_events = users.events as u64;
+        info.live_bytes = users.bytes as u64;
+        info.live_evicted = users.evicted;
         if let Ok(log) = self.state.ingest() {
             let m = log.metrics();
             info.log_next_position = log.next_position();

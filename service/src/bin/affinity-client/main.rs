@@ -270,7 +270,14 @@ async fn run(cli: Cli) -> Result<()> {
                     writeln!(out, "train seconds   {:.2}", i.train_seconds)?;
                     writeln!(out, "log position    {} (trained through); next {}", i.log_position, i.log_next_position)?;
                     writeln!(out, "log since start {} record(s) appended, {} sync(s)", i.log_appended, i.log_syncs)?;
-                    writeln!(out, "live state      {} user(s), {} event(s)", i.live_users, i.live_events)?;
+                    writeln!(
+                        out,
+                        "live state      {} user(s), {} event(s), ~{:.1} MB; {} user(s) evicted",
+                        i.live_users,
+                        i.live_events,
+                        i.live_bytes as f64 / 1e6,
+                        i.live_evicted
+                    )?;
                 }
             }
         }
@@ -345,7 +352,7 @@ fn info_json(i: &proto::ModelInfoResponse) -> serde_json::Value {
         "items_with_events": i.items_with_events, "items_with_content": i.items_with_content,
         "scoring": i.scoring, "train_seconds": i.train_seconds,
         "log_position": i.log_position, "log_next_position": i.log_next_position,
-        "live_users": i.live_users, "live_events": i.live_events,
+        "live_users": i.live_users, "live_events": i.live_events, "live_bytes": i.live_bytes, "live_evicted": i.live_evicted,
         "log_appended": i.log_appended, "log_syncs": i.log_syncs,
     })
 }
