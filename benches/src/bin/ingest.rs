@@ -136,7 +136,7 @@ fn events(producer: usize, n: u64, batch: usize) -> proto::IngestEventsRequest {
 
 async fn run(channel: &Channel, batch: usize, producers: usize, seconds: f64) -> Result<Run> {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let tasks: Vec<_> = (0..producers)
+    let tasks: Vec<Producer> = (0..producers)
         .map(|p| {
             let mut c = RecommenderClient::new(channel.clone());
             tokio::spawn(async move {
@@ -155,7 +155,14 @@ async fn run(channel: &Channel, batch: usize, producers: usize, seconds: f64) ->
             })
         })
         .collect();
-    let started = Instant::now();
+    collect(tasks, Instant::now(), batch, producers, None).await
+}
+
+type Producer = tokio::task::JoinHandle<Result<(Histogram<u64>, u64)>>;
+
+/// Waits for every producer and sums their latencies and counts into a run's figures;
+/// throughput counts from `started`.
+async fn collect(tasks: Vec<Producer>, started: Instant, batch: usize, producers: usize, offered: Option<f64>) -> Result<Run> {
     let mut all = Histogram::<u64>::new(3)?;
     let mut total = 0;
     for t in tasks {
@@ -167,7 +174,7 @@ async fn run(channel: &Channel, batch: usize, producers: usize, seconds: f64) ->
     Ok(Run {
         batch,
         producers,
-        offered_events_per_second: None,
+        offered_events_per_second: offered,
         events: total,
         events_per_second: total as f64 / wall,
         ack_p50_ms: ms(&all, 0.5),
@@ -182,7 +189,7 @@ async fn run_paced(channel: &Channel, batch: usize, producers: usize, rate: f64,
     let interval = Duration::from_secs_f64(batch as f64 * producers as f64 / rate);
     let start = Instant::now() + Duration::from_millis(50);
     let count = (seconds / interval.as_secs_f64()) as u64;
-    let tasks: Vec<_> = (0..producers)
+    let tasks: Vec<Producer> = (0..producers)
         .map(|p| {
             let c = RecommenderClient::new(channel.clone());
             // Producers start spread over one interval.
@@ -209,24 +216,7 @@ async fn run_paced(channel: &Channel, batch: usize, producers: usize, rate: f64,
             })
         })
         .collect();
-    let mut all = Histogram::<u64>::new(3)?;
-    let mut total = 0;
-    for t in tasks {
-        let (h, sent) = t.await??;
-        all.add(&h)?;
-        total += sent;
-    }
-    let wall = start.elapsed().as_secs_f64();
-    Ok(Run {
-        batch,
-        producers,
-        offered_events_per_second: Some(rate),
-        events: total,
-        events_per_second: total as f64 / wall,
-        ack_p50_ms: ms(&all, 0.5),
-        ack_p99_ms: ms(&all, 0.99),
-        ack_max_ms: all.max() as f64 / 1e6,
-    })
+    collect(tasks, start, batch, producers, Some(rate)).await
 }
 
 /// Ingest one view for a fresh user, then time the next `Recommend` and check it
