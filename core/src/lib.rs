@@ -17,6 +17,7 @@
 //! - [`repeat`]: whether users come back to items they had, learned per item, category
 //!   and user, and the seen-items policy built on it.
 //! - [`recommend`]: queries, their validation, and scoring (recommendations, similar items);
+//!   [`rules`]: business rules on them (filters, promotions, diversity);
 //!   [`cancel`]: the flag that stops scoring nobody waits for.
 //! - [`demo`]: a deterministic synthetic store for the demo server and tests.
 //!
@@ -40,6 +41,7 @@ pub mod neighbors;
 pub mod params;
 pub mod recommend;
 pub mod repeat;
+pub mod rules;
 pub mod settings;
 #[cfg(test)]
 mod testing;

@@ -12,7 +12,6 @@
 //! them exactly, falling back to exact scoring when filters leave too few. Ties break by
 //! item index, so results are deterministic.
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
@@ -24,6 +23,7 @@ use crate::data::EventKind;
 use crate::interactions::RecentEvent;
 use crate::model::Model;
 use crate::repeat::SeenPolicy;
+use crate::rules::{self, ItemFilter, Rules, Shortfall};
 use crate::settings::ServingSettings;
 
 /// Largest `k` a request may ask for.
@@ -77,6 +77,8 @@ pub struct RecommendQuery {
     pub exclude_items: Vec<String>,
     /// Only items of this category.
     pub category: Option<String>,
+    /// Business rules: filters, promotions, diversity.
+    pub rules: Rules,
     /// Events of this user the model was not trained on (the server's live state),
     /// oldest first: they join the history, the fold-in, the recent items and the seen
     /// set. Items the model does not know are ignored.
@@ -106,6 +108,7 @@ impl RecommendQuery {
             seen: SeenPolicy::Trained,
             exclude_items: Vec::new(),
             category: None,
+            rules: Rules::default(),
             live: Vec::new(),
             use_stored_history: true,
         }
@@ -120,6 +123,7 @@ impl RecommendQuery {
             Subject::Session(ids) => check_ids("recent_items", ids.iter(), MAX_SESSION_ITEMS)?,
         }
         check_ids("exclude_item_ids", self.exclude_items.iter(), MAX_EXCLUDED_ITEMS)?;
+        self.rules.validate()?;
         match &self.category {
             Some(c) if c.is_empty() => Err(Error::invalid_argument("category", "must not be empty when set")),
             Some(c) => check_ids("category", std::iter::once(c), 1),
@@ -148,6 +152,8 @@ pub struct SimilarQuery {
     pub k: usize,
     /// The space similarity is measured in.
     pub mode: SimilarMode,
+    /// Business rules: filters, promotions, diversity.
+    pub rules: Rules,
 }
 
 impl SimilarQuery {
@@ -157,7 +163,8 @@ impl SimilarQuery {
             return Err(Error::invalid_argument("item_id", "must not be empty"));
         }
         check_ids("item_id", std::iter::once(&self.item_id), 1)?;
-        validate_k(self.k)
+        validate_k(self.k)?;
+        self.rules.validate()
     }
 }
 
@@ -223,6 +230,8 @@ pub struct Recommendations {
     pub items: Vec<Scored>,
     /// How the candidates were found.
     pub retrieval: Retrieval,
+    /// Why fewer than `k` items came back, if they did.
+    pub shortfall: Option<Shortfall>,
 }
 
 /// Which items may be returned for one request.
@@ -232,11 +241,18 @@ struct Eligibility<'a> {
     seen: Vec<ItemIdx>,
     /// Sorted.
     excluded: Vec<ItemIdx>,
-    /// The category's items (sorted), when a category was asked for.
-    category: Option<Cow<'a, [ItemIdx]>>,
+    /// The rules' filters (and the request's category).
+    filter: ItemFilter<'a>,
+    /// The items an include filter narrows to (sorted), when one is set.
+    narrowed: Option<Vec<ItemIdx>>,
 }
 
 impl<'a> Eligibility<'a> {
+    fn new(model: &'a Model, seen: Vec<ItemIdx>, excluded: Vec<ItemIdx>, filter: ItemFilter<'a>) -> Eligibility<'a> {
+        let narrowed = filter.narrowed();
+        Eligibility { model, seen, excluded, filter, narrowed }
+    }
+
     fn allows(&self, i: ItemIdx) -> bool {
         self.allows_had(i) && self.seen.binary_search(&i).is_err()
     }
@@ -244,19 +260,41 @@ impl<'a> Eligibility<'a> {
     /// Whether `i` passes every filter but the seen one: what a returning item must pass.
     /// Items added while serving have no collaborative vector yet and are not offered.
     fn allows_had(&self, i: ItemIdx) -> bool {
-        i.get() < self.model.n_items()
-            && self.model.is_available(i)
-            && self.category.as_ref().is_none_or(|c| c.binary_search(&i).is_ok())
-            && self.excluded.binary_search(&i).is_err()
+        i.get() < self.model.n_items() && self.excluded.binary_search(&i).is_err() && self.filter.passes(i)
     }
 
-    /// Every eligible item, in index order: only the category's items when one is set.
+    /// Every eligible item, in index order: only the narrowed items when a filter
+    /// narrows.
     fn all(&self) -> Box<dyn Iterator<Item = ItemIdx> + '_> {
-        match &self.category {
+        match &self.narrowed {
             Some(members) => Box::new(members.iter().copied().filter(|&i| self.allows(i))),
             None => Box::new((0..self.model.n_items() as u32).map(ItemIdx).filter(|&i| self.allows(i))),
         }
     }
+}
+
+/// The list a ranking gives under the rules: promotions applied, then the best `k`
+/// (diversified when asked), and why it is short if it is.
+fn finish(model: &Model, mut scored: Vec<(f32, ItemIdx)>, k: usize, rules: &Rules) -> (Vec<(f32, ItemIdx)>, Option<Shortfall>) {
+    rules::promote(model, &mut scored, &rules.promoted);
+    if !rules.diversifies() {
+        let top = top_k(scored, k);
+        let short = (top.len() < k).then_some(Shortfall::Filters);
+        return (top, short);
+    }
+    // Diversity chooses among a pool well beyond `k`; all of them if the pool falls short.
+    let eligible = scored.len();
+    let pool = (k * 10).max(200);
+    let (mut chosen, mut capped) = rules::diversify(model, top_k(scored.clone(), pool), k, rules);
+    if chosen.len() < k && eligible > pool {
+        (chosen, capped) = rules::diversify(model, top_k(scored, eligible), k, rules);
+    }
+    let short = match (chosen.len() < k, capped) {
+        (false, _) => None,
+        (true, true) => Some(Shortfall::Diversity),
+        (true, false) => Some(Shortfall::Filters),
+    };
+    (chosen, short)
 }
 
 /// Scores `items`, checking for cancellation every few thousand, so a request nobody
@@ -345,15 +383,18 @@ impl Model {
         let mut excluded: Vec<ItemIdx> = query.exclude_items.iter().filter_map(|id| self.item_index(id)).collect();
         excluded.sort_unstable();
         let mut profile = self.profile(&query.subject, &query.live, query.use_stored_history);
-        let category = query.category.as_deref().map(|c| self.items_in_category(c));
         let history = std::mem::take(&mut profile.history);
-        // Items the subject had come back only through the rules of the policy.
+        // Items the subject had come back only through the rules of the policy (and never
+        // when the rules exclude everything interacted with, or ask for diversity: a
+        // spread of new items).
+        let buy_again = query.seen == SeenPolicy::BuyAgain;
         let (seen, returns) = match query.seen {
+            _ if query.rules.exclude_interacted && !buy_again => (history, Vec::new()),
             SeenPolicy::Exclude => (history, Vec::new()),
             SeenPolicy::Include => (Vec::new(), Vec::new()),
             SeenPolicy::Trained | SeenPolicy::BuyAgain => {
-                let floor = if query.seen == SeenPolicy::BuyAgain { f32::MIN_POSITIVE } else { 0.0 };
-                let returns = if query.seen == SeenPolicy::BuyAgain || self.repeat().is_active() {
+                let floor = if buy_again { f32::MIN_POSITIVE } else { 0.0 };
+                let returns = if buy_again || (self.repeat().is_active() && !query.rules.diversifies()) {
                     self.repeat().propensity(profile.user, &history, &profile.events, floor)
                 } else {
                     Vec::new()
@@ -361,35 +402,36 @@ impl Model {
                 (history, returns)
             }
         };
-        let filter = Eligibility {
-            model: self,
-            seen,
-            excluded,
-            category,
-        };
+        let filter = Eligibility::new(self, seen, excluded, ItemFilter::new(self, &query.rules, query.category.as_deref()));
         if query.seen == SeenPolicy::BuyAgain {
-            return Ok(vec![self.buy_again(returns, &filter, query.k); blends.len()]);
+            return Ok(vec![self.buy_again(returns, &filter, query.k, &query.rules); blends.len()]);
         }
         let personal = profile.vector.take().filter(|v| v.iter().any(|&x| x != 0.0));
         let Some(u) = personal else {
-            let popular = self.popular(&filter, query.k);
+            let popular = self.popular(&filter, query.k, &query.rules);
             return Ok(vec![popular; blends.len()]);
         };
         let recent = profile.recent;
         let votes = if blends.iter().any(|&b| b > 0.0) { self.neighbour_votes(&recent, settings) } else { HashMap::new() };
-        let (raw, retrieval) = self.candidates(&u, &votes, &filter, query.k, settings, cancel)?;
+        let (raw, retrieval) = self.candidates(&u, &votes, &filter, query, settings, cancel)?;
         let (mut raw, last) = (Some(raw), blends.len().saturating_sub(1));
         let mut answers = Vec::with_capacity(blends.len());
         for (n, &b) in blends.iter().enumerate() {
             // The last (for a served request, the only) blend takes the candidates; the
             // others rank a copy.
             let candidates = if n == last { raw.take().unwrap_or_default() } else { raw.clone().unwrap_or_default() };
-            let ranked = top_k(self.blend(&u, candidates, &votes, b), query.k);
+            let (mut ranked, mut shortfall) = finish(self, self.blend(&u, candidates, &votes, b), query.k, &query.rules);
+            if shortfall.is_some() && retrieval == Retrieval::Ann {
+                // The index's candidates ran short under the caps: every eligible item.
+                let all = score_all(filter.all(), cancel, |i| (dot(&u, self.item_vector(i)), i))?;
+                (ranked, shortfall) = finish(self, self.blend(&u, all, &votes, b), query.k, &query.rules);
+            }
             let mut items: Vec<Scored> = ranked.into_iter().map(|(score, item)| self.personal(item, score, &recent)).collect();
             if !returns.is_empty() {
                 items = self.mix_returns(items, &returns, &filter, query.k);
+                shortfall = shortfall.filter(|_| items.len() < query.k);
             }
-            answers.push(Recommendations { items, retrieval });
+            answers.push(Recommendations { items, retrieval, shortfall });
         }
         Ok(answers)
     }
@@ -435,10 +477,11 @@ impl Model {
     }
 
     /// "Buy it again": the eligible items the subject had, by repeat propensity.
-    fn buy_again(&self, mut returns: Vec<(f32, ItemIdx)>, filter: &Eligibility<'_>, k: usize) -> Recommendations {
+    fn buy_again(&self, mut returns: Vec<(f32, ItemIdx)>, filter: &Eligibility<'_>, k: usize, rules: &Rules) -> Recommendations {
         returns.retain(|&(_, i)| filter.allows_had(i));
+        let (ranked, shortfall) = finish(self, returns, k, rules);
         Recommendations {
-            items: top_k(returns, k)
+            items: ranked
                 .into_iter()
                 .map(|(score, item)| Scored {
                     item,
@@ -448,6 +491,7 @@ impl Model {
                 })
                 .collect(),
             retrieval: Retrieval::Exact,
+            shortfall,
         }
     }
 
@@ -554,29 +598,35 @@ impl Model {
     }
 
     /// Eligible candidates for user vector `u` with their inner products: every eligible
-    /// item (exact), or the ANN index's hits plus the voted items when the settings score
-    /// through the index and that leaves at least `k`.
+    /// item (exact), or the ANN index's hits plus the voted and promoted items when the
+    /// settings score through the index and that leaves enough (`k`, or several times
+    /// `k` under diversity rules).
     fn candidates(
         &self,
         u: &[f32],
         votes: &HashMap<ItemIdx, f32>,
         filter: &Eligibility<'_>,
-        k: usize,
+        query: &RecommendQuery,
         settings: &ServingSettings,
         cancel: &Cancel,
     ) -> Result<(Vec<(f32, ItemIdx)>, Retrieval)> {
         let score = |i: ItemIdx| (dot(u, self.item_vector(i)), i);
-        if !settings.scores_exactly(self.n_items()) {
+        let k = query.k;
+        let need = if query.rules.diversifies() { k * 4 } else { k };
+        // A filter that narrows to a short list is scored exactly: cheaper than searching.
+        let narrow = filter.narrowed.as_ref().is_some_and(|n| n.len() <= settings.ef_search.max(k) * 4);
+        if !settings.scores_exactly(self.n_items()) && !narrow {
             if let Some(index) = &self.indexes().mips {
-                let want = (k + filter.seen.len() + filter.excluded.len()).min(index.len());
-                let query = crate::ann::mips_query(u);
+                let want = (need + filter.seen.len() + filter.excluded.len()).min(index.len());
+                let q = crate::ann::mips_query(u);
                 let ef = settings.ef_search.max(want);
-                let mut cands: Vec<ItemIdx> = index.search(&query, want, ef).into_iter().map(|h| ItemIdx(h.item)).collect();
+                let mut cands: Vec<ItemIdx> = index.search(&q, want, ef).into_iter().map(|h| ItemIdx(h.item)).collect();
                 cands.extend(votes.keys().copied());
+                cands.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
                 cands.sort_unstable();
                 cands.dedup();
                 let raw: Vec<(f32, ItemIdx)> = cands.into_iter().filter(|&i| filter.allows(i)).map(score).collect();
-                if raw.len() >= k {
+                if raw.len() >= need {
                     return Ok((raw, Retrieval::Ann));
                 }
             }
@@ -599,16 +649,34 @@ impl Model {
             .collect()
     }
 
-    fn popular(&self, filter: &Eligibility<'_>, k: usize) -> Recommendations {
-        let items = self
+    fn popular(&self, filter: &Eligibility<'_>, k: usize, rules: &Rules) -> Recommendations {
+        // Popularity order needs no scoring: the first eligible items are the answer, but
+        // promotions and diversity choose among a wider pool.
+        let pool = if rules.promoted.is_empty() && !rules.diversifies() { k } else { (k * 10).max(200) };
+        let mut scored: Vec<(f32, ItemIdx)> = self
             .popular_order()
             .iter()
             .copied()
             .filter(|&i| filter.allows(i))
-            .take(k)
-            .map(|i| Scored {
+            .take(pool)
+            .map(|i| (self.popularity(i), i))
+            .collect();
+        if !rules.promoted.is_empty() {
+            let mut promoted: Vec<ItemIdx> = rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)).filter(|&i| filter.allows(i)).collect();
+            promoted.retain(|i| !scored.iter().any(|s| s.1 == *i));
+            scored.extend(promoted.into_iter().map(|i| (self.popularity(i), i)));
+        }
+        let (mut ranked, mut shortfall) = finish(self, scored, k, rules);
+        if shortfall == Some(Shortfall::Diversity) {
+            // The pool ran short under the caps: every eligible item.
+            let all: Vec<(f32, ItemIdx)> = self.popular_order().iter().copied().filter(|&i| filter.allows(i)).map(|i| (self.popularity(i), i)).collect();
+            (ranked, shortfall) = finish(self, all, k, rules);
+        }
+        let items = ranked
+            .into_iter()
+            .map(|(score, i)| Scored {
                 item: i,
-                score: self.popularity(i),
+                score,
                 reason: ReasonKind::Popular,
                 reason_text: "popular with all users (no history for this user yet)".to_string(),
             })
@@ -616,6 +684,7 @@ impl Model {
         Recommendations {
             items,
             retrieval: Retrieval::Popularity,
+            shortfall,
         }
     }
 
@@ -633,6 +702,19 @@ impl Model {
     /// # Errors
     /// As [`Model::similar_items`], and `Cancelled` when cancelled.
     pub fn similar_items_or_cancel(&self, query: &SimilarQuery, settings: &ServingSettings, cancel: &Cancel) -> Result<Vec<Scored>> {
+        Ok(self.similar_items_with_shortfall(query, settings, cancel)?.0)
+    }
+
+    /// [`Model::similar_items_or_cancel`], also saying why fewer than `k` came back.
+    ///
+    /// # Errors
+    /// As [`Model::similar_items_or_cancel`].
+    pub fn similar_items_with_shortfall(
+        &self,
+        query: &SimilarQuery,
+        settings: &ServingSettings,
+        cancel: &Cancel,
+    ) -> Result<(Vec<Scored>, Option<Shortfall>)> {
         query.validate()?;
         let item_id = &query.item_id;
         let k = query.k;
@@ -673,11 +755,19 @@ impl Model {
             }
             (s, i)
         };
-        let eligible = |i: &ItemIdx| *i != q && self.is_available(*i);
-        let scored: Vec<(f32, ItemIdx)> = if settings.scores_exactly(self.n_items()) {
-            score_all((0..self.n_items_with_added() as u32).map(ItemIdx).filter(eligible), cancel, score)?
+        let filter = ItemFilter::new(self, &query.rules, None);
+        let eligible = |i: &ItemIdx| *i != q && filter.passes(*i);
+        let narrowed = filter.narrowed();
+        let exact = || match &narrowed {
+            Some(members) => score_all(members.iter().copied().filter(eligible), cancel, score),
+            None => score_all((0..self.n_items_with_added() as u32).map(ItemIdx).filter(eligible), cancel, score),
+        };
+        let need = if query.rules.diversifies() { k * 4 } else { k };
+        let narrow = narrowed.as_ref().is_some_and(|n| n.len() <= settings.ef_search.max(k) * 4);
+        let scored: Vec<(f32, ItemIdx)> = if settings.scores_exactly(self.n_items()) || narrow {
+            exact()?
         } else {
-            let want = k * 2 + 10;
+            let want = need * 2 + 10;
             let ef = settings.ef_search.max(want);
             let mut cands: Vec<ItemIdx> = Vec::new();
             let indexes = self.indexes();
@@ -694,16 +784,20 @@ impl Model {
                 // their old vector): score them all.
                 cands.extend(self.edited_items());
             }
+            cands.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
             cands.sort_unstable();
             cands.dedup();
-            cands.into_iter().filter(eligible).map(score).collect()
+            let found: Vec<(f32, ItemIdx)> = cands.into_iter().filter(eligible).map(score).collect();
+            // Filters left too few of the index's neighbours: every eligible item.
+            if found.len() < need { exact()? } else { found }
         };
         let text = match query.mode {
             SimilarMode::Collaborative => "often chosen by the same users",
             SimilarMode::Content => "shares catalogue features",
             SimilarMode::Blend => "similar by co-interaction and catalogue features",
         };
-        Ok(top_k(scored, k)
+        let (ranked, shortfall) = finish(self, scored, k, &query.rules);
+        let items = ranked
             .into_iter()
             .map(|(score, item)| Scored {
                 item,
@@ -711,7 +805,8 @@ impl Model {
                 reason: ReasonKind::Similar,
                 reason_text: text.to_string(),
             })
-            .collect())
+            .collect();
+        Ok((items, shortfall))
     }
 }
 
@@ -743,6 +838,7 @@ mod tests {
             seen: SeenPolicy::Exclude,
             exclude_items: Vec::new(),
             category: None,
+            rules: Rules::default(),
             live: Vec::new(),
             use_stored_history: true,
         }
@@ -857,20 +953,20 @@ mod tests {
             assert_eq!(idx.get(), m.n_items());
             assert_eq!((m.item_index("brand-new-toy"), m.n_items_with_added()), (Some(idx), m.n_items() + 1));
             for mode in [SimilarMode::Content, SimilarMode::Blend] {
-                let like_toy = m.similar_items(&SimilarQuery { item_id: toy.item_id.clone(), k: 5, mode: SimilarMode::Content }, &s).unwrap();
+                let like_toy = m.similar_items(&SimilarQuery { item_id: toy.item_id.clone(), k: 5, mode: SimilarMode::Content, rules: Rules::default() }, &s).unwrap();
                 assert_eq!(m.item_id(like_toy[0].item), "brand-new-toy", "{mode:?}: its twin comes first");
-                let of_new = m.similar_items(&SimilarQuery { item_id: "brand-new-toy".into(), k: 5, mode }, &s).unwrap();
+                let of_new = m.similar_items(&SimilarQuery { item_id: "brand-new-toy".into(), k: 5, mode, rules: Rules::default() }, &s).unwrap();
                 assert_eq!(m.item_id(of_new[0].item), toy.item_id, "{mode:?}: the new item's twin comes first");
             }
             assert!(matches!(
-                m.similar_items(&SimilarQuery { item_id: "brand-new-toy".into(), k: 5, mode: SimilarMode::Collaborative }, &s),
+                m.similar_items(&SimilarQuery { item_id: "brand-new-toy".into(), k: 5, mode: SimilarMode::Collaborative, rules: Rules::default() }, &s),
                 Err(Error::NotFound(_))
             ));
             // Added items are not personalised until a retrain, and leave when off sale.
             let all = in_category(&m, "toys");
             assert!(!all.contains(&"brand-new-toy".to_string()));
             m.set_available(idx, false);
-            let like_toy = m.similar_items(&SimilarQuery { item_id: toy.item_id.clone(), k: 5, mode: SimilarMode::Content }, &s).unwrap();
+            let like_toy = m.similar_items(&SimilarQuery { item_id: toy.item_id.clone(), k: 5, mode: SimilarMode::Content, rules: Rules::default() }, &s).unwrap();
             assert!(like_toy.iter().all(|x| x.item != idx));
             // Upserting it again updates it in place.
             assert_eq!(m.upsert_item(Item { category: "books".into(), ..new }), Upserted::Updated(idx));
@@ -901,7 +997,7 @@ mod tests {
             let e = m.recommend(&q, &s).unwrap_err();
             assert!(matches!(e, Error::InvalidArgument { field: f, .. } if f == field), "{field}: {e}");
         }
-        let similar = |item_id: &str, k| SimilarQuery { item_id: item_id.into(), k, mode: SimilarMode::Blend };
+        let similar = |item_id: &str, k| SimilarQuery { item_id: item_id.into(), k, mode: SimilarMode::Blend, rules: Rules::default() };
         assert!(matches!(m.similar_items(&similar("", 5), &s), Err(Error::InvalidArgument { field: "item_id", .. })));
         assert!(matches!(m.similar_items(&similar("sku-0001", 0), &s), Err(Error::InvalidArgument { field: "k", .. })));
         assert!(matches!(m.similar_items(&similar("nope", 5), &s), Err(Error::NotFound(_))));
@@ -966,7 +1062,7 @@ mod tests {
         m.set_available(b, false);
         assert!(!top(&query(Subject::User(user.clone()), 50)).contains(&a));
         assert!(!top(&query(Subject::User("nobody".into()), 50)).contains(&b));
-        let similar = SimilarQuery { item_id: m.item_id(personal[1]).to_string(), k: 50, mode: SimilarMode::Blend };
+        let similar = SimilarQuery { item_id: m.item_id(personal[1]).to_string(), k: 50, mode: SimilarMode::Blend, rules: Rules::default() };
         assert!(m.similar_items(&similar, &s).unwrap().iter().all(|x| x.item != a && x.item != b));
         m.set_available(a, true);
         assert_eq!(top(&query(Subject::User(user), 5))[0], a, "back on sale, back in the list");
@@ -981,7 +1077,7 @@ mod tests {
         assert!(m.recommend_or_cancel(&q, &s, &cancel).is_ok());
         cancel.cancel();
         assert!(matches!(m.recommend_or_cancel(&q, &s, &cancel), Err(Error::Cancelled)));
-        let similar = SimilarQuery { item_id: "sku-0001".into(), k: 5, mode: SimilarMode::Blend };
+        let similar = SimilarQuery { item_id: "sku-0001".into(), k: 5, mode: SimilarMode::Blend, rules: Rules::default() };
         assert!(matches!(m.similar_items_or_cancel(&similar, &s, &cancel), Err(Error::Cancelled)));
         // Popular answers (no scoring loop) are not affected.
         assert!(m.recommend_or_cancel(&query(Subject::User("stranger".into()), 5), &s, &cancel).is_ok());
@@ -999,6 +1095,110 @@ mod tests {
                 (0u32..100).prop_map(|n| format!("sku-{n:04}")),
                 ".{0,300}",
             ]
+        }
+
+        /// The demo store's distinct categories and brands.
+        fn names(m: &Model) -> (Vec<String>, Vec<String>) {
+            let mut c: Vec<String> = m.items().iter().map(|i| i.category.clone()).collect();
+            let mut b: Vec<String> = m.items().iter().map(|i| i.brand.clone()).collect();
+            c.sort();
+            c.dedup();
+            b.sort();
+            b.dedup();
+            (c, b)
+        }
+
+        fn pick(all: &[String], mask: u32) -> Vec<String> {
+            all.iter().enumerate().filter(|(n, _)| mask & (1 << (n % 32)) != 0).map(|(_, x)| x.clone()).collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            /// Random rule sets on the demo store: no returned item breaks a rule, none
+            /// comes twice, and exactly `min(k, eligible)` come back unless a diversity cap
+            /// is said to have left fewer.
+            #[test]
+            fn rules_are_never_broken_and_lists_are_as_full_as_the_rules_allow(
+                user in 0usize..140,
+                k in 1usize..60,
+                include_seen in any::<bool>(),
+                masks in (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()),
+                uses in (0u8..4, 0u8..4),
+                prices in (proptest::option::of(0f32..210.0), proptest::option::of(0f32..210.0)),
+                flags in (any::<bool>(), any::<bool>(), any::<bool>()),
+                promoted in proptest::collection::vec((0u32..400, 0f32..2.0), 0..5),
+                caps in (proptest::option::of(1usize..4), proptest::option::of(1usize..4), proptest::option::of(0f32..1.0)),
+            ) {
+                let m = model();
+                let (categories, brands) = names(m);
+                let (min_price, max_price) = match prices {
+                    (Some(a), Some(b)) => (Some(a.min(b)), Some(a.max(b))),
+                    other => other,
+                };
+                let rules = Rules {
+                    include_categories: if uses.0 & 1 != 0 { pick(&categories, masks.0) } else { Vec::new() },
+                    exclude_categories: if uses.0 & 2 != 0 { pick(&categories, masks.1) } else { Vec::new() },
+                    include_brands: if uses.1 & 1 != 0 { pick(&brands, masks.2) } else { Vec::new() },
+                    exclude_brands: if uses.1 & 2 != 0 { pick(&brands, masks.3) } else { Vec::new() },
+                    min_price,
+                    max_price,
+                    include_unavailable: flags.0,
+                    exclude_interacted: flags.1,
+                    promoted: promoted.iter().map(|&(n, b)| (format!("sku-{n:04}"), b)).collect(),
+                    max_per_category: caps.0,
+                    max_per_brand: caps.1,
+                    mmr_lambda: caps.2,
+                };
+                let user_id = if user < m.n_users() { m.user_ids()[user].clone() } else { "a-stranger".to_string() };
+                let seen_policy = if include_seen { SeenPolicy::Include } else { SeenPolicy::Exclude };
+                let q = RecommendQuery { rules: rules.clone(), seen: seen_policy, ..query(Subject::User(user_id.clone()), k) };
+                let passes = |i: ItemIdx| {
+                    let it = m.item(i);
+                    (rules.include_unavailable || m.is_available(i))
+                        && (rules.include_categories.is_empty() || rules.include_categories.contains(&it.category))
+                        && !rules.exclude_categories.contains(&it.category)
+                        && (rules.include_brands.is_empty() || rules.include_brands.contains(&it.brand))
+                        && !rules.exclude_brands.contains(&it.brand)
+                        && min_price.is_none_or(|lo| it.price.is_some_and(|p| p >= lo))
+                        && max_price.is_none_or(|hi| it.price.is_some_and(|p| p <= hi))
+                };
+                let history: HashSet<ItemIdx> = m.user_index(&user_id).map(|u| m.history(u).seen().map(|(i, _)| i).collect()).unwrap_or_default();
+                let excludes_history = !include_seen || rules.exclude_interacted;
+                let eligible = (0..m.n_items() as u32).map(ItemIdx).filter(|&i| passes(i) && !(excludes_history && history.contains(&i))).count();
+                for settings in [m.default_settings().exact(), m.default_settings().ann()] {
+                    let r = m.recommend(&q, &settings).unwrap();
+                    let got: Vec<ItemIdx> = r.items.iter().map(|x| x.item).collect();
+                    prop_assert!(got.iter().all(|&i| passes(i)), "a filter was broken: {:?}", got);
+                    prop_assert!(!excludes_history || got.iter().all(|i| !history.contains(i)), "an interacted item came back");
+                    let distinct: HashSet<ItemIdx> = got.iter().copied().collect();
+                    prop_assert_eq!(distinct.len(), got.len(), "an item came twice");
+                    for (cap, field) in [(rules.max_per_category, 0), (rules.max_per_brand, 1)] {
+                        if let Some(cap) = cap {
+                            let mut per: HashMap<&str, usize> = HashMap::new();
+                            for &i in &got {
+                                let it = m.item(i);
+                                *per.entry(if field == 0 { it.category.as_str() } else { it.brand.as_str() }).or_insert(0) += 1;
+                            }
+                            prop_assert!(per.values().all(|&n| n <= cap), "a cap was broken: {:?}", per);
+                        }
+                    }
+                    let full = k.min(eligible);
+                    if rules.diversifies() {
+                        prop_assert!(got.len() <= full);
+                        if got.len() < full {
+                            prop_assert_eq!(r.shortfall, Some(Shortfall::Diversity));
+                        }
+                    } else {
+                        prop_assert_eq!(got.len(), full, "{} eligible, k {}", eligible, k);
+                        prop_assert_eq!(r.shortfall.is_some(), got.len() < k);
+                    }
+                }
+                // Similar items under the same rules: filters and caps hold there too.
+                let sq = SimilarQuery { item_id: m.items()[user % m.n_items()].item_id.clone(), k, mode: SimilarMode::Blend, rules: rules.clone() };
+                let (items, _) = m.similar_items_with_shortfall(&sq, &m.default_settings().ann(), &Cancel::never()).unwrap();
+                prop_assert!(items.iter().all(|x| passes(x.item)));
+            }
         }
 
         proptest! {
@@ -1024,6 +1224,7 @@ mod tests {
                     seen: [SeenPolicy::Trained, SeenPolicy::Exclude, SeenPolicy::Include, SeenPolicy::BuyAgain][policy],
                     exclude_items: exclude,
                     category,
+                    rules: Rules::default(),
                     live: Vec::new(),
                     use_stored_history: true,
                 };
@@ -1035,7 +1236,7 @@ mod tests {
                     Err(e) => prop_assert!(matches!(e, Error::InvalidArgument { .. }), "{}", e),
                 }
                 let mode = [SimilarMode::Collaborative, SimilarMode::Content, SimilarMode::Blend][similar_mode];
-                match m.similar_items(&SimilarQuery { item_id: user, k, mode }, &s) {
+                match m.similar_items(&SimilarQuery { item_id: user, k, mode, rules: Rules::default() }, &s) {
                     Ok(items) => prop_assert!(items.len() <= k),
                     Err(e) => prop_assert!(matches!(e, Error::InvalidArgument { .. } | Error::NotFound(_)), "{}", e),
                 }

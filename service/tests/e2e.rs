@@ -97,6 +97,7 @@ async fn ann_served_model_agrees_with_exact_scoring() {
         item_id: "1".into(),
         k: 10,
         mode: mode as i32,
+        rules: None,
     };
     for mode in [Mode::Collaborative, Mode::Content, Mode::Blend] {
         let want = ids(&exact.similar_items(similar(mode)).await.unwrap().into_inner().items);
@@ -197,6 +198,7 @@ async fn content_neighbours_of_toy_story_share_a_genre() {
             item_id: toy_story.item_id.clone(),
             k: 10,
             mode: Mode::Content as i32,
+            rules: None,
         })
         .await
         .unwrap()
@@ -217,6 +219,7 @@ async fn content_neighbours_of_toy_story_share_a_genre() {
                 item_id: toy_story.item_id.clone(),
                 k: 10,
                 mode: mode as i32,
+                rules: None,
             })
             .await
             .unwrap()
@@ -234,6 +237,7 @@ async fn bad_requests_get_clear_statuses() {
         item_id: item.into(),
         k,
         mode,
+        rules: None,
     };
     let e = c.similar_items(sim("no-such-item", 10, 0)).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);

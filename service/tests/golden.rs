@@ -69,6 +69,7 @@ async fn movielens_answers_match_the_golden_file() {
                     item_id: item.to_string(),
                     k: 10,
                     mode: mode as i32,
+                    rules: None,
                 })
                 .await;
             let text = match r {

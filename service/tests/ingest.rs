@@ -330,7 +330,7 @@ async fn in_category(c: &mut Client, user: &str, category: &str) -> Vec<String> 
 }
 
 async fn similar(c: &mut Client, item: &str, mode: proto::similar_items_request::Mode) -> Result<Vec<String>, tonic::Status> {
-    let r = proto::SimilarItemsRequest { item_id: item.into(), k: 10, mode: mode as i32 };
+    let r = proto::SimilarItemsRequest { item_id: item.into(), k: 10, mode: mode as i32, rules: None };
     Ok(c.similar_items(r).await?.into_inner().items.into_iter().map(|i| i.item_id).collect())
 }
 

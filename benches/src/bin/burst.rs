@@ -132,6 +132,7 @@ fn costliest(args: &Args) -> proto::RecommendRequest {
         exclude_item_ids: (1_000..11_000).map(|n| format!("i{}", n * step)).collect(),
         category: None,
         repeat_policy: 0,
+        rules: None,
     }
 }
 

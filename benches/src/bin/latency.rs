@@ -180,6 +180,7 @@ async fn measure(args: &Args, model_root: &Path, users: &[String], items: &[Stri
                 item_id: item.clone(),
                 k,
                 mode: Mode::Unspecified as i32,
+                rules: None,
             };
             let r = c.similar_items(req).await?.into_inner();
             anyhow::ensure!(r.items.len() == k as usize, "short answer for {item}");

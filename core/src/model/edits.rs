@@ -29,7 +29,8 @@ struct EditIndex {
     current: HashMap<u32, usize>,
     /// Id of an added item → its index (after every trained item).
     added_ids: HashMap<String, u32>,
-    /// Category → items an edit put in it (some may have moved on since).
+    /// `c:<category>` / `b:<brand>` → items an edit gave that category or brand (some
+    /// may have moved on since).
     moved_in: HashMap<String, Vec<ItemIdx>>,
 }
 
@@ -115,7 +116,8 @@ impl CatalogueEdits {
     /// is new.
     pub(crate) fn write(&self, trained: Option<ItemIdx>, entry: Edited) -> (ItemIdx, bool) {
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        let (category, available) = (entry.item.category.clone(), entry.item.available);
+        let keys = [format!("c:{}", entry.item.category), format!("b:{}", entry.item.brand)];
+        let available = entry.item.available;
         let target = trained.or_else(|| index.added_ids.get(&entry.item.item_id).map(|&i| ItemIdx(i)));
         let item = match target {
             Some(i) => i,
@@ -127,8 +129,8 @@ impl CatalogueEdits {
         let new_id = (target.is_none()).then(|| entry.item.item_id.clone());
         let at = self.entries.push(entry);
         index.current.insert(item.0, at);
-        if !category.is_empty() {
-            let members = index.moved_in.entry(category).or_default();
+        for key in keys.into_iter().filter(|k| k.len() > 2) {
+            let members = index.moved_in.entry(key).or_default();
             if let Err(p) = members.binary_search(&item) {
                 members.insert(p, item);
             }
@@ -149,10 +151,19 @@ impl CatalogueEdits {
 
     /// Items an edit put in `category`, sorted (check each one's current category).
     pub(crate) fn moved_into(&self, category: &str) -> Vec<ItemIdx> {
+        self.moved_in(&format!("c:{category}"))
+    }
+
+    /// Items an edit gave `brand`, sorted (check each one's current brand).
+    pub(crate) fn moved_into_brand(&self, brand: &str) -> Vec<ItemIdx> {
+        self.moved_in(&format!("b:{brand}"))
+    }
+
+    fn moved_in(&self, key: &str) -> Vec<ItemIdx> {
         if !self.any() {
             return Vec::new();
         }
-        self.read().moved_in.get(category).cloned().unwrap_or_default()
+        self.read().moved_in.get(key).cloned().unwrap_or_default()
     }
 
     /// Every edited or added item, sorted.

@@ -471,6 +471,7 @@ mod tests {
                 item_id: item.item_id.clone(),
                 k: 5,
                 mode: SimilarMode::Blend,
+                rules: Default::default(),
             };
             out.push((item.item_id.clone(), m.similar_items(&q, &s).map(list).unwrap_or_default()));
         }

@@ -138,6 +138,8 @@ pub struct Model {
     indexes: Indexes,
     /// Category name → its items, sorted by index.
     categories: HashMap<String, Vec<ItemIdx>>,
+    /// Brand name → its items, sorted by index.
+    brands: HashMap<String, Vec<ItemIdx>>,
     neighbours: Neighbours,
     repeat: RepeatModel,
     /// Per item, whether it may be recommended: the catalogue's flag, changed at serving
@@ -201,9 +203,13 @@ impl Model {
         let mut popular_order: Vec<ItemIdx> = (0..items.len() as u32).map(ItemIdx).collect();
         popular_order.sort_by(|a, b| popularity[b.get()].total_cmp(&popularity[a.get()]).then(a.cmp(b)));
         let mut categories: HashMap<String, Vec<ItemIdx>> = HashMap::new();
+        let mut brands: HashMap<String, Vec<ItemIdx>> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             if !item.category.is_empty() {
                 categories.entry(item.category.clone()).or_default().push(ItemIdx(i as u32));
+            }
+            if !item.brand.is_empty() {
+                brands.entry(item.brand.clone()).or_default().push(ItemIdx(i as u32));
             }
         }
         let available = items.iter().map(|i| AtomicBool::new(i.available)).collect();
@@ -228,6 +234,7 @@ impl Model {
             max_norm,
             indexes: Indexes::default(),
             categories,
+            brands,
             neighbours,
             repeat,
         }
@@ -461,13 +468,25 @@ impl Model {
     /// added (empty for an unknown category).
     pub fn items_in_category(&self, category: &str) -> Cow<'_, [ItemIdx]> {
         let trained = self.categories.get(category).map_or(&[][..], Vec::as_slice);
+        self.current_members(trained, || self.edits.moved_into(category), |item| item.category == category)
+    }
+
+    /// The items whose current brand is `brand`, sorted by index, trained and added.
+    pub fn items_of_brand(&self, brand: &str) -> Cow<'_, [ItemIdx]> {
+        let trained = self.brands.get(brand).map_or(&[][..], Vec::as_slice);
+        self.current_members(trained, || self.edits.moved_into_brand(brand), |item| item.brand == brand)
+    }
+
+    /// A trained member list, corrected for catalogue edits: items an edit brought in
+    /// added, items that no longer match dropped.
+    fn current_members<'a>(&'a self, trained: &'a [ItemIdx], moved_in: impl FnOnce() -> Vec<ItemIdx>, matches: impl Fn(&Item) -> bool) -> Cow<'a, [ItemIdx]> {
         if !self.edits.any() {
             return Cow::Borrowed(trained);
         }
-        let mut members: Vec<ItemIdx> = trained.iter().copied().chain(self.edits.moved_into(category)).collect();
+        let mut members: Vec<ItemIdx> = trained.iter().copied().chain(moved_in()).collect();
         members.sort_unstable();
         members.dedup();
-        members.retain(|&i| self.item(i).category == category);
+        members.retain(|&i| matches(self.item(i)));
         Cow::Owned(members)
     }
 

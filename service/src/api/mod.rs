@@ -9,6 +9,7 @@ mod catalogue;
 mod info;
 mod ingest;
 mod recommend;
+mod rules;
 mod similar;
 
 use std::sync::Arc;
@@ -114,7 +115,7 @@ impl Recommender for RecommenderApi {
         request: Request<proto::SimilarItemsRequest>,
     ) -> Result<Response<proto::SimilarItemsResponse>, Status> {
         let query: SimilarQuery = request.into_inner().try_into()?;
-        let answer = self.score(move |l, cancel| l.model.similar_items_or_cancel(&query, &l.settings, cancel)).await?;
+        let answer = self.score(move |l, cancel| l.model.similar_items_with_shortfall(&query, &l.settings, cancel)).await?;
         Ok(Response::new(answer.into()))
     }
 
@@ -330,6 +331,7 @@ mod tests {
 
         let similar = api
             .similar_items(Request::new(proto::SimilarItemsRequest {
+                rules: None,
                 item_id: "sku-0001".into(),
                 k: 4,
                 mode: 99,
@@ -340,6 +342,7 @@ mod tests {
         assert!(similar.message().contains("`mode`"));
         let missing = api
             .similar_items(Request::new(proto::SimilarItemsRequest {
+                rules: None,
                 item_id: "no-such-sku".into(),
                 k: 4,
                 mode: 0,

@@ -32,6 +32,7 @@ impl TryFrom<proto::RecommendRequest> for RecommendQuery {
             exclude_items: r.exclude_item_ids,
             // proto3: an empty optional string is as good as unset.
             category: r.category.filter(|c| !c.is_empty()),
+            rules: super::rules::rules(r.rules),
             // Filled in by the handler from the live state.
             live: Vec::new(),
             use_stored_history: true,
@@ -49,6 +50,7 @@ impl From<Answer<Recommendations>> for proto::RecommendResponse {
                 Retrieval::Popularity => proto::Retrieval::Popularity,
             } as i32,
             items: scored_items(&a.live, a.value.items),
+            shortfall: super::rules::shortfall(a.value.shortfall),
         }
     }
 }

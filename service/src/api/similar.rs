@@ -1,6 +1,7 @@
 //! `SimilarItems`: wire request → [`SimilarQuery`], scored items → wire reply.
 
 use affinity_core::recommend::{Scored, SimilarMode, SimilarQuery};
+use affinity_core::rules::Shortfall;
 use affinity_core::Error;
 
 use super::{scored_items, Answer};
@@ -21,15 +22,18 @@ impl TryFrom<proto::SimilarItemsRequest> for SimilarQuery {
             item_id: r.item_id,
             k: r.k as usize,
             mode,
+            rules: super::rules::rules(r.rules),
         })
     }
 }
 
-impl From<Answer<Vec<Scored>>> for proto::SimilarItemsResponse {
-    fn from(a: Answer<Vec<Scored>>) -> Self {
+impl From<Answer<(Vec<Scored>, Option<Shortfall>)>> for proto::SimilarItemsResponse {
+    fn from(a: Answer<(Vec<Scored>, Option<Shortfall>)>) -> Self {
+        let (items, shortfall) = a.value;
         proto::SimilarItemsResponse {
             model_version: a.live.model.version().to_string(),
-            items: scored_items(&a.live, a.value),
+            items: scored_items(&a.live, items),
+            shortfall: super::rules::shortfall(shortfall),
         }
     }
 }

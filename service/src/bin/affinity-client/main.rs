@@ -16,7 +16,7 @@ use affinity_service::proto::recommender_client::RecommenderClient;
 use affinity_service::proto::similar_items_request::Mode;
 use affinity_service::proto::{self, RecentItems};
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use tonic::transport::Channel;
 
@@ -87,6 +87,8 @@ enum Command {
         /// Requests in flight at once in batch mode.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        #[command(flatten)]
+        rules: RuleArgs,
     },
     /// Items similar to one item.
     Similar {
@@ -96,6 +98,8 @@ enum Command {
         k: u32,
         #[arg(long, value_enum, default_value = "blend")]
         mode: ModeArg,
+        #[command(flatten)]
+        rules: RuleArgs,
     },
     /// The loaded model's version and size.
     Info,
@@ -141,6 +145,72 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         wait_seconds: u64,
     },
+}
+
+/// Business rules, as flags (lists comma-separated).
+#[derive(Args, Debug, Default)]
+struct RuleArgs {
+    /// Only items of these categories.
+    #[arg(long, value_delimiter = ',')]
+    include_categories: Vec<String>,
+    /// Never items of these categories.
+    #[arg(long, value_delimiter = ',')]
+    exclude_categories: Vec<String>,
+    /// Only items of these brands.
+    #[arg(long, value_delimiter = ',')]
+    include_brands: Vec<String>,
+    /// Never items of these brands.
+    #[arg(long, value_delimiter = ',')]
+    exclude_brands: Vec<String>,
+    #[arg(long)]
+    min_price: Option<f32>,
+    #[arg(long)]
+    max_price: Option<f32>,
+    /// Let items taken off sale through.
+    #[arg(long)]
+    include_unavailable: bool,
+    /// Never an item the user interacted with.
+    #[arg(long)]
+    exclude_interacted: bool,
+    /// Promoted items as `item_id:boost`, comma-separated (boost 1 lifts the weakest
+    /// candidate level with the best).
+    #[arg(long, value_delimiter = ',', value_parser = parse_promotion)]
+    promote: Vec<proto::Promotion>,
+    /// At most this many items of one category.
+    #[arg(long)]
+    max_per_category: Option<u32>,
+    /// At most this many items of one brand.
+    #[arg(long)]
+    max_per_brand: Option<u32>,
+    /// Maximal marginal relevance λ in [0, 1] (1: off).
+    #[arg(long)]
+    mmr_lambda: Option<f32>,
+}
+
+fn parse_promotion(s: &str) -> std::result::Result<proto::Promotion, String> {
+    let (id, boost) = s.rsplit_once(':').ok_or_else(|| format!("`{s}`: expected item_id:boost"))?;
+    let boost = boost.parse::<f32>().map_err(|e| format!("`{s}`: boost: {e}"))?;
+    Ok(proto::Promotion { item_id: id.to_string(), boost })
+}
+
+impl RuleArgs {
+    fn into_proto(self) -> Option<proto::Rules> {
+        let r = proto::Rules {
+            include_categories: self.include_categories,
+            exclude_categories: self.exclude_categories,
+            include_brands: self.include_brands,
+            exclude_brands: self.exclude_brands,
+            min_price: self.min_price,
+            max_price: self.max_price,
+            include_unavailable: self.include_unavailable,
+            exclude_interacted: self.exclude_interacted,
+            promoted: self.promote,
+            max_per_category: self.max_per_category.unwrap_or(0),
+            max_per_brand: self.max_per_brand.unwrap_or(0),
+            mmr_lambda: self.mmr_lambda,
+        };
+        (r != proto::Rules::default()).then_some(r)
+    }
 }
 
 #[tokio::main]
@@ -281,7 +351,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Similar { item, k, mode } => {
+        Command::Similar { item, k, mode, rules } => {
             let mode = match mode {
                 ModeArg::Blend => Mode::Blend,
                 ModeArg::Collaborative => Mode::Collaborative,
@@ -292,6 +362,7 @@ async fn run(cli: Cli) -> Result<()> {
                     item_id: item.clone(),
                     k,
                     mode: mode as i32,
+                    rules: rules.into_proto(),
                 })
                 .await
                 .map_err(status_msg)?
@@ -308,8 +379,10 @@ async fn run(cli: Cli) -> Result<()> {
             exclude,
             category,
             concurrency,
+            rules,
         } => {
             let template = proto::RecommendRequest {
+                rules: rules.into_proto(),
                 subject: None,
                 k,
                 exclude_seen: include_seen.then_some(false),

@@ -45,6 +45,7 @@ pub async fn smoke(addr: &str, timeout: Duration) -> Result<()> {
             item_id: "sku-0001".into(),
             k: 5,
             mode: Mode::Blend as i32,
+            rules: None,
         })
         .await?
         .into_inner();
