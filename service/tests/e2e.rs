@@ -585,3 +585,66 @@ async fn repeat_policy_buy_again_lists_only_history_and_exclude_seen_overrides_i
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("repeat_policy"), "{}", e.message());
 }
+
+#[tokio::test]
+async fn business_rules_hold_over_grpc_exact_and_ann() {
+    let category: HashMap<String, String> = movielens().items.iter().map(|i| (i.item_id.clone(), i.category.clone())).collect();
+    for model in [movielens_model(), movielens_ann_model()] {
+        let server = start_server(model).await;
+        let mut c = client(&server).await;
+        let ruled = |rules: proto::Rules| proto::RecommendRequest { rules: Some(rules), ..rec("1", 10) };
+        // A selective filter still fills the list.
+        let docs = c
+            .recommend(ruled(proto::Rules { include_categories: vec!["Documentary".into()], ..Default::default() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(docs.items.len(), 10);
+        assert!(docs.items.iter().all(|i| category[&i.item_id] == "Documentary"));
+        assert_eq!(docs.shortfall, proto::Shortfall::None as i32);
+        // At most two per category, still ten items, none seen.
+        let diverse = c.recommend(ruled(proto::Rules { max_per_category: 2, ..Default::default() })).await.unwrap().into_inner();
+        assert_eq!(diverse.items.len(), 10);
+        let mut per: HashMap<&str, usize> = HashMap::new();
+        for i in &diverse.items {
+            *per.entry(category[&i.item_id].as_str()).or_default() += 1;
+        }
+        assert!(per.values().all(|&n| n <= 2), "{per:?}");
+        assert!(diverse.items.iter().all(|i| !seen_by("1").contains(&i.item_id)));
+        // A promoted item (unseen by the user) goes first.
+        let plain = c.recommend(rec("1", 10)).await.unwrap().into_inner();
+        let promoted = plain.items[9].item_id.clone();
+        let boosted = c
+            .recommend(ruled(proto::Rules { promoted: vec![proto::Promotion { item_id: promoted.clone(), boost: 2.0 }], ..Default::default() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(boosted.items[0].item_id, promoted);
+        // A filter nothing passes: an empty list, said so, not an error.
+        let none = c.recommend(ruled(proto::Rules { min_price: Some(1.0), ..Default::default() })).await.unwrap().into_inner();
+        assert!(none.items.is_empty());
+        assert_eq!(none.shortfall, proto::Shortfall::Filters as i32);
+        // Contradictory rules name their field.
+        let e = c
+            .recommend(ruled(proto::Rules { min_price: Some(10.0), max_price: Some(5.0), ..Default::default() }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("rules.max_price"), "{}", e.message());
+        let e = c.recommend(ruled(proto::Rules { mmr_lambda: Some(2.0), ..Default::default() })).await.unwrap_err();
+        assert!(e.code() == Code::InvalidArgument && e.message().contains("rules.mmr_lambda"), "{}", e.message());
+        // Similar items under rules.
+        let similar = c
+            .similar_items(proto::SimilarItemsRequest {
+                item_id: "1".into(),
+                k: 10,
+                mode: Mode::Blend as i32,
+                rules: Some(proto::Rules { exclude_categories: vec!["Animation".into(), "Comedy".into()], max_per_category: 3, ..Default::default() }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(similar.items.len(), 10);
+        assert!(similar.items.iter().all(|i| !["Animation", "Comedy"].contains(&category[&i.item_id].as_str())));
+    }
+}
