@@ -12,13 +12,14 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use affinity_core::data::TimeKind;
 use affinity_core::model::format;
 use affinity_core::model::publish::Retention;
 use affinity_core::params::TrainParams;
 use affinity_core::train::{train, NoProgress};
+use affinity_benches::{print_rows, time_calls, Row};
 use affinity_core::ItemIdx;
 use affinity_lab::import::{self, Source};
 use affinity_service::proto::recommend_request::Subject;
@@ -29,7 +30,6 @@ use affinity_service::server;
 use affinity_service::state::{ServerState, SettingsOverrides};
 use anyhow::{Context, Result};
 use clap::Parser;
-use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
@@ -53,19 +53,6 @@ struct Args {
 }
 
 #[derive(Serialize)]
-struct Row {
-    method: String,
-    requests: usize,
-    p50_us: f64,
-    p90_us: f64,
-    p99_us: f64,
-    p999_us: f64,
-    max_us: f64,
-    mean_us: f64,
-    throughput_rps: f64,
-}
-
-#[derive(Serialize)]
 struct Report {
     dataset: String,
     build: &'static str,
@@ -75,21 +62,6 @@ struct Report {
     k: u32,
     warmup: usize,
     rows: Vec<Row>,
-}
-
-fn summarise(method: &str, h: &Histogram<u64>, wall: Duration) -> Row {
-    let us = |v: u64| v as f64 / 1_000.0;
-    Row {
-        method: method.to_string(),
-        requests: h.len() as usize,
-        p50_us: us(h.value_at_quantile(0.50)),
-        p90_us: us(h.value_at_quantile(0.90)),
-        p99_us: us(h.value_at_quantile(0.99)),
-        p999_us: us(h.value_at_quantile(0.999)),
-        max_us: us(h.max()),
-        mean_us: h.mean() / 1_000.0,
-        throughput_rps: h.len() as f64 / wall.as_secs_f64(),
-    }
 }
 
 fn main() -> Result<()> {
@@ -125,16 +97,7 @@ fn main() -> Result<()> {
         "dataset {} · {} users · {} items · scoring {} · k {} · {} build · sequential, {} warm-up",
         report.dataset, report.users, report.items, report.scoring, report.k, report.build, report.warmup
     );
-    println!(
-        "{:<14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
-        "method", "requests", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs", "mean µs", "req/s"
-    );
-    for r in &report.rows {
-        println!(
-            "{:<14} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0}",
-            r.method, r.requests, r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us, r.mean_us, r.throughput_rps
-        );
-    }
+    print_rows(&report.rows);
     if let Some(parent) = args.json.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -192,26 +155,4 @@ async fn measure(args: &Args, model_root: &Path, users: &[String], items: &[Stri
     let _ = stop.send(());
     serving.await??;
     Ok(rows)
-}
-
-/// Sends `warmup + requests` sequential calls and summarises the latency of the last
-/// `requests` (each call's future is built before its timer starts).
-async fn time_calls<F, Fut>(method: &str, warmup: usize, requests: usize, mut call: F) -> Result<Row>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-    let mut wall = Instant::now();
-    for n in 0..warmup + requests {
-        if n == warmup {
-            hist.reset();
-            wall = Instant::now();
-        }
-        let pending = call();
-        let t = Instant::now();
-        pending.await?;
-        hist.record(t.elapsed().as_nanos() as u64)?;
-    }
-    Ok(summarise(method, &hist, wall.elapsed()))
 }
