@@ -18,6 +18,7 @@
 //!   and user, and the seen-items policy built on it.
 //! - [`recommend`]: queries, their validation, and scoring (recommendations, similar items);
 //!   [`rules`]: business rules on them (filters, promotions, diversity);
+//!   [`segments`]: user segments and their popularity (cold start by attributes);
 //!   [`cancel`]: the flag that stops scoring nobody waits for.
 //! - [`demo`]: a deterministic synthetic store for the demo server and tests.
 //!
@@ -42,6 +43,7 @@ pub mod params;
 pub mod recommend;
 pub mod repeat;
 pub mod rules;
+pub mod segments;
 pub mod settings;
 #[cfg(test)]
 mod testing;

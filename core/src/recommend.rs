@@ -24,6 +24,7 @@ use crate::interactions::RecentEvent;
 use crate::model::Model;
 use crate::repeat::SeenPolicy;
 use crate::rules::{self, ItemFilter, Rules, Shortfall};
+use crate::segments::{Segment, SegmentPopularity};
 use crate::settings::ServingSettings;
 
 /// Largest `k` a request may ask for.
@@ -79,6 +80,10 @@ pub struct RecommendQuery {
     pub category: Option<String>,
     /// Business rules: filters, promotions, diversity.
     pub rules: Rules,
+    /// Attributes passed with the request for a user without usable history (else the
+    /// model's stored attributes of the user are used): they get their segment's popular
+    /// items.
+    pub attributes: Option<Segment>,
     /// Events of this user the model was not trained on (the server's live state),
     /// oldest first: they join the history, the fold-in, the recent items and the seen
     /// set. Items the model does not know are ignored.
@@ -109,6 +114,7 @@ impl RecommendQuery {
             exclude_items: Vec::new(),
             category: None,
             rules: Rules::default(),
+            attributes: None,
             live: Vec::new(),
             use_stored_history: true,
         }
@@ -124,6 +130,9 @@ impl RecommendQuery {
         }
         check_ids("exclude_item_ids", self.exclude_items.iter(), MAX_EXCLUDED_ITEMS)?;
         self.rules.validate()?;
+        if let Some(a) = &self.attributes {
+            a.validate()?;
+        }
         match &self.category {
             Some(c) if c.is_empty() => Err(Error::invalid_argument("category", "must not be empty when set")),
             Some(c) => check_ids("category", std::iter::once(c), 1),
@@ -408,7 +417,18 @@ impl Model {
         }
         let personal = profile.vector.take().filter(|v| v.iter().any(|&x| x != 0.0));
         let Some(u) = personal else {
-            let popular = self.popular(&filter, query.k, &query.rules);
+            // No usable history: the popular items of the user's segment, when their
+            // attributes say which (passed in, or stored for a known user).
+            let stored = match &query.subject {
+                Subject::User(id) => self.user_index(id).filter(|_| query.use_stored_history).map(|u| Segment::of_user(self.user_attributes(u))),
+                Subject::Session(_) => None,
+            };
+            let segment = query.attributes.clone().or(stored).filter(|s| !s.is_everyone());
+            let counted = segment.map(|s| {
+                let p = self.segment_popularity(&s);
+                (s, p)
+            });
+            let popular = self.popular(&filter, query.k, &query.rules, counted.as_ref().map(|(s, p)| (s, p)));
             return Ok(vec![popular; blends.len()]);
         };
         let recent = profile.recent;
@@ -649,36 +669,43 @@ impl Model {
             .collect()
     }
 
-    fn popular(&self, filter: &Eligibility<'_>, k: usize, rules: &Rules) -> Recommendations {
+    /// The most popular eligible items: store-wide, or within `segment` (its counts
+    /// smoothed toward store-wide popularity, see [`crate::segments`]).
+    fn popular(&self, filter: &Eligibility<'_>, k: usize, rules: &Rules, segment: Option<(&Segment, &SegmentPopularity)>) -> Recommendations {
         // Popularity order needs no scoring: the first eligible items are the answer, but
-        // promotions and diversity choose among a wider pool.
-        let pool = if rules.promoted.is_empty() && !rules.diversifies() { k } else { (k * 10).max(200) };
-        let mut scored: Vec<(f32, ItemIdx)> = self
-            .popular_order()
-            .iter()
-            .copied()
-            .filter(|&i| filter.allows(i))
-            .take(pool)
-            .map(|i| (self.popularity(i), i))
-            .collect();
-        if !rules.promoted.is_empty() {
-            let mut promoted: Vec<ItemIdx> = rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)).filter(|&i| filter.allows(i)).collect();
-            promoted.retain(|i| !scored.iter().any(|s| s.1 == *i));
-            scored.extend(promoted.into_iter().map(|i| (self.popularity(i), i)));
+        // promotions, diversity and a segment's order choose among a wider pool: the
+        // store's top items and every item the segment had.
+        let wide = !rules.promoted.is_empty() || rules.diversifies() || segment.is_some();
+        let pool = if wide { (k * 10).max(200) } else { k };
+        let score = |i: ItemIdx| match segment {
+            Some((_, p)) => p.score(self, i),
+            None => self.popularity(i),
+        };
+        let mut candidates: Vec<ItemIdx> = self.popular_order().iter().copied().filter(|&i| filter.allows(i)).take(pool).collect();
+        if let Some((_, p)) = segment {
+            candidates.extend(p.counts.keys().copied().filter(|&i| filter.allows(i)));
         }
+        candidates.extend(rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)).filter(|&i| filter.allows(i)));
+        candidates.sort_unstable();
+        candidates.dedup();
+        let scored: Vec<(f32, ItemIdx)> = candidates.into_iter().map(|i| (score(i), i)).collect();
         let (mut ranked, mut shortfall) = finish(self, scored, k, rules);
         if shortfall == Some(Shortfall::Diversity) {
             // The pool ran short under the caps: every eligible item.
-            let all: Vec<(f32, ItemIdx)> = self.popular_order().iter().copied().filter(|&i| filter.allows(i)).map(|i| (self.popularity(i), i)).collect();
+            let all: Vec<(f32, ItemIdx)> = self.popular_order().iter().copied().filter(|&i| filter.allows(i)).map(|i| (score(i), i)).collect();
             (ranked, shortfall) = finish(self, all, k, rules);
         }
+        let text = match segment {
+            Some((s, _)) => format!("popular with {s}"),
+            None => "popular with all users (no history for this user yet)".to_string(),
+        };
         let items = ranked
             .into_iter()
             .map(|(score, i)| Scored {
                 item: i,
                 score,
                 reason: ReasonKind::Popular,
-                reason_text: "popular with all users (no history for this user yet)".to_string(),
+                reason_text: text.clone(),
             })
             .collect();
         Recommendations {
@@ -686,6 +713,27 @@ impl Model {
             retrieval: Retrieval::Popularity,
             shortfall,
         }
+    }
+
+    /// The most popular items of `segment` (everyone when it sets no field), under
+    /// `rules` and an optional category; also returns how many users the segment holds.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the field for a bad `k`, segment, category or rule.
+    pub fn popular_in(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize) -> Result<(Recommendations, usize)> {
+        validate_k(k)?;
+        segment.validate()?;
+        rules.validate()?;
+        if let Some(c) = category {
+            check_ids("category", std::iter::once(&c.to_string()), 1)?;
+        }
+        let filter = Eligibility::new(self, Vec::new(), Vec::new(), ItemFilter::new(self, rules, category));
+        if segment.is_everyone() {
+            return Ok((self.popular(&filter, k, rules, None), self.n_users()));
+        }
+        let counted = self.segment_popularity(segment);
+        let users = counted.users;
+        Ok((self.popular(&filter, k, rules, Some((segment, &counted))), users))
     }
 
     /// Items most similar to the query item in the given space, best first.
@@ -839,6 +887,7 @@ mod tests {
             exclude_items: Vec::new(),
             category: None,
             rules: Rules::default(),
+            attributes: None,
             live: Vec::new(),
             use_stored_history: true,
         }
@@ -1225,6 +1274,7 @@ mod tests {
                     exclude_items: exclude,
                     category,
                     rules: Rules::default(),
+                    attributes: None,
                     live: Vec::new(),
                     use_stored_history: true,
                 };

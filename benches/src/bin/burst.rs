@@ -133,6 +133,7 @@ fn costliest(args: &Args) -> proto::RecommendRequest {
         category: None,
         repeat_policy: 0,
         rules: None,
+        attributes: None,
     }
 }
 

@@ -8,6 +8,7 @@
 mod catalogue;
 mod info;
 mod ingest;
+mod popular;
 mod recommend;
 mod rules;
 mod similar;
@@ -116,6 +117,13 @@ impl Recommender for RecommenderApi {
     ) -> Result<Response<proto::SimilarItemsResponse>, Status> {
         let query: SimilarQuery = request.into_inner().try_into()?;
         let answer = self.score(move |l, cancel| l.model.similar_items_with_shortfall(&query, &l.settings, cancel)).await?;
+        Ok(Response::new(answer.into()))
+    }
+
+    #[instrument(skip_all, fields(k = request.get_ref().k))]
+    async fn popular(&self, request: Request<proto::PopularRequest>) -> Result<Response<proto::PopularResponse>, Status> {
+        let q: popular::PopularQuery = request.into_inner().try_into()?;
+        let answer = self.score(move |l, _| l.model.popular_in(&q.segment, q.category.as_deref(), &q.rules, q.k)).await?;
         Ok(Response::new(answer.into()))
     }
 

@@ -33,6 +33,10 @@ impl TryFrom<proto::RecommendRequest> for RecommendQuery {
             // proto3: an empty optional string is as good as unset.
             category: r.category.filter(|c| !c.is_empty()),
             rules: super::rules::rules(r.rules),
+            attributes: match r.attributes {
+                Some(a) => Some(super::popular::segment(Some(a), "attributes")?),
+                None => None,
+            },
             // Filled in by the handler from the live state.
             live: Vec::new(),
             use_stored_history: true,

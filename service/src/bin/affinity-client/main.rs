@@ -101,6 +101,26 @@ enum Command {
         #[command(flatten)]
         rules: RuleArgs,
     },
+    /// The most popular items in a segment of users (no segment flag: every user).
+    Popular {
+        #[arg(long, default_value_t = 10)]
+        k: u32,
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        /// An age in years or a band (<18, 18-24, 25-34, 35-44, 45-54, 55+).
+        #[arg(long)]
+        age: Option<String>,
+        #[arg(long)]
+        gender: Option<String>,
+        #[arg(long)]
+        occupation: Option<String>,
+        #[arg(long)]
+        income: Option<String>,
+        #[command(flatten)]
+        rules: RuleArgs,
+    },
     /// The loaded model's version and size.
     Info,
     /// Admin: make the server load the version `current` names now.
@@ -351,6 +371,15 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Popular { k, category, region, age, gender, occupation, income, rules } => {
+            let segment = proto::UserAttributes { region, age, gender, occupation, income };
+            let r = client
+                .popular(proto::PopularRequest { segment: Some(segment), category, k, rules: rules.into_proto() })
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            print_items(&mut out, cli.format, &format!("segment of {} users", r.segment_users), &r.items, &r.model_version)?;
+        }
         Command::Similar { item, k, mode, rules } => {
             let mode = match mode {
                 ModeArg::Blend => Mode::Blend,
@@ -383,6 +412,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let template = proto::RecommendRequest {
                 rules: rules.into_proto(),
+                attributes: None,
                 subject: None,
                 k,
                 exclude_seen: include_seen.then_some(false),
