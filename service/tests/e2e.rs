@@ -648,3 +648,34 @@ async fn business_rules_hold_over_grpc_exact_and_ann() {
         assert!(similar.items.iter().all(|i| !["Animation", "Comedy"].contains(&category[&i.item_id].as_str())));
     }
 }
+
+#[tokio::test]
+async fn segment_popularity_and_cold_start_by_attributes_over_grpc() {
+    let server = start_server(movielens_model()).await;
+    let mut c = client(&server).await;
+    let attrs = proto::UserAttributes { age: Some("21".into()), gender: Some("F".into()), ..Default::default() };
+    let popular = c
+        .popular(proto::PopularRequest { segment: Some(attrs.clone()), k: 10, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let direct = movielens().users.iter().filter(|u| u.gender == "F" && (18..=24).contains(&u.age.parse::<u32>().unwrap_or(0))).count();
+    assert_eq!(popular.segment_users as usize, direct);
+    assert_eq!(popular.items.len(), 10);
+    let store = c.popular(proto::PopularRequest { k: 10, ..Default::default() }).await.unwrap().into_inner();
+    assert_ne!(ids(&popular.items), ids(&store.items), "a segment has its own list");
+    // A new visitor with those attributes gets the segment's list, saying so.
+    let cold = c
+        .recommend(proto::RecommendRequest { attributes: Some(attrs), ..rec("first-visit", 10) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(&cold.items), ids(&popular.items));
+    assert_eq!(cold.items[0].reason.as_ref().unwrap().text, "popular with gender F, age 18-24");
+    // A bad age names its field.
+    let bad = proto::UserAttributes { age: Some("eighteen".into()), ..Default::default() };
+    let e = c.popular(proto::PopularRequest { segment: Some(bad.clone()), k: 10, ..Default::default() }).await.unwrap_err();
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("segment.age"), "{}", e.message());
+    let e = c.recommend(proto::RecommendRequest { attributes: Some(bad), ..rec("x", 10) }).await.unwrap_err();
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("attributes.age"), "{}", e.message());
+}
