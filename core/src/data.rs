@@ -33,11 +33,15 @@ pub enum EventKind {
     Share,
     /// The user rated the item; `value` holds the rating, if given.
     Rating,
+    /// The item was shown to the user (in a list, a carousel). An exposure, not
+    /// something the user did with the item: kept in the event log for item metrics,
+    /// never trained on, never counted as seen (see [`EventKind::is_interaction`]).
+    Impression,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::View,
         EventKind::Click,
         EventKind::Cart,
@@ -45,7 +49,14 @@ impl EventKind {
         EventKind::Like,
         EventKind::Share,
         EventKind::Rating,
+        EventKind::Impression,
     ];
+
+    /// Whether the user acted on the item (every kind but an impression): what training,
+    /// evaluation and the seen set count.
+    pub fn is_interaction(self) -> bool {
+        self != EventKind::Impression
+    }
 
     /// The lower-case name used in `events.csv`.
     pub fn as_str(self) -> &'static str {
@@ -57,6 +68,7 @@ impl EventKind {
             EventKind::Like => "like",
             EventKind::Share => "share",
             EventKind::Rating => "rating",
+            EventKind::Impression => "impression",
         }
     }
 }
@@ -75,7 +87,7 @@ impl FromStr for EventKind {
             .copied()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown event `{s}` (expected one of view, click, cart, purchase, like, share, rating)")
+                format!("unknown event `{s}` (expected one of view, click, cart, purchase, like, share, rating, impression)")
             })
     }
 }

@@ -61,6 +61,7 @@ impl EventWeights {
             EventKind::Like => self.like,
             EventKind::Share => self.share,
             EventKind::Rating => self.rating,
+            EventKind::Impression => 0.0,
         }
     }
 }
@@ -144,6 +145,9 @@ impl Interactions {
         let mut users = users;
         let mut per_user: Vec<Vec<(u32, usize)>> = vec![Vec::new(); users.len()];
         for (pos, e) in events.iter().enumerate() {
+            if !e.kind.is_interaction() {
+                continue;
+            }
             let u = users.insert(&e.user_id) as usize;
             let i = items.insert(&e.item_id);
             if u >= per_user.len() {
@@ -156,7 +160,7 @@ impl Interactions {
         let consumption = if events.iter().any(|e| e.kind == EventKind::Purchase) {
             vec![EventKind::Purchase]
         } else {
-            EventKind::ALL.to_vec()
+            EventKind::ALL.into_iter().filter(|k| k.is_interaction()).collect()
         };
         let mut repeats = RepeatInput::new(consumption);
         let mut rows: Vec<Vec<(u32, f32)>> = Vec::with_capacity(per_user.len());
@@ -263,6 +267,9 @@ mod tests {
             ev("a", "y", EventKind::Purchase, Some(1)),
             ev("a", "x", EventKind::Cart, Some(2)),
             ev("b", "y", EventKind::View, Some(1)),
+            // Exposures are not interactions: no cell, no item, no recent event.
+            ev("a", "y", EventKind::Impression, Some(4)),
+            ev("a", "shown-only", EventKind::Impression, Some(5)),
         ];
         let raw = WeightParams {
             normalize: false,

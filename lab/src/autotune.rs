@@ -86,7 +86,7 @@ pub struct Carve {
 pub fn carve(events: &[Event], time_kind: TimeKind, seed: u64) -> Option<Carve> {
     // Per user: distinct items in order of their last occurrence (file order breaks ties).
     let mut last: HashMap<(&str, &str), (i64, usize)> = HashMap::new();
-    for (pos, e) in events.iter().enumerate() {
+    for (pos, e) in events.iter().enumerate().filter(|(_, e)| e.kind.is_interaction()) {
         let t = if time_kind == TimeKind::None { 0 } else { e.timestamp.unwrap_or(i64::MIN) };
         let slot = last.entry((&e.user_id, &e.item_id)).or_insert((t, pos));
         *slot = (*slot).max((t, pos));
@@ -116,7 +116,7 @@ pub fn carve(events: &[Event], time_kind: TimeKind, seed: u64) -> Option<Carve> 
     if held.is_empty() {
         return None;
     }
-    let present: Vec<EventKind> = EventKind::ALL.into_iter().filter(|&k| events.iter().any(|e| e.kind == k)).collect();
+    let present: Vec<EventKind> = EventKind::ALL.into_iter().filter(|&k| k.is_interaction() && events.iter().any(|e| e.kind == k)).collect();
     let target_kinds = if present.contains(&EventKind::Purchase) { vec![EventKind::Purchase] } else { present };
     let mut fit = Vec::with_capacity(events.len());
     let mut relevant: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -155,6 +155,8 @@ fn temporal_cut(events: Vec<Event>) -> (Vec<Event>, Vec<Event>) {
 
 /// Splits `events` by `protocol`.
 pub fn split(events: Vec<Event>, protocol: Protocol, seed: u64, time_kind: TimeKind) -> Result<SplitSet> {
+    // Impressions are exposures, not interactions: nothing to train on or to predict.
+    let events: Vec<Event> = events.into_iter().filter(|e| e.kind.is_interaction()).collect();
     let (train, valid, test) = match protocol {
         Protocol::Random => {
             let (rest, test) = random_holdout(events, seed);

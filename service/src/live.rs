@@ -125,7 +125,8 @@ impl LiveUsers {
     /// twice (a reload racing new ingests) changes nothing.
     pub fn apply<'a>(&self, events: impl IntoIterator<Item = (u64, &'a Event)>) {
         let mut by_shard: Vec<Vec<(u64, &Event)>> = vec![Vec::new(); self.shards.len()];
-        for (seq, e) in events {
+        // Impressions stay in the log (item metrics) but are not something the user did.
+        for (seq, e) in events.into_iter().filter(|(_, e)| e.kind.is_interaction()) {
             by_shard[self.shard_of(&e.user_id)].push((seq, e));
         }
         for (shard, events) in by_shard.into_iter().enumerate().filter(|(_, e)| !e.is_empty()) {

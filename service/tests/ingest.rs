@@ -140,6 +140,22 @@ async fn ingested_events_shape_the_next_recommend_and_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn impressions_are_stored_but_never_count_as_seen() {
+    let root = own_root("ingest-impressions");
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let before = top10(&mut c, "1").await;
+    let shown: Vec<IngestEvent> = before.iter().map(|i| event("1", &i.item_id, "impression")).collect();
+    let r = c.ingest_events(proto::IngestEventsRequest { events: shown }).await.unwrap().into_inner();
+    assert_eq!(r.stored, 10);
+    let info = c.model_info(proto::ModelInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!((info.log_appended, info.live_events), (10, 0), "logged, not live");
+    let after = top10(&mut c, "1").await;
+    let ids = |l: &[proto::ScoredItem]| l.iter().map(|i| i.item_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&after), ids(&before), "an item shown is not an item seen");
+}
+
+#[tokio::test]
 async fn a_bad_event_refuses_its_whole_batch_naming_index_and_field() {
     let root = own_root("ingest-bad");
     let server = start_server(&root).await;
