@@ -14,6 +14,8 @@
 //!   settings scoring takes as a separate value.
 //! - [`model`]: the in-memory model; [`model::format`]: its versioned, checksummed
 //!   directory (the trainer ↔ server contract).
+//! - [`activity`]: each user's activity summarised at training time, and the profile
+//!   built on it (RFM, lifecycle stage, churn risk).
 //! - [`repeat`]: whether users come back to items they had, learned per item, category
 //!   and user, and the seen-items policy built on it.
 //! - [`recommend`]: queries, their validation, and scoring (recommendations, similar items);
@@ -27,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+pub mod activity;
 pub mod als;
 pub mod ann;
 pub mod cancel;

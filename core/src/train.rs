@@ -158,6 +158,7 @@ pub fn train_for(
         files: Default::default(),
     };
     let repeat = learn_repeats(&matrix.repeats, &items, matrix.users.len());
+    let activity = crate::activity::ActivityTable::build(&dataset.events, &matrix.users, time_kind == TimeKind::Unix);
     progress.begin("model (HNSW indexes if scored by ANN)", 1);
     let mut model = Model::from_parts(ModelParts {
         manifest,
@@ -171,6 +172,7 @@ pub fn train_for(
         content,
         neighbours,
         repeat,
+        activity,
     });
     model.ensure_indexes(&serving);
     progress.advance();

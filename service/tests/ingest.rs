@@ -633,3 +633,27 @@ async fn a_full_disk_fails_writes_with_unavailable_keeps_reads_and_loses_nothing
     let r = c.ingest_events(proto::IngestEventsRequest { events: vec![event("after", "1", "view")] }).await.unwrap().into_inner();
     assert!(r.last_sequence > acked);
 }
+
+#[tokio::test]
+async fn user_profiles_come_from_the_model_and_the_live_state() {
+    let root = own_root("ingest-profile");
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let ask = |user: &str| proto::GetUserProfileRequest { user_id: user.into(), ..Default::default() };
+    let p = c.get_user_profile(ask("1")).await.unwrap().into_inner();
+    let direct = movielens().events.iter().filter(|e| e.user_id == "1").count() as u32;
+    assert_eq!(p.event_counts["rating"], direct);
+    assert!(!p.stage.is_empty() && p.rfm.is_none(), "MovieLens has times but no purchases: {p:?}");
+    assert!(p.churn_risk.is_some_and(|r| (0.0..=1.0).contains(&r)) && p.churn_reason.contains("since the last event"), "{p:?}");
+    assert!(!p.top_categories.is_empty());
+    // Unknown: NOT_FOUND; after a live purchase: a new user with one.
+    assert_eq!(c.get_user_profile(ask("profile-newcomer")).await.unwrap_err().code(), Code::NotFound);
+    let now = p.now.unwrap();
+    let purchase = IngestEvent { timestamp: Some(now), ..event("profile-newcomer", "50", "purchase") };
+    c.ingest_events(proto::IngestEventsRequest { events: vec![purchase] }).await.unwrap();
+    let p = c.get_user_profile(ask("profile-newcomer")).await.unwrap().into_inner();
+    assert_eq!((p.event_counts["purchase"], p.stage.as_str()), (1, "new"));
+    let bad = proto::GetUserProfileRequest { churn_days: Some(0.0), ..ask("1") };
+    let e = c.get_user_profile(bad).await.unwrap_err();
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("churn_days"), "{}", e.message());
+}

@@ -7,7 +7,7 @@
 //!   20261123T180000.123456Z-1a2b3c4d/   # one version
 //!     manifest.json                     # format version, counts, parameters, serving
 //!                                       # settings, SHA-256 of every file
-//!     items.bin users.bin popularity.bin neighbours.bin repeat.bin
+//!     items.bin users.bin popularity.bin neighbours.bin repeat.bin activity.bin
 //!     collab_items.f32 collab_users.f32 content.f32
 //!     collab_mips.hnsw.{graph,data} collab_cos.hnsw.{graph,data} content.hnsw.{graph,data}
 //! ```
@@ -16,10 +16,11 @@
 //! then `current` is replaced by rename, so a reader never sees a partial model. Loading
 //! checks the format version and every checksum before decoding anything.
 //!
-//! Compatibility: a build reads its own format version and the one before it; older and
-//! newer ones are refused with a message saying what to do. Format 3 added `repeat.bin`
-//! (what the model learned about returns, [`crate::repeat`]); a format-2 model loads
-//! with none learned, so it excludes what users had, as it always did.
+//! Compatibility: a build reads formats 2 to its own; older and newer ones are refused
+//! with a message saying what to do. Format 3 added `repeat.bin` (what the model learned
+//! about returns, [`crate::repeat`]); a format-2 model loads with none learned, so it
+//! excludes what users had, as it always did. Format 4 added `activity.bin` (each user's
+//! activity summary, [`crate::activity`]); older models load with empty summaries.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -39,14 +40,15 @@ use crate::error::{Error, Result};
 use crate::ids::IdMap;
 use crate::neighbors::Neighbours;
 use crate::params::{TrainParams, TuningReport};
+use crate::activity::ActivityTable;
 use crate::repeat::RepeatModel;
 use crate::settings::ServingSettings;
 
 /// The model format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The oldest model format this build reads.
-pub const OLDEST_FORMAT_VERSION: u32 = FORMAT_VERSION - 1;
+pub const OLDEST_FORMAT_VERSION: u32 = 2;
 
 /// Name of the pointer file in a model root.
 pub const CURRENT: &str = "current";
@@ -202,6 +204,7 @@ pub fn save(model: &mut Model, root: &Path, retention: Retention) -> Result<Path
     write_file(&tmp, "popularity.bin", &encode(&model.popularity, "popularity.bin")?, &mut files)?;
     write_file(&tmp, "neighbours.bin", &encode(&model.neighbours, "neighbours.bin")?, &mut files)?;
     write_file(&tmp, "repeat.bin", &encode(&model.repeat, "repeat.bin")?, &mut files)?;
+    write_file(&tmp, "activity.bin", &encode(&model.activity, "activity.bin")?, &mut files)?;
     write_file(&tmp, "collab_items.f32", &f32_bytes(&model.collab.item_factors), &mut files)?;
     write_file(&tmp, "collab_users.f32", &f32_bytes(&model.user_factors), &mut files)?;
     write_file(&tmp, "content.f32", &f32_bytes(&model.content), &mut files)?;
@@ -382,6 +385,16 @@ pub fn load(path: &Path) -> Result<Model> {
     {
         return Err(Error::model(dir.join("repeat.bin"), "does not match the item and user tables"));
     }
+    // Formats before 4 kept no activity summaries: their profiles have counts only from
+    // live events.
+    let activity: ActivityTable = if manifest.format_version >= 4 {
+        decode(&dir, "activity.bin", take("activity.bin")?)?
+    } else {
+        ActivityTable { users: vec![Default::default(); n_users], now: None }
+    };
+    if activity.users.len() != n_users {
+        return Err(Error::model(dir.join("activity.bin"), "length differs from the user count"));
+    }
     if users_file.histories.len() != n_users || users_file.attributes.len() != n_users {
         return Err(Error::model(dir.join("users.bin"), "user tables have different lengths"));
     }
@@ -418,6 +431,7 @@ pub fn load(path: &Path) -> Result<Model> {
         content,
         neighbours,
         repeat,
+        activity,
     };
     let mut model = Model::from_parts(parts);
     // Indexes are read only where the recorded settings score through them (smaller
@@ -572,8 +586,10 @@ mod tests {
         edit_manifest(&dir, |v| {
             v["format_version"] = 2.into();
             v["files"].as_object_mut().unwrap().remove("repeat.bin");
+            v["files"].as_object_mut().unwrap().remove("activity.bin");
         });
         fs::remove_file(dir.join("repeat.bin")).unwrap();
+        fs::remove_file(dir.join("activity.bin")).unwrap();
         let back = load(root.path()).unwrap();
         assert_eq!(back.manifest().format_version, 2);
         assert!(!back.repeat().is_active());

@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
+use crate::activity::{ActivityTable, Quintiles};
 use crate::als::CollabModel;
 use crate::content::ContentSpace;
 use crate::ann::{mips_item, AnnIndex};
@@ -101,6 +102,8 @@ pub struct ModelParts {
     pub neighbours: Neighbours,
     /// Whether users come back to items they had (inactive when they do not).
     pub repeat: RepeatModel,
+    /// Per user, their activity summary (profiles).
+    pub activity: ActivityTable,
 }
 
 /// The three HNSW indexes; each is absent when nothing would be in it or when the
@@ -142,6 +145,9 @@ pub struct Model {
     brands: HashMap<String, Vec<ItemIdx>>,
     neighbours: Neighbours,
     repeat: RepeatModel,
+    pub(crate) activity: ActivityTable,
+    /// RFM distributions at the data's latest time, computed on first use.
+    pub(crate) quintiles: OnceLock<Quintiles>,
     /// Per item, whether it may be recommended: the catalogue's flag, changed at serving
     /// time by [`Model::set_available`] (an item taken off sale) without a new model.
     available: Vec<AtomicBool>,
@@ -184,6 +190,7 @@ impl Model {
             content,
             neighbours,
             repeat,
+            activity,
         } = parts;
         let item_ids = IdMap::from_ids(items.iter().map(|i| i.item_id.clone()).collect());
         let has_collab = nonzero_rows(&collab.item_factors);
@@ -217,6 +224,8 @@ impl Model {
             available,
             edits: CatalogueEdits::new(items.len()),
             content_space: OnceLock::new(),
+            activity,
+            quintiles: OnceLock::new(),
             manifest,
             items,
             item_ids,

@@ -9,6 +9,7 @@ mod catalogue;
 mod info;
 mod ingest;
 mod popular;
+mod profile;
 mod recommend;
 mod rules;
 mod similar;
@@ -124,6 +125,20 @@ impl Recommender for RecommenderApi {
     async fn popular(&self, request: Request<proto::PopularRequest>) -> Result<Response<proto::PopularResponse>, Status> {
         let q: popular::PopularQuery = request.into_inner().try_into()?;
         let answer = self.score(move |l, _| l.model.popular_in(&q.segment, q.category.as_deref(), &q.rules, q.k)).await?;
+        Ok(Response::new(answer.into()))
+    }
+
+    async fn get_user_profile(&self, request: Request<proto::GetUserProfileRequest>) -> Result<Response<proto::UserProfile>, Status> {
+        let r = request.into_inner();
+        let lifecycle = profile::lifecycle(&r)?;
+        let query = RecommendQuery::for_user(r.user_id.as_str(), 1);
+        query.validate().map_err(ApiError::from)?;
+        let deleted = self.state.is_deleted(&r.user_id);
+        let live = if deleted { Vec::new() } else { self.state.users().events_of(&r.user_id) };
+        let (user, now) = (r.user_id, r.now);
+        let answer = self
+            .score(move |l, _| Ok((user.clone(), l.model.user_profile(&user, &live, now, &lifecycle, !deleted)?)))
+            .await?;
         Ok(Response::new(answer.into()))
     }
 

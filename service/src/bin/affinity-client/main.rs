@@ -121,6 +121,14 @@ enum Command {
         #[command(flatten)]
         rules: RuleArgs,
     },
+    /// A user's profile: counts, rates, RFM, lifecycle stage, churn risk, top categories.
+    Profile {
+        #[arg(long)]
+        user: String,
+        /// Profile at this unix time (default: the latest the model knows).
+        #[arg(long)]
+        now: Option<i64>,
+    },
     /// The loaded model's version and size.
     Info,
     /// Admin: make the server load the version `current` names now.
@@ -370,6 +378,28 @@ async fn run(cli: Cli) -> Result<()> {
                     )?;
                 }
             }
+        }
+        Command::Profile { user, now } => {
+            let p = client
+                .get_user_profile(proto::GetUserProfileRequest { user_id: user, now, ..Default::default() })
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            let counts: Vec<String> = p.event_counts.iter().filter(|(_, &n)| n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+            let names = |v: &[proto::NamedWeight]| v.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(", ");
+            writeln!(out, "user            {} (model {})", p.user_id, p.model_version)?;
+            writeln!(out, "events          {}", counts.join(", "))?;
+            writeln!(out, "revenue         {:.2}", p.revenue)?;
+            writeln!(out, "stage           {}", if p.stage.is_empty() { "unknown (no event times)" } else { &p.stage })?;
+            match &p.rfm {
+                Some(r) => writeln!(out, "RFM             {}{}{} ({})", r.recency, r.frequency, r.monetary, r.label)?,
+                None => writeln!(out, "RFM             none (no timed purchase)")?,
+            }
+            if let Some(risk) = p.churn_risk {
+                writeln!(out, "churn risk      {risk:.2}: {}", p.churn_reason)?;
+            }
+            writeln!(out, "top categories  {}", names(&p.top_categories))?;
+            writeln!(out, "top brands      {}", names(&p.top_brands))?;
         }
         Command::Popular { k, category, region, age, gender, occupation, income, rules } => {
             let segment = proto::UserAttributes { region, age, gender, occupation, income };
