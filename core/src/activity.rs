@@ -261,6 +261,50 @@ pub fn churn_risk(a: &Activity, now: i64, fallback_gap_days: f32) -> Option<(f32
     Some((t / (t + gap), format!("{t:.0} days since the last {what}, against {whose} of {gap:.0} days")))
 }
 
+/// The RFM labels [`Quintiles::score`] gives.
+pub const RFM_LABELS: [&str; 7] = ["champions", "loyal", "new customers", "potential", "at risk", "hibernating", "lost"];
+
+/// Which users a campaign wants (every set field must hold).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserFilter {
+    /// Users of this segment.
+    pub segment: crate::segments::Segment,
+    /// Users in this lifecycle stage.
+    pub stage: Option<Stage>,
+    /// Users with this RFM label.
+    pub rfm_label: Option<String>,
+    /// Users whose churn risk is at least this.
+    pub min_churn_risk: Option<f32>,
+    /// Users whose churn risk is at most this.
+    pub max_churn_risk: Option<f32>,
+}
+
+/// One user of a [`Model::list_users`] page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// The user.
+    pub user_id: String,
+    /// Their stage, RFM scores and churn risk (see [`UserProfile`]).
+    pub stage: Option<Stage>,
+    /// See [`UserProfile::rfm`].
+    pub rfm: Option<Rfm>,
+    /// See [`UserProfile::churn`].
+    pub churn_risk: Option<f32>,
+}
+
+impl Stage {
+    /// Every stage.
+    pub const ALL: [Stage; 5] = [Stage::New, Stage::Active, Stage::Dormant, Stage::Churned, Stage::WonBack];
+}
+
+impl std::str::FromStr for Stage {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Stage, String> {
+        Stage::ALL.into_iter().find(|x| x.as_str() == s).ok_or_else(|| format!("`{s}` is not one of new, active, dormant, churned, won-back"))
+    }
+}
+
 /// Everything `GetUserProfile` says about a user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserProfile {
@@ -360,6 +404,62 @@ impl Model {
             top_categories: top(categories, 5),
             top_brands: top(brands, 5),
         })
+    }
+}
+
+impl Model {
+    /// The model's users who pass `filter` at `now` (default: the data's latest time),
+    /// in user order from index `from`, at most `page` of them; also the index to
+    /// continue from, if any users are left. Scans users from `from` until the page
+    /// fills.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the field for a bad filter.
+    pub fn list_users(&self, filter: &UserFilter, now: Option<i64>, lifecycle: &Lifecycle, from: usize, page: usize) -> Result<(Vec<Listed>, Option<usize>)> {
+        filter.segment.validate()?;
+        if let Some(l) = &filter.rfm_label {
+            if !RFM_LABELS.contains(&l.as_str()) {
+                return Err(Error::invalid_argument("rfm_label", format!("`{}` is not one of {}", shown(l), RFM_LABELS.join(", "))));
+            }
+        }
+        for (field, v) in [("min_churn_risk", filter.min_churn_risk), ("max_churn_risk", filter.max_churn_risk)] {
+            if v.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                return Err(Error::invalid_argument(field, "must be between 0 and 1"));
+            }
+        }
+        let now = now.or(self.activity.now);
+        let fresh;
+        let q = match now {
+            Some(n) if Some(n) == self.activity.now => Some(self.quintiles.get_or_init(|| Quintiles::of(&self.activity, n))),
+            Some(n) => {
+                fresh = Quintiles::of(&self.activity, n);
+                Some(&fresh)
+            }
+            None => None,
+        };
+        let mut out = Vec::new();
+        for u in from..self.n_users() {
+            if out.len() == page {
+                return Ok((out, Some(u)));
+            }
+            let user = crate::ids::UserIdx(u as u32);
+            if !filter.segment.contains(self.user_attributes(user)) {
+                continue;
+            }
+            let a = &self.activity.users[u];
+            let (stage, rfm, churn) = match (now, q) {
+                (Some(now), Some(q)) => (stage(a, now, lifecycle), q.score(a, now), churn_risk(a, now, q.median_gap_days).map(|c| c.0)),
+                _ => (None, None, None),
+            };
+            let keep = filter.stage.is_none_or(|s| stage == Some(s))
+                && filter.rfm_label.as_deref().is_none_or(|l| rfm.as_ref().is_some_and(|r| r.label == l))
+                && filter.min_churn_risk.is_none_or(|m| churn.is_some_and(|c| c >= m))
+                && filter.max_churn_risk.is_none_or(|m| churn.is_some_and(|c| c <= m));
+            if keep {
+                out.push(Listed { user_id: self.user_ids()[u].clone(), stage, rfm, churn_risk: churn });
+            }
+        }
+        Ok((out, None))
     }
 }
 

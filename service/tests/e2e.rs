@@ -679,3 +679,36 @@ async fn segment_popularity_and_cold_start_by_attributes_over_grpc() {
     let e = c.recommend(proto::RecommendRequest { attributes: Some(bad), ..rec("x", 10) }).await.unwrap_err();
     assert!(e.code() == Code::InvalidArgument && e.message().contains("attributes.age"), "{}", e.message());
 }
+
+#[tokio::test]
+async fn list_users_pages_through_a_segment_and_filters_by_stage() {
+    let server = start_server(movielens_model()).await;
+    let mut c = client(&server).await;
+    let segment = proto::UserAttributes { gender: Some("F".into()), ..Default::default() };
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = c
+            .list_users(proto::ListUsersRequest { segment: Some(segment.clone()), page_size: 50, page_token: token.clone(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.users.len() <= 50);
+        all.extend(r.users.into_iter().map(|u| u.user_id));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    let direct: HashSet<String> = movielens().users.iter().filter(|u| u.gender == "F").map(|u| u.user_id.clone()).collect();
+    assert_eq!(all.len(), direct.len());
+    assert_eq!(all.into_iter().collect::<HashSet<_>>(), direct);
+    let churned = c
+        .list_users(proto::ListUsersRequest { stage: Some("churned".into()), page_size: 1000, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!churned.users.is_empty() && churned.users.iter().all(|u| u.stage == "churned"));
+    let e = c.list_users(proto::ListUsersRequest { stage: Some("asleep".into()), ..Default::default() }).await.unwrap_err();
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("stage"), "{}", e.message());
+}

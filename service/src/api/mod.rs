@@ -130,7 +130,7 @@ impl Recommender for RecommenderApi {
 
     async fn get_user_profile(&self, request: Request<proto::GetUserProfileRequest>) -> Result<Response<proto::UserProfile>, Status> {
         let r = request.into_inner();
-        let lifecycle = profile::lifecycle(&r)?;
+        let lifecycle = profile::lifecycle(r.new_days, r.active_days, r.churn_days)?;
         let query = RecommendQuery::for_user(r.user_id.as_str(), 1);
         query.validate().map_err(ApiError::from)?;
         let deleted = self.state.is_deleted(&r.user_id);
@@ -139,6 +139,14 @@ impl Recommender for RecommenderApi {
         let answer = self
             .score(move |l, _| Ok((user.clone(), l.model.user_profile(&user, &live, now, &lifecycle, !deleted)?)))
             .await?;
+        Ok(Response::new(answer.into()))
+    }
+
+    async fn list_users(&self, request: Request<proto::ListUsersRequest>) -> Result<Response<proto::ListUsersResponse>, Status> {
+        let q: profile::ListQuery = request.into_inner().try_into()?;
+        let mut answer = self.score(move |l, _| l.model.list_users(&q.filter, q.now, &q.lifecycle, q.from, q.page)).await?;
+        // Users who asked to be forgotten are never listed (a page may come back short).
+        answer.value.0.retain(|u| !self.state.is_deleted(&u.user_id));
         Ok(Response::new(answer.into()))
     }
 
