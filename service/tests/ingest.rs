@@ -644,7 +644,7 @@ async fn user_profiles_come_from_the_model_and_the_live_state() {
     let direct = movielens().events.iter().filter(|e| e.user_id == "1").count() as u32;
     assert_eq!(p.event_counts["rating"], direct);
     assert!(!p.stage.is_empty() && p.rfm.is_none(), "MovieLens has times but no purchases: {p:?}");
-    assert!(p.churn_risk.is_some_and(|r| (0.0..=1.0).contains(&r)) && p.churn_reason.contains("since the last event"), "{p:?}");
+    assert!(p.churn_risk.is_some_and(|r| (0.0..=1.0).contains(&r)) && p.churn_reason.contains("since the last visit"), "{p:?}");
     assert!(!p.top_categories.is_empty());
     // Unknown: NOT_FOUND; after a live purchase: a new user with one.
     assert_eq!(c.get_user_profile(ask("profile-newcomer")).await.unwrap_err().code(), Code::NotFound);
