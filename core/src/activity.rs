@@ -68,6 +68,8 @@ pub struct ActivityTable {
     pub users: Vec<Activity>,
     /// The latest event time in the data: "now" for profiles unless a request says.
     pub now: Option<i64>,
+    /// The interactions of the last days, by time (see [`crate::trending`]).
+    pub recent: Vec<crate::trending::Recent>,
 }
 
 impl ActivityTable {
@@ -118,7 +120,7 @@ impl ActivityTable {
                 a
             })
             .collect();
-        ActivityTable { users, now }
+        ActivityTable { users, now, recent: Vec::new() }
     }
 }
 

@@ -46,6 +46,10 @@ pub enum Error {
     /// A requested entity does not exist in the model.
     #[error("{0}")]
     NotFound(String),
+    /// The request is well formed but the model cannot answer it (e.g. a time window on
+    /// data without unix timestamps).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The caller cancelled the work (see [`crate::cancel::Cancel`]).
     #[error("cancelled: nobody waits for the answer any more")]
     Cancelled,

@@ -21,6 +21,7 @@
 //! - [`recommend`]: queries, their validation, and scoring (recommendations, similar items);
 //!   [`rules`]: business rules on them (filters, promotions, diversity);
 //!   [`segments`]: user segments and their popularity (cold start by attributes);
+//!   [`trending`]: popularity in time windows and trends;
 //!   [`cancel`]: the flag that stops scoring nobody waits for.
 //! - [`demo`]: a deterministic synthetic store for the demo server and tests.
 //!
@@ -51,6 +52,7 @@ pub mod settings;
 #[cfg(test)]
 mod testing;
 pub mod train;
+pub mod trending;
 
 pub use error::{Error, Result};
 pub use ids::{ItemIdx, UserIdx};

@@ -25,6 +25,7 @@ use crate::model::Model;
 use crate::repeat::SeenPolicy;
 use crate::rules::{self, ItemFilter, Rules, Shortfall};
 use crate::segments::{Segment, SegmentPopularity};
+use crate::trending::Window;
 use crate::settings::ServingSettings;
 
 /// Largest `k` a request may ask for.
@@ -716,24 +717,66 @@ impl Model {
     }
 
     /// The most popular items of `segment` (everyone when it sets no field), under
-    /// `rules` and an optional category; also returns how many users the segment holds.
+    /// `rules` and an optional category, over all time or a window of days before `now`
+    /// (default: the latest event time the model holds); also returns how many users
+    /// the segment holds.
     ///
     /// # Errors
-    /// `InvalidArgument` naming the field for a bad `k`, segment, category or rule.
-    pub fn popular_in(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize) -> Result<(Recommendations, usize)> {
+    /// `InvalidArgument` naming the field for a bad `k`, segment, category or rule;
+    /// `FailedPrecondition` for a window on data without unix timestamps.
+    pub fn popular_in(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, window: Window, now: Option<i64>) -> Result<(Recommendations, usize)> {
+        let filter = self.listing_filter(segment, category, rules, k)?;
+        let days = match window {
+            Window::All if segment.is_everyone() => return Ok((self.popular(&filter, k, rules, None), self.n_users())),
+            Window::All => {
+                let counted = self.segment_popularity(segment);
+                let users = counted.users;
+                return Ok((self.popular(&filter, k, rules, Some((segment, &counted))), users));
+            }
+            Window::Days(d) => d,
+        };
+        let (counts, users) = self.windowed_popularity(segment, days, now)?;
+        let scored: Vec<(f32, ItemIdx)> = counts.into_iter().filter(|&(i, _)| filter.allows(i)).map(|(i, c)| (c, i)).collect();
+        let text = format!("popular with {segment} in the last {days} day{}", if days == 1 { "" } else { "s" });
+        Ok((self.listed(scored, k, rules, &text), users))
+    }
+
+    /// Items rising fastest in `segment` over the last `days` days against their own
+    /// past (see [`crate::trending`]), under `rules` and an optional category.
+    ///
+    /// # Errors
+    /// As [`Model::popular_in`].
+    pub fn trending_in(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, days: u32, now: Option<i64>) -> Result<Recommendations> {
+        let filter = self.listing_filter(segment, category, rules, k)?;
+        let pool = if rules.diversifies() || !rules.promoted.is_empty() { (k * 10).max(200) } else { k };
+        let scored = self.trending(segment, days, now, pool, |i| filter.allows(i))?;
+        let what = category.map_or_else(|| "trending".to_string(), |c| format!("trending in {c}"));
+        let text = if segment.is_everyone() { what } else { format!("{what} with {segment}") };
+        Ok(self.listed(scored, k, rules, &text))
+    }
+
+    /// Checks a listing request and builds its filter.
+    fn listing_filter<'a>(&'a self, segment: &Segment, category: Option<&'a str>, rules: &'a Rules, k: usize) -> Result<Eligibility<'a>> {
         validate_k(k)?;
         segment.validate()?;
         rules.validate()?;
         if let Some(c) = category {
             check_ids("category", std::iter::once(&c.to_string()), 1)?;
         }
-        let filter = Eligibility::new(self, Vec::new(), Vec::new(), ItemFilter::new(self, rules, category));
-        if segment.is_everyone() {
-            return Ok((self.popular(&filter, k, rules, None), self.n_users()));
+        Ok(Eligibility::new(self, Vec::new(), Vec::new(), ItemFilter::new(self, rules, category)))
+    }
+
+    /// A ranked list of popular-kind items under the rules, each with `text` as reason.
+    fn listed(&self, scored: Vec<(f32, ItemIdx)>, k: usize, rules: &Rules, text: &str) -> Recommendations {
+        let (ranked, shortfall) = finish(self, scored, k, rules);
+        Recommendations {
+            items: ranked
+                .into_iter()
+                .map(|(score, item)| Scored { item, score, reason: ReasonKind::Popular, reason_text: text.to_string() })
+                .collect(),
+            retrieval: Retrieval::Popularity,
+            shortfall,
         }
-        let counted = self.segment_popularity(segment);
-        let users = counted.users;
-        Ok((self.popular(&filter, k, rules, Some((segment, &counted))), users))
     }
 
     /// Items most similar to the query item in the given space, best first.

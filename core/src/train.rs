@@ -158,7 +158,8 @@ pub fn train_for(
         files: Default::default(),
     };
     let repeat = learn_repeats(&matrix.repeats, &items, matrix.users.len());
-    let activity = crate::activity::ActivityTable::build(&dataset.events, &matrix.users, time_kind == TimeKind::Unix);
+    let mut activity = crate::activity::ActivityTable::build(&dataset.events, &matrix.users, time_kind == TimeKind::Unix);
+    activity.recent = crate::trending::keep_recent(&dataset.events, &matrix.users, &matrix.items, time_kind);
     progress.begin("model (HNSW indexes if scored by ANN)", 1);
     let mut model = Model::from_parts(ModelParts {
         manifest,

@@ -12,6 +12,7 @@ use affinity_core::recommend::{RecommendQuery, ReasonKind};
 use affinity_core::rules::Rules;
 use affinity_core::segments::{AgeBand, Segment};
 use affinity_core::train::{train, NoProgress};
+use affinity_core::trending::Window;
 use affinity_lab::import::{import, Source};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -40,7 +41,7 @@ fn age_and_gender(u: &User) -> Segment {
 }
 
 fn top10(m: &Model, s: &Segment) -> Vec<String> {
-    let (r, _) = m.popular_in(s, None, &Rules::default(), 10).unwrap();
+    let (r, _) = m.popular_in(s, None, &Rules::default(), 10, Window::All, None).unwrap();
     r.items.iter().map(|x| m.item_id(x.item).to_string()).collect()
 }
 

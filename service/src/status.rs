@@ -42,7 +42,7 @@ impl From<ApiError> for Status {
             ApiError::Core(Error::NotFound(_)) => Status::not_found(err.to_string()),
             ApiError::Core(Error::Cancelled) => Status::cancelled(err.to_string()),
             ApiError::NotReady | ApiError::IngestOff(_) => Status::unavailable(err.to_string()),
-            ApiError::Reload(_) => Status::failed_precondition(err.to_string()),
+            ApiError::Reload(_) | ApiError::Core(Error::FailedPrecondition(_)) => Status::failed_precondition(err.to_string()),
             ApiError::Core(_) | ApiError::Task(_) => {
                 tracing::error!(cause = %err, "internal error");
                 Status::internal("internal error; the server log has the cause")
@@ -67,6 +67,7 @@ mod tests {
         assert!(s.message().contains("`k`"), "{}", s.message());
         assert_eq!(status(Error::NotFound("item `x` is unknown".into())).code(), Code::NotFound);
         assert_eq!(status(ApiError::NotReady).code(), Code::Unavailable);
+        assert_eq!(status(Error::FailedPrecondition("no times".into())).code(), Code::FailedPrecondition);
         let internal = status(Error::model("/secret/path/items.bin", "checksum mismatch"));
         assert_eq!(internal.code(), Code::Internal);
         assert!(!internal.message().contains("/secret"), "internal details stay in the log: {}", internal.message());

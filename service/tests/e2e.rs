@@ -712,3 +712,22 @@ async fn list_users_pages_through_a_segment_and_filters_by_stage() {
     let e = c.list_users(proto::ListUsersRequest { stage: Some("asleep".into()), ..Default::default() }).await.unwrap_err();
     assert!(e.code() == Code::InvalidArgument && e.message().contains("stage"), "{}", e.message());
 }
+
+#[tokio::test]
+async fn windowed_popularity_and_trending_over_grpc() {
+    let server = start_server(movielens_model()).await;
+    let mut c = client(&server).await;
+    let month = c
+        .popular(proto::PopularRequest { k: 10, window: proto::Window::Window30Days as i32, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(month.items.len(), 10);
+    assert!(month.items.iter().all(|i| i.reason.as_ref().unwrap().text == "popular with all users in the last 30 days"));
+    let all = c.popular(proto::PopularRequest { k: 10, ..Default::default() }).await.unwrap().into_inner();
+    assert_ne!(ids(&month.items), ids(&all.items), "the last month is not all time");
+    let trending = c.trending(proto::TrendingRequest { k: 10, ..Default::default() }).await.unwrap().into_inner();
+    assert!(trending.items.iter().all(|i| i.reason.as_ref().unwrap().text == "trending"));
+    let bad = c.popular(proto::PopularRequest { k: 10, window: 9, ..Default::default() }).await.unwrap_err();
+    assert!(bad.code() == Code::InvalidArgument && bad.message().contains("window"), "{}", bad.message());
+}

@@ -390,9 +390,9 @@ pub fn load(path: &Path) -> Result<Model> {
     let activity: ActivityTable = if manifest.format_version >= 4 {
         decode(&dir, "activity.bin", take("activity.bin")?)?
     } else {
-        ActivityTable { users: vec![Default::default(); n_users], now: None }
+        ActivityTable { users: vec![Default::default(); n_users], now: None, recent: Vec::new() }
     };
-    if activity.users.len() != n_users {
+    if activity.users.len() != n_users || activity.recent.iter().any(|r| r.user as usize >= n_users || r.item as usize >= n_items) {
         return Err(Error::model(dir.join("activity.bin"), "length differs from the user count"));
     }
     if users_file.histories.len() != n_users || users_file.attributes.len() != n_users {

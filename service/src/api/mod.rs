@@ -124,7 +124,25 @@ impl Recommender for RecommenderApi {
     #[instrument(skip_all, fields(k = request.get_ref().k))]
     async fn popular(&self, request: Request<proto::PopularRequest>) -> Result<Response<proto::PopularResponse>, Status> {
         let q: popular::PopularQuery = request.into_inner().try_into()?;
-        let answer = self.score(move |l, _| l.model.popular_in(&q.segment, q.category.as_deref(), &q.rules, q.k)).await?;
+        let answer = self
+            .score(move |l, _| l.model.popular_in(&q.segment, q.category.as_deref(), &q.rules, q.k, q.window, q.now))
+            .await?;
+        Ok(Response::new(answer.into()))
+    }
+
+    #[instrument(skip_all, fields(k = request.get_ref().k))]
+    async fn trending(&self, request: Request<proto::TrendingRequest>) -> Result<Response<proto::PopularResponse>, Status> {
+        let q: popular::PopularQuery = request.into_inner().try_into()?;
+        let days = match q.window {
+            affinity_core::trending::Window::Days(d) => d,
+            affinity_core::trending::Window::All => 7,
+        };
+        let answer = self
+            .score(move |l, _| {
+                let users = (0..l.model.n_users()).filter(|&u| q.segment.contains(l.model.user_attributes(affinity_core::UserIdx(u as u32)))).count();
+                Ok((l.model.trending_in(&q.segment, q.category.as_deref(), &q.rules, q.k, days, q.now)?, users))
+            })
+            .await?;
         Ok(Response::new(answer.into()))
     }
 

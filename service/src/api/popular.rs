@@ -3,6 +3,7 @@
 
 use affinity_core::recommend::Recommendations;
 use affinity_core::segments::Segment;
+use affinity_core::trending::Window;
 use affinity_core::Error;
 
 use super::{scored_items, Answer};
@@ -36,6 +37,36 @@ pub(crate) struct PopularQuery {
     pub(crate) category: Option<String>,
     pub(crate) k: usize,
     pub(crate) rules: affinity_core::rules::Rules,
+    pub(crate) window: Window,
+    pub(crate) now: Option<i64>,
+}
+
+fn window(w: i32) -> Result<Window, ApiError> {
+    match proto::Window::try_from(w) {
+        Ok(proto::Window::All) => Ok(Window::All),
+        Ok(proto::Window::Window1Day) => Ok(Window::Days(1)),
+        Ok(proto::Window::Window7Days) => Ok(Window::Days(7)),
+        Ok(proto::Window::Window30Days) => Ok(Window::Days(30)),
+        Err(_) => Err(Error::invalid_argument("window", format!("unknown value {w}")).into()),
+    }
+}
+
+impl TryFrom<proto::TrendingRequest> for PopularQuery {
+    type Error = ApiError;
+
+    fn try_from(r: proto::TrendingRequest) -> Result<Self, ApiError> {
+        Ok(PopularQuery {
+            segment: segment(r.segment, "segment")?,
+            category: r.category.filter(|c| !c.is_empty()),
+            k: r.k as usize,
+            rules: super::rules::rules(r.rules),
+            window: match window(r.window)? {
+                Window::All => Window::Days(7),
+                w => w,
+            },
+            now: r.now,
+        })
+    }
 }
 
 impl TryFrom<proto::PopularRequest> for PopularQuery {
@@ -47,6 +78,8 @@ impl TryFrom<proto::PopularRequest> for PopularQuery {
             category: r.category.filter(|c| !c.is_empty()),
             k: r.k as usize,
             rules: super::rules::rules(r.rules),
+            window: window(r.window)?,
+            now: r.now,
         })
     }
 }

@@ -118,6 +118,12 @@ enum Command {
         occupation: Option<String>,
         #[arg(long)]
         income: Option<String>,
+        /// Time window: all (default), 1d, 7d or 30d.
+        #[arg(long, value_enum, default_value = "all")]
+        window: WindowArg,
+        /// Items rising fastest against their own past instead (window default 7d).
+        #[arg(long)]
+        trending: bool,
         #[command(flatten)]
         rules: RuleArgs,
     },
@@ -173,6 +179,29 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         wait_seconds: u64,
     },
+}
+
+/// `--window` values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum WindowArg {
+    All,
+    #[value(name = "1d")]
+    Day,
+    #[value(name = "7d")]
+    Week,
+    #[value(name = "30d")]
+    Month,
+}
+
+impl WindowArg {
+    fn proto(self) -> i32 {
+        (match self {
+            WindowArg::All => proto::Window::All,
+            WindowArg::Day => proto::Window::Window1Day,
+            WindowArg::Week => proto::Window::Window7Days,
+            WindowArg::Month => proto::Window::Window30Days,
+        }) as i32
+    }
 }
 
 /// Business rules, as flags (lists comma-separated).
@@ -401,13 +430,16 @@ async fn run(cli: Cli) -> Result<()> {
             writeln!(out, "top categories  {}", names(&p.top_categories))?;
             writeln!(out, "top brands      {}", names(&p.top_brands))?;
         }
-        Command::Popular { k, category, region, age, gender, occupation, income, rules } => {
-            let segment = proto::UserAttributes { region, age, gender, occupation, income };
-            let r = client
-                .popular(proto::PopularRequest { segment: Some(segment), category, k, rules: rules.into_proto() })
-                .await
-                .map_err(status_msg)?
-                .into_inner();
+        Command::Popular { k, category, region, age, gender, occupation, income, window, trending, rules } => {
+            let segment = Some(proto::UserAttributes { region, age, gender, occupation, income });
+            let (rules, window) = (rules.into_proto(), window.proto());
+            let r = if trending {
+                client.trending(proto::TrendingRequest { segment, category, k, rules, window, now: None }).await
+            } else {
+                client.popular(proto::PopularRequest { segment, category, k, rules, window, now: None }).await
+            }
+            .map_err(status_msg)?
+            .into_inner();
             print_items(&mut out, cli.format, &format!("segment of {} users", r.segment_users), &r.items, &r.model_version)?;
         }
         Command::Similar { item, k, mode, rules } => {

@@ -1,0 +1,206 @@
+//! Recent popularity and trends: what a segment took up in the last days, and what is
+//! rising against its own past.
+//!
+//! Training keeps the interactions of the last [`KEPT_DAYS`] days before the data's
+//! latest event (user, item, time): small next to the whole history, and enough for
+//! windows of 1, 7 and 30 days and for a trend's baseline. A windowed list counts, per
+//! item, the distinct users of the segment in the window, each weighted by how recent
+//! their latest event is (half-life: half the window). A trend compares an item's
+//! distinct users in the window against its own rate in the [`BASELINE_WINDOWS`] windows
+//! before: `(recent − expected) / √(expected + 1)`, and needs at least
+//! [`MIN_TREND_USERS`] users in the window, so three clicks on a cold item do not top
+//! the list while a steady best-seller — high, but at its usual rate — never does.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Event, TimeKind};
+use crate::error::{Error, Result};
+use crate::ids::{IdMap, ItemIdx, UserIdx};
+use crate::model::Model;
+use crate::segments::Segment;
+
+/// Days of interactions a model keeps for windows and trends.
+pub const KEPT_DAYS: i64 = 150;
+/// Windows of the baseline a trend is measured against.
+pub const BASELINE_WINDOWS: i64 = 4;
+/// Fewest distinct users in the window for an item to trend.
+pub const MIN_TREND_USERS: u32 = 5;
+
+const DAY: i64 = 86_400;
+
+/// One kept interaction.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Recent {
+    /// User index.
+    pub user: u32,
+    /// Item index.
+    pub item: u32,
+    /// Unix seconds.
+    pub time: i64,
+}
+
+/// The interactions of the last [`KEPT_DAYS`] days of `events` (unix times only), by
+/// time; empty for data without unix timestamps.
+pub fn keep_recent(events: &[Event], users: &IdMap, items: &IdMap, time_kind: TimeKind) -> Vec<Recent> {
+    if time_kind != TimeKind::Unix {
+        return Vec::new();
+    }
+    let Some(now) = events.iter().filter(|e| e.kind.is_interaction()).filter_map(|e| e.timestamp).max() else { return Vec::new() };
+    let mut kept: Vec<Recent> = events
+        .iter()
+        .filter(|e| e.kind.is_interaction())
+        .filter_map(|e| {
+            let t = e.timestamp.filter(|&t| t > now - KEPT_DAYS * DAY)?;
+            Some(Recent { user: users.get(&e.user_id)?, item: items.get(&e.item_id)?, time: t })
+        })
+        .collect();
+    kept.sort_by_key(|r| r.time);
+    kept
+}
+
+/// A time window for popularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Every event the model holds.
+    All,
+    /// The last `n` days before "now" (1, 7 or 30 from the API).
+    Days(u32),
+}
+
+impl Model {
+    fn segment_members(&self, segment: &Segment) -> Vec<bool> {
+        (0..self.n_users()).map(|u| segment.contains(self.user_attributes(UserIdx(u as u32)))).collect()
+    }
+
+    /// "Now" for windows: `now` if given, else the latest event time the model holds.
+    fn window_now(&self, now: Option<i64>) -> Result<i64> {
+        if self.manifest().time_kind != TimeKind::Unix {
+            return Err(Error::FailedPrecondition(
+                "time windows need unix timestamps and this model's data has only an order (or none); use the window `all`".into(),
+            ));
+        }
+        now.or(self.activity.now).ok_or_else(|| Error::FailedPrecondition("the model holds no event times".into()))
+    }
+
+    /// Per item, the distinct users of `members` with an event in `(from, to]`, each
+    /// weighted by `weight(time of their latest event there)`.
+    fn window_counts(&self, members: &[bool], from: i64, to: i64, weight: impl Fn(i64) -> f32) -> HashMap<ItemIdx, f32> {
+        let start = self.activity.recent.partition_point(|r| r.time <= from);
+        let mut latest: HashMap<(u32, u32), i64> = HashMap::new();
+        for r in self.activity.recent[start..].iter().take_while(|r| r.time <= to) {
+            if members.get(r.user as usize).copied().unwrap_or(false) {
+                let t = latest.entry((r.user, r.item)).or_insert(r.time);
+                *t = (*t).max(r.time);
+            }
+        }
+        let mut counts: HashMap<ItemIdx, f32> = HashMap::new();
+        for ((_, item), t) in latest {
+            *counts.entry(ItemIdx(item)).or_insert(0.0) += weight(t);
+        }
+        counts
+    }
+
+    /// Per item, the segment's recency-weighted distinct users in the last `days` days
+    /// before `now`, and the users the segment holds.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` on data without unix timestamps.
+    pub fn windowed_popularity(&self, segment: &Segment, days: u32, now: Option<i64>) -> Result<(HashMap<ItemIdx, f32>, usize)> {
+        let now = self.window_now(now)?;
+        let members = self.segment_members(segment);
+        let users = members.iter().filter(|&&m| m).count();
+        let half_life = (f64::from(days) * DAY as f64 / 2.0).max(1.0);
+        let counts = self.window_counts(&members, now - i64::from(days) * DAY, now, |t| (0.5f64).powf((now - t) as f64 / half_life) as f32);
+        Ok((counts, users))
+    }
+
+    /// Items rising fastest in `segment` over the last `days` days against their own
+    /// rate in the [`BASELINE_WINDOWS`] windows before, with the growth score (see the
+    /// module docs); best first, at most `k`, passing `allowed`.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` on data without unix timestamps.
+    pub fn trending(&self, segment: &Segment, days: u32, now: Option<i64>, k: usize, allowed: impl Fn(ItemIdx) -> bool) -> Result<Vec<(f32, ItemIdx)>> {
+        let now = self.window_now(now)?;
+        let members = self.segment_members(segment);
+        let w = i64::from(days.max(1)) * DAY;
+        let recent = self.window_counts(&members, now - w, now, |_| 1.0);
+        let before = self.window_counts(&members, now - w * (1 + BASELINE_WINDOWS), now - w, |_| 1.0);
+        let mut scored: Vec<(f32, ItemIdx)> = recent
+            .into_iter()
+            .filter(|&(i, n)| n >= MIN_TREND_USERS as f32 && allowed(i))
+            .map(|(i, n)| {
+                let expected = before.get(&i).copied().unwrap_or(0.0) / BASELINE_WINDOWS as f32;
+                ((n - expected) / (expected + 1.0).sqrt(), i)
+            })
+            .filter(|&(s, _)| s > 0.0)
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.truncate(k);
+        Ok(scored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Dataset, EventKind};
+    use crate::rules::Rules;
+    use crate::testing::fast_params;
+    use crate::train::{train, NoProgress};
+
+    const T0: i64 = 1_700_000_000;
+
+    /// Nine weeks: a steady best-seller (30 users a week), a seasonal item that sells a
+    /// little and spikes in the last week, a cold item three users found last week, and
+    /// background items.
+    fn store() -> Dataset {
+        let mut events = Vec::new();
+        let mut push = |u: usize, item: &str, day: i64| events.push(Event::new(format!("u{u}"), item, EventKind::View, Some(T0 + day * DAY + u as i64)));
+        for week in 0..9i64 {
+            for n in 0..30 {
+                push((week as usize * 31 + n) % 400, "steady", week * 7 + (n as i64 % 7));
+            }
+            let seasonal = if week == 8 { 25 } else { 2 };
+            for n in 0..seasonal {
+                push((week as usize * 17 + n * 3) % 400, "seasonal", week * 7 + (n as i64 % 7));
+            }
+            for n in 0..40 {
+                push((week as usize * 13 + n * 7) % 400, &format!("bg{}", n % 20), week * 7 + (n as i64 % 7));
+            }
+        }
+        for u in 0..3 {
+            push(u, "cold", 60);
+        }
+        Dataset { events, ..Dataset::default() }
+    }
+
+    fn ids(m: &Model, r: &[(f32, ItemIdx)]) -> Vec<String> {
+        r.iter().map(|x| m.item_id(x.1).to_string()).collect()
+    }
+
+    #[test]
+    fn a_planted_spike_trends_in_its_window_only_and_a_steady_seller_never() {
+        let m = train(&store(), TimeKind::Unix, &fast_params(), &NoProgress);
+        let everyone = Segment::default();
+        let now = m.activity.now.unwrap();
+        let top = m.trending(&everyone, 7, None, 10, |_| true).unwrap();
+        assert_eq!(ids(&m, &top).first().map(String::as_str), Some("seasonal"), "{:?}", ids(&m, &top));
+        assert!(!ids(&m, &top).contains(&"steady".to_string()) && !ids(&m, &top).contains(&"cold".to_string()));
+        // Two weeks earlier the spike had not happened.
+        let before = m.trending(&everyone, 7, Some(now - 14 * DAY), 10, |_| true).unwrap();
+        assert!(!ids(&m, &before).contains(&"seasonal".to_string()), "{:?}", ids(&m, &before));
+        // The last day's popular list counts only the last day.
+        let (day, _) = m.windowed_popularity(&everyone, 1, None).unwrap();
+        assert!(day.keys().all(|&i| m.item_id(i) != "seasonal" || day[&i] > 0.0));
+        let (r, users) = m.popular_in(&everyone, None, &Rules::default(), 3, Window::Days(7), None).unwrap();
+        assert_eq!(users, m.n_users());
+        assert_eq!(m.item_id(r.items[0].item), "steady");
+        // Order-only data has no windows.
+        let order = train(&store(), TimeKind::Order, &fast_params(), &NoProgress);
+        assert!(matches!(order.trending(&everyone, 7, None, 10, |_| true), Err(Error::FailedPrecondition(_))));
+        assert!(order.popular_in(&everyone, None, &Rules::default(), 3, Window::All, None).is_ok());
+    }
+}
