@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Event, TimeKind};
+use crate::data::{Event, EventKind, TimeKind};
 use crate::error::{Error, Result};
 use crate::ids::{IdMap, ItemIdx, UserIdx};
 use crate::model::Model;
@@ -30,7 +30,7 @@ pub const MIN_TREND_USERS: u32 = 5;
 
 const DAY: i64 = 86_400;
 
-/// One kept interaction.
+/// One kept event.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Recent {
     /// User index.
@@ -39,10 +39,14 @@ pub struct Recent {
     pub item: u32,
     /// Unix seconds.
     pub time: i64,
+    /// What happened (impressions too: item metrics count them).
+    pub kind: EventKind,
+    /// The event's value (a purchase's amount), 0 when absent.
+    pub value: f32,
 }
 
-/// The interactions of the last [`KEPT_DAYS`] days of `events` (unix times only), by
-/// time; empty for data without unix timestamps.
+/// The events of the last [`KEPT_DAYS`] days of `events` (unix times only) by users and
+/// items of the model, by time; empty for data without unix timestamps.
 pub fn keep_recent(events: &[Event], users: &IdMap, items: &IdMap, time_kind: TimeKind) -> Vec<Recent> {
     if time_kind != TimeKind::Unix {
         return Vec::new();
@@ -50,10 +54,15 @@ pub fn keep_recent(events: &[Event], users: &IdMap, items: &IdMap, time_kind: Ti
     let Some(now) = events.iter().filter(|e| e.kind.is_interaction()).filter_map(|e| e.timestamp).max() else { return Vec::new() };
     let mut kept: Vec<Recent> = events
         .iter()
-        .filter(|e| e.kind.is_interaction())
         .filter_map(|e| {
-            let t = e.timestamp.filter(|&t| t > now - KEPT_DAYS * DAY)?;
-            Some(Recent { user: users.get(&e.user_id)?, item: items.get(&e.item_id)?, time: t })
+            let t = e.timestamp.filter(|&t| t > now - KEPT_DAYS * DAY && t <= now)?;
+            Some(Recent {
+                user: users.get(&e.user_id)?,
+                item: items.get(&e.item_id)?,
+                time: t,
+                kind: e.kind,
+                value: e.value.unwrap_or(0.0),
+            })
         })
         .collect();
     kept.sort_by_key(|r| r.time);
@@ -89,7 +98,7 @@ impl Model {
     fn window_counts(&self, members: &[bool], from: i64, to: i64, weight: impl Fn(i64) -> f32) -> HashMap<ItemIdx, f32> {
         let start = self.activity.recent.partition_point(|r| r.time <= from);
         let mut latest: HashMap<(u32, u32), i64> = HashMap::new();
-        for r in self.activity.recent[start..].iter().take_while(|r| r.time <= to) {
+        for r in self.activity.recent[start..].iter().take_while(|r| r.time <= to).filter(|r| r.kind.is_interaction()) {
             if members.get(r.user as usize).copied().unwrap_or(false) {
                 let t = latest.entry((r.user, r.item)).or_insert(r.time);
                 *t = (*t).max(r.time);
@@ -140,6 +149,81 @@ impl Model {
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         scored.truncate(k);
         Ok(scored)
+    }
+}
+
+/// What happened to one item in a window, for merchandisers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemStats {
+    /// Events per kind, in [`EventKind::ALL`] order.
+    pub counts: [u32; 8],
+    /// Distinct users with any event.
+    pub users: u32,
+    /// Sum of purchase amounts.
+    pub revenue: f64,
+}
+
+impl ItemStats {
+    /// Events of `kind`.
+    pub fn count(&self, kind: EventKind) -> u32 {
+        EventKind::ALL.iter().position(|&k| k == kind).map_or(0, |n| self.counts[n])
+    }
+
+    fn rate(&self, num: EventKind, den: EventKind) -> Option<f32> {
+        let d = self.count(den);
+        (d > 0).then(|| self.count(num) as f32 / d as f32)
+    }
+
+    /// Clicks per impression.
+    pub fn ctr(&self) -> Option<f32> {
+        self.rate(EventKind::Click, EventKind::Impression)
+    }
+
+    /// Add-to-carts per view.
+    pub fn cart_rate(&self) -> Option<f32> {
+        self.rate(EventKind::Cart, EventKind::View)
+    }
+
+    /// Purchases per view.
+    pub fn conversion(&self) -> Option<f32> {
+        self.rate(EventKind::Purchase, EventKind::View)
+    }
+}
+
+impl Model {
+    /// What happened to `item_id` among `segment`'s users in the last `days` days before
+    /// `now` (at most [`KEPT_DAYS`]).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown item; `InvalidArgument` for a window beyond what the
+    /// model keeps; `FailedPrecondition` on data without unix timestamps.
+    pub fn item_stats(&self, item_id: &str, segment: &Segment, days: u32, now: Option<i64>) -> Result<ItemStats> {
+        let item = self
+            .trained_item_index(item_id)
+            .ok_or_else(|| Error::NotFound(format!("item `{}` is not in model {}", crate::ids::shown(item_id), self.version())))?;
+        if days == 0 || i64::from(days) > KEPT_DAYS {
+            return Err(Error::invalid_argument("window", format!("item metrics cover 1 to {KEPT_DAYS} days")));
+        }
+        let now = self.window_now(now)?;
+        let members = self.segment_members(segment);
+        let from = now - i64::from(days) * DAY;
+        let start = self.activity.recent.partition_point(|r| r.time <= from);
+        let mut stats = ItemStats::default();
+        let mut users = std::collections::HashSet::new();
+        for r in self.activity.recent[start..].iter().take_while(|r| r.time <= now) {
+            if r.item != item.0 || !members.get(r.user as usize).copied().unwrap_or(false) {
+                continue;
+            }
+            if let Some(n) = EventKind::ALL.iter().position(|&k| k == r.kind) {
+                stats.counts[n] += 1;
+            }
+            if r.kind == EventKind::Purchase {
+                stats.revenue += f64::from(r.value);
+            }
+            users.insert(r.user);
+        }
+        stats.users = users.len() as u32;
+        Ok(stats)
     }
 }
 
@@ -202,5 +286,22 @@ mod tests {
         let order = train(&store(), TimeKind::Order, &fast_params(), &NoProgress);
         assert!(matches!(order.trending(&everyone, 7, None, 10, |_| true), Err(Error::FailedPrecondition(_))));
         assert!(order.popular_in(&everyone, None, &Rules::default(), 3, Window::All, None).is_ok());
+    }
+
+    #[test]
+    fn item_stats_count_each_kind_in_the_window_and_give_rates() {
+        let mut data = store();
+        let t = T0 + 62 * DAY;
+        for (u, kind, value) in [(1, EventKind::Impression, None), (2, EventKind::Impression, None), (1, EventKind::Click, None), (1, EventKind::Purchase, Some(12.5))] {
+            data.events.push(Event { value, ..Event::new(format!("u{u}"), "steady", kind, Some(t)) });
+        }
+        let m = train(&data, TimeKind::Unix, &fast_params(), &NoProgress);
+        let s = m.item_stats("steady", &Segment::default(), 1, None).unwrap();
+        assert_eq!((s.count(EventKind::Impression), s.count(EventKind::Click), s.count(EventKind::Purchase)), (2, 1, 1));
+        assert_eq!((s.ctr(), s.revenue), (Some(0.5), 12.5));
+        let week = m.item_stats("steady", &Segment::default(), 7, None).unwrap();
+        assert!(week.count(EventKind::View) >= 30 && week.users >= 30);
+        assert!(matches!(m.item_stats("nope", &Segment::default(), 7, None), Err(Error::NotFound(_))));
+        assert!(matches!(m.item_stats("steady", &Segment::default(), 400, None), Err(Error::InvalidArgument { .. })));
     }
 }

@@ -731,3 +731,21 @@ async fn windowed_popularity_and_trending_over_grpc() {
     let bad = c.popular(proto::PopularRequest { k: 10, window: 9, ..Default::default() }).await.unwrap_err();
     assert!(bad.code() == Code::InvalidArgument && bad.message().contains("window"), "{}", bad.message());
 }
+
+#[tokio::test]
+async fn item_stats_over_grpc_match_a_direct_count() {
+    let server = start_server(movielens_model()).await;
+    let mut c = client(&server).await;
+    let end = movielens().events.iter().filter_map(|e| e.timestamp).max().unwrap();
+    let from = end - 30 * 86_400;
+    let direct = movielens().events.iter().filter(|e| e.item_id == "50" && e.timestamp.is_some_and(|t| t > from)).count() as u32;
+    let s = c
+        .get_item_stats(proto::GetItemStatsRequest { item_id: "50".into(), window: proto::Window::Window30Days as i32, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((s.window_days, s.event_counts["rating"]), (30, direct));
+    assert!(s.ctr.is_none(), "no impressions in MovieLens");
+    let e = c.get_item_stats(proto::GetItemStatsRequest { item_id: "nope".into(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}

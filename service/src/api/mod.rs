@@ -130,6 +130,18 @@ impl Recommender for RecommenderApi {
         Ok(Response::new(answer.into()))
     }
 
+    async fn get_item_stats(&self, request: Request<proto::GetItemStatsRequest>) -> Result<Response<proto::ItemStats>, Status> {
+        let r = request.into_inner();
+        let segment = popular::segment(r.segment, "segment")?;
+        let days = match popular::window(r.window)? {
+            affinity_core::trending::Window::Days(d) => d,
+            affinity_core::trending::Window::All => affinity_core::trending::KEPT_DAYS as u32,
+        };
+        let (item, now) = (r.item_id, r.now);
+        let answer = self.score(move |l, _| Ok((item.clone(), days, l.model.item_stats(&item, &segment, days, now)?))).await?;
+        Ok(Response::new(answer.into()))
+    }
+
     #[instrument(skip_all, fields(k = request.get_ref().k))]
     async fn trending(&self, request: Request<proto::TrendingRequest>) -> Result<Response<proto::PopularResponse>, Status> {
         let q: popular::PopularQuery = request.into_inner().try_into()?;

@@ -1,9 +1,10 @@
-//! `Popular`, and the wire shape of user attributes (also `Recommend`'s cold start):
+//! `Popular`, `Trending`, `GetItemStats`, and the wire shape of user attributes (also `Recommend`'s cold start):
 //! `UserAttributes` → [`Segment`], popular items → wire reply.
 
 use affinity_core::recommend::Recommendations;
 use affinity_core::segments::Segment;
-use affinity_core::trending::Window;
+use affinity_core::data::EventKind;
+use affinity_core::trending::{ItemStats, Window};
 use affinity_core::Error;
 
 use super::{scored_items, Answer};
@@ -41,7 +42,7 @@ pub(crate) struct PopularQuery {
     pub(crate) now: Option<i64>,
 }
 
-fn window(w: i32) -> Result<Window, ApiError> {
+pub(crate) fn window(w: i32) -> Result<Window, ApiError> {
     match proto::Window::try_from(w) {
         Ok(proto::Window::All) => Ok(Window::All),
         Ok(proto::Window::Window1Day) => Ok(Window::Days(1)),
@@ -92,6 +93,23 @@ impl From<Answer<(Recommendations, usize)>> for proto::PopularResponse {
             items: scored_items(&a.live, r.items),
             segment_users: users as u64,
             shortfall: super::rules::shortfall(r.shortfall),
+        }
+    }
+}
+
+impl From<Answer<(String, u32, ItemStats)>> for proto::ItemStats {
+    fn from(a: Answer<(String, u32, ItemStats)>) -> Self {
+        let (item_id, days, s) = a.value;
+        proto::ItemStats {
+            item_id,
+            model_version: a.live.model.version().to_string(),
+            window_days: days,
+            event_counts: EventKind::ALL.iter().map(|&k| (k.to_string(), s.count(k))).collect(),
+            users: s.users,
+            revenue: s.revenue,
+            ctr: s.ctr(),
+            cart_rate: s.cart_rate(),
+            conversion_rate: s.conversion(),
         }
     }
 }
