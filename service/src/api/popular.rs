@@ -55,18 +55,21 @@ pub(crate) fn window(w: i32) -> Result<Window, ApiError> {
 impl TryFrom<proto::TrendingRequest> for PopularQuery {
     type Error = ApiError;
 
+    /// The same fields as `Popular`; the window defaults to 7 days.
     fn try_from(r: proto::TrendingRequest) -> Result<Self, ApiError> {
-        Ok(PopularQuery {
-            segment: segment(r.segment, "segment")?,
-            category: r.category.filter(|c| !c.is_empty()),
-            k: r.k as usize,
-            rules: super::rules::rules(r.rules),
-            window: match window(r.window)? {
-                Window::All => Window::Days(7),
-                w => w,
-            },
+        let as_popular = proto::PopularRequest {
+            segment: r.segment,
+            category: r.category,
+            k: r.k,
+            rules: r.rules,
+            window: r.window,
             now: r.now,
-        })
+        };
+        let mut q = PopularQuery::try_from(as_popular)?;
+        if q.window == Window::All {
+            q.window = Window::Days(7);
+        }
+        Ok(q)
     }
 }
 
