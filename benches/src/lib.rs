@@ -1,5 +1,7 @@
-//! What the benchmark binaries share: sequential request timing into a latency row.
+//! What the benchmark binaries share: sequential request timing into a latency row, and
+//! a demo model root with an empty event log.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -70,4 +72,14 @@ pub fn print_rows(rows: &[Row]) {
             r.method, r.requests, r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us, r.mean_us, r.throughput_rps
         );
     }
+}
+
+/// `work/model`: the demo model, its event log emptied (the ingest and crash benchmarks
+/// start from no events).
+pub fn demo_root_without_events(work: &Path) -> Result<PathBuf> {
+    let root = work.join("model");
+    let _ = std::fs::remove_dir_all(root.join("events"));
+    std::fs::create_dir_all(work)?;
+    affinity_service::demo::prepare_model(&root)?;
+    Ok(root)
 }

@@ -21,7 +21,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use affinity_service::client::wait_serving;
-use affinity_service::demo;
 use affinity_service::proto::recommender_client::RecommenderClient;
 use affinity_service::proto::{self, IngestEvent};
 use anyhow::{Context, Result};
@@ -123,10 +122,7 @@ async fn round(args: &Args, root: &std::path::Path, n: usize, kill_after: Durati
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let root = args.work.join("model");
-    let _ = std::fs::remove_dir_all(root.join("events"));
-    std::fs::create_dir_all(&args.work)?;
-    demo::prepare_model(&root)?;
+    let root = affinity_benches::demo_root_without_events(&args.work)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut rounds = Vec::new();

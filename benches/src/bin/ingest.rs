@@ -37,7 +37,7 @@ use affinity_service::proto::recommend_request::Subject;
 use affinity_service::proto::recommender_client::RecommenderClient;
 use affinity_service::proto::{self, IngestEvent};
 use affinity_service::state::{ServerConfig, ServerState};
-use affinity_service::{demo, server};
+use affinity_service::server;
 use anyhow::{Context, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -254,10 +254,7 @@ async fn answer_after_ack(channel: &Channel, rounds: usize) -> Result<Histogram<
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let root = args.work.join("model");
-    let _ = std::fs::remove_dir_all(root.join("events"));
-    std::fs::create_dir_all(&args.work)?;
-    demo::prepare_model(&root)?;
+    let root = affinity_benches::demo_root_without_events(&args.work)?;
     let fsync = disk_fsync(&args.work)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
