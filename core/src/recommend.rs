@@ -283,6 +283,24 @@ impl<'a> Eligibility<'a> {
     }
 }
 
+/// A ranked list of popular-kind items, each with `text` as its reason.
+fn popular_answer(ranked: Vec<(f32, ItemIdx)>, shortfall: Option<Shortfall>, text: &str) -> Recommendations {
+    Recommendations {
+        items: ranked
+            .into_iter()
+            .map(|(score, item)| Scored { item, score, reason: ReasonKind::Popular, reason_text: text.to_string() })
+            .collect(),
+        retrieval: Retrieval::Popularity,
+        shortfall,
+    }
+}
+
+/// Whether a filter's narrowed list is short enough to score exactly rather than search
+/// the index for it.
+fn narrow_enough(narrowed: Option<&Vec<ItemIdx>>, settings: &ServingSettings, k: usize) -> bool {
+    narrowed.is_some_and(|n| n.len() <= settings.ef_search.max(k) * 4)
+}
+
 /// The list a ranking gives under the rules: promotions applied, then the best `k`
 /// (diversified when asked), and why it is short if it is.
 fn finish(model: &Model, mut scored: Vec<(f32, ItemIdx)>, k: usize, rules: &Rules) -> (Vec<(f32, ItemIdx)>, Option<Shortfall>) {
@@ -635,7 +653,7 @@ impl Model {
         let k = query.k;
         let need = if query.rules.diversifies() { k * 4 } else { k };
         // A filter that narrows to a short list is scored exactly: cheaper than searching.
-        let narrow = filter.narrowed.as_ref().is_some_and(|n| n.len() <= settings.ef_search.max(k) * 4);
+        let narrow = narrow_enough(filter.narrowed.as_ref(), settings, k);
         if !settings.scores_exactly(self.n_items()) && !narrow {
             if let Some(index) = &self.indexes().mips {
                 let want = (need + filter.seen.len() + filter.excluded.len()).min(index.len());
@@ -700,20 +718,7 @@ impl Model {
             Some((s, _)) => format!("popular with {s}"),
             None => "popular with all users (no history for this user yet)".to_string(),
         };
-        let items = ranked
-            .into_iter()
-            .map(|(score, i)| Scored {
-                item: i,
-                score,
-                reason: ReasonKind::Popular,
-                reason_text: text.clone(),
-            })
-            .collect();
-        Recommendations {
-            items,
-            retrieval: Retrieval::Popularity,
-            shortfall,
-        }
+        popular_answer(ranked, shortfall, &text)
     }
 
     /// The most popular items of `segment` (everyone when it sets no field), under
@@ -742,17 +747,18 @@ impl Model {
     }
 
     /// Items rising fastest in `segment` over the last `days` days against their own
-    /// past (see [`crate::trending`]), under `rules` and an optional category.
+    /// past (see [`crate::trending`]), under `rules` and an optional category; also
+    /// returns how many users the segment holds.
     ///
     /// # Errors
     /// As [`Model::popular_in`].
-    pub fn trending_in(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, days: u32, now: Option<i64>) -> Result<Recommendations> {
+    pub fn trending_in(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, days: u32, now: Option<i64>) -> Result<(Recommendations, usize)> {
         let filter = self.listing_filter(segment, category, rules, k)?;
         let pool = if rules.diversifies() || !rules.promoted.is_empty() { (k * 10).max(200) } else { k };
-        let scored = self.trending(segment, days, now, pool, |i| filter.allows(i))?;
+        let (scored, users) = self.trending(segment, days, now, pool, |i| filter.allows(i))?;
         let what = category.map_or_else(|| "trending".to_string(), |c| format!("trending in {c}"));
         let text = if segment.is_everyone() { what } else { format!("{what} with {segment}") };
-        Ok(self.listed(scored, k, rules, &text))
+        Ok((self.listed(scored, k, rules, &text), users))
     }
 
     /// Checks a listing request and builds its filter.
@@ -769,14 +775,7 @@ impl Model {
     /// A ranked list of popular-kind items under the rules, each with `text` as reason.
     fn listed(&self, scored: Vec<(f32, ItemIdx)>, k: usize, rules: &Rules, text: &str) -> Recommendations {
         let (ranked, shortfall) = finish(self, scored, k, rules);
-        Recommendations {
-            items: ranked
-                .into_iter()
-                .map(|(score, item)| Scored { item, score, reason: ReasonKind::Popular, reason_text: text.to_string() })
-                .collect(),
-            retrieval: Retrieval::Popularity,
-            shortfall,
-        }
+        popular_answer(ranked, shortfall, text)
     }
 
     /// Items most similar to the query item in the given space, best first.
@@ -854,7 +853,7 @@ impl Model {
             None => score_all((0..self.n_items_with_added() as u32).map(ItemIdx).filter(eligible), cancel, score),
         };
         let need = if query.rules.diversifies() { k * 4 } else { k };
-        let narrow = narrowed.as_ref().is_some_and(|n| n.len() <= settings.ef_search.max(k) * 4);
+        let narrow = narrow_enough(narrowed.as_ref(), settings, k);
         let scored: Vec<(f32, ItemIdx)> = if settings.scores_exactly(self.n_items()) || narrow {
             exact()?
         } else {
@@ -1044,9 +1043,9 @@ mod tests {
             let Upserted::Added(idx) = m.upsert_item(new.clone()) else { panic!("a new id is added") };
             assert_eq!(idx.get(), m.n_items());
             assert_eq!((m.item_index("brand-new-toy"), m.n_items_with_added()), (Some(idx), m.n_items() + 1));
+            let like_toy = m.similar_items(&SimilarQuery { item_id: toy.item_id.clone(), k: 5, mode: SimilarMode::Content, rules: Rules::default() }, &s).unwrap();
+            assert_eq!(m.item_id(like_toy[0].item), "brand-new-toy", "its twin comes first");
             for mode in [SimilarMode::Content, SimilarMode::Blend] {
-                let like_toy = m.similar_items(&SimilarQuery { item_id: toy.item_id.clone(), k: 5, mode: SimilarMode::Content, rules: Rules::default() }, &s).unwrap();
-                assert_eq!(m.item_id(like_toy[0].item), "brand-new-toy", "{mode:?}: its twin comes first");
                 let of_new = m.similar_items(&SimilarQuery { item_id: "brand-new-toy".into(), k: 5, mode, rules: Rules::default() }, &s).unwrap();
                 assert_eq!(m.item_id(of_new[0].item), toy.item_id, "{mode:?}: the new item's twin comes first");
             }

@@ -188,6 +188,13 @@ fn union(lists: impl Iterator<Item = Vec<ItemIdx>>) -> Vec<ItemIdx> {
     all
 }
 
+/// The lowest score of `scored` and the span up to the highest (never zero), for scaling
+/// scores to [0, 1].
+fn range(scored: &[(f32, ItemIdx)]) -> (f32, f32) {
+    let (lo, hi) = scored.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| (lo.min(s.0), hi.max(s.0)));
+    (lo, (hi - lo).max(f32::MIN_POSITIVE))
+}
+
 /// Adds each promoted item's boost to its score, scores first scaled to [0, 1] over the
 /// candidates (promoted items not among them are left out: they did not pass the filters
 /// or were not candidates).
@@ -196,8 +203,7 @@ pub(crate) fn promote(model: &Model, scored: &mut [(f32, ItemIdx)], promoted: &[
         return;
     }
     let boosts: HashMap<ItemIdx, f32> = promoted.iter().filter_map(|(id, b)| model.item_index(id).map(|i| (i, *b))).collect();
-    let (lo, hi) = scored.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| (lo.min(s.0), hi.max(s.0)));
-    let span = (hi - lo).max(f32::MIN_POSITIVE);
+    let (lo, span) = range(scored);
     for s in scored.iter_mut() {
         s.0 = (s.0 - lo) / span + boosts.get(&s.1).copied().unwrap_or(0.0);
     }
@@ -227,8 +233,7 @@ pub(crate) fn diversify(model: &Model, ranked: Vec<(f32, ItemIdx)>, k: usize, ru
             0.0
         }
     };
-    let (lo, hi) = ranked.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| (lo.min(s.0), hi.max(s.0)));
-    let span = (hi - lo).max(f32::MIN_POSITIVE);
+    let (lo, span) = range(&ranked);
     let mut left = ranked;
     let mut chosen: Vec<(f32, ItemIdx)> = Vec::with_capacity(k);
     let mut max_sim: Vec<f32> = vec![0.0; left.len()];

@@ -127,13 +127,15 @@ impl Model {
 
     /// Items rising fastest in `segment` over the last `days` days against their own
     /// rate in the [`BASELINE_WINDOWS`] windows before, with the growth score (see the
-    /// module docs); best first, at most `k`, passing `allowed`.
+    /// module docs); best first, at most `k`, passing `allowed`; also the users the
+    /// segment holds.
     ///
     /// # Errors
     /// `FailedPrecondition` on data without unix timestamps.
-    pub fn trending(&self, segment: &Segment, days: u32, now: Option<i64>, k: usize, allowed: impl Fn(ItemIdx) -> bool) -> Result<Vec<(f32, ItemIdx)>> {
+    pub fn trending(&self, segment: &Segment, days: u32, now: Option<i64>, k: usize, allowed: impl Fn(ItemIdx) -> bool) -> Result<(Vec<(f32, ItemIdx)>, usize)> {
         let now = self.window_now(now)?;
         let members = self.segment_members(segment);
+        let users = members.iter().filter(|&&m| m).count();
         let w = i64::from(days.max(1)) * DAY;
         let recent = self.window_counts(&members, now - w, now, |_| 1.0);
         let before = self.window_counts(&members, now - w * (1 + BASELINE_WINDOWS), now - w, |_| 1.0);
@@ -148,7 +150,7 @@ impl Model {
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         scored.truncate(k);
-        Ok(scored)
+        Ok((scored, users))
     }
 }
 
@@ -270,11 +272,12 @@ mod tests {
         let m = train(&store(), TimeKind::Unix, &fast_params(), &NoProgress);
         let everyone = Segment::default();
         let now = m.activity.now.unwrap();
-        let top = m.trending(&everyone, 7, None, 10, |_| true).unwrap();
+        let (top, users) = m.trending(&everyone, 7, None, 10, |_| true).unwrap();
+        assert_eq!(users, m.n_users());
         assert_eq!(ids(&m, &top).first().map(String::as_str), Some("seasonal"), "{:?}", ids(&m, &top));
         assert!(!ids(&m, &top).contains(&"steady".to_string()) && !ids(&m, &top).contains(&"cold".to_string()));
         // Two weeks earlier the spike had not happened.
-        let before = m.trending(&everyone, 7, Some(now - 14 * DAY), 10, |_| true).unwrap();
+        let (before, _) = m.trending(&everyone, 7, Some(now - 14 * DAY), 10, |_| true).unwrap();
         assert!(!ids(&m, &before).contains(&"seasonal".to_string()), "{:?}", ids(&m, &before));
         // The last day's popular list counts only the last day.
         let (day, _) = m.windowed_popularity(&everyone, 1, None).unwrap();

@@ -150,10 +150,7 @@ impl Recommender for RecommenderApi {
             affinity_core::trending::Window::All => 7,
         };
         let answer = self
-            .score(move |l, _| {
-                let users = (0..l.model.n_users()).filter(|&u| q.segment.contains(l.model.user_attributes(affinity_core::UserIdx(u as u32)))).count();
-                Ok((l.model.trending_in(&q.segment, q.category.as_deref(), &q.rules, q.k, days, q.now)?, users))
-            })
+            .score(move |l, _| l.model.trending_in(&q.segment, q.category.as_deref(), &q.rules, q.k, days, q.now))
             .await?;
         Ok(Response::new(answer.into()))
     }
