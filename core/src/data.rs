@@ -156,6 +156,40 @@ impl TimeKind {
     }
 }
 
+/// A place on Earth (WGS 84 degrees): a store or pick-up point an item is sold from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GeoPoint {
+    /// Latitude in degrees, −90 to 90.
+    pub lat: f64,
+    /// Longitude in degrees, −180 to 180.
+    pub lon: f64,
+}
+
+/// Mean Earth radius in kilometres (the haversine distance's sphere).
+const EARTH_RADIUS_KM: f64 = 6371.0088;
+
+impl GeoPoint {
+    /// A point, or a message naming what is out of range (`what` prefixes it).
+    pub fn new(lat: f64, lon: f64) -> std::result::Result<GeoPoint, String> {
+        if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
+            return Err(format!("latitude must be between -90 and 90, got {lat}"));
+        }
+        if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
+            return Err(format!("longitude must be between -180 and 180, got {lon}"));
+        }
+        Ok(GeoPoint { lat, lon })
+    }
+
+    /// Great-circle (haversine) distance to `other` in kilometres.
+    pub fn distance_km(&self, other: &GeoPoint) -> f64 {
+        let (p1, p2) = (self.lat.to_radians(), other.lat.to_radians());
+        let dp = p2 - p1;
+        let dl = (other.lon - self.lon).to_radians();
+        let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+        2.0 * EARTH_RADIUS_KM * a.sqrt().min(1.0).asin()
+    }
+}
+
 /// One catalogue entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
@@ -173,6 +207,49 @@ pub struct Item {
     pub tags: Vec<String>,
     /// Whether the item may be recommended (`false`: out of stock); empty in the CSV reads as `true`.
     pub available: bool,
+    /// Where the item is sold or picked up, if it has a place (optional `latitude` and
+    /// `longitude` columns): what "near you" filters and boosts use.
+    pub location: Option<GeoPoint>,
+    /// When the item was put on sale (unix seconds; optional `listed_at` column); the
+    /// trainer fills it from the item's first event where the catalogue does not say,
+    /// and "new arrival" boosts read it.
+    pub listed_at: Option<i64>,
+}
+
+/// The catalogue entry as model formats up to 4 and event logs written before locations
+/// stored it (bincode keeps no field names, so the old layout is decoded as it was).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemV1 {
+    /// See [`Item::item_id`].
+    pub item_id: String,
+    /// See [`Item::title`].
+    pub title: String,
+    /// See [`Item::category`].
+    pub category: String,
+    /// See [`Item::brand`].
+    pub brand: String,
+    /// See [`Item::price`].
+    pub price: Option<f32>,
+    /// See [`Item::tags`].
+    pub tags: Vec<String>,
+    /// See [`Item::available`].
+    pub available: bool,
+}
+
+impl From<ItemV1> for Item {
+    fn from(v: ItemV1) -> Item {
+        Item {
+            item_id: v.item_id,
+            title: v.title,
+            category: v.category,
+            brand: v.brand,
+            price: v.price,
+            tags: v.tags,
+            available: v.available,
+            location: None,
+            listed_at: None,
+        }
+    }
 }
 
 impl Item {
@@ -186,6 +263,8 @@ impl Item {
             price: None,
             tags: Vec::new(),
             available: true,
+            location: None,
+            listed_at: None,
         }
     }
 }
@@ -265,7 +344,7 @@ pub struct ReadReport<T> {
 
 /// The header row `events.csv` must have, in this order.
 pub const EVENTS_HEADER: [&str; 5] = ["user_id", "item_id", "event", "timestamp", "value"];
-/// The header row `items.csv` must have, in this order.
+/// The header row `items.csv` must start with, in this order.
 pub const ITEMS_HEADER: [&str; 7] = [
     "item_id",
     "title",
@@ -275,6 +354,10 @@ pub const ITEMS_HEADER: [&str; 7] = [
     "tags",
     "available",
 ];
+/// Columns `items.csv` may add after [`ITEMS_HEADER`], in any order: the item's place
+/// (`latitude` and `longitude`, both or neither) and when it went on sale (`listed_at`,
+/// unix seconds).
+pub const ITEMS_OPTIONAL: [&str; 3] = ["latitude", "longitude", "listed_at"];
 /// The header row `users.csv` must have, in this order.
 pub const USERS_HEADER: [&str; 6] = ["user_id", "region", "age", "gender", "occupation", "income"];
 /// The header row `social.csv` must have, in this order.
@@ -321,13 +404,48 @@ fn parse_bool(field: &str, what: &str) -> std::result::Result<bool, String> {
     }
 }
 
-/// Reads a CSV with the given header, turning each record into a `T` with `parse`.
+/// Where a file's optional columns are, by their position in the optional list.
+struct Extra(Vec<Option<usize>>);
+
+impl Extra {
+    /// The field of optional column `n` in `r`, if the file has that column.
+    fn get<'r>(&self, r: &'r csv::StringRecord, n: usize) -> Option<&'r str> {
+        self.0.get(n).copied().flatten().and_then(|at| r.get(at))
+    }
+}
+
+/// Checks a header: `header` in order, then any of `optional` once each, in any order.
+fn match_header(found: &[&str], header: &[&str], optional: &[&str]) -> std::result::Result<Extra, String> {
+    let expected = || {
+        let mut e = header.join(",");
+        if !optional.is_empty() {
+            e.push_str(&format!("` optionally followed by any of `{}", optional.join(",")));
+        }
+        e
+    };
+    if found.len() < header.len() || found[..header.len()] != *header {
+        return Err(format!("header is `{}`, expected `{}`", found.join(","), expected()));
+    }
+    let mut at = vec![None; optional.len()];
+    for (n, name) in found.iter().enumerate().skip(header.len()) {
+        match optional.iter().position(|o| o == name) {
+            Some(o) if at[o].is_none() => at[o] = Some(n),
+            Some(_) => return Err(format!("header names column `{name}` twice")),
+            None => return Err(format!("header has unknown column `{name}`; expected `{}`", expected())),
+        }
+    }
+    Ok(Extra(at))
+}
+
+/// Reads a CSV with the given header (and optional trailing columns), turning each
+/// record into a `T` with `parse`.
 fn read_csv<R: Read, T>(
     input: R,
     file: &str,
     header: &[&str],
+    optional: &[&str],
     options: ReadOptions,
-    mut parse: impl FnMut(&csv::StringRecord) -> std::result::Result<T, String>,
+    mut parse: impl FnMut(&csv::StringRecord, &Extra) -> std::result::Result<T, String>,
 ) -> Result<ReadReport<T>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -338,17 +456,12 @@ fn read_csv<R: Read, T>(
         .map_err(|e| Error::invalid_file(file, format!("cannot read header: {e}")))?
         .clone();
     let found_names: Vec<&str> = found.iter().map(str::trim).collect();
-    if found_names != header {
-        return Err(Error::InvalidRow {
-            file: file.to_string(),
-            line: 1,
-            message: format!(
-                "header is `{}`, expected `{}`",
-                found_names.join(","),
-                header.join(",")
-            ),
-        });
-    }
+    let extra = match_header(&found_names, header, optional).map_err(|message| Error::InvalidRow {
+        file: file.to_string(),
+        line: 1,
+        message,
+    })?;
+    let width = found_names.len();
     let mut report = ReadReport {
         rows: Vec::new(),
         skipped: 0,
@@ -362,13 +475,10 @@ fn read_csv<R: Read, T>(
             Ok(false) => break,
             Ok(true) => {
                 let line = record.position().map_or(line_hint, |p| p.line());
-                if record.len() != header.len() {
-                    Err((
-                        line,
-                        format!("expected {} fields, found {}", header.len(), record.len()),
-                    ))
+                if record.len() != width {
+                    Err((line, format!("expected {width} fields, found {}", record.len())))
                 } else {
-                    parse(&record).map_err(|m| (line, m))
+                    parse(&record, &extra).map_err(|m| (line, m))
                 }
             }
             Err(e) => {
@@ -420,7 +530,7 @@ fn open(path: &Path) -> Result<BufReader<File>> {
         .map_err(|e| Error::io(path, e))
 }
 
-fn parse_event(r: &csv::StringRecord) -> std::result::Result<Event, String> {
+fn parse_event(r: &csv::StringRecord, _: &Extra) -> std::result::Result<Event, String> {
     Ok(Event {
         user_id: parse_id(&r[0], "user_id")?,
         item_id: parse_id(&r[1], "item_id")?,
@@ -430,7 +540,16 @@ fn parse_event(r: &csv::StringRecord) -> std::result::Result<Event, String> {
     })
 }
 
-fn parse_item(r: &csv::StringRecord) -> std::result::Result<Item, String> {
+fn parse_item(r: &csv::StringRecord, extra: &Extra) -> std::result::Result<Item, String> {
+    let lat = extra.get(r, 0).map(|f| parse_opt::<f64>(f, "latitude")).transpose()?.flatten();
+    let lon = extra.get(r, 1).map(|f| parse_opt::<f64>(f, "longitude")).transpose()?.flatten();
+    let location = match (lat, lon) {
+        (Some(lat), Some(lon)) => Some(GeoPoint::new(lat, lon)?),
+        (None, None) => None,
+        (Some(_), None) => return Err("latitude is set but longitude is empty".into()),
+        (None, Some(_)) => return Err("longitude is set but latitude is empty".into()),
+    };
+    let listed_at = extra.get(r, 2).map(|f| parse_opt::<i64>(f, "listed_at")).transpose()?.flatten();
     let price = parse_finite(&r[4], "price")?;
     if let Some(p) = price {
         if p < 0.0 {
@@ -450,10 +569,12 @@ fn parse_item(r: &csv::StringRecord) -> std::result::Result<Item, String> {
             .map(str::to_string)
             .collect(),
         available: parse_bool(&r[6], "available")?,
+        location,
+        listed_at,
     })
 }
 
-fn parse_user(r: &csv::StringRecord) -> std::result::Result<User, String> {
+fn parse_user(r: &csv::StringRecord, _: &Extra) -> std::result::Result<User, String> {
     Ok(User {
         user_id: parse_id(&r[0], "user_id")?,
         region: r[1].trim().to_string(),
@@ -464,7 +585,7 @@ fn parse_user(r: &csv::StringRecord) -> std::result::Result<User, String> {
     })
 }
 
-fn parse_social(r: &csv::StringRecord) -> std::result::Result<SocialEdge, String> {
+fn parse_social(r: &csv::StringRecord, _: &Extra) -> std::result::Result<SocialEdge, String> {
     let kind = match r[2].trim() {
         "friend" => SocialKind::Friend,
         "follow" => SocialKind::Follow,
@@ -480,7 +601,7 @@ fn parse_social(r: &csv::StringRecord) -> std::result::Result<SocialEdge, String
 
 /// Reads `events.csv` from any reader; `file` names it in errors.
 pub fn read_events_from<R: Read>(input: R, file: &str, options: ReadOptions) -> Result<ReadReport<Event>> {
-    read_csv(input, file, &EVENTS_HEADER, options, parse_event)
+    read_csv(input, file, &EVENTS_HEADER, &[], options, parse_event)
 }
 
 /// Reads an `events.csv` file; errors name it by its path.
@@ -490,17 +611,17 @@ pub fn read_events(path: &Path, options: ReadOptions) -> Result<ReadReport<Event
 
 /// Reads an `items.csv` file; errors name it by its path.
 pub fn read_items(path: &Path, options: ReadOptions) -> Result<ReadReport<Item>> {
-    read_csv(open(path)?, &path.display().to_string(), &ITEMS_HEADER, options, parse_item)
+    read_csv(open(path)?, &path.display().to_string(), &ITEMS_HEADER, &ITEMS_OPTIONAL, options, parse_item)
 }
 
 /// Reads a `users.csv` file; errors name it by its path.
 pub fn read_users(path: &Path, options: ReadOptions) -> Result<ReadReport<User>> {
-    read_csv(open(path)?, &path.display().to_string(), &USERS_HEADER, options, parse_user)
+    read_csv(open(path)?, &path.display().to_string(), &USERS_HEADER, &[], options, parse_user)
 }
 
 /// Reads a `social.csv` file; errors name it by its path.
 pub fn read_social(path: &Path, options: ReadOptions) -> Result<ReadReport<SocialEdge>> {
-    read_csv(open(path)?, &path.display().to_string(), &SOCIAL_HEADER, options, parse_social)
+    read_csv(open(path)?, &path.display().to_string(), &SOCIAL_HEADER, &[], options, parse_social)
 }
 
 fn fmt_opt<T: ToString>(v: &Option<T>) -> String {
@@ -539,10 +660,20 @@ pub fn write_events(path: &Path, events: &[Event]) -> Result<()> {
     })
 }
 
-/// Writes catalogue entries as `items.csv` with its header, replacing any existing file.
+/// Writes catalogue entries as `items.csv` with its header, replacing any existing file;
+/// the optional columns are written only when some item has a value for them.
 pub fn write_items(path: &Path, items: &[Item]) -> Result<()> {
-    write_csv(path, &ITEMS_HEADER, items, |i| {
-        vec![
+    let places = items.iter().any(|i| i.location.is_some());
+    let listed = items.iter().any(|i| i.listed_at.is_some());
+    let mut header = ITEMS_HEADER.to_vec();
+    if places {
+        header.extend(["latitude", "longitude"]);
+    }
+    if listed {
+        header.push("listed_at");
+    }
+    write_csv(path, &header, items, |i| {
+        let mut row = vec![
             i.item_id.clone(),
             i.title.clone(),
             i.category.clone(),
@@ -550,7 +681,15 @@ pub fn write_items(path: &Path, items: &[Item]) -> Result<()> {
             fmt_opt(&i.price),
             i.tags.join("|"),
             i.available.to_string(),
-        ]
+        ];
+        if places {
+            row.push(fmt_opt(&i.location.map(|p| p.lat)));
+            row.push(fmt_opt(&i.location.map(|p| p.lon)));
+        }
+        if listed {
+            row.push(fmt_opt(&i.listed_at));
+        }
+        row
     })
 }
 
@@ -647,10 +786,52 @@ mod tests {
             price: Some(9.5),
             tags: vec!["red".into(), "kids".into()],
             available: false,
-        }];
+            location: Some(GeoPoint { lat: 51.5072, lon: -0.1276 }),
+            listed_at: Some(1_767_225_600),
+        }, Item::bare("i2")];
         write_items(&path, &items).unwrap();
         let back = read_items(&path, ReadOptions::default()).unwrap();
         assert_eq!(back.rows, items);
+        // Without places or dates the file has the seven columns older readers expect.
+        write_items(&path, &items[1..]).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().starts_with("item_id,title,category,brand,price,tags,available\n"));
+    }
+
+    #[test]
+    fn optional_item_columns_in_any_order_and_checked() {
+        let read = |text: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("items.csv");
+            std::fs::write(&path, text).unwrap();
+            read_items(&path, ReadOptions::default()).map(|r| r.rows).map_err(|e| e.to_string())
+        };
+        let h = "item_id,title,category,brand,price,tags,available";
+        let rows = read(&format!("{h},listed_at,longitude,latitude\ni1,,,,,,,1700000000,2.35,48.85\ni2,,,,,,,,,\n")).unwrap();
+        assert_eq!(rows[0].location, Some(GeoPoint { lat: 48.85, lon: 2.35 }));
+        assert_eq!(rows[0].listed_at, Some(1_700_000_000));
+        assert_eq!((rows[1].location, rows[1].listed_at), (None, None));
+        let bad = [
+            (format!("{h},latitude,longitude\ni1,,,,,,,91,0\n"), "items.csv:2: latitude must be between -90 and 90"),
+            (format!("{h},latitude,longitude\ni1,,,,,,,10,\n"), "items.csv:2: latitude is set but longitude is empty"),
+            (format!("{h},latitude,longitude\ni1,,,,,,,x,1\n"), "items.csv:2: latitude: cannot parse"),
+            (format!("{h},colour\n"), "items.csv:1: header has unknown column `colour`"),
+            (format!("{h},latitude,latitude\n"), "items.csv:1: header names column `latitude` twice"),
+            (format!("{h},listed_at\ni1,,,,,,\n"), "items.csv:2: expected 8 fields, found 7"),
+        ];
+        for (text, want) in bad {
+            let e = read(&text).unwrap_err();
+            assert!(e.contains(want), "{e} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn haversine_distance() {
+        let paris = GeoPoint::new(48.8566, 2.3522).unwrap();
+        let london = GeoPoint::new(51.5072, -0.1276).unwrap();
+        let d = paris.distance_km(&london);
+        assert!((d - 343.5).abs() < 2.0, "{d}");
+        assert_eq!(paris.distance_km(&paris), 0.0);
+        assert!(GeoPoint::new(0.0, 180.5).is_err());
     }
 
     #[test]

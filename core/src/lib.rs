@@ -37,6 +37,7 @@ pub mod cancel;
 pub mod content;
 pub mod data;
 pub mod demo;
+mod explore;
 pub mod error;
 pub mod ids;
 pub mod interactions;

@@ -196,6 +196,13 @@ pub enum ReasonKind {
     Similar,
     /// An item the subject had, offered again: the data shows people come back to it.
     Repeat,
+    /// Rising fastest against its own past (a trending list).
+    Trending,
+    /// Listed recently: a new-arrival boost, or an exploration slot for an item nobody
+    /// has interacted with yet.
+    NewArrival,
+    /// Within the radius of the place the request named.
+    Nearby,
 }
 
 /// A scored item with its reason.
@@ -267,6 +274,12 @@ impl<'a> Eligibility<'a> {
         self.allows_had(i) && self.seen.binary_search(&i).is_err()
     }
 
+    /// Whether `i`, an item nobody has interacted with (trained without events, or added
+    /// while serving), may fill an exploration slot.
+    fn allows_new(&self, i: ItemIdx) -> bool {
+        self.excluded.binary_search(&i).is_err() && self.seen.binary_search(&i).is_err() && self.filter.passes(i)
+    }
+
     /// Whether `i` passes every filter but the seen one: what a returning item must pass.
     /// Items added while serving have no collaborative vector yet and are not offered.
     fn allows_had(&self, i: ItemIdx) -> bool {
@@ -283,12 +296,12 @@ impl<'a> Eligibility<'a> {
     }
 }
 
-/// A ranked list of popular-kind items, each with `text` as its reason.
-fn popular_answer(ranked: Vec<(f32, ItemIdx)>, shortfall: Option<Shortfall>, text: &str) -> Recommendations {
+/// A ranked list of popular-kind (or trending) items, each with `text` as its reason.
+fn popular_answer(ranked: Vec<(f32, ItemIdx)>, shortfall: Option<Shortfall>, reason: ReasonKind, text: &str) -> Recommendations {
     Recommendations {
         items: ranked
             .into_iter()
-            .map(|(score, item)| Scored { item, score, reason: ReasonKind::Popular, reason_text: text.to_string() })
+            .map(|(score, item)| Scored { item, score, reason, reason_text: text.to_string() })
             .collect(),
         retrieval: Retrieval::Popularity,
         shortfall,
@@ -304,7 +317,7 @@ fn narrow_enough(narrowed: Option<&Vec<ItemIdx>>, settings: &ServingSettings, k:
 /// The list a ranking gives under the rules: promotions applied, then the best `k`
 /// (diversified when asked), and why it is short if it is.
 fn finish(model: &Model, mut scored: Vec<(f32, ItemIdx)>, k: usize, rules: &Rules) -> (Vec<(f32, ItemIdx)>, Option<Shortfall>) {
-    rules::promote(model, &mut scored, &rules.promoted);
+    rules::boost(model, &mut scored, rules, model.clock());
     if !rules.diversifies() {
         let top = top_k(scored, k);
         let short = (top.len() < k).then_some(Shortfall::Filters);
@@ -431,8 +444,33 @@ impl Model {
             }
         };
         let filter = Eligibility::new(self, seen, excluded, ItemFilter::new(self, &query.rules, query.category.as_deref()));
+        let recent = std::mem::take(&mut profile.recent);
+        let mut answers = self.rank_eligible(query, settings, blends, cancel, profile, &recent, &filter, returns)?;
+        for answer in &mut answers {
+            if query.seen != SeenPolicy::BuyAgain {
+                self.explore(answer, &filter, &recent, query, settings);
+            }
+            self.annotate(&mut answer.items, &query.rules);
+        }
+        Ok(answers)
+    }
+
+    /// [`Model::rank_blends`] once eligibility is settled: buy-again, popular for a
+    /// subject without usable history, or personalised once per blend.
+    #[allow(clippy::too_many_arguments)]
+    fn rank_eligible(
+        &self,
+        query: &RecommendQuery,
+        settings: &ServingSettings,
+        blends: &[f32],
+        cancel: &Cancel,
+        mut profile: Profile,
+        recent: &[ItemIdx],
+        filter: &Eligibility<'_>,
+        returns: Vec<(f32, ItemIdx)>,
+    ) -> Result<Vec<Recommendations>> {
         if query.seen == SeenPolicy::BuyAgain {
-            return Ok(vec![self.buy_again(returns, &filter, query.k, &query.rules); blends.len()]);
+            return Ok(vec![self.buy_again(returns, filter, query.k, &query.rules); blends.len()]);
         }
         let personal = profile.vector.take().filter(|v| v.iter().any(|&x| x != 0.0));
         let Some(u) = personal else {
@@ -447,12 +485,11 @@ impl Model {
                 let p = self.segment_popularity(&s);
                 (s, p)
             });
-            let popular = self.popular(&filter, query.k, &query.rules, counted.as_ref().map(|(s, p)| (s, p)));
+            let popular = self.popular(filter, query.k, &query.rules, counted.as_ref().map(|(s, p)| (s, p)));
             return Ok(vec![popular; blends.len()]);
         };
-        let recent = profile.recent;
-        let votes = if blends.iter().any(|&b| b > 0.0) { self.neighbour_votes(&recent, settings) } else { HashMap::new() };
-        let (raw, retrieval) = self.candidates(&u, &votes, &filter, query, settings, cancel)?;
+        let votes = if blends.iter().any(|&b| b > 0.0) { self.neighbour_votes(recent, settings) } else { HashMap::new() };
+        let (raw, retrieval) = self.candidates(&u, &votes, filter, query, settings, cancel)?;
         let (mut raw, last) = (Some(raw), blends.len().saturating_sub(1));
         let mut answers = Vec::with_capacity(blends.len());
         for (n, &b) in blends.iter().enumerate() {
@@ -465,14 +502,52 @@ impl Model {
                 let all = score_all(filter.all(), cancel, |i| (dot(&u, self.item_vector(i)), i))?;
                 (ranked, shortfall) = finish(self, self.blend(&u, all, &votes, b), query.k, &query.rules);
             }
-            let mut items: Vec<Scored> = ranked.into_iter().map(|(score, item)| self.personal(item, score, &recent)).collect();
+            let mut items: Vec<Scored> = ranked.into_iter().map(|(score, item)| self.personal(item, score, recent)).collect();
             if !returns.is_empty() {
-                items = self.mix_returns(items, &returns, &filter, query.k);
+                items = self.mix_returns(items, &returns, filter, query.k);
                 shortfall = shortfall.filter(|_| items.len() < query.k);
             }
             answers.push(Recommendations { items, retrieval, shortfall });
         }
         Ok(answers)
+    }
+
+    /// Gives the tail of a list to items nobody has interacted with yet, as many slots as
+    /// `settings.explore_share` draws for this subject today (see [`crate::explore`]).
+    fn explore(&self, answer: &mut Recommendations, filter: &Eligibility<'_>, recent: &[ItemIdx], query: &RecommendQuery, settings: &ServingSettings) {
+        if settings.explore_share <= 0.0 {
+            return;
+        }
+        let key = match &query.subject {
+            Subject::User(id) => id.as_str(),
+            Subject::Session(items) => items.first().map_or("", String::as_str),
+        };
+        let day = crate::explore::today();
+        let n = crate::explore::slots(key, day, settings.explore_share, query.k);
+        if n == 0 {
+            return;
+        }
+        let listed: std::collections::HashSet<ItemIdx> = answer.items.iter().map(|s| s.item).collect();
+        let now = self.clock();
+        let fresh = |i: ItemIdx| self.item(i).listed_at.is_some_and(|t| now - t <= crate::explore::NEW_DAYS * 86_400);
+        let candidates: Vec<ItemIdx> = self.cold_items().filter(|&i| !listed.contains(&i) && fresh(i) && filter.allows_new(i)).collect();
+        let picked = crate::explore::pick(self, candidates, recent, key, day, n);
+        if picked.is_empty() {
+            return;
+        }
+        // The new items take the last places (or join a short list), each with the score
+        // of the place it takes, so the list stays in score order.
+        let keep = answer.items.len().min(query.k - picked.len());
+        let floor = answer.items.get(keep.saturating_sub(1)).map_or(0.0, |s| s.score);
+        let scores: Vec<f32> = (0..picked.len()).map(|j| answer.items.get(keep + j).map_or(floor, |s| s.score)).collect();
+        answer.items.truncate(keep);
+        answer.items.extend(picked.into_iter().zip(scores).map(|(item, score)| Scored {
+            item,
+            score,
+            reason: ReasonKind::NewArrival,
+            reason_text: "new arrival: nobody has tried it yet".to_string(),
+        }));
+        answer.shortfall = answer.shortfall.filter(|_| answer.items.len() < query.k);
     }
 
     /// Merges items the subject had (with the probability that each is next) into a
@@ -694,7 +769,7 @@ impl Model {
         // Popularity order needs no scoring: the first eligible items are the answer, but
         // promotions, diversity and a segment's order choose among a wider pool: the
         // store's top items and every item the segment had.
-        let wide = !rules.promoted.is_empty() || rules.diversifies() || segment.is_some();
+        let wide = rules.boosts() || rules.diversifies() || segment.is_some();
         let pool = if wide { (k * 10).max(200) } else { k };
         let score = |i: ItemIdx| match segment {
             Some((_, p)) => p.score(self, i),
@@ -718,7 +793,7 @@ impl Model {
             Some((s, _)) => format!("popular with {s}"),
             None => "popular with all users (no history for this user yet)".to_string(),
         };
-        popular_answer(ranked, shortfall, &text)
+        popular_answer(ranked, shortfall, ReasonKind::Popular, &text)
     }
 
     /// The most popular items of `segment` (everyone when it sets no field), under
@@ -730,6 +805,12 @@ impl Model {
     /// `InvalidArgument` naming the field for a bad `k`, segment, category or rule;
     /// `FailedPrecondition` for a window on data without unix timestamps.
     pub fn popular_in(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, window: Window, now: Option<i64>) -> Result<(Recommendations, usize)> {
+        let (mut answer, users) = self.popular_listing(segment, category, rules, k, window, now)?;
+        self.annotate(&mut answer.items, rules);
+        Ok((answer, users))
+    }
+
+    fn popular_listing(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, window: Window, now: Option<i64>) -> Result<(Recommendations, usize)> {
         let filter = self.listing_filter(segment, category, rules, k)?;
         let days = match window {
             Window::All if segment.is_everyone() => return Ok((self.popular(&filter, k, rules, None), self.n_users())),
@@ -743,7 +824,7 @@ impl Model {
         let (counts, users) = self.windowed_popularity(segment, days, now)?;
         let scored: Vec<(f32, ItemIdx)> = counts.into_iter().filter(|&(i, _)| filter.allows(i)).map(|(i, c)| (c, i)).collect();
         let text = format!("popular with {segment} in the last {days} day{}", if days == 1 { "" } else { "s" });
-        Ok((self.listed(scored, k, rules, &text), users))
+        Ok((self.listed(scored, k, rules, ReasonKind::Popular, &text), users))
     }
 
     /// Items rising fastest in `segment` over the last `days` days against their own
@@ -754,11 +835,13 @@ impl Model {
     /// As [`Model::popular_in`].
     pub fn trending_in(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, days: u32, now: Option<i64>) -> Result<(Recommendations, usize)> {
         let filter = self.listing_filter(segment, category, rules, k)?;
-        let pool = if rules.diversifies() || !rules.promoted.is_empty() { (k * 10).max(200) } else { k };
+        let pool = if rules.diversifies() || rules.boosts() { (k * 10).max(200) } else { k };
         let (scored, users) = self.trending(segment, days, now, pool, |i| filter.allows(i))?;
         let what = category.map_or_else(|| "trending".to_string(), |c| format!("trending in {c}"));
         let text = if segment.is_everyone() { what } else { format!("{what} with {segment}") };
-        Ok((self.listed(scored, k, rules, &text), users))
+        let mut answer = self.listed(scored, k, rules, ReasonKind::Trending, &text);
+        self.annotate(&mut answer.items, rules);
+        Ok((answer, users))
     }
 
     /// Checks a listing request and builds its filter.
@@ -773,9 +856,24 @@ impl Model {
     }
 
     /// A ranked list of popular-kind items under the rules, each with `text` as reason.
-    fn listed(&self, scored: Vec<(f32, ItemIdx)>, k: usize, rules: &Rules, text: &str) -> Recommendations {
+    fn listed(&self, scored: Vec<(f32, ItemIdx)>, k: usize, rules: &Rules, reason: ReasonKind, text: &str) -> Recommendations {
         let (ranked, shortfall) = finish(self, scored, k, rules);
-        popular_answer(ranked, shortfall, text)
+        popular_answer(ranked, shortfall, reason, text)
+    }
+
+    /// Gives items a location or new-arrival rule singled out that reason, ahead of the
+    /// one their ranking gave ("near you (1.2 km); because of your interest in …").
+    fn annotate(&self, items: &mut [Scored], rules: &Rules) {
+        if rules.near.is_none() && rules.new_arrivals.is_none() {
+            return;
+        }
+        let now = self.clock();
+        for s in items.iter_mut() {
+            if let Some((kind, text)) = rules::reason_prefix(rules, self.item(s.item), now) {
+                s.reason = kind;
+                s.reason_text = format!("{text}; {}", s.reason_text);
+            }
+        }
     }
 
     /// Items most similar to the query item in the given space, best first.
@@ -887,7 +985,7 @@ impl Model {
             SimilarMode::Blend => "similar by co-interaction and catalogue features",
         };
         let (ranked, shortfall) = finish(self, scored, k, &query.rules);
-        let items = ranked
+        let mut items: Vec<Scored> = ranked
             .into_iter()
             .map(|(score, item)| Scored {
                 item,
@@ -896,6 +994,7 @@ impl Model {
                 reason_text: text.to_string(),
             })
             .collect();
+        self.annotate(&mut items, &query.rules);
         Ok((items, shortfall))
     }
 }
@@ -1220,6 +1319,8 @@ mod tests {
                 flags in (any::<bool>(), any::<bool>(), any::<bool>()),
                 promoted in proptest::collection::vec((0u32..400, 0f32..2.0), 0..5),
                 caps in (proptest::option::of(1usize..4), proptest::option::of(1usize..4), proptest::option::of(0f32..1.0)),
+                near in proptest::option::of((0usize..5, 0.5f64..30.0, any::<bool>(), 0f32..1.0)),
+                new_arrivals in proptest::option::of((1u32..60, 0f32..1.0)),
             ) {
                 let m = model();
                 let (categories, brands) = names(m);
@@ -1240,6 +1341,11 @@ mod tests {
                     max_per_category: caps.0,
                     max_per_brand: caps.1,
                     mmr_lambda: caps.2,
+                    near: near.map(|(store, radius_km, within_only, boost)| {
+                        let (_, lat, lon) = crate::demo::STORES[store];
+                        crate::rules::Near { point: crate::data::GeoPoint { lat, lon }, radius_km, within_only, boost }
+                    }),
+                    new_arrivals: new_arrivals.map(|(days, boost)| crate::rules::NewArrivals { days, boost }),
                 };
                 let user_id = if user < m.n_users() { m.user_ids()[user].clone() } else { "a-stranger".to_string() };
                 let seen_policy = if include_seen { SeenPolicy::Include } else { SeenPolicy::Exclude };
@@ -1253,11 +1359,13 @@ mod tests {
                         && !rules.exclude_brands.contains(&it.brand)
                         && min_price.is_none_or(|lo| it.price.is_some_and(|p| p >= lo))
                         && max_price.is_none_or(|hi| it.price.is_some_and(|p| p <= hi))
+                        && rules.near.is_none_or(|n| !n.within_only || it.location.is_some_and(|p| p.distance_km(&n.point) <= n.radius_km))
                 };
                 let history: HashSet<ItemIdx> = m.user_index(&user_id).map(|u| m.history(u).seen().map(|(i, _)| i).collect()).unwrap_or_default();
                 let excludes_history = !include_seen || rules.exclude_interacted;
                 let eligible = (0..m.n_items() as u32).map(ItemIdx).filter(|&i| passes(i) && !(excludes_history && history.contains(&i))).count();
-                for settings in [m.default_settings().exact(), m.default_settings().ann()] {
+                let exploring = ServingSettings { explore_share: 0.3, ..m.default_settings() };
+                for settings in [m.default_settings().exact(), m.default_settings().ann(), exploring] {
                     let r = m.recommend(&q, &settings).unwrap();
                     let got: Vec<ItemIdx> = r.items.iter().map(|x| x.item).collect();
                     prop_assert!(got.iter().all(|&i| passes(i)), "a filter was broken: {:?}", got);

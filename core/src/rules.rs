@@ -2,8 +2,9 @@
 //! beyond relevance.
 //!
 //! A [`Rules`] value is part of a query. Filters (categories and brands in or out, a price
-//! range, off-sale items) decide which items are *eligible*; promotions add to the score of
-//! named items; diversity (at most N per category or brand, and/or MMR) then chooses among
+//! range, off-sale items, a radius around a place) decide which items are *eligible*;
+//! boosts (promoted items, new arrivals, nearness) add to the score of the items they
+//! name; diversity (at most N per category or brand, and/or MMR) then chooses among
 //! the eligible. Scoring widens its candidate set until `k` eligible items are found or
 //! every eligible item was scored, so a selective filter still returns `k` when `k` exist;
 //! the answer says when fewer than `k` came back and whether the filters or a diversity
@@ -11,6 +12,7 @@
 
 use std::collections::HashMap;
 
+use crate::data::{GeoPoint, Item};
 use crate::error::{Error, Result};
 use crate::ids::ItemIdx;
 use crate::linalg::dot;
@@ -18,6 +20,42 @@ use crate::model::Model;
 
 /// Most ids or names one rule list may hold.
 pub const MAX_RULE_VALUES: usize = 1000;
+
+/// Nearness boost when a request names a place without saying how much nearness counts.
+pub const DEFAULT_NEAR_BOOST: f32 = 0.5;
+
+/// New-arrival boost when a request asks for new arrivals without saying how much.
+pub const DEFAULT_NEW_ARRIVAL_BOOST: f32 = 0.3;
+
+/// Longest radius and new-arrival window a request may ask for.
+const MAX_RADIUS_KM: f64 = 20_037.5;
+const MAX_NEW_ARRIVAL_DAYS: u32 = 3650;
+
+/// Seconds in a day.
+const DAY: i64 = 86_400;
+
+/// "Near you": a place and a radius around it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Near {
+    /// Where the shopper is.
+    pub point: GeoPoint,
+    /// The radius in kilometres (more than 0).
+    pub radius_km: f64,
+    /// Only items placed within the radius (items without a place fail).
+    pub within_only: bool,
+    /// Added to the scaled score of an item inside the radius, times `1 − distance /
+    /// radius`: the nearest items gain the most, items at the edge nothing.
+    pub boost: f32,
+}
+
+/// "New arrivals": items listed within the last `days` days before now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NewArrivals {
+    /// How recent a listing counts as new.
+    pub days: u32,
+    /// Added to the scaled score of a new item.
+    pub boost: f32,
+}
 
 /// Rules a request may carry; the default applies none (only items on sale).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -49,6 +87,10 @@ pub struct Rules {
     /// Maximal marginal relevance: each next item maximises `λ·score − (1−λ)·max
     /// similarity to the items already chosen` (1 = relevance only).
     pub mmr_lambda: Option<f32>,
+    /// Filter by and/or boost nearness to a place.
+    pub near: Option<Near>,
+    /// Boost items listed recently.
+    pub new_arrivals: Option<NewArrivals>,
 }
 
 /// Why fewer than `k` items came back.
@@ -66,6 +108,13 @@ fn check_names(field: &'static str, names: &[String]) -> Result<()> {
     }
     if let Some(n) = names.iter().position(String::is_empty) {
         return Err(Error::invalid_argument(field, format!("value {n} is empty")));
+    }
+    Ok(())
+}
+
+fn check_boost(field: &'static str, b: f32) -> Result<()> {
+    if !b.is_finite() || b < 0.0 {
+        return Err(Error::invalid_argument(field, format!("must be finite and not negative, got {b}")));
     }
     Ok(())
 }
@@ -112,7 +161,69 @@ impl Rules {
                 return Err(Error::invalid_argument("rules.mmr_lambda", format!("must be between 0 and 1, got {l}")));
             }
         }
+        if let Some(near) = &self.near {
+            let GeoPoint { lat, lon } = near.point;
+            if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
+                return Err(Error::invalid_argument("rules.near.latitude", format!("must be between -90 and 90, got {lat}")));
+            }
+            if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
+                return Err(Error::invalid_argument("rules.near.longitude", format!("must be between -180 and 180, got {lon}")));
+            }
+            let r = near.radius_km;
+            if !r.is_finite() || r <= 0.0 || r > MAX_RADIUS_KM {
+                return Err(Error::invalid_argument("rules.near.radius_km", format!("must be more than 0 and at most {MAX_RADIUS_KM}, got {r}")));
+            }
+            check_boost("rules.near.boost", near.boost)?;
+        }
+        if let Some(new) = &self.new_arrivals {
+            if new.days == 0 || new.days > MAX_NEW_ARRIVAL_DAYS {
+                return Err(Error::invalid_argument("rules.new_arrival_days", format!("must be 1 to {MAX_NEW_ARRIVAL_DAYS}, got {}", new.days)));
+            }
+            check_boost("rules.new_arrival_boost", new.boost)?;
+        }
         Ok(())
+    }
+
+    /// Whether any rule adds to scores (promotions, new arrivals, nearness).
+    pub fn boosts(&self) -> bool {
+        !self.promoted.is_empty() || self.new_arrivals.is_some() || self.near.is_some_and(|n| n.boost > 0.0)
+    }
+
+    /// The item's distance from the request's place, if the request names one and the
+    /// item has a place.
+    pub fn distance_km(&self, item: &Item) -> Option<f64> {
+        let near = self.near.as_ref()?;
+        item.location.map(|p| p.distance_km(&near.point))
+    }
+
+    /// Whether the item lies within the request's radius.
+    fn within(&self, item: &Item) -> bool {
+        match (&self.near, self.distance_km(item)) {
+            (Some(near), Some(d)) => d <= near.radius_km,
+            _ => false,
+        }
+    }
+
+    /// Whether the item counts as a new arrival at `now` (a listing time after `now`
+    /// counts too: an item added while serving carries the server's clock).
+    pub fn is_new_arrival(&self, item: &Item, now: i64) -> bool {
+        self.new_arrivals
+            .as_ref()
+            .is_some_and(|n| item.listed_at.is_some_and(|t| now - t <= i64::from(n.days) * DAY))
+    }
+
+    /// What the new-arrival and nearness rules add to the item's scaled score.
+    fn lift(&self, item: &Item, now: i64) -> f32 {
+        let mut lift = 0.0;
+        if self.is_new_arrival(item, now) {
+            lift += self.new_arrivals.map_or(0.0, |n| n.boost);
+        }
+        if let (Some(near), Some(d)) = (&self.near, self.distance_km(item)) {
+            if d <= near.radius_km {
+                lift += near.boost * (1.0 - (d / near.radius_km) as f32);
+            }
+        }
+        lift
     }
 
     /// Whether any diversity rule is set.
@@ -128,6 +239,7 @@ impl Rules {
             || !self.exclude_brands.is_empty()
             || self.min_price.is_some()
             || self.max_price.is_some()
+            || self.near.is_some_and(|n| n.within_only)
     }
 }
 
@@ -161,6 +273,7 @@ impl<'a> ItemFilter<'a> {
             && !r.exclude_brands.contains(&item.brand)
             && r.min_price.is_none_or(|lo| item.price.is_some_and(|p| p >= lo))
             && r.max_price.is_none_or(|hi| item.price.is_some_and(|p| p <= hi))
+            && r.near.is_none_or(|n| !n.within_only || r.within(item))
     }
 
     /// The items an include filter narrows the catalogue to (sorted, a superset of those
@@ -195,18 +308,45 @@ fn range(scored: &[(f32, ItemIdx)]) -> (f32, f32) {
     (lo, (hi - lo).max(f32::MIN_POSITIVE))
 }
 
-/// Adds each promoted item's boost to its score, scores first scaled to [0, 1] over the
-/// candidates (promoted items not among them are left out: they did not pass the filters
-/// or were not candidates).
-pub(crate) fn promote(model: &Model, scored: &mut [(f32, ItemIdx)], promoted: &[(String, f32)]) {
-    if promoted.is_empty() || scored.is_empty() {
+/// Adds the boosts to the candidates' scores, scores first scaled to [0, 1] over the
+/// candidates: each promoted item's boost, the new-arrival boost for items listed within
+/// the window before `now`, and the nearness boost for items within the radius.
+/// Promoted items not among the candidates are left out: they did not pass the filters
+/// or were not candidates.
+pub(crate) fn boost(model: &Model, scored: &mut [(f32, ItemIdx)], rules: &Rules, now: i64) {
+    if !rules.boosts() || scored.is_empty() {
         return;
     }
-    let boosts: HashMap<ItemIdx, f32> = promoted.iter().filter_map(|(id, b)| model.item_index(id).map(|i| (i, *b))).collect();
+    let promoted: HashMap<ItemIdx, f32> = rules.promoted.iter().filter_map(|(id, b)| model.item_index(id).map(|i| (i, *b))).collect();
+    let lifts = rules.new_arrivals.is_some() || rules.near.is_some();
     let (lo, span) = range(scored);
     for s in scored.iter_mut() {
-        s.0 = (s.0 - lo) / span + boosts.get(&s.1).copied().unwrap_or(0.0);
+        let mut lift = promoted.get(&s.1).copied().unwrap_or(0.0);
+        if lifts {
+            lift += rules.lift(model.item(s.1), now);
+        }
+        s.0 = (s.0 - lo) / span + lift;
     }
+}
+
+/// The reason an item carries beyond the one its ranking gave: "near you" for an item
+/// within the request's radius, "new arrival" for one the new-arrival rule counts as new.
+pub(crate) fn reason_prefix(rules: &Rules, item: &Item, now: i64) -> Option<(crate::recommend::ReasonKind, String)> {
+    use crate::recommend::ReasonKind;
+    if rules.within(item) {
+        let d = rules.distance_km(item).unwrap_or(0.0);
+        return Some((ReasonKind::Nearby, format!("near you ({d:.1} km)")));
+    }
+    if rules.is_new_arrival(item, now) {
+        let days = item.listed_at.map_or(0, |t| ((now - t).max(0) / DAY) as u32);
+        let when = match days {
+            0 => "today".to_string(),
+            1 => "yesterday".to_string(),
+            d => format!("{d} days ago"),
+        };
+        return Some((ReasonKind::NewArrival, format!("new arrival (listed {when})")));
+    }
+    None
 }
 
 /// Chooses up to `k` of `ranked` (eligible items, best first) under the diversity rules.
@@ -274,6 +414,38 @@ pub(crate) fn diversify(model: &Model, ranked: Vec<(f32, ItemIdx)>, k: usize, ru
 mod tests {
     use super::*;
 
+    fn near(lat: f64, lon: f64, radius_km: f64) -> Near {
+        Near { point: GeoPoint { lat, lon }, radius_km, within_only: true, boost: DEFAULT_NEAR_BOOST }
+    }
+
+    #[test]
+    fn nearness_and_new_arrivals_lift_and_explain() {
+        let london = GeoPoint { lat: 51.5072, lon: -0.1276 };
+        let rules = Rules {
+            near: Some(Near { within_only: false, ..near(london.lat, london.lon, 10.0) }),
+            new_arrivals: Some(NewArrivals { days: 7, boost: 0.3 }),
+            ..Rules::default()
+        };
+        let at = |lat: f64, lon: f64| Item { location: Some(GeoPoint { lat, lon }), ..Item::bare("x") };
+        let now = 100 * DAY;
+        // At the centre: the whole nearness boost; 5 km out: about half; 50 km out: none.
+        assert!((rules.lift(&at(london.lat, london.lon), now) - DEFAULT_NEAR_BOOST).abs() < 1e-6);
+        let half = rules.lift(&at(london.lat + 0.045, london.lon), now);
+        assert!((half - DEFAULT_NEAR_BOOST / 2.0).abs() < 0.02, "{half}");
+        assert_eq!(rules.lift(&at(51.95, -0.1276), now), 0.0);
+        assert_eq!(rules.lift(&Item::bare("nowhere"), now), 0.0);
+        // Listed 3 days ago: new; 8 days ago: not; in the future (a server clock): new.
+        let listed = |t: i64| Item { listed_at: Some(t), ..Item::bare("y") };
+        assert_eq!(rules.lift(&listed(now - 3 * DAY), now), 0.3);
+        assert_eq!(rules.lift(&listed(now - 8 * DAY), now), 0.0);
+        assert_eq!(rules.lift(&listed(now + DAY), now), 0.3);
+        let (kind, text) = reason_prefix(&rules, &at(london.lat, london.lon), now).unwrap();
+        assert_eq!((kind, text.as_str()), (crate::recommend::ReasonKind::Nearby, "near you (0.0 km)"));
+        let (kind, text) = reason_prefix(&rules, &listed(now - 3 * DAY), now).unwrap();
+        assert_eq!((kind, text.as_str()), (crate::recommend::ReasonKind::NewArrival, "new arrival (listed 3 days ago)"));
+        assert!(reason_prefix(&rules, &listed(now - 30 * DAY), now).is_none());
+    }
+
     #[test]
     fn contradictory_or_malformed_rules_name_their_field() {
         let cases = [
@@ -285,6 +457,13 @@ mod tests {
             (Rules { promoted: vec![("x".into(), f32::INFINITY)], ..Rules::default() }, "rules.promoted"),
             (Rules { max_per_category: Some(0), ..Rules::default() }, "rules.max_per_category"),
             (Rules { mmr_lambda: Some(1.5), ..Rules::default() }, "rules.mmr_lambda"),
+            (Rules { near: Some(near(91.0, 0.0, 5.0)), ..Rules::default() }, "rules.near.latitude"),
+            (Rules { near: Some(near(0.0, -181.0, 5.0)), ..Rules::default() }, "rules.near.longitude"),
+            (Rules { near: Some(near(0.0, 0.0, 0.0)), ..Rules::default() }, "rules.near.radius_km"),
+            (Rules { near: Some(near(0.0, 0.0, -3.0)), ..Rules::default() }, "rules.near.radius_km"),
+            (Rules { near: Some(Near { boost: -1.0, ..near(0.0, 0.0, 5.0) }), ..Rules::default() }, "rules.near.boost"),
+            (Rules { new_arrivals: Some(NewArrivals { days: 0, boost: 0.3 }), ..Rules::default() }, "rules.new_arrival_days"),
+            (Rules { new_arrivals: Some(NewArrivals { days: 7, boost: f32::NAN }), ..Rules::default() }, "rules.new_arrival_boost"),
         ];
         for (rules, field) in cases {
             let e = rules.validate().unwrap_err();

@@ -29,6 +29,12 @@ pub struct ServingSettings {
     pub max_recent: usize,
     /// Weight of the collaborative space in blended similar items (content gets the rest).
     pub similar_blend: f32,
+    /// Expected share of a `Recommend` list given to items nobody has interacted with
+    /// yet (new arrivals), so they earn the events that let them rank on their own:
+    /// `share × k` slots at the list's tail, the fraction by a draw fixed per user and
+    /// day. 0 in models and in evaluation, so evaluated lists are the served ones; the
+    /// server turns it on from its configuration.
+    pub explore_share: f32,
 }
 
 impl ServingSettings {
@@ -41,6 +47,7 @@ impl ServingSettings {
             recency_decay: params.sequence.recency_decay,
             max_recent: params.sequence.max_recent,
             similar_blend: params.blend_weight,
+            explore_share: 0.0,
         }
     }
 

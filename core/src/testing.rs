@@ -14,6 +14,7 @@ pub(crate) fn small_store() -> crate::data::Dataset {
             users: 120,
             items: 96,
             events_per_user: 12,
+            planted: false,
         },
         DEMO_SEED,
     )

@@ -43,16 +43,32 @@ impl Progress for NoProgress {
 }
 
 /// The catalogue in model order: catalogue rows first (first occurrence wins), then items
-/// seen only in events, as bare entries.
-fn catalogue(dataset: &Dataset, item_ids: &IdMap) -> Vec<Item> {
+/// seen only in events, as bare entries. An item whose row gives no listing time gets
+/// the time of its first event (on data with unix times), so "new arrival" means the
+/// same thing with or without a `listed_at` column.
+fn catalogue(dataset: &Dataset, item_ids: &IdMap, time_kind: TimeKind) -> Vec<Item> {
     let mut by_id: HashMap<&str, &Item> = HashMap::with_capacity(dataset.items.len());
     for item in &dataset.items {
         by_id.entry(item.item_id.as_str()).or_insert(item);
     }
+    let mut first_seen: Vec<Option<i64>> = vec![None; item_ids.len()];
+    if time_kind == TimeKind::Unix {
+        for e in &dataset.events {
+            if let (Some(i), Some(t)) = (item_ids.get(&e.item_id), e.timestamp) {
+                let f = &mut first_seen[i as usize];
+                *f = Some(f.map_or(t, |f| f.min(t)));
+            }
+        }
+    }
     item_ids
         .ids()
         .iter()
-        .map(|id| by_id.get(id.as_str()).map_or_else(|| Item::bare(id.clone()), |i| (*i).clone()))
+        .zip(first_seen)
+        .map(|(id, first)| {
+            let mut item = by_id.get(id.as_str()).map_or_else(|| Item::bare(id.clone()), |i| (*i).clone());
+            item.listed_at = item.listed_at.or(first);
+            item
+        })
         .collect()
 }
 
@@ -84,7 +100,7 @@ pub fn train_for(
         &params.weights,
         params.recent_events,
     );
-    let items = catalogue(dataset, &matrix.items);
+    let items = catalogue(dataset, &matrix.items, time_kind);
     progress.advance();
     progress.finish();
 

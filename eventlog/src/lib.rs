@@ -23,7 +23,7 @@ mod storage;
 use std::ops::Range;
 use std::path::Path;
 
-use affinity_core::data::{Event, Item};
+use affinity_core::data::{Event, Item, ItemV1};
 use serde::{Deserialize, Serialize};
 
 pub use deleted::DeletedUsers;
@@ -106,6 +106,8 @@ pub enum Entry {
     Event(LoggedEvent),
     /// A catalogue change: availability.
     Availability(AvailabilityChange),
+    /// A catalogue entry as logs written before item places stored it; read, never written.
+    ItemV1(ItemV1),
     /// A catalogue entry written while serving: a new item, or a known item's new entry.
     Item(Item),
 }
@@ -119,12 +121,13 @@ pub fn apply_to_catalogue<'a>(items: &mut Vec<Item>, entries: impl IntoIterator<
     let mut applied = 0;
     for entry in entries {
         match entry {
-            Entry::Item(item) => {
+            Entry::Item(_) | Entry::ItemV1(_) => {
+                let Some(item) = entry.catalogue_item() else { continue };
                 match at.get(&item.item_id) {
-                    Some(&n) => items[n] = item.clone(),
+                    Some(&n) => items[n] = item,
                     None => {
                         at.insert(item.item_id.clone(), items.len());
-                        items.push(item.clone());
+                        items.push(item);
                     }
                 }
                 applied += 1;
@@ -146,7 +149,16 @@ impl Entry {
     pub fn into_event(self) -> Option<LoggedEvent> {
         match self {
             Entry::Event(e) => Some(e),
-            Entry::Availability(_) | Entry::Item(_) => None,
+            Entry::Availability(_) | Entry::Item(_) | Entry::ItemV1(_) => None,
+        }
+    }
+
+    /// The catalogue entry, if this entry is one (in the current layout).
+    pub fn catalogue_item(&self) -> Option<Item> {
+        match self {
+            Entry::Item(item) => Some(item.clone()),
+            Entry::ItemV1(item) => Some(item.clone().into()),
+            Entry::Event(_) | Entry::Availability(_) => None,
         }
     }
 }

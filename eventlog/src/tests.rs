@@ -389,3 +389,33 @@ fn retention_removes_only_old_sealed_segments_a_model_already_holds() {
     assert_eq!(log.prune(u64::MAX, future).unwrap(), sealed, "all but the active one");
     assert_eq!(segments(dir.path()).len(), 1);
 }
+
+#[test]
+fn item_entries_written_before_item_places_still_read() {
+    use affinity_core::data::{GeoPoint, Item, ItemV1};
+    // The entry enum as builds before item places had it: its third variant held the
+    // older item layout.
+    #[derive(serde::Serialize)]
+    #[allow(dead_code)]
+    enum OldEntry {
+        Event(LoggedEvent),
+        Availability(AvailabilityChange),
+        Item(ItemV1),
+    }
+    let old = ItemV1 {
+        item_id: "rake".into(),
+        title: "Steel rake".into(),
+        category: "garden".into(),
+        brand: String::new(),
+        price: Some(12.5),
+        tags: vec!["steel".into()],
+        available: true,
+    };
+    let bytes = bincode::serialize(&OldEntry::Item(old.clone())).unwrap();
+    let back: Entry = bincode::deserialize(&bytes).unwrap();
+    assert_eq!(back.catalogue_item(), Some(Item::from(old)));
+    // The current layout keeps the place and listing time.
+    let new = Item { location: Some(GeoPoint { lat: 1.5, lon: 2.5 }), listed_at: Some(9), ..Item::bare("hoe") };
+    let back: Entry = bincode::deserialize(&bincode::serialize(&Entry::Item(new.clone())).unwrap()).unwrap();
+    assert_eq!(back.catalogue_item(), Some(new));
+}

@@ -119,6 +119,8 @@ fn movielens(dir: &Path) -> Result<Dataset> {
             price: None,
             tags,
             available: true,
+            location: None,
+            listed_at: None,
         });
     }
 

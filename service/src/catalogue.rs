@@ -50,6 +50,15 @@ impl CatalogueChanges {
         }
     }
 
+    /// When `item_id` was listed, by its latest entry or the model; `None` for an item
+    /// neither knows (or one listed at no known time).
+    pub fn listed_at(&self, model: Option<&Model>, item_id: &str) -> Option<i64> {
+        match self.entries.get(item_id) {
+            Some(e) => e.listed_at,
+            None => model.and_then(|m| m.item_index(item_id).and_then(|i| m.item(i).listed_at)),
+        }
+    }
+
     /// Whether `item_id` is available on `model` with the changes applied; an unknown
     /// item counts as available (it will be when it arrives).
     pub fn is_available(&self, model: Option<&Model>, item_id: &str) -> bool {

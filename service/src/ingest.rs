@@ -126,7 +126,7 @@ impl Ingest {
                         replay.events.push((r.seq, e.event));
                     }
                 }
-                catalogue @ (Entry::Availability(_) | Entry::Item(_)) => replay.catalogue.push(catalogue),
+                catalogue @ (Entry::Availability(_) | Entry::Item(_) | Entry::ItemV1(_)) => replay.catalogue.push(catalogue),
             }
         }
         let next = std::sync::atomic::AtomicU64::new(log.next_seq());

@@ -41,6 +41,8 @@ pub struct SettingsOverrides {
     pub retrieval: Option<Retrieval>,
     pub ef_search: Option<usize>,
     pub sequence_blend: Option<f32>,
+    /// Share of Recommend slots for items without events (models carry 0).
+    pub explore_share: Option<f32>,
 }
 
 impl SettingsOverrides {
@@ -56,6 +58,9 @@ impl SettingsOverrides {
         }
         if let Some(b) = self.sequence_blend {
             s.sequence_blend = b;
+        }
+        if let Some(e) = self.explore_share {
+            s.explore_share = e;
         }
         s
     }
@@ -287,8 +292,10 @@ impl ServerState {
             Entry::Availability(c) => {
                 self.set_available(&c.item_id, c.available);
             }
-            Entry::Item(item) => {
-                self.upsert_item(item);
+            Entry::Item(_) | Entry::ItemV1(_) => {
+                if let Some(item) = entry.catalogue_item() {
+                    self.upsert_item(item);
+                }
             }
             Entry::Event(_) => {}
         }
@@ -315,6 +322,12 @@ impl ServerState {
     pub fn is_available(&self, item_id: &str) -> bool {
         let live = self.live.load();
         self.catalogue().is_available(live.as_ref().map(|l| &l.model), item_id)
+    }
+
+    /// When the item was listed, as the catalogue changes and the live model know it.
+    pub fn listed_at(&self, item_id: &str) -> Option<i64> {
+        let live = self.live.load();
+        self.catalogue().listed_at(live.as_ref().map(|l| &l.model), item_id)
     }
 
     /// Where the model is loaded from, if the server loads it.

@@ -359,6 +359,9 @@ fn catalogue_item(item: &affinity_core::data::Item) -> proto::CatalogueItem {
         price: item.price,
         tags: item.tags.clone(),
         available: None,
+        latitude: item.location.map(|p| p.lat),
+        longitude: item.location.map(|p| p.lon),
+        listed_at: item.listed_at,
     }
 }
 

@@ -21,6 +21,9 @@
 //! about returns, [`crate::repeat`]); a format-2 model loads with none learned, so it
 //! excludes what users had, as it always did. Format 4 added `activity.bin` (each user's
 //! activity summary, [`crate::activity`]); older models load with empty summaries.
+//! Format 5 added each item's place and listing time to `items.bin` (older ones decode
+//! the earlier item layout and load without places; listing times come from the next
+//! training).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -35,7 +38,7 @@ use super::publish::{Retention, Staging};
 use super::{Indexes, Model, ModelParts, UserHistory};
 use crate::als::CollabModel;
 use crate::ann::AnnIndex;
-use crate::data::{Item, TimeKind, User};
+use crate::data::{Item, ItemV1, TimeKind, User};
 use crate::error::{Error, Result};
 use crate::ids::IdMap;
 use crate::neighbors::Neighbours;
@@ -45,7 +48,7 @@ use crate::repeat::RepeatModel;
 use crate::settings::ServingSettings;
 
 /// The model format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The oldest model format this build reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 2;
@@ -364,7 +367,11 @@ pub fn load(path: &Path) -> Result<Model> {
             .get(name)
             .ok_or_else(|| Error::model(dir.join(name), "missing from manifest.json"))
     };
-    let items: Vec<Item> = decode(&dir, "items.bin", take("items.bin")?)?;
+    let items: Vec<Item> = if manifest.format_version >= 5 {
+        decode(&dir, "items.bin", take("items.bin")?)?
+    } else {
+        decode::<Vec<ItemV1>>(&dir, "items.bin", take("items.bin")?)?.into_iter().map(Item::from).collect()
+    };
     let users_file: UsersFile = decode(&dir, "users.bin", take("users.bin")?)?;
     let popularity: Vec<f32> = decode(&dir, "popularity.bin", take("popularity.bin")?)?;
     let neighbours: Neighbours = decode(&dir, "neighbours.bin", take("neighbours.bin")?)?;
@@ -590,6 +597,25 @@ mod tests {
         });
         fs::remove_file(dir.join("repeat.bin")).unwrap();
         fs::remove_file(dir.join("activity.bin")).unwrap();
+        // Items in the layout before places and listing times.
+        let items: Vec<Item> = bincode::deserialize(&fs::read(dir.join("items.bin")).unwrap()).unwrap();
+        let old: Vec<ItemV1> = items
+            .iter()
+            .map(|i| ItemV1 {
+                item_id: i.item_id.clone(),
+                title: i.title.clone(),
+                category: i.category.clone(),
+                brand: i.brand.clone(),
+                price: i.price,
+                tags: i.tags.clone(),
+                available: i.available,
+            })
+            .collect();
+        let bytes = bincode::serialize(&old).unwrap();
+        fs::write(dir.join("items.bin"), &bytes).unwrap();
+        edit_manifest(&dir, |v| {
+            v["files"]["items.bin"] = serde_json::json!({ "sha256": hex::encode(Sha256::digest(&bytes)), "bytes": bytes.len() });
+        });
         let back = load(root.path()).unwrap();
         assert_eq!(back.manifest().format_version, 2);
         assert!(!back.repeat().is_active());

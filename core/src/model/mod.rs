@@ -134,6 +134,9 @@ pub struct Model {
     content: Array2<f32>,
     has_collab: Vec<bool>,
     has_content: Vec<bool>,
+    /// Trained items without events (no collaborative vector) whose catalogue entry says
+    /// when they were listed, by index: what exploration may offer.
+    cold: Vec<ItemIdx>,
     /// Per item, the unit-length collaborative vector (zero without events).
     collab_unit: Array2<f32>,
     /// Largest item factor norm (the MIPS transform's M).
@@ -195,6 +198,7 @@ impl Model {
         let item_ids = IdMap::from_ids(items.iter().map(|i| i.item_id.clone()).collect());
         let has_collab = nonzero_rows(&collab.item_factors);
         let has_content = nonzero_rows(&content);
+        let cold = (0..items.len() as u32).map(ItemIdx).filter(|i| !has_collab[i.get()] && items[i.get()].listed_at.is_some()).collect();
         let mut collab_unit = collab.item_factors.clone();
         for mut r in collab_unit.rows_mut() {
             if let Some(s) = r.as_slice_mut() {
@@ -239,6 +243,7 @@ impl Model {
             content,
             has_collab,
             has_content,
+            cold,
             collab_unit,
             max_norm,
             indexes: Indexes::default(),
@@ -497,6 +502,21 @@ impl Model {
         members.dedup();
         members.retain(|&i| matches(self.item(i)));
         Cow::Owned(members)
+    }
+
+    /// Items nobody has interacted with yet and whose listing time is known: trained
+    /// items without events listed in the catalogue with a date, and items added while
+    /// serving (listed when added), by index.
+    pub(crate) fn cold_items(&self) -> impl Iterator<Item = ItemIdx> + '_ {
+        self.cold.iter().copied().chain((self.n_items() as u32..self.n_items_with_added() as u32).map(ItemIdx))
+    }
+
+    /// "Now" for rules that count days: the latest event time the model holds, or the
+    /// clock for a model whose data has no unix times.
+    pub fn clock(&self) -> i64 {
+        self.activity.now.filter(|_| self.manifest.time_kind == crate::data::TimeKind::Unix).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+        })
     }
 
     /// Every item edited or added while serving, sorted.

@@ -1,7 +1,7 @@
 //! `SetAvailability` and `UpsertItems`: wire catalogue changes → checked log entries,
 //! all or none, the first bad one named by its index and field.
 
-use affinity_core::data::{validate_id, Item};
+use affinity_core::data::{validate_id, GeoPoint, Item};
 use affinity_core::recommend::MAX_ID_BYTES;
 use affinity_core::Error;
 use affinity_eventlog::AvailabilityChange;
@@ -86,6 +86,20 @@ pub(crate) fn checked_items(r: proto::UpsertItemsRequest) -> Result<Vec<Upsert>,
                     return Err(bad(n, &format!("tags[{t}]"), format!("must be 1 to {MAX_ID_BYTES} bytes, got {}", tag.len())));
                 }
             }
+            let location = match (it.latitude, it.longitude) {
+                (None, None) => None,
+                (Some(lat), Some(lon)) => {
+                    if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
+                        return Err(bad(n, "latitude", format!("must be between -90 and 90, got {lat}")));
+                    }
+                    if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
+                        return Err(bad(n, "longitude", format!("must be between -180 and 180, got {lon}")));
+                    }
+                    Some(GeoPoint { lat, lon })
+                }
+                (Some(_), None) => return Err(bad(n, "longitude", "must be set with latitude")),
+                (None, Some(_)) => return Err(bad(n, "latitude", "must be set with longitude")),
+            };
             Ok(Upsert {
                 item: Item {
                     item_id: it.item_id,
@@ -95,6 +109,8 @@ pub(crate) fn checked_items(r: proto::UpsertItemsRequest) -> Result<Vec<Upsert>,
                     price: it.price,
                     tags: it.tags,
                     available: it.available.unwrap_or(true),
+                    location,
+                    listed_at: it.listed_at,
                 },
                 available: it.available,
             })
@@ -116,6 +132,8 @@ mod tests {
             (item(""), "items[1].item_id"),
             (proto::CatalogueItem { price: Some(f32::NAN), ..item("x") }, "items[1].price"),
             (proto::CatalogueItem { price: Some(-1.0), ..item("x") }, "items[1].price"),
+            (proto::CatalogueItem { latitude: Some(95.0), longitude: Some(0.0), ..item("x") }, "items[1].latitude"),
+            (proto::CatalogueItem { latitude: Some(5.0), ..item("x") }, "items[1].longitude"),
             (proto::CatalogueItem { category: "c".repeat(MAX_ID_BYTES + 1), ..item("x") }, "items[1].category"),
             (proto::CatalogueItem { tags: vec!["ok".into(), String::new()], ..item("x") }, "items[1].tags[1]"),
             (proto::CatalogueItem { tags: vec!["t".into(); MAX_TAGS + 1], ..item("x") }, "items[1].tags"),

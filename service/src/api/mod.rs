@@ -237,14 +237,17 @@ impl Recommender for RecommenderApi {
     async fn upsert_items(&self, request: Request<proto::UpsertItemsRequest>) -> Result<Response<proto::UpsertItemsResponse>, Status> {
         let upserts = catalogue::checked_items(request.into_inner())?;
         let log = self.state.ingest()?;
-        // An entry that does not say keeps the item's availability: settle it before
-        // logging, so replaying the log gives the same catalogue.
+        // An entry that does not say keeps the item's availability and listing time (a
+        // new item is listed now): settle both before logging, so replaying the log gives
+        // the same catalogue.
         let state = Arc::clone(&self.state);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let items = tokio::task::spawn_blocking(move || {
             upserts
                 .into_iter()
                 .map(|u| Item {
                     available: u.available.unwrap_or_else(|| state.is_available(&u.item.item_id)),
+                    listed_at: u.item.listed_at.or_else(|| state.listed_at(&u.item.item_id)).or(Some(now)),
                     ..u.item
                 })
                 .collect::<Vec<Item>>()
@@ -330,6 +333,9 @@ fn scored_items(live: &LiveModel, items: Vec<affinity_core::recommend::Scored>) 
                     ReasonKind::Popular => proto::reason::Kind::Popular,
                     ReasonKind::Similar => proto::reason::Kind::Similar,
                     ReasonKind::Repeat => proto::reason::Kind::Repeat,
+                    ReasonKind::Trending => proto::reason::Kind::Trending,
+                    ReasonKind::NewArrival => proto::reason::Kind::NewArrival,
+                    ReasonKind::Nearby => proto::reason::Kind::Nearby,
                 } as i32,
                 text: s.reason_text,
             }),
@@ -410,7 +416,7 @@ mod tests {
         assert_eq!(missing.code(), Code::NotFound);
 
         let info = api.model_info(Request::new(proto::ModelInfoRequest {})).await.unwrap().into_inner();
-        assert_eq!(info.items, 400);
+        assert_eq!(info.items, 407, "400 base items, the spike, the steady seller and five new arrivals");
         assert_eq!(info.scoring, "exact");
     }
 

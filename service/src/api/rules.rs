@@ -1,7 +1,8 @@
 //! `Rules` and `Shortfall`: the wire shape of business rules, shared by `Recommend` and
 //! `SimilarItems`. Checking is the engine's (`Rules::validate`).
 
-use affinity_core::rules::{Rules, Shortfall};
+use affinity_core::data::GeoPoint;
+use affinity_core::rules::{Near, NewArrivals, Rules, Shortfall, DEFAULT_NEAR_BOOST, DEFAULT_NEW_ARRIVAL_BOOST};
 
 use crate::proto;
 
@@ -23,6 +24,16 @@ pub(crate) fn rules(r: Option<proto::Rules>) -> Rules {
         max_per_category: cap(r.max_per_category),
         max_per_brand: cap(r.max_per_brand),
         mmr_lambda: r.mmr_lambda,
+        near: r.near.map(|n| Near {
+            point: GeoPoint { lat: n.latitude, lon: n.longitude },
+            radius_km: n.radius_km,
+            within_only: n.within_only,
+            boost: n.boost.unwrap_or(DEFAULT_NEAR_BOOST),
+        }),
+        new_arrivals: r.new_arrival_days.map(|days| NewArrivals {
+            days,
+            boost: r.new_arrival_boost.unwrap_or(DEFAULT_NEW_ARRIVAL_BOOST),
+        }),
     }
 }
 

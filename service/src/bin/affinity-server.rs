@@ -40,6 +40,11 @@ struct Args {
     /// Share of the score from recent items' neighbours, 0..=1 (overrides the model's).
     #[arg(long, value_parser = blend_in_range)]
     sequence_blend: Option<f32>,
+    /// Expected share of each Recommend list given to items nobody has interacted with
+    /// yet (new arrivals), 0..=1, at the list's tail; fixed per user and day. 0 turns
+    /// exploration off (evaluation never explores).
+    #[arg(long, value_parser = blend_in_range, default_value_t = 0.05)]
+    explore_share: f32,
     /// Where ingested events are logged (default: `events/` inside the model root; with
     /// --model naming a version directory, ingest is off unless this is given).
     #[arg(long, env = "AFFINITY_EVENTS_DIR")]
@@ -130,6 +135,7 @@ async fn run(args: Args) -> Result<()> {
         }),
         ef_search: args.ef_search,
         sequence_blend: args.sequence_blend,
+        explore_share: Some(args.explore_share),
     };
     let listener = TcpListener::bind(args.listen)
         .await

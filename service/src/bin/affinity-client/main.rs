@@ -242,6 +242,31 @@ struct RuleArgs {
     /// Maximal marginal relevance λ in [0, 1] (1: off).
     #[arg(long)]
     mmr_lambda: Option<f32>,
+    /// "Near you": the shopper's place as `latitude,longitude` (degrees).
+    #[arg(long, value_parser = parse_place, allow_hyphen_values = true)]
+    near: Option<(f64, f64)>,
+    /// Radius around `--near`, in kilometres.
+    #[arg(long, default_value_t = 10.0, requires = "near")]
+    radius_km: f64,
+    /// Only items within the radius (otherwise nearer items are only boosted).
+    #[arg(long, requires = "near")]
+    within_only: bool,
+    /// Nearness boost (default 0.5).
+    #[arg(long, requires = "near")]
+    near_boost: Option<f32>,
+    /// Boost items listed within this many days.
+    #[arg(long)]
+    new_arrival_days: Option<u32>,
+    /// New-arrival boost (default 0.3).
+    #[arg(long, requires = "new_arrival_days")]
+    new_arrival_boost: Option<f32>,
+}
+
+fn parse_place(s: &str) -> std::result::Result<(f64, f64), String> {
+    let (lat, lon) = s.split_once(',').ok_or_else(|| format!("`{s}`: expected latitude,longitude"))?;
+    let lat = lat.trim().parse::<f64>().map_err(|e| format!("`{s}`: latitude: {e}"))?;
+    let lon = lon.trim().parse::<f64>().map_err(|e| format!("`{s}`: longitude: {e}"))?;
+    Ok((lat, lon))
 }
 
 fn parse_promotion(s: &str) -> std::result::Result<proto::Promotion, String> {
@@ -265,6 +290,15 @@ impl RuleArgs {
             max_per_category: self.max_per_category.unwrap_or(0),
             max_per_brand: self.max_per_brand.unwrap_or(0),
             mmr_lambda: self.mmr_lambda,
+            near: self.near.map(|(latitude, longitude)| proto::Near {
+                latitude,
+                longitude,
+                radius_km: self.radius_km,
+                within_only: self.within_only,
+                boost: self.near_boost,
+            }),
+            new_arrival_days: self.new_arrival_days,
+            new_arrival_boost: self.new_arrival_boost,
         };
         (r != proto::Rules::default()).then_some(r)
     }
@@ -365,6 +399,9 @@ async fn run(cli: Cli) -> Result<()> {
                             price: i.price,
                             tags: i.tags.clone(),
                             available: Some(i.available),
+                            latitude: i.location.map(|p| p.lat),
+                            longitude: i.location.map(|p| p.lon),
+                            listed_at: i.listed_at,
                         })
                         .collect(),
                 };
