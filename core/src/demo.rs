@@ -59,7 +59,8 @@ impl Planted {
     pub const USERS_PER_STAGE: usize = 10;
     /// An item bought by many users in the last seven days and rarely before.
     pub const SPIKE: &'static str = "sku-spike";
-    /// An item a dozen users take every week for twenty weeks: high volume, no growth.
+    /// An item a dozen users take every week for 22 weeks (all the history a model keeps
+    /// for trends): high volume, no growth.
     pub const STEADY: &'static str = "sku-steady";
     /// New arrivals (listed three days before the store's latest event, no events).
     pub const NEW_ARRIVALS: usize = 5;
@@ -222,8 +223,8 @@ fn plant(data: &mut Dataset, by_category: &[Vec<usize>], seed: u64) {
         data.events.push(event(&u, Planted::SPIKE, EventKind::View, None, t));
         data.events.push(event(&u, Planted::SPIKE, EventKind::Purchase, Some(39.0), t + 120));
     }
-    // The steady seller: twelve users a week, every week, for twenty weeks.
-    for w in 0..20 {
+    // The steady seller: twelve users a week, every week, for 22 weeks.
+    for w in 0..22 {
         for _ in 0..12 {
             let u = data.users[rng.gen_range(0..base_users)].user_id.clone();
             let t = now - w * 7 * DAY - rng.gen_range(DAY / 2..7 * DAY);

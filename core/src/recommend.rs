@@ -737,6 +737,7 @@ impl Model {
                 let mut cands: Vec<ItemIdx> = index.search(&q, want, ef).into_iter().map(|h| ItemIdx(h.item)).collect();
                 cands.extend(votes.keys().copied());
                 cands.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
+                cands.extend(query.rules.new_arrival_items(self, self.clock()));
                 cands.sort_unstable();
                 cands.dedup();
                 let raw: Vec<(f32, ItemIdx)> = cands.into_iter().filter(|&i| filter.allows(i)).map(score).collect();
@@ -780,6 +781,7 @@ impl Model {
             candidates.extend(p.counts.keys().copied().filter(|&i| filter.allows(i)));
         }
         candidates.extend(rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)).filter(|&i| filter.allows(i)));
+        candidates.extend(rules.new_arrival_items(self, self.clock()).into_iter().filter(|&i| filter.allows(i)));
         candidates.sort_unstable();
         candidates.dedup();
         let scored: Vec<(f32, ItemIdx)> = candidates.into_iter().map(|i| (score(i), i)).collect();
@@ -790,7 +792,7 @@ impl Model {
             (ranked, shortfall) = finish(self, all, k, rules);
         }
         let text = match segment {
-            Some((s, _)) => format!("popular with {s}"),
+            Some((s, _)) => format!("popular {}", s.among()),
             None => "popular with all users (no history for this user yet)".to_string(),
         };
         popular_answer(ranked, shortfall, ReasonKind::Popular, &text)
@@ -823,7 +825,7 @@ impl Model {
         };
         let (counts, users) = self.windowed_popularity(segment, days, now)?;
         let scored: Vec<(f32, ItemIdx)> = counts.into_iter().filter(|&(i, _)| filter.allows(i)).map(|(i, c)| (c, i)).collect();
-        let text = format!("popular with {segment} in the last {days} day{}", if days == 1 { "" } else { "s" });
+        let text = format!("popular {} in the last {days} day{}", segment.among(), if days == 1 { "" } else { "s" });
         Ok((self.listed(scored, k, rules, ReasonKind::Popular, &text), users))
     }
 
@@ -838,7 +840,7 @@ impl Model {
         let pool = if rules.diversifies() || rules.boosts() { (k * 10).max(200) } else { k };
         let (scored, users) = self.trending(segment, days, now, pool, |i| filter.allows(i))?;
         let what = category.map_or_else(|| "trending".to_string(), |c| format!("trending in {c}"));
-        let text = if segment.is_everyone() { what } else { format!("{what} with {segment}") };
+        let text = if segment.is_everyone() { what } else { format!("{what} {}", segment.among()) };
         let mut answer = self.listed(scored, k, rules, ReasonKind::Trending, &text);
         self.annotate(&mut answer.items, rules);
         Ok((answer, users))
@@ -973,6 +975,7 @@ impl Model {
                 cands.extend(self.edited_items());
             }
             cands.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
+            cands.extend(query.rules.new_arrival_items(self, self.clock()));
             cands.sort_unstable();
             cands.dedup();
             let found: Vec<(f32, ItemIdx)> = cands.into_iter().filter(eligible).map(score).collect();

@@ -212,6 +212,15 @@ impl Rules {
             .is_some_and(|n| item.listed_at.is_some_and(|t| now - t <= i64::from(n.days) * DAY))
     }
 
+    /// The items the new-arrival rule lifts at `now` (none without the rule): candidates
+    /// a ranking must consider however far down its own order they sit.
+    pub(crate) fn new_arrival_items(&self, model: &Model, now: i64) -> Vec<ItemIdx> {
+        match &self.new_arrivals {
+            Some(n) => model.listed_since(now - i64::from(n.days) * DAY),
+            None => Vec::new(),
+        }
+    }
+
     /// What the new-arrival and nearness rules add to the item's scaled score.
     fn lift(&self, item: &Item, now: i64) -> f32 {
         let mut lift = 0.0;

@@ -157,6 +157,17 @@ impl Segment {
     }
 }
 
+impl Segment {
+    /// How a list's reason names the segment: "in north" for a region alone (shops say
+    /// "popular in your region"), "with gender F, age 18-24" otherwise.
+    pub fn among(&self) -> String {
+        match &self.region {
+            Some(r) if self.gender.is_none() && self.age_band.is_none() && self.occupation.is_none() && self.income.is_none() => format!("in {r}"),
+            _ => format!("with {self}"),
+        }
+    }
+}
+
 impl fmt::Display for Segment {
     /// `gender F, age 18-24, region north`; `all users` for everyone.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -8,8 +8,10 @@
 //! their latest event is (half-life: half the window). A trend compares an item's
 //! distinct users in the window against its own rate in the [`BASELINE_WINDOWS`] windows
 //! before: `(recent − expected) / √(expected + 1)`, and needs at least
-//! [`MIN_TREND_USERS`] users in the window, so three clicks on a cold item do not top
-//! the list while a steady best-seller — high, but at its usual rate — never does.
+//! [`MIN_TREND_USERS`] users in the window and a score of at least [`MIN_TREND_SCORE`]
+//! (the rise is two standard deviations of a count at the item's usual rate), so three
+//! clicks on a cold item do not top the list, and a steady best-seller — high, but at
+//! its usual rate — never does, even in a quiet week when nothing else rises.
 
 use std::collections::HashMap;
 
@@ -27,6 +29,8 @@ pub const KEPT_DAYS: i64 = 150;
 pub const BASELINE_WINDOWS: i64 = 4;
 /// Fewest distinct users in the window for an item to trend.
 pub const MIN_TREND_USERS: u32 = 5;
+/// Least growth score for an item to trend: noise around a steady rate stays below it.
+pub const MIN_TREND_SCORE: f32 = 2.0;
 
 const DAY: i64 = 86_400;
 
@@ -138,15 +142,19 @@ impl Model {
         let users = members.iter().filter(|&&m| m).count();
         let w = i64::from(days.max(1)) * DAY;
         let recent = self.window_counts(&members, now - w, now, |_| 1.0);
-        let before = self.window_counts(&members, now - w * (1 + BASELINE_WINDOWS), now - w, |_| 1.0);
+        // The baseline covers only what the model kept: its rate is counted over that span.
+        let kept_from = self.activity.now.map_or(i64::MIN, |n| n - KEPT_DAYS * DAY);
+        let base_from = (now - w * (1 + BASELINE_WINDOWS)).max(kept_from);
+        let windows = ((now - w - base_from) as f32 / w as f32).max(0.0);
+        let before = self.window_counts(&members, base_from, now - w, |_| 1.0);
         let mut scored: Vec<(f32, ItemIdx)> = recent
             .into_iter()
             .filter(|&(i, n)| n >= MIN_TREND_USERS as f32 && allowed(i))
             .map(|(i, n)| {
-                let expected = before.get(&i).copied().unwrap_or(0.0) / BASELINE_WINDOWS as f32;
+                let expected = if windows > 0.0 { before.get(&i).copied().unwrap_or(0.0) / windows } else { 0.0 };
                 ((n - expected) / (expected + 1.0).sqrt(), i)
             })
-            .filter(|&(s, _)| s > 0.0)
+            .filter(|&(s, _)| s >= MIN_TREND_SCORE)
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         scored.truncate(k);

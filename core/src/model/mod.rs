@@ -137,6 +137,9 @@ pub struct Model {
     /// Trained items without events (no collaborative vector) whose catalogue entry says
     /// when they were listed, by index: what exploration may offer.
     cold: Vec<ItemIdx>,
+    /// Trained items with a listing time, by listing time (ties by index): new arrivals
+    /// are a suffix.
+    by_listing: Vec<(i64, ItemIdx)>,
     /// Per item, the unit-length collaborative vector (zero without events).
     collab_unit: Array2<f32>,
     /// Largest item factor norm (the MIPS transform's M).
@@ -199,6 +202,8 @@ impl Model {
         let has_collab = nonzero_rows(&collab.item_factors);
         let has_content = nonzero_rows(&content);
         let cold = (0..items.len() as u32).map(ItemIdx).filter(|i| !has_collab[i.get()] && items[i.get()].listed_at.is_some()).collect();
+        let mut by_listing: Vec<(i64, ItemIdx)> = items.iter().enumerate().filter_map(|(i, it)| it.listed_at.map(|t| (t, ItemIdx(i as u32)))).collect();
+        by_listing.sort_unstable();
         let mut collab_unit = collab.item_factors.clone();
         for mut r in collab_unit.rows_mut() {
             if let Some(s) = r.as_slice_mut() {
@@ -244,6 +249,7 @@ impl Model {
             has_collab,
             has_content,
             cold,
+            by_listing,
             collab_unit,
             max_norm,
             indexes: Indexes::default(),
@@ -509,6 +515,16 @@ impl Model {
     /// serving (listed when added), by index.
     pub(crate) fn cold_items(&self) -> impl Iterator<Item = ItemIdx> + '_ {
         self.cold.iter().copied().chain((self.n_items() as u32..self.n_items_with_added() as u32).map(ItemIdx))
+    }
+
+    /// Items listed at `since` or later (trained, and edited or added while serving).
+    pub(crate) fn listed_since(&self, since: i64) -> Vec<ItemIdx> {
+        let start = self.by_listing.partition_point(|&(t, _)| t < since);
+        let mut out: Vec<ItemIdx> = self.by_listing[start..].iter().map(|&(_, i)| i).filter(|&i| self.item(i).listed_at.is_some_and(|t| t >= since)).collect();
+        out.extend(self.edits.edited().into_iter().filter(|&i| self.item(i).listed_at.is_some_and(|t| t >= since)));
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// "Now" for rules that count days: the latest event time the model holds, or the
