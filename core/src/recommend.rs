@@ -25,7 +25,7 @@ use crate::model::Model;
 use crate::repeat::SeenPolicy;
 use crate::rules::{self, ItemFilter, Rules, Shortfall};
 use crate::segments::{Segment, SegmentPopularity};
-use crate::trending::Window;
+use crate::trending::{At, Window};
 use crate::settings::ServingSettings;
 
 /// Largest `k` a request may ask for.
@@ -800,19 +800,19 @@ impl Model {
 
     /// The most popular items of `segment` (everyone when it sets no field), under
     /// `rules` and an optional category, over all time or a window of days before `now`
-    /// (default: the latest event time the model holds); also returns how many users
+    /// (default: the latest event time known, see [`At`]); also returns how many users
     /// the segment holds.
     ///
     /// # Errors
     /// `InvalidArgument` naming the field for a bad `k`, segment, category or rule;
     /// `FailedPrecondition` for a window on data without unix timestamps.
-    pub fn popular_in(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, window: Window, now: Option<i64>) -> Result<(Recommendations, usize)> {
-        let (mut answer, users) = self.popular_listing(segment, category, rules, k, window, now)?;
+    pub fn popular_in(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, window: Window, at: At<'_>) -> Result<(Recommendations, usize)> {
+        let (mut answer, users) = self.popular_listing(segment, category, rules, k, window, at)?;
         self.annotate(&mut answer.items, rules);
         Ok((answer, users))
     }
 
-    fn popular_listing(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, window: Window, now: Option<i64>) -> Result<(Recommendations, usize)> {
+    fn popular_listing(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, window: Window, at: At<'_>) -> Result<(Recommendations, usize)> {
         let filter = self.listing_filter(segment, category, rules, k)?;
         let days = match window {
             Window::All if segment.is_everyone() => return Ok((self.popular(&filter, k, rules, None), self.n_users())),
@@ -823,7 +823,7 @@ impl Model {
             }
             Window::Days(d) => d,
         };
-        let (counts, users) = self.windowed_popularity(segment, days, now)?;
+        let (counts, users) = self.windowed_popularity(segment, days, at)?;
         let scored: Vec<(f32, ItemIdx)> = counts.into_iter().filter(|&(i, _)| filter.allows(i)).map(|(i, c)| (c, i)).collect();
         let text = format!("popular {} in the last {days} day{}", segment.among(), if days == 1 { "" } else { "s" });
         Ok((self.listed(scored, k, rules, ReasonKind::Popular, &text), users))
@@ -835,10 +835,10 @@ impl Model {
     ///
     /// # Errors
     /// As [`Model::popular_in`].
-    pub fn trending_in(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, days: u32, now: Option<i64>) -> Result<(Recommendations, usize)> {
+    pub fn trending_in(&self, segment: &Segment, category: Option<&str>, rules: &Rules, k: usize, days: u32, at: At<'_>) -> Result<(Recommendations, usize)> {
         let filter = self.listing_filter(segment, category, rules, k)?;
         let pool = if rules.diversifies() || rules.boosts() { (k * 10).max(200) } else { k };
-        let (scored, users) = self.trending(segment, days, now, pool, |i| filter.allows(i))?;
+        let (scored, users) = self.trending(segment, days, at, pool, |i| filter.allows(i))?;
         let what = category.map_or_else(|| "trending".to_string(), |c| format!("trending in {c}"));
         let text = if segment.is_everyone() { what } else { format!("{what} {}", segment.among()) };
         let mut answer = self.listed(scored, k, rules, ReasonKind::Trending, &text);

@@ -73,6 +73,20 @@ pub fn keep_recent(events: &[Event], users: &IdMap, items: &IdMap, time_kind: Ti
     kept
 }
 
+/// Where a windowed question stands: the time its window ends at, and the interactions
+/// the server took in since the model was trained (so windows, trends and item metrics
+/// see today's events, not only the training data's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct At<'a> {
+    /// The window's end as the request gives it; default: the latest event time known
+    /// (the model's or a live one, whichever is later).
+    pub now: Option<i64>,
+    /// Interactions since training, in any order. A user index at or beyond the model's
+    /// user count is someone the model does not know: counted for everyone, in no
+    /// segment.
+    pub live: &'a [Recent],
+}
+
 /// A time window for popularity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
@@ -87,23 +101,33 @@ impl Model {
         (0..self.n_users()).map(|u| segment.contains(self.user_attributes(UserIdx(u as u32)))).collect()
     }
 
-    /// "Now" for windows: `now` if given, else the latest event time the model holds.
-    fn window_now(&self, now: Option<i64>) -> Result<i64> {
+    /// "Now" for windows: `now` if given, else the latest event time known.
+    fn window_now(&self, at: At<'_>) -> Result<i64> {
         if self.manifest().time_kind != TimeKind::Unix {
             return Err(Error::FailedPrecondition(
                 "time windows need unix timestamps and this model's data has only an order (or none); use the window `all`".into(),
             ));
         }
-        now.or(self.activity.now).ok_or_else(|| Error::FailedPrecondition("the model holds no event times".into()))
+        let latest = self.activity.now.max(at.live.iter().map(|r| r.time).max());
+        at.now.or(latest).ok_or_else(|| Error::FailedPrecondition("the model holds no event times".into()))
+    }
+
+    /// The kept and live events in `(from, to]`.
+    fn in_window<'a>(&'a self, live: &'a [Recent], from: i64, to: i64) -> impl Iterator<Item = &'a Recent> + 'a {
+        let start = self.activity.recent.partition_point(|r| r.time <= from);
+        self.activity.recent[start..]
+            .iter()
+            .take_while(move |r| r.time <= to)
+            .chain(live.iter().filter(move |r| r.time > from && r.time <= to))
     }
 
     /// Per item, the distinct users of `members` with an event in `(from, to]`, each
-    /// weighted by `weight(time of their latest event there)`.
-    fn window_counts(&self, members: &[bool], from: i64, to: i64, weight: impl Fn(i64) -> f32) -> HashMap<ItemIdx, f32> {
-        let start = self.activity.recent.partition_point(|r| r.time <= from);
+    /// weighted by `weight(time of their latest event there)`; users beyond `members`
+    /// (live strangers) count when `everyone`.
+    fn window_counts(&self, members: &[bool], everyone: bool, live: &[Recent], from: i64, to: i64, weight: impl Fn(i64) -> f32) -> HashMap<ItemIdx, f32> {
         let mut latest: HashMap<(u32, u32), i64> = HashMap::new();
-        for r in self.activity.recent[start..].iter().take_while(|r| r.time <= to).filter(|r| r.kind.is_interaction()) {
-            if members.get(r.user as usize).copied().unwrap_or(false) {
+        for r in self.in_window(live, from, to).filter(|r| r.kind.is_interaction()) {
+            if members.get(r.user as usize).copied().unwrap_or(everyone) {
                 let t = latest.entry((r.user, r.item)).or_insert(r.time);
                 *t = (*t).max(r.time);
             }
@@ -120,12 +144,13 @@ impl Model {
     ///
     /// # Errors
     /// `FailedPrecondition` on data without unix timestamps.
-    pub fn windowed_popularity(&self, segment: &Segment, days: u32, now: Option<i64>) -> Result<(HashMap<ItemIdx, f32>, usize)> {
-        let now = self.window_now(now)?;
+    pub fn windowed_popularity(&self, segment: &Segment, days: u32, at: At<'_>) -> Result<(HashMap<ItemIdx, f32>, usize)> {
+        let now = self.window_now(at)?;
         let members = self.segment_members(segment);
         let users = members.iter().filter(|&&m| m).count();
         let half_life = (f64::from(days) * DAY as f64 / 2.0).max(1.0);
-        let counts = self.window_counts(&members, now - i64::from(days) * DAY, now, |t| (0.5f64).powf((now - t) as f64 / half_life) as f32);
+        let weight = |t: i64| (0.5f64).powf((now - t) as f64 / half_life) as f32;
+        let counts = self.window_counts(&members, segment.is_everyone(), at.live, now - i64::from(days) * DAY, now, weight);
         Ok((counts, users))
     }
 
@@ -136,17 +161,18 @@ impl Model {
     ///
     /// # Errors
     /// `FailedPrecondition` on data without unix timestamps.
-    pub fn trending(&self, segment: &Segment, days: u32, now: Option<i64>, k: usize, allowed: impl Fn(ItemIdx) -> bool) -> Result<(Vec<(f32, ItemIdx)>, usize)> {
-        let now = self.window_now(now)?;
+    pub fn trending(&self, segment: &Segment, days: u32, at: At<'_>, k: usize, allowed: impl Fn(ItemIdx) -> bool) -> Result<(Vec<(f32, ItemIdx)>, usize)> {
+        let now = self.window_now(at)?;
         let members = self.segment_members(segment);
+        let everyone = segment.is_everyone();
         let users = members.iter().filter(|&&m| m).count();
         let w = i64::from(days.max(1)) * DAY;
-        let recent = self.window_counts(&members, now - w, now, |_| 1.0);
+        let recent = self.window_counts(&members, everyone, at.live, now - w, now, |_| 1.0);
         // The baseline covers only what the model kept: its rate is counted over that span.
         let kept_from = self.activity.now.map_or(i64::MIN, |n| n - KEPT_DAYS * DAY);
         let base_from = (now - w * (1 + BASELINE_WINDOWS)).max(kept_from);
         let windows = ((now - w - base_from) as f32 / w as f32).max(0.0);
-        let before = self.window_counts(&members, base_from, now - w, |_| 1.0);
+        let before = self.window_counts(&members, everyone, at.live, base_from, now - w, |_| 1.0);
         let mut scored: Vec<(f32, ItemIdx)> = recent
             .into_iter()
             .filter(|&(i, n)| n >= MIN_TREND_USERS as f32 && allowed(i))
@@ -207,21 +233,21 @@ impl Model {
     /// # Errors
     /// `NotFound` for an unknown item; `InvalidArgument` for a window beyond what the
     /// model keeps; `FailedPrecondition` on data without unix timestamps.
-    pub fn item_stats(&self, item_id: &str, segment: &Segment, days: u32, now: Option<i64>) -> Result<ItemStats> {
+    pub fn item_stats(&self, item_id: &str, segment: &Segment, days: u32, at: At<'_>) -> Result<ItemStats> {
         let item = self
             .trained_item_index(item_id)
             .ok_or_else(|| Error::NotFound(format!("item `{}` is not in model {}", crate::ids::shown(item_id), self.version())))?;
         if days == 0 || i64::from(days) > KEPT_DAYS {
             return Err(Error::invalid_argument("window", format!("item metrics cover 1 to {KEPT_DAYS} days")));
         }
-        let now = self.window_now(now)?;
+        let now = self.window_now(at)?;
         let members = self.segment_members(segment);
+        let everyone = segment.is_everyone();
         let from = now - i64::from(days) * DAY;
-        let start = self.activity.recent.partition_point(|r| r.time <= from);
         let mut stats = ItemStats::default();
         let mut users = std::collections::HashSet::new();
-        for r in self.activity.recent[start..].iter().take_while(|r| r.time <= now) {
-            if r.item != item.0 || !members.get(r.user as usize).copied().unwrap_or(false) {
+        for r in self.in_window(at.live, from, now) {
+            if r.item != item.0 || !members.get(r.user as usize).copied().unwrap_or(everyone) {
                 continue;
             }
             if let Some(n) = EventKind::ALL.iter().position(|&k| k == r.kind) {
@@ -280,23 +306,47 @@ mod tests {
         let m = train(&store(), TimeKind::Unix, &fast_params(), &NoProgress);
         let everyone = Segment::default();
         let now = m.activity.now.unwrap();
-        let (top, users) = m.trending(&everyone, 7, None, 10, |_| true).unwrap();
+        let (top, users) = m.trending(&everyone, 7, At::default(), 10, |_| true).unwrap();
         assert_eq!(users, m.n_users());
         assert_eq!(ids(&m, &top).first().map(String::as_str), Some("seasonal"), "{:?}", ids(&m, &top));
         assert!(!ids(&m, &top).contains(&"steady".to_string()) && !ids(&m, &top).contains(&"cold".to_string()));
         // Two weeks earlier the spike had not happened.
-        let (before, _) = m.trending(&everyone, 7, Some(now - 14 * DAY), 10, |_| true).unwrap();
+        let (before, _) = m.trending(&everyone, 7, At { now: Some(now - 14 * DAY), ..At::default() }, 10, |_| true).unwrap();
         assert!(!ids(&m, &before).contains(&"seasonal".to_string()), "{:?}", ids(&m, &before));
         // The last day's popular list counts only the last day.
-        let (day, _) = m.windowed_popularity(&everyone, 1, None).unwrap();
+        let (day, _) = m.windowed_popularity(&everyone, 1, At::default()).unwrap();
         assert!(day.keys().all(|&i| m.item_id(i) != "seasonal" || day[&i] > 0.0));
-        let (r, users) = m.popular_in(&everyone, None, &Rules::default(), 3, Window::Days(7), None).unwrap();
+        let (r, users) = m.popular_in(&everyone, None, &Rules::default(), 3, Window::Days(7), At::default()).unwrap();
         assert_eq!(users, m.n_users());
         assert_eq!(m.item_id(r.items[0].item), "steady");
         // Order-only data has no windows.
         let order = train(&store(), TimeKind::Order, &fast_params(), &NoProgress);
-        assert!(matches!(order.trending(&everyone, 7, None, 10, |_| true), Err(Error::FailedPrecondition(_))));
-        assert!(order.popular_in(&everyone, None, &Rules::default(), 3, Window::All, None).is_ok());
+        assert!(matches!(order.trending(&everyone, 7, At::default(), 10, |_| true), Err(Error::FailedPrecondition(_))));
+        assert!(order.popular_in(&everyone, None, &Rules::default(), 3, Window::All, At::default()).is_ok());
+    }
+
+    #[test]
+    fn live_events_join_windows_trends_and_item_metrics() {
+        let m = train(&store(), TimeKind::Unix, &fast_params(), &NoProgress);
+        let everyone = Segment::default();
+        let now = m.activity.now.unwrap();
+        let cold = m.item_index("cold").unwrap().0;
+        // Twelve users the model never saw view the cold item a day after its data ends.
+        let live: Vec<Recent> = (0..12)
+            .map(|k| Recent { user: m.n_users() as u32 + k, item: cold, time: now + DAY, kind: EventKind::View, value: 0.0 })
+            .collect();
+        let at = At { now: None, live: &live };
+        let (top, _) = m.trending(&everyone, 7, at, 10, |_| true).unwrap();
+        assert_eq!(ids(&m, &top).first().map(String::as_str), Some("cold"), "{:?}", ids(&m, &top));
+        let (week, _) = m.windowed_popularity(&everyone, 7, at).unwrap();
+        assert!(week[&ItemIdx(cold)] > 12.0 * 0.5, "{:?}", week.get(&ItemIdx(cold)));
+        let stats = m.item_stats("cold", &everyone, 7, at).unwrap();
+        assert_eq!((stats.count(EventKind::View), stats.users), (15, 15));
+        // Strangers belong to no segment.
+        let north = Segment { region: Some("north".into()), ..Segment::default() };
+        assert_eq!(m.item_stats("cold", &north, 7, at).unwrap().users, 0);
+        // Without them, the window ends at the model's own latest event.
+        assert_eq!(m.item_stats("cold", &everyone, 7, At::default()).unwrap().users, 3);
     }
 
     #[test]
@@ -307,12 +357,12 @@ mod tests {
             data.events.push(Event { value, ..Event::new(format!("u{u}"), "steady", kind, Some(t)) });
         }
         let m = train(&data, TimeKind::Unix, &fast_params(), &NoProgress);
-        let s = m.item_stats("steady", &Segment::default(), 1, None).unwrap();
+        let s = m.item_stats("steady", &Segment::default(), 1, At::default()).unwrap();
         assert_eq!((s.count(EventKind::Impression), s.count(EventKind::Click), s.count(EventKind::Purchase)), (2, 1, 1));
         assert_eq!((s.ctr(), s.revenue), (Some(0.5), 12.5));
-        let week = m.item_stats("steady", &Segment::default(), 7, None).unwrap();
+        let week = m.item_stats("steady", &Segment::default(), 7, At::default()).unwrap();
         assert!(week.count(EventKind::View) >= 30 && week.users >= 30);
-        assert!(matches!(m.item_stats("nope", &Segment::default(), 7, None), Err(Error::NotFound(_))));
-        assert!(matches!(m.item_stats("steady", &Segment::default(), 400, None), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(m.item_stats("nope", &Segment::default(), 7, At::default()), Err(Error::NotFound(_))));
+        assert!(matches!(m.item_stats("steady", &Segment::default(), 400, At::default()), Err(Error::InvalidArgument { .. })));
     }
 }

@@ -41,7 +41,7 @@ fn age_and_gender(u: &User) -> Segment {
 }
 
 fn top10(m: &Model, s: &Segment) -> Vec<String> {
-    let (r, _) = m.popular_in(s, None, &Rules::default(), 10, Window::All, None).unwrap();
+    let (r, _) = m.popular_in(s, None, &Rules::default(), 10, Window::All, affinity_core::trending::At::default()).unwrap();
     r.items.iter().map(|x| m.item_id(x.item).to_string()).collect()
 }
 

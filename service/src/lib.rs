@@ -28,6 +28,7 @@ pub mod demo;
 pub mod ingest;
 pub mod live;
 pub mod proto;
+pub mod recent;
 pub mod server;
 pub mod state;
 pub mod status;

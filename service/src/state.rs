@@ -22,6 +22,7 @@ use affinity_eventlog::{DeletedUsers, Entry};
 use crate::catalogue::CatalogueChanges;
 use crate::ingest::{Ingest, SyncPolicy};
 use crate::live::{LiveLimits, LiveUsers};
+use crate::recent::LiveInteractions;
 use crate::status::ApiError;
 
 /// How the server picks candidates, when configured to override the model's choice.
@@ -85,6 +86,8 @@ pub struct ServerState {
     ingest: OnceLock<Result<Ingest, String>>,
     /// What users did since the model was trained.
     users: LiveUsers,
+    /// The same interactions, for time windows, trends and item metrics.
+    recent: LiveInteractions,
     /// Catalogue changes since start, applied to every model installed, so a reload onto
     /// an older catalogue keeps them. Held while a change is applied to the live model
     /// and while a model is installed, so none falls between the two.
@@ -113,7 +116,13 @@ pub struct ServerConfig {
     pub sync: SyncPolicy,
     /// Log segments older than this that the live model holds are removed (`None`: keep).
     pub log_retention: Option<Duration>,
+    /// Interactions since training kept for time windows (`None`: the default,
+    /// [`DEFAULT_WINDOW_EVENTS`]).
+    pub window_events: Option<usize>,
 }
+
+/// Interactions since training kept for windows, trends and item metrics by default.
+pub const DEFAULT_WINDOW_EVENTS: usize = 500_000;
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +142,7 @@ impl ServerState {
             events_dir: config.events_dir,
             ingest: OnceLock::new(),
             users: LiveUsers::new(config.live),
+            recent: LiveInteractions::new(config.window_events.unwrap_or(DEFAULT_WINDOW_EVENTS)),
             catalogue: Mutex::new(CatalogueChanges::default()),
             reloading: Mutex::new(()),
             reload_poll: config.reload_poll,
@@ -175,7 +185,9 @@ impl ServerState {
             None => Err("the server runs without an event log (start it with --events-dir, or --model naming a model root)".to_string()),
             Some(dir) => match DeletedUsers::load(dir).and_then(|deleted| Ingest::open(dir, after, self.sync).map(|o| (deleted, o))) {
                 Ok((deleted, (ingest, replay))) => {
-                    self.users.apply(replay.events.iter().filter(|(_, e)| !deleted.contains(&e.user_id)).map(|(seq, e)| (*seq, e)));
+                    let kept = || replay.events.iter().filter(|(_, e)| !deleted.contains(&e.user_id)).map(|(seq, e)| (*seq, e));
+                    self.users.apply(kept());
+                    self.recent.apply(self.live.load().as_ref().map(|l| &l.model), kept());
                     *self.deleted.lock().unwrap_or_else(|p| p.into_inner()) = deleted;
                     for entry in replay.catalogue {
                         self.apply_catalogue(entry);
@@ -204,6 +216,17 @@ impl ServerState {
     /// What users did since the model was trained.
     pub fn users(&self) -> &LiveUsers {
         &self.users
+    }
+
+    /// Takes in events just made durable: live user state and time windows.
+    pub fn take_events<'a>(&self, events: impl Iterator<Item = (u64, &'a affinity_core::data::Event)> + Clone) {
+        self.users.apply(events.clone());
+        self.recent.apply(self.live.load().as_ref().map(|l| &l.model), events);
+    }
+
+    /// Interactions since training, for time windows.
+    pub fn recent(&self) -> &LiveInteractions {
+        &self.recent
     }
 
     /// Applies log retention, if configured: segments the live model holds and older than
@@ -239,6 +262,7 @@ impl ServerState {
             deleted.add(&user).map_err(|e| ApiError::IngestOff(format!("cannot record the deletion: {e}")))?;
             drop(deleted);
             state.users.remove(&user);
+            state.recent.remove_user(&user, state.live.load().as_ref().map(|l| &l.model));
             Ok(())
         })
         .await??;
@@ -268,12 +292,15 @@ impl ServerState {
         let position = model.manifest().log_position;
         self.install(model);
         self.users.forget_through(position);
+        if let Some(live) = self.live.load().as_ref() {
+            self.recent.forget_through(position, &live.model);
+        }
         if let (Some(events_dir), Some(Ok(_))) = (&self.events_dir, self.ingest.get()) {
             match affinity_eventlog::read_dir(events_dir, position + 1) {
                 Ok(records) => {
                     let events: Vec<(u64, affinity_core::data::Event)> =
                         records.into_iter().filter_map(|r| r.entry.into_event().map(|e| (r.seq, e.event))).collect();
-                    self.users.apply(events.iter().map(|(seq, e)| (*seq, e)));
+                    self.take_events(events.iter().map(|(seq, e)| (*seq, e)));
                 }
                 Err(e) => tracing::error!(cause = %e, "cannot replay the event log onto the new model; live state may miss events"),
             }
@@ -352,6 +379,7 @@ impl ServerState {
         model.ensure_indexes(&settings);
         let catalogue = self.catalogue();
         catalogue.apply_to(&model);
+        self.recent.rebase(&model);
         self.live.store(Some(Arc::new(LiveModel { model, settings })));
     }
 }

@@ -262,3 +262,40 @@ async fn exploration_gives_new_arrivals_the_tail_fixed_per_user_and_day() {
         assert!(r.items.iter().all(|i| !new_ids.contains(&i.item_id)), "{user}: {:?}", r.items);
     }
 }
+
+#[tokio::test]
+async fn events_taken_in_while_serving_count_in_windows_trends_and_item_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, mut c) = demo_server(&dir, &[]).await;
+    let item = "sku-0100";
+    let at = latest() + 3600;
+    let stats = |now: Option<i64>| proto::GetItemStatsRequest { item_id: item.into(), window: proto::Window::Window1Day as i32, now, ..Default::default() };
+    let before = c.get_item_stats(stats(Some(at))).await.unwrap().into_inner();
+    // Twelve shoppers the model never saw buy the item an hour after the data ends.
+    let events = (0..12)
+        .map(|n| proto::IngestEvent {
+            user_id: format!("walk-in-{n:02}"),
+            item_id: item.into(),
+            event: "purchase".into(),
+            timestamp: Some(at),
+            value: Some(10.0),
+            ..Default::default()
+        })
+        .collect();
+    assert_eq!(c.ingest_events(proto::IngestEventsRequest { events }).await.unwrap().into_inner().stored, 12);
+    // "Now" moves to the latest event the server knows; the metrics count the new ones.
+    let after = c.get_item_stats(stats(None)).await.unwrap().into_inner();
+    let purchases = |s: &proto::ItemStats| s.event_counts.get("purchase").copied().unwrap_or(0);
+    assert_eq!(purchases(&after), purchases(&before) + 12, "{before:?}\n{after:?}");
+    assert_eq!(after.users, before.users + 12);
+    assert!((after.revenue - before.revenue - 120.0).abs() < 1e-6);
+    let day = |window: proto::Window| proto::TrendingRequest { k: 10, window: window as i32, ..Default::default() };
+    let trending = c.trending(day(proto::Window::Window1Day)).await.unwrap().into_inner();
+    assert!(trending.items.iter().any(|i| i.item_id == item), "{:?}", trending.items);
+    let popular = c.popular(proto::PopularRequest { k: 3, window: proto::Window::Window1Day as i32, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(popular.items[0].item_id, item, "{:?}", popular.items);
+    // A shopper who asks to be forgotten leaves the counts at once.
+    c.delete_user(proto::DeleteUserRequest { user_id: "walk-in-00".into() }).await.unwrap();
+    let forgotten = c.get_item_stats(stats(Some(at))).await.unwrap().into_inner();
+    assert_eq!(forgotten.users, after.users - 1);
+}

@@ -20,6 +20,7 @@ use affinity_core::cancel::Cancel;
 use affinity_core::data::Item;
 use affinity_core::model::Upserted;
 use affinity_core::recommend::{RecommendQuery, SimilarQuery, Subject};
+use affinity_core::trending::At;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -50,7 +51,7 @@ async fn ingest_batch(state: &ServerState, batch: proto::IngestEventsRequest) ->
     let log = state.ingest()?;
     let (stored, seqs, duplicates) = log.store(events).await?;
     // Durable now: the next request of these users sees them.
-    state.users().apply(seqs.clone().zip(&stored));
+    state.take_events(seqs.clone().zip(&stored));
     Ok(proto::IngestEventsResponse {
         stored: stored.len() as u32,
         duplicates: duplicates as u32,
@@ -124,8 +125,9 @@ impl Recommender for RecommenderApi {
     #[instrument(skip_all, fields(k = request.get_ref().k))]
     async fn popular(&self, request: Request<proto::PopularRequest>) -> Result<Response<proto::PopularResponse>, Status> {
         let q: popular::PopularQuery = request.into_inner().try_into()?;
+        let state = Arc::clone(&self.state);
         let answer = self
-            .score(move |l, _| l.model.popular_in(&q.segment, q.category.as_deref(), &q.rules, q.k, q.window, q.now))
+            .score(move |l, _| state.recent().with(|live| l.model.popular_in(&q.segment, q.category.as_deref(), &q.rules, q.k, q.window, At { now: q.now, live })))
             .await?;
         Ok(Response::new(answer.into()))
     }
@@ -138,7 +140,10 @@ impl Recommender for RecommenderApi {
             affinity_core::trending::Window::All => affinity_core::trending::KEPT_DAYS as u32,
         };
         let (item, now) = (r.item_id, r.now);
-        let answer = self.score(move |l, _| Ok((item.clone(), days, l.model.item_stats(&item, &segment, days, now)?))).await?;
+        let state = Arc::clone(&self.state);
+        let answer = self
+            .score(move |l, _| Ok((item.clone(), days, state.recent().with(|live| l.model.item_stats(&item, &segment, days, At { now, live }))?)))
+            .await?;
         Ok(Response::new(answer.into()))
     }
 
@@ -149,8 +154,9 @@ impl Recommender for RecommenderApi {
             affinity_core::trending::Window::Days(d) => d,
             affinity_core::trending::Window::All => 7,
         };
+        let state = Arc::clone(&self.state);
         let answer = self
-            .score(move |l, _| l.model.trending_in(&q.segment, q.category.as_deref(), &q.rules, q.k, days, q.now))
+            .score(move |l, _| state.recent().with(|live| l.model.trending_in(&q.segment, q.category.as_deref(), &q.rules, q.k, days, At { now: q.now, live })))
             .await?;
         Ok(Response::new(answer.into()))
     }

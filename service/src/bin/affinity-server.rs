@@ -75,6 +75,10 @@ struct Args {
     /// (their events stay in the log).
     #[arg(long, default_value_t = 1_000_000)]
     live_max_users: usize,
+    /// Interactions since training kept for time windows, trends and item metrics (the
+    /// oldest go first; ~100 bytes each).
+    #[arg(long, default_value_t = affinity_service::state::DEFAULT_WINDOW_EVENTS)]
+    window_events: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -169,6 +173,7 @@ async fn run(args: Args) -> Result<()> {
             max_users: args.live_max_users.max(1),
         },
         log_retention: (args.log_retention_days > 0).then(|| Duration::from_secs(args.log_retention_days * 86_400)),
+        window_events: Some(args.window_events.max(1)),
         sync: match (args.no_fsync, args.fsync_window_ms) {
             (true, _) => {
                 tracing::warn!("--no-fsync: acknowledged events are not synced to disk and a power cut can lose them");
