@@ -198,10 +198,13 @@ impl Rules {
 
     /// Whether the item lies within the request's radius.
     fn within(&self, item: &Item) -> bool {
-        match (&self.near, self.distance_km(item)) {
-            (Some(near), Some(d)) => d <= near.radius_km,
-            _ => false,
+        let (Some(near), Some(p)) = (&self.near, item.location) else { return false };
+        // A degree of latitude is at least 110.5 km anywhere: most items fail this
+        // comparison before any trigonometry.
+        if (p.lat - near.point.lat).abs() * 110.5 > near.radius_km {
+            return false;
         }
+        p.distance_km(&near.point) <= near.radius_km
     }
 
     /// Whether the item counts as a new arrival at `now` (a listing time after `now`

@@ -10,7 +10,9 @@
 //! - diversity: at most 2 per category and MMR with λ = 0.7;
 //! - both at once;
 //!
-//! and `SimilarItems` with the selective filter. Every answer is checked against its
+//! and `SimilarItems` with the selective filter; on the synthetic catalogue (whose items
+//! sit in 100 towns), also "near you": only items within 10 km of a town (about 1% of
+//! the catalogue), and a nearness boost within 25 km. Every answer is checked against its
 //! rules. Prints a table per model and writes JSON. Run it from a release build:
 //!
 //! ```text
@@ -24,7 +26,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use affinity_benches::{print_rows, time_calls, Row};
-use affinity_core::data::{Dataset, Event, EventKind, Item, TimeKind};
+use affinity_core::data::{Dataset, Event, EventKind, GeoPoint, Item, TimeKind};
 use affinity_core::model::format;
 use affinity_core::model::publish::Retention;
 use affinity_core::params::TrainParams;
@@ -73,6 +75,16 @@ struct ModelReport {
     rows: Vec<Row>,
 }
 
+/// Towns the synthetic catalogue's items sit in.
+const TOWNS: usize = 100;
+
+/// Town `t` on a 10 × 10 grid about 55 km apart, an item `i` a little off its centre
+/// (up to about 3 km).
+fn town(t: usize, i: usize) -> GeoPoint {
+    let jitter = |k: usize| ((i * 31 + k * 17) % 100) as f64 / 100.0 - 0.5;
+    GeoPoint { lat: 50.0 + (t / 10) as f64 * 0.5 + jitter(1) * 0.05, lon: -5.0 + (t % 10) as f64 * 0.8 + jitter(2) * 0.08 }
+}
+
 /// A synthetic store: `n` items in 200 categories and 50 brands; users who mostly stay in
 /// two categories.
 fn synthetic(n: usize, seed: u64) -> Dataset {
@@ -83,6 +95,7 @@ fn synthetic(n: usize, seed: u64) -> Dataset {
             category: format!("c{}", i % 200),
             brand: format!("b{}", (i / 7) % 50),
             price: Some(1.0 + (i % 97) as f32),
+            location: Some(town(i * 7919 % TOWNS, i)),
             ..Item::bare(format!("i{i}"))
         })
         .collect();
@@ -128,9 +141,10 @@ fn main() -> Result<()> {
         let scoring = if m.default_settings().scores_exactly(m.n_items()) { "exact" } else { "ann" }.to_string();
         let n_items = m.n_items();
         let similar_items: Vec<String> = (0..m.n_items() as u32).map(ItemIdx).filter(|&i| m.has_collab(i)).map(|i| m.item_id(i).to_string()).collect();
+        let places: HashMap<String, GeoPoint> = m.items().iter().filter_map(|i| i.location.map(|p| (i.item_id.clone(), p))).collect();
         drop(m);
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        let rows = runtime.block_on(measure(&args, root.path(), &users, &similar_items, &small, &category))?;
+        let rows = runtime.block_on(measure(&args, root.path(), &users, &similar_items, &small, &category, &places))?;
         println!("{name} · {n_items} items · scoring {scoring} · filter: one of {} categories of ≤ 1% of the items (largest {:.2}%) · k 10", small.len(), max_share * 100.0);
         print_rows(&rows);
         reports.push(ModelReport {
@@ -157,6 +171,7 @@ async fn measure(
     items: &[String],
     small: &[String],
     category: &HashMap<String, String>,
+    places: &HashMap<String, GeoPoint>,
 ) -> Result<Vec<Row>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = format!("http://{}", listener.local_addr()?);
@@ -224,6 +239,32 @@ async fn measure(
         }
     };
     rows.push(time_calls("SimilarItems · filter ≤ 1%", args.warmup, args.requests, similar).await?);
+    if !places.is_empty() {
+        let places = Rc::new(places.clone());
+        for (label, radius_km, within_only) in [("Recommend · within 10 km", 10.0, true), ("Recommend · near boost 25 km", 25.0, false)] {
+            let call = || {
+                let user = users[rng.borrow_mut().gen_range(0..users.len())].clone();
+                let here = town(rng.borrow_mut().gen_range(0..TOWNS), 0);
+                let (mut c, places) = (client.clone(), Rc::clone(&places));
+                async move {
+                    let near = proto::Near { latitude: here.lat, longitude: here.lon, radius_km, within_only, boost: Some(1.0) };
+                    let req = proto::RecommendRequest {
+                        subject: Some(Subject::UserId(user.clone())),
+                        k: 10,
+                        rules: Some(proto::Rules { near: Some(near), ..Default::default() }),
+                        ..Default::default()
+                    };
+                    let r = c.recommend(req).await?.into_inner();
+                    ensure!(r.items.len() == 10, "short answer for {user}");
+                    if within_only {
+                        ensure!(r.items.iter().all(|i| places[&i.item_id].distance_km(&here) <= radius_km), "the radius was broken");
+                    }
+                    Ok(())
+                }
+            };
+            rows.push(time_calls(label, args.warmup, args.requests, call).await?);
+        }
+    }
     let _ = stop.send(());
     serving.await??;
     Ok(rows)
