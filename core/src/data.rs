@@ -169,15 +169,27 @@ pub struct GeoPoint {
 const EARTH_RADIUS_KM: f64 = 6371.0088;
 
 impl GeoPoint {
-    /// A point, or a message naming what is out of range (`what` prefixes it).
+    /// A point, or a message naming what is out of range.
     pub fn new(lat: f64, lon: f64) -> std::result::Result<GeoPoint, String> {
-        if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-            return Err(format!("latitude must be between -90 and 90, got {lat}"));
-        }
-        if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
-            return Err(format!("longitude must be between -180 and 180, got {lon}"));
-        }
+        Self::check_latitude(lat).map_err(|e| format!("latitude {e}"))?;
+        Self::check_longitude(lon).map_err(|e| format!("longitude {e}"))?;
         Ok(GeoPoint { lat, lon })
+    }
+
+    /// Checks a latitude; the message says what is wrong ("must be between …").
+    pub fn check_latitude(lat: f64) -> std::result::Result<(), String> {
+        match lat.is_finite() && (-90.0..=90.0).contains(&lat) {
+            true => Ok(()),
+            false => Err(format!("must be between -90 and 90, got {lat}")),
+        }
+    }
+
+    /// Checks a longitude; the message says what is wrong.
+    pub fn check_longitude(lon: f64) -> std::result::Result<(), String> {
+        match lon.is_finite() && (-180.0..=180.0).contains(&lon) {
+            true => Ok(()),
+            false => Err(format!("must be between -180 and 180, got {lon}")),
+        }
     }
 
     /// Great-circle (haversine) distance to `other` in kilometres.

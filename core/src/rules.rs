@@ -162,13 +162,8 @@ impl Rules {
             }
         }
         if let Some(near) = &self.near {
-            let GeoPoint { lat, lon } = near.point;
-            if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-                return Err(Error::invalid_argument("rules.near.latitude", format!("must be between -90 and 90, got {lat}")));
-            }
-            if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
-                return Err(Error::invalid_argument("rules.near.longitude", format!("must be between -180 and 180, got {lon}")));
-            }
+            GeoPoint::check_latitude(near.point.lat).map_err(|e| Error::invalid_argument("rules.near.latitude", e))?;
+            GeoPoint::check_longitude(near.point.lon).map_err(|e| Error::invalid_argument("rules.near.longitude", e))?;
             let r = near.radius_km;
             if !r.is_finite() || r <= 0.0 || r > MAX_RADIUS_KM {
                 return Err(Error::invalid_argument("rules.near.radius_km", format!("must be more than 0 and at most {MAX_RADIUS_KM}, got {r}")));

@@ -89,12 +89,8 @@ pub(crate) fn checked_items(r: proto::UpsertItemsRequest) -> Result<Vec<Upsert>,
             let location = match (it.latitude, it.longitude) {
                 (None, None) => None,
                 (Some(lat), Some(lon)) => {
-                    if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-                        return Err(bad(n, "latitude", format!("must be between -90 and 90, got {lat}")));
-                    }
-                    if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
-                        return Err(bad(n, "longitude", format!("must be between -180 and 180, got {lon}")));
-                    }
+                    GeoPoint::check_latitude(lat).map_err(|e| bad(n, "latitude", e))?;
+                    GeoPoint::check_longitude(lon).map_err(|e| bad(n, "longitude", e))?;
                     Some(GeoPoint { lat, lon })
                 }
                 (Some(_), None) => return Err(bad(n, "longitude", "must be set with latitude")),
