@@ -251,6 +251,9 @@ pub struct Recommendations {
     pub shortfall: Option<Shortfall>,
 }
 
+/// Neighbour votes per item: a per-request map keyed by item index, so a fast hasher.
+type Votes = foldhash::HashMap<ItemIdx, f32>;
+
 /// Which items may be returned for one request.
 struct Eligibility<'a> {
     model: &'a Model,
@@ -386,7 +389,24 @@ struct Profile {
     events: Vec<RecentEvent>,
 }
 
+/// Multiply-adds one request may cost and still count as light (about 100 µs here):
+/// see [`Model::is_light`].
+const LIGHT_WORK: usize = 1 << 20;
+
 impl Model {
+    /// Whether a request of `k` items with `subject_items` session or live items and
+    /// `excluded` ids is light enough on this model (an exact scoring pass over a small
+    /// catalogue, a short fold-in) that a server may run it where it received it instead
+    /// of handing it to a worker pool: the hop costs more than such work.
+    pub fn is_light(&self, settings: &ServingSettings, k: usize, subject_items: usize, excluded: usize) -> bool {
+        let dims = self.manifest().params.als.factors + self.manifest().params.content.dim;
+        settings.scores_exactly(self.n_items_with_added())
+            && self.n_items_with_added().saturating_mul(dims) <= LIGHT_WORK
+            && k <= 100
+            && subject_items <= 50
+            && excluded <= 1000
+    }
+
     /// Recommends items for a user or an anonymous session.
     ///
     /// # Errors
@@ -488,7 +508,7 @@ impl Model {
             let popular = self.popular(filter, query.k, &query.rules, counted.as_ref().map(|(s, p)| (s, p)));
             return Ok(vec![popular; blends.len()]);
         };
-        let votes = if blends.iter().any(|&b| b > 0.0) { self.neighbour_votes(recent, settings) } else { HashMap::new() };
+        let votes = if blends.iter().any(|&b| b > 0.0) { self.neighbour_votes(recent, settings) } else { Votes::default() };
         let (raw, retrieval) = self.candidates(&u, &votes, filter, query, settings, cancel)?;
         let (mut raw, last) = (Some(raw), blends.len().saturating_sub(1));
         let mut answers = Vec::with_capacity(blends.len());
@@ -648,21 +668,27 @@ impl Model {
                     .collect();
                 let mut events: Vec<RecentEvent> = stored.map(|u| self.history(u).recent().to_vec()).unwrap_or_default();
                 events.extend(live.iter().copied());
+                if live.is_empty() {
+                    // The stored history as it is: sorted by item, its vector folded in
+                    // at training.
+                    let history: Vec<ItemIdx> = stored.map(|u| self.history(u).seen().map(|(i, _)| i).collect()).unwrap_or_default();
+                    return Profile {
+                        history,
+                        vector: stored.map(|u| self.user_vector(u).to_vec()),
+                        recent: events.iter().map(|r| r.item).collect(),
+                        user: stored.map(|u| u.get()),
+                        events,
+                    };
+                }
                 let mut weights: HashMap<u32, f32> = stored.map(|u| self.history(u).seen().map(|(i, w)| (i.0, w)).collect()).unwrap_or_default();
-                let vector = match (stored, live.is_empty()) {
-                    (Some(u), true) => Some(self.user_vector(u).to_vec()),
-                    (None, true) => None,
-                    (_, false) => {
-                        let kinds = self.manifest().params.weights.event_weights;
-                        let scale = self.manifest().weight_scale.max(f32::MIN_POSITIVE);
-                        for e in &live {
-                            *weights.entry(e.item.0).or_insert(0.0) += kinds.of(e.kind) / scale;
-                        }
-                        let mut weighted: Vec<(u32, f32)> = weights.iter().map(|(&i, &w)| (i, w)).collect();
-                        weighted.sort_unstable_by_key(|x| x.0);
-                        Some(self.fold_in(&weighted))
-                    }
-                };
+                let kinds = self.manifest().params.weights.event_weights;
+                let scale = self.manifest().weight_scale.max(f32::MIN_POSITIVE);
+                for e in &live {
+                    *weights.entry(e.item.0).or_insert(0.0) += kinds.of(e.kind) / scale;
+                }
+                let mut weighted: Vec<(u32, f32)> = weights.iter().map(|(&i, &w)| (i, w)).collect();
+                weighted.sort_unstable_by_key(|x| x.0);
+                let vector = Some(self.fold_in(&weighted));
                 let mut history: Vec<ItemIdx> = weights.keys().map(|&i| ItemIdx(i)).collect();
                 history.sort_unstable();
                 Profile {
@@ -695,8 +721,8 @@ impl Model {
 
     /// Votes of the recent items (oldest first) for their neighbours, most recent
     /// strongest, scaled so the strongest vote is 1.
-    fn neighbour_votes(&self, recent: &[ItemIdx], settings: &ServingSettings) -> HashMap<ItemIdx, f32> {
-        let mut votes: HashMap<ItemIdx, f32> = HashMap::new();
+    fn neighbour_votes(&self, recent: &[ItemIdx], settings: &ServingSettings) -> Votes {
+        let mut votes = Votes::default();
         let mut w = 1.0f32;
         for &r in recent.iter().rev().take(settings.max_recent) {
             for &(j, s) in self.neighbours_of(r) {
@@ -718,7 +744,7 @@ impl Model {
     fn candidates(
         &self,
         u: &[f32],
-        votes: &HashMap<ItemIdx, f32>,
+        votes: &Votes,
         filter: &Eligibility<'_>,
         query: &RecommendQuery,
         settings: &ServingSettings,
@@ -753,7 +779,7 @@ impl Model {
     /// Inner products are scaled into [-1, 1] by |u| and the largest item norm M; votes
     /// are already scaled so the strongest is 1. Without votes (or β = 0) the inner
     /// products stand as they are.
-    fn blend(&self, u: &[f32], raw: Vec<(f32, ItemIdx)>, votes: &HashMap<ItemIdx, f32>, blend: f32) -> Vec<(f32, ItemIdx)> {
+    fn blend(&self, u: &[f32], raw: Vec<(f32, ItemIdx)>, votes: &Votes, blend: f32) -> Vec<(f32, ItemIdx)> {
         let beta = if votes.is_empty() { 0.0 } else { blend.clamp(0.0, 1.0) };
         if beta == 0.0 {
             return raw;

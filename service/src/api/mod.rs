@@ -84,7 +84,22 @@ impl RecommenderApi {
         &self,
         f: impl FnOnce(&LiveModel, &Cancel) -> affinity_core::Result<T> + Send + 'static,
     ) -> Result<Answer<T>, ApiError> {
+        self.score_if(|_| false, f).await
+    }
+
+    /// [`Self::score`], but work that `light` says is light on the live model runs right
+    /// here on the async worker: the hop to the blocking pool and back (a thread wake-up
+    /// each way) would cost more than the work (see `Model::is_light`).
+    async fn score_if<T: Send + 'static>(
+        &self,
+        light: impl FnOnce(&LiveModel) -> bool,
+        f: impl FnOnce(&LiveModel, &Cancel) -> affinity_core::Result<T> + Send + 'static,
+    ) -> Result<Answer<T>, ApiError> {
         let live = self.state.live()?;
+        if light(&live) {
+            let value = f(&live, &Cancel::never())?;
+            return Ok(Answer { live, value });
+        }
         let on = Arc::clone(&live);
         let cancel = Cancel::new();
         let _stop_when_abandoned = CancelOnDrop(cancel.clone());
@@ -108,7 +123,18 @@ impl Recommender for RecommenderApi {
                 query.live = self.state.users().events_of(user);
             }
         }
-        let answer = self.score(move |l, cancel| l.model.recommend_or_cancel(&query, &l.settings, cancel)).await?;
+        let subject_items = query.live.len()
+            + match &query.subject {
+                Subject::Session(items) => items.len(),
+                Subject::User(_) => 0,
+            };
+        let (k, excluded) = (query.k, query.exclude_items.len());
+        let answer = self
+            .score_if(
+                |l| l.model.is_light(&l.settings, k, subject_items, excluded),
+                move |l, cancel| l.model.recommend_or_cancel(&query, &l.settings, cancel),
+            )
+            .await?;
         Ok(Response::new(answer.into()))
     }
 
@@ -118,7 +144,10 @@ impl Recommender for RecommenderApi {
         request: Request<proto::SimilarItemsRequest>,
     ) -> Result<Response<proto::SimilarItemsResponse>, Status> {
         let query: SimilarQuery = request.into_inner().try_into()?;
-        let answer = self.score(move |l, cancel| l.model.similar_items_with_shortfall(&query, &l.settings, cancel)).await?;
+        let k = query.k;
+        let answer = self
+            .score_if(|l| l.model.is_light(&l.settings, k, 0, 0), move |l, cancel| l.model.similar_items_with_shortfall(&query, &l.settings, cancel))
+            .await?;
         Ok(Response::new(answer.into()))
     }
 
