@@ -251,8 +251,49 @@ pub struct Recommendations {
     pub shortfall: Option<Shortfall>,
 }
 
-/// Neighbour votes per item: a per-request map keyed by item index, so a fast hasher.
-type Votes = foldhash::HashMap<ItemIdx, f32>;
+/// Neighbour votes per item for one request: a dense table over a small catalogue (an
+/// indexed add per vote, an indexed load per scored item), a fast-hash map over a large
+/// one (where zeroing a table per request would cost more than the votes).
+#[derive(Default)]
+enum Votes {
+    /// No recent items voted.
+    #[default]
+    None,
+    /// By item index, and the items with a vote.
+    Dense(Vec<f32>, Vec<ItemIdx>),
+    /// By item.
+    Sparse(foldhash::HashMap<ItemIdx, f32>),
+}
+
+/// Catalogues up to this size tally votes in a dense table.
+const DENSE_VOTES: usize = 1 << 16;
+
+impl Votes {
+    fn get(&self, i: ItemIdx) -> f32 {
+        match self {
+            Votes::None => 0.0,
+            Votes::Dense(v, _) => v.get(i.get()).copied().unwrap_or(0.0),
+            Votes::Sparse(m) => m.get(&i).copied().unwrap_or(0.0),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Votes::None => true,
+            Votes::Dense(_, voted) => voted.is_empty(),
+            Votes::Sparse(m) => m.is_empty(),
+        }
+    }
+
+    /// The items with a vote.
+    fn items(&self) -> Vec<ItemIdx> {
+        match self {
+            Votes::None => Vec::new(),
+            Votes::Dense(_, voted) => voted.clone(),
+            Votes::Sparse(m) => m.keys().copied().collect(),
+        }
+    }
+}
 
 /// Which items may be returned for one request.
 struct Eligibility<'a> {
@@ -261,32 +302,55 @@ struct Eligibility<'a> {
     seen: Vec<ItemIdx>,
     /// Sorted.
     excluded: Vec<ItemIdx>,
+    /// The same two sets as bits, for the per-item checks.
+    seen_bits: ItemBits,
+    excluded_bits: ItemBits,
     /// The rules' filters (and the request's category).
     filter: ItemFilter<'a>,
     /// The items an include filter narrows to (sorted), when one is set.
     narrowed: Option<Vec<ItemIdx>>,
 }
 
+/// A set of item indices as bits: membership in one load, where scoring asks it of
+/// every item.
+struct ItemBits(Vec<u64>);
+
+impl ItemBits {
+    fn of(items: &[ItemIdx], n: usize) -> ItemBits {
+        let mut bits = vec![0u64; n.div_ceil(64)];
+        for i in items.iter().filter(|i| i.get() < n) {
+            bits[i.get() / 64] |= 1 << (i.get() % 64);
+        }
+        ItemBits(bits)
+    }
+
+    fn has(&self, i: ItemIdx) -> bool {
+        self.0.get(i.get() / 64).is_some_and(|w| w & (1 << (i.get() % 64)) != 0)
+    }
+}
+
 impl<'a> Eligibility<'a> {
     fn new(model: &'a Model, seen: Vec<ItemIdx>, excluded: Vec<ItemIdx>, filter: ItemFilter<'a>) -> Eligibility<'a> {
         let narrowed = filter.narrowed();
-        Eligibility { model, seen, excluded, filter, narrowed }
+        let n = model.n_items_with_added();
+        let (seen_bits, excluded_bits) = (ItemBits::of(&seen, n), ItemBits::of(&excluded, n));
+        Eligibility { model, seen, excluded, seen_bits, excluded_bits, filter, narrowed }
     }
 
     fn allows(&self, i: ItemIdx) -> bool {
-        self.allows_had(i) && self.seen.binary_search(&i).is_err()
+        self.allows_had(i) && !self.seen_bits.has(i)
     }
 
     /// Whether `i`, an item nobody has interacted with (trained without events, or added
     /// while serving), may fill an exploration slot.
     fn allows_new(&self, i: ItemIdx) -> bool {
-        self.excluded.binary_search(&i).is_err() && self.seen.binary_search(&i).is_err() && self.filter.passes(i)
+        !self.excluded_bits.has(i) && !self.seen_bits.has(i) && self.filter.passes(i)
     }
 
     /// Whether `i` passes every filter but the seen one: what a returning item must pass.
     /// Items added while serving have no collaborative vector yet and are not offered.
     fn allows_had(&self, i: ItemIdx) -> bool {
-        i.get() < self.model.n_items() && self.excluded.binary_search(&i).is_err() && self.filter.passes(i)
+        i.get() < self.model.n_items() && !self.excluded_bits.has(i) && self.filter.passes(i)
     }
 
     /// Every eligible item, in index order: only the narrowed items when a filter
@@ -722,11 +786,34 @@ impl Model {
     /// Votes of the recent items (oldest first) for their neighbours, most recent
     /// strongest, scaled so the strongest vote is 1.
     fn neighbour_votes(&self, recent: &[ItemIdx], settings: &ServingSettings) -> Votes {
-        let mut votes = Votes::default();
+        let recent = &recent[recent.len().saturating_sub(settings.max_recent)..];
+        let n = self.n_items_with_added();
+        if n <= DENSE_VOTES {
+            let (mut table, mut voted) = (vec![0.0f32; n], Vec::new());
+            let mut w = 1.0f32;
+            for &r in recent.iter().rev() {
+                for &(j, s) in self.neighbours_of(r) {
+                    if let Some(v) = table.get_mut(j as usize) {
+                        if *v == 0.0 {
+                            voted.push(ItemIdx(j));
+                        }
+                        *v += w * s;
+                    }
+                }
+                w *= settings.recency_decay;
+            }
+            let max = voted.iter().map(|i| table[i.get()]).fold(0.0f32, f32::max);
+            if max > 0.0 {
+                voted.iter().for_each(|i| table[i.get()] /= max);
+            }
+            return Votes::Dense(table, voted);
+        }
+        let expected: usize = recent.iter().map(|&r| self.neighbours_of(r).len()).sum();
+        let mut votes = foldhash::HashMap::with_capacity_and_hasher(expected, Default::default());
         let mut w = 1.0f32;
-        for &r in recent.iter().rev().take(settings.max_recent) {
+        for &r in recent.iter().rev() {
             for &(j, s) in self.neighbours_of(r) {
-                *votes.entry(ItemIdx(j)).or_insert(0.0) += w * s;
+                *votes.entry(ItemIdx(j)).or_insert(0.0f32) += w * s;
             }
             w *= settings.recency_decay;
         }
@@ -734,7 +821,7 @@ impl Model {
         if max > 0.0 {
             votes.values_mut().for_each(|v| *v /= max);
         }
-        votes
+        Votes::Sparse(votes)
     }
 
     /// Eligible candidates for user vector `u` with their inner products: every eligible
@@ -761,7 +848,7 @@ impl Model {
                 let q = crate::ann::mips_query(u);
                 let ef = settings.ef_search.max(want);
                 let mut cands: Vec<ItemIdx> = index.search(&q, want, ef).into_iter().map(|h| ItemIdx(h.item)).collect();
-                cands.extend(votes.keys().copied());
+                cands.extend(votes.items());
                 cands.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
                 cands.extend(query.rules.new_arrival_items(self, self.clock()));
                 cands.sort_unstable();
@@ -785,9 +872,11 @@ impl Model {
             return raw;
         }
         let scale = (1.0 - beta) / (norm(u) * self.max_norm()).max(f32::MIN_POSITIVE);
-        raw.into_iter()
-            .map(|(s, i)| (scale * s + beta * votes.get(&i).copied().unwrap_or(0.0), i))
-            .collect()
+        let mut raw = raw;
+        for x in raw.iter_mut() {
+            x.0 = scale * x.0 + beta * votes.get(x.1);
+        }
+        raw
     }
 
     /// The most popular eligible items: store-wide, or within `segment` (its counts
