@@ -66,6 +66,18 @@ pub fn matmul_block(out: &mut [f32], a: &[f32], g: &[f32], d: usize) {
     matmul(out, Accum::Replace, a, g, 1.0f32, Par::Seq);
 }
 
+/// `out = a · v` for a row-major `rows × d` block `a` (one dot product per row), on the
+/// calling thread through faer's SIMD kernels: scoring every item of a catalogue at once.
+pub fn mat_vec(out: &mut [f32], a: &[f32], v: &[f32]) {
+    let d = v.len();
+    let rows = a.len() / d.max(1);
+    debug_assert_eq!(out.len(), rows);
+    let a = MatRef::from_row_major_slice(a, rows, d);
+    let v = MatRef::from_column_major_slice(v, d, 1);
+    let out = MatMut::from_column_major_slice_mut(out, rows, 1);
+    matmul(out, Accum::Replace, a, v, 1.0f32, Par::Seq);
+}
+
 /// `aᵀa` (row-major `d × d`) of a row-major `rows × d` block, on the calling thread.
 pub fn gram_block(a: &[f32], d: usize) -> Vec<f32> {
     let rows = a.len() / d.max(1);
@@ -120,6 +132,18 @@ mod tests {
     fn cholesky_rejects_indefinite() {
         let a = Mat::from_fn(2, 2, |i, j| if i == j { 1.0 } else { 2.0 });
         assert!(cholesky_solve(&a, &[1.0, 1.0]).is_none());
+    }
+
+    #[test]
+    fn mat_vec_matches_dot_per_row() {
+        let d = 19;
+        let a: Vec<f32> = (0..7 * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        let v: Vec<f32> = (0..d).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut out = vec![0.0f32; 7];
+        mat_vec(&mut out, &a, &v);
+        for r in 0..7 {
+            assert!((out[r] - dot(&a[r * d..(r + 1) * d], &v)).abs() < 1e-5);
+        }
     }
 
     #[test]

@@ -693,12 +693,17 @@ impl Model {
         }
     }
 
-    /// A personalised result with its reason: the recent item it is most like.
+    /// A personalised result with its reason: the one of the latest recent items it is
+    /// most like.
     fn personal(&self, item: ItemIdx, score: f32, recent: &[ItemIdx]) -> Scored {
+        // The explanation looks at the latest few items only: a reason should name
+        // something the user did lately, and each candidate costs a dot product per item.
+        const EXPLAINED_BY: usize = 10;
         let because = recent
             .iter()
             .rev()
             .filter(|&&r| self.has_collab(r))
+            .take(EXPLAINED_BY)
             .map(|&r| (dot(self.unit_vector(r), self.unit_vector(item)), r))
             .max_by(|a, b| a.0.total_cmp(&b.0));
         Scored {
@@ -858,6 +863,11 @@ impl Model {
                     return Ok((raw, Retrieval::Ann));
                 }
             }
+        }
+        if filter.narrowed.is_none() {
+            // The whole catalogue: one matrix–vector product, then the eligible items.
+            let all = self.score_every_item(u, cancel)?;
+            return Ok((filter.all().map(|i| (all[i.get()], i)).collect(), Retrieval::Exact));
         }
         Ok((score_all(filter.all(), cancel, score)?, Retrieval::Exact))
     }
@@ -1065,7 +1075,24 @@ impl Model {
         let narrowed = filter.narrowed();
         let exact = || match &narrowed {
             Some(members) => score_all(members.iter().copied().filter(eligible), cancel, score),
-            None => score_all((0..self.n_items_with_added() as u32).map(ItemIdx).filter(eligible), cancel, score),
+            None => {
+                // Every item: a matrix–vector product per space over the trained items,
+                // then the entries edited or added while serving one by one (their
+                // vectors are not in the trained matrices).
+                let mut all = vec![0.0f32; self.n_items()];
+                if w > 0.0 {
+                    self.similarity_to_every_item(q, true, w, &mut all, cancel)?;
+                }
+                if w < 1.0 {
+                    self.similarity_to_every_item(q, false, 1.0 - w, &mut all, cancel)?;
+                }
+                let edited = self.edited_items();
+                Ok((0..self.n_items_with_added() as u32)
+                    .map(ItemIdx)
+                    .filter(eligible)
+                    .map(|i| if i.get() < all.len() && edited.binary_search(&i).is_err() { (all[i.get()], i) } else { score(i) })
+                    .collect())
+            }
         };
         let need = if query.rules.diversifies() { k * 4 } else { k };
         let narrow = narrow_enough(narrowed.as_ref(), settings, k);

@@ -544,6 +544,48 @@ impl Model {
         row(&self.collab.item_factors, item.get())
     }
 
+    /// `u · y` for every trained item, by index: one matrix–vector product in chunks of
+    /// rows, `cancel` checked between them.
+    pub(crate) fn score_every_item(&self, u: &[f32], cancel: &crate::cancel::Cancel) -> crate::error::Result<Vec<f32>> {
+        const CHUNK: usize = 16_384;
+        let d = u.len();
+        let mut out = vec![0.0f32; self.n_items()];
+        let Some(all) = self.collab.item_factors.as_slice().filter(|a| a.len() == out.len() * d) else {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = linalg::dot(u, self.item_vector(ItemIdx(i as u32)));
+            }
+            return Ok(out);
+        };
+        for (rows, o) in all.chunks(CHUNK * d.max(1)).zip(out.chunks_mut(CHUNK)) {
+            if cancel.is_cancelled() {
+                return Err(crate::error::Error::Cancelled);
+            }
+            linalg::mat_vec(o, rows, u);
+        }
+        Ok(out)
+    }
+
+    /// Adds `weight ×` the cosine between `q` and every trained item to `out`, in the
+    /// collaborative space (`collab`) or the content space: one matrix–vector product in
+    /// chunks, `cancel` checked between them. Rows without a vector are zero and add 0.
+    pub(crate) fn similarity_to_every_item(&self, q: ItemIdx, collab: bool, weight: f32, out: &mut [f32], cancel: &crate::cancel::Cancel) -> crate::error::Result<()> {
+        const CHUNK: usize = 16_384;
+        let (matrix, v) = if collab { (&self.collab_unit, self.unit_vector(q)) } else { (&self.content, self.content_vector(q)) };
+        let d = v.len();
+        let v: Vec<f32> = v.iter().map(|x| x * weight).collect();
+        let mut part = vec![0.0f32; CHUNK];
+        let Some(all) = matrix.as_slice().filter(|a| a.len() == out.len() * d && d > 0) else { return Ok(()) };
+        for (rows, o) in all.chunks(CHUNK * d).zip(out.chunks_mut(CHUNK)) {
+            if cancel.is_cancelled() {
+                return Err(crate::error::Error::Cancelled);
+            }
+            let part = &mut part[..o.len()];
+            linalg::mat_vec(part, rows, &v);
+            o.iter_mut().zip(part.iter()).for_each(|(o, p)| *o += p);
+        }
+        Ok(())
+    }
+
     pub(crate) fn unit_vector(&self, item: ItemIdx) -> &[f32] {
         row(&self.collab_unit, item.get())
     }
