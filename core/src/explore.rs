@@ -42,7 +42,7 @@ pub(crate) fn today() -> i64 {
 
 /// How many of `k` slots go to new items for `key` on `day`: `share × k` on average,
 /// the whole part always and the fraction when the day's draw falls below it; never
-/// more than half the list.
+/// more than half the list (so a one-item list never explores).
 pub(crate) fn slots(key: &str, day: i64, share: f32, k: usize) -> usize {
     if share <= 0.0 || k == 0 {
         return 0;
@@ -51,7 +51,7 @@ pub(crate) fn slots(key: &str, day: i64, share: f32, k: usize) -> usize {
     let whole = expected.floor();
     let draw = (hash(key, day) >> 11) as f64 / (1u64 << 53) as f64;
     let n = whole as usize + usize::from(draw < expected - whole);
-    n.min(k / 2).max(usize::from(k == 1 && n > 0))
+    n.min(k / 2)
 }
 
 /// Picks `n` of the `candidates` (new, eligible items) for a subject whose recent items

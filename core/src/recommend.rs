@@ -471,6 +471,27 @@ impl Model {
             && excluded <= 1000
     }
 
+    /// [`Model::is_light`] for a whole `Recommend` query: also not light when it folds a
+    /// stored history in again (live events on a known user: the fold-in covers the whole
+    /// history) or may count a segment's popularity over every user (a subject without a
+    /// usable vector whose attributes name a segment).
+    pub fn is_light_query(&self, settings: &ServingSettings, query: &RecommendQuery) -> bool {
+        let (stored, session) = match &query.subject {
+            Subject::User(id) => (self.user_index(id).filter(|_| query.use_stored_history), 0),
+            Subject::Session(items) => (None, items.len()),
+        };
+        let history = match (stored, query.live.is_empty()) {
+            (Some(u), false) => self.history(u).len(),
+            _ => 0,
+        };
+        let segmented = query.attributes.as_ref().is_some_and(|a| !a.is_everyone())
+            || stored.is_some_and(|u| self.user_vector(u).iter().all(|&x| x == 0.0) && !Segment::of_user(self.user_attributes(u)).is_everyone());
+        let unknown_with_attributes = stored.is_none() && session == 0 && query.live.is_empty() && segmented;
+        !unknown_with_attributes
+            && !(segmented && stored.is_some())
+            && self.is_light(settings, query.k, session + query.live.len() + history, query.exclude_items.len())
+    }
+
     /// Recommends items for a user or an anonymous session.
     ///
     /// # Errors
@@ -613,7 +634,7 @@ impl Model {
         }
         let listed: std::collections::HashSet<ItemIdx> = answer.items.iter().map(|s| s.item).collect();
         let now = self.clock();
-        let fresh = |i: ItemIdx| self.item(i).listed_at.is_some_and(|t| now - t <= crate::explore::NEW_DAYS * 86_400);
+        let fresh = |i: ItemIdx| self.item(i).listed_at.is_some_and(|t| now.saturating_sub(t) <= crate::explore::NEW_DAYS * 86_400);
         let candidates: Vec<ItemIdx> = self.cold_items().filter(|&i| !listed.contains(&i) && fresh(i) && filter.allows_new(i)).collect();
         let picked = crate::explore::pick(self, candidates, recent, key, day, n);
         if picked.is_empty() {
@@ -794,12 +815,13 @@ impl Model {
         let recent = &recent[recent.len().saturating_sub(settings.max_recent)..];
         let n = self.n_items_with_added();
         if n <= DENSE_VOTES {
-            let (mut table, mut voted) = (vec![0.0f32; n], Vec::new());
+            let (mut table, mut voted, mut listed) = (vec![0.0f32; n], Vec::new(), vec![false; n]);
             let mut w = 1.0f32;
             for &r in recent.iter().rev() {
                 for &(j, s) in self.neighbours_of(r) {
-                    if let Some(v) = table.get_mut(j as usize) {
-                        if *v == 0.0 {
+                    if let (Some(v), Some(seen)) = (table.get_mut(j as usize), listed.get_mut(j as usize)) {
+                        if !*seen {
+                            *seen = true;
                             voted.push(ItemIdx(j));
                         }
                         *v += w * s;

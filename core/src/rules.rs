@@ -207,7 +207,7 @@ impl Rules {
     pub fn is_new_arrival(&self, item: &Item, now: i64) -> bool {
         self.new_arrivals
             .as_ref()
-            .is_some_and(|n| item.listed_at.is_some_and(|t| now - t <= i64::from(n.days) * DAY))
+            .is_some_and(|n| item.listed_at.is_some_and(|t| now.saturating_sub(t) <= i64::from(n.days) * DAY))
     }
 
     /// The items the new-arrival rule lifts at `now` (none without the rule): candidates
@@ -345,7 +345,7 @@ pub(crate) fn reason_prefix(rules: &Rules, item: &Item, now: i64) -> Option<(cra
         return Some((ReasonKind::Nearby, format!("near you ({d:.1} km)")));
     }
     if rules.is_new_arrival(item, now) {
-        let days = item.listed_at.map_or(0, |t| ((now - t).max(0) / DAY) as u32);
+        let days = item.listed_at.map_or(0, |t| (now.saturating_sub(t).max(0) / DAY) as u32);
         let when = match days {
             0 => "today".to_string(),
             1 => "yesterday".to_string(),

@@ -6,8 +6,9 @@
 //! windows of 1, 7 and 30 days and for a trend's baseline. A windowed list counts, per
 //! item, the distinct users of the segment in the window, each weighted by how recent
 //! their latest event is (half-life: half the window). A trend compares an item's
-//! distinct users in the window against its own rate in the [`BASELINE_WINDOWS`] windows
-//! before: `(recent − expected) / √(expected + 1)`, and needs at least
+//! distinct users in the window against its mean distinct users per window in the
+//! [`BASELINE_WINDOWS`] windows before (as many whole windows as the model kept and the
+//! data covers; with none, nothing trends): `(recent − expected) / √(expected + 1)`, and needs at least
 //! [`MIN_TREND_USERS`] users in the window and a score of at least [`MIN_TREND_SCORE`]
 //! (the rise is two standard deviations of a count at the item's usual rate), so three
 //! clicks on a cold item do not top the list, and a steady best-seller — high, but at
@@ -168,16 +169,27 @@ impl Model {
         let users = members.iter().filter(|&&m| m).count();
         let w = i64::from(days.max(1)) * DAY;
         let recent = self.window_counts(&members, everyone, at.live, now - w, now, |_| 1.0);
-        // The baseline covers only what the model kept: its rate is counted over that span.
-        let kept_from = self.activity.now.map_or(i64::MIN, |n| n - KEPT_DAYS * DAY);
-        let base_from = (now - w * (1 + BASELINE_WINDOWS)).max(kept_from);
-        let windows = ((now - w - base_from) as f32 / w as f32).max(0.0);
-        let before = self.window_counts(&members, everyone, at.live, base_from, now - w, |_| 1.0);
+        // The baseline: distinct users per earlier window (so loyal regulars count once a
+        // window, as in the recent one), averaged over the whole windows the model kept.
+        // Without one whole window of past there is nothing to grow against: no trend.
+        let horizon = self.activity.now.map_or(i64::MIN, |n| n - KEPT_DAYS * DAY);
+        let first = self.activity.recent.first().map_or(i64::MIN, |r| r.time - 1);
+        let kept_from = horizon.max(first);
+        let windows = ((now - w).saturating_sub(kept_from) / w).clamp(0, BASELINE_WINDOWS);
+        if windows == 0 {
+            return Ok((Vec::new(), users));
+        }
+        let mut before: HashMap<ItemIdx, f32> = HashMap::new();
+        for b in 1..=windows {
+            for (i, n) in self.window_counts(&members, everyone, at.live, now - w * (b + 1), now - w * b, |_| 1.0) {
+                *before.entry(i).or_insert(0.0) += n;
+            }
+        }
         let mut scored: Vec<(f32, ItemIdx)> = recent
             .into_iter()
             .filter(|&(i, n)| n >= MIN_TREND_USERS as f32 && allowed(i))
             .map(|(i, n)| {
-                let expected = if windows > 0.0 { before.get(&i).copied().unwrap_or(0.0) / windows } else { 0.0 };
+                let expected = before.get(&i).copied().unwrap_or(0.0) / windows as f32;
                 ((n - expected) / (expected + 1.0).sqrt(), i)
             })
             .filter(|&(s, _)| s >= MIN_TREND_SCORE)
@@ -323,6 +335,25 @@ mod tests {
         let order = train(&store(), TimeKind::Order, &fast_params(), &NoProgress);
         assert!(matches!(order.trending(&everyone, 7, At::default(), 10, |_| true), Err(Error::FailedPrecondition(_))));
         assert!(order.popular_in(&everyone, None, &Rules::default(), 3, Window::All, At::default()).is_ok());
+    }
+
+    #[test]
+    fn loyal_regulars_do_not_trend_and_without_a_past_window_nothing_does() {
+        let mut data = store();
+        // The same twenty users buy "coffee" every week for nine weeks.
+        for week in 0..9i64 {
+            for u in 0..20 {
+                data.events.push(Event::new(format!("u{u}"), "coffee", EventKind::Purchase, Some(T0 + week * 7 * DAY + u as i64)));
+            }
+        }
+        let m = train(&data, TimeKind::Unix, &fast_params(), &NoProgress);
+        let everyone = Segment::default();
+        let (top, _) = m.trending(&everyone, 7, At::default(), 10, |_| true).unwrap();
+        assert!(!ids(&m, &top).contains(&"coffee".to_string()), "{:?}", ids(&m, &top));
+        // A window ending before the data has a whole earlier window: no baseline, no trend.
+        let first = T0 + 7 * DAY;
+        let (early, _) = m.trending(&everyone, 7, At { now: Some(first), ..At::default() }, 10, |_| true).unwrap();
+        assert!(early.is_empty(), "{:?}", ids(&m, &early));
     }
 
     #[test]

@@ -214,11 +214,15 @@ struct Scan {
     valid_len: u64,
     /// Why the rest (from `valid_len`) is not valid, if there is a rest.
     damage: Option<String>,
+    /// Whether the record that stopped the scan was written whole (its checksum holds)
+    /// but does not decode: a record of a newer build, never a torn write.
+    whole: bool,
 }
 
 fn scan(bytes: &[u8]) -> Scan {
     let mut records = Vec::new();
     let mut at = 0usize;
+    let mut whole = false;
     let damage = loop {
         if at == bytes.len() {
             break None;
@@ -239,7 +243,10 @@ fn scan(bytes: &[u8]) -> Scan {
         }
         match bincode::deserialize::<Record>(payload) {
             Ok(r) => records.push(r),
-            Err(e) => break Some(format!("undecodable record: {e}")),
+            Err(e) => {
+                whole = true;
+                break Some(format!("a whole record this build cannot decode (written by a newer build?): {e}"));
+            }
         }
         at += HEADER + len;
     };
@@ -247,6 +254,7 @@ fn scan(bytes: &[u8]) -> Scan {
         records,
         valid_len: at as u64,
         damage,
+        whole,
     }
 }
 
@@ -296,7 +304,9 @@ impl EventLog {
             }
             next_seq = next_seq.max(first);
             if let Some(why) = s.damage {
-                if n + 1 < segments.len() {
+                // Only a torn write at the very end may be cut off; a record written
+                // whole that this build cannot read (a newer build's) is never dropped.
+                if n + 1 < segments.len() || s.whole {
                     return Err(LogError::Corrupt {
                         file: storage.describe(first),
                         offset: s.valid_len,

@@ -117,3 +117,80 @@ pub fn rebuy_store(size: RebuySize, seed: u64) -> Dataset {
         ..Dataset::default()
     }
 }
+
+/// Sizes of a [`power_law_store`].
+#[derive(Debug, Clone, Copy)]
+pub struct PowerLawSize {
+    pub items: usize,
+    pub users: usize,
+    pub events: usize,
+    /// Items per category (categories hold consecutive popularity ranks' neighbours).
+    pub items_per_category: usize,
+}
+
+/// A store shaped like real catalogues at scale: item popularity follows a power law
+/// (Zipf, exponent ~1) within each of `items / items_per_category` categories, whose
+/// own popularity is Zipf too; user activity is heavy-tailed (a few users make many
+/// events); each user mostly stays in two categories. Events are views with unix times
+/// over 90 days, one in five followed by a purchase at the item's price. Deterministic
+/// per seed; generated in one pass, so tens of millions of events take seconds.
+pub fn power_law_store(size: PowerLawSize, seed: u64) -> Dataset {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let per_cat = size.items_per_category.clamp(1, size.items.max(1));
+    let n_cat = size.items.div_ceil(per_cat).max(1);
+    let items: Vec<Item> = (0..size.items)
+        .map(|i| Item {
+            title: format!("item {i}"),
+            category: format!("c{}", i % n_cat),
+            brand: format!("b{}", (i / 7) % 500),
+            price: Some(1.0 + (i % 197) as f32 * 0.5),
+            ..Item::bare(format!("i{i}"))
+        })
+        .collect();
+    // Zipf(1) draws by inverse CDF of the harmonic series: rank ≈ n^u − 1.
+    let zipf = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| -> usize { (((n as f64 + 1.0).powf(rng.gen::<f64>()) - 1.0) as usize).min(n - 1) };
+    let users_per_event = size.users.max(1);
+    let start = 1_767_225_600i64;
+    let mut events = Vec::with_capacity(size.events + size.events / 5);
+    // Heavy-tailed activity: each event's user is Zipf-drawn over a shuffled user order.
+    let mut order: Vec<u32> = (0..users_per_event as u32).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.gen_range(0..=i));
+    }
+    let taste = |u: u32, k: u32| ((u as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17 + k * 13) % n_cat as u64) as usize;
+    // Every user gets at least one event, then the rest by activity.
+    for n in 0..size.events {
+        let u = if n < users_per_event { n as u32 } else { order[zipf(&mut rng, users_per_event)] };
+        let c = if rng.gen_bool(0.85) { taste(u, rng.gen_range(0..2)) } else { zipf(&mut rng, n_cat) };
+        let in_cat = size.items.saturating_sub(c).div_ceil(n_cat).max(1);
+        let item = (c + n_cat * zipf(&mut rng, in_cat)).min(size.items - 1);
+        let t = start + rng.gen_range(0..90 * 86_400);
+        events.push(Event::new(format!("u{u}"), format!("i{item}"), EventKind::View, Some(t)));
+        if rng.gen_bool(0.2) {
+            events.push(Event { value: items[item].price, ..Event::new(format!("u{u}"), format!("i{item}"), EventKind::Purchase, Some(t + 60)) });
+        }
+    }
+    Dataset { events, items, ..Dataset::default() }
+}
+
+#[cfg(test)]
+mod power_law_tests {
+    use super::*;
+
+    #[test]
+    fn power_law_store_is_skewed_deterministic_and_complete() {
+        let size = PowerLawSize { items: 2_000, users: 1_000, events: 30_000, items_per_category: 50 };
+        let a = power_law_store(size, 3);
+        assert_eq!(a.events, power_law_store(size, 3).events);
+        let mut per_item = std::collections::HashMap::new();
+        for e in a.events.iter().filter(|e| e.kind == EventKind::View) {
+            *per_item.entry(e.item_id.as_str()).or_insert(0usize) += 1;
+        }
+        let mut counts: Vec<usize> = per_item.values().copied().collect();
+        counts.sort_unstable_by(|x, y| y.cmp(x));
+        let top: usize = counts.iter().take(20).sum();
+        assert!(top * 10 > 30_000 / 10, "the top 1% of items draw a large share: {top}");
+        let users: std::collections::HashSet<&str> = a.events.iter().map(|e| e.user_id.as_str()).collect();
+        assert_eq!(users.len(), 1_000, "every user has an event");
+    }
+}

@@ -50,6 +50,11 @@ impl CatalogueChanges {
         }
     }
 
+    /// Whether an entry or an availability change for `item_id` was recorded.
+    pub fn knows(&self, item_id: &str) -> bool {
+        self.entries.contains_key(item_id) || self.availability.contains_key(item_id)
+    }
+
     /// When `item_id` was listed, by its latest entry or the model; `None` for an item
     /// neither knows (or one listed at no known time).
     pub fn listed_at(&self, model: Option<&Model>, item_id: &str) -> Option<i64> {

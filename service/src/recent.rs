@@ -31,8 +31,9 @@ struct Kept {
 struct Inner {
     /// By log position.
     kept: Vec<Kept>,
-    /// Those resolved against the live model, in any order.
-    resolved: Vec<Recent>,
+    /// Those resolved against the model of `version`, in any order; shared with readers
+    /// (copied on write only while one holds it).
+    resolved: std::sync::Arc<Vec<Recent>>,
     /// Users the live model does not know → their index past its users.
     strangers: HashMap<Box<str>, u32>,
     /// The live model's user count.
@@ -60,7 +61,7 @@ impl Inner {
         self.version = model.version().to_string();
         self.strangers.clear();
         let kept = std::mem::take(&mut self.kept);
-        self.resolved = kept.iter().filter_map(|k| self.resolve(model, k)).collect();
+        self.resolved = std::sync::Arc::new(kept.iter().filter_map(|k| self.resolve(model, k)).collect());
         self.kept = kept;
     }
 }
@@ -98,7 +99,7 @@ impl LiveInteractions {
             }
             let k = Kept { seq, user: e.user_id.as_str().into(), item: e.item_id.as_str().into(), time, kind: e.kind, value: e.value.unwrap_or(0.0) };
             if let Some(r) = model.and_then(|m| inner.resolve(m, &k)) {
-                inner.resolved.push(r);
+                std::sync::Arc::make_mut(&mut inner.resolved).push(r);
             }
             inner.kept.insert(at, k);
         }
@@ -131,13 +132,19 @@ impl LiveInteractions {
         g.kept.retain(|k| &*k.user != user_id);
         match model {
             Some(m) => g.rebase(m),
-            None => g.resolved.clear(),
+            None => g.resolved = Default::default(),
         }
     }
 
-    /// Runs `f` over the resolved interactions (held under the lock: keep `f` short).
-    pub fn with<T>(&self, f: impl FnOnce(&[Recent]) -> T) -> T {
-        f(&self.lock().resolved)
+    /// The interactions resolved against `model` (re-resolved first if they were
+    /// resolved against another, as around a reload: a request always reads indices of
+    /// the model it answers from). The lock is held only to take the snapshot.
+    pub fn snapshot(&self, model: &Model) -> std::sync::Arc<Vec<Recent>> {
+        let mut g = self.lock();
+        if g.version != model.version() {
+            g.rebase(model);
+        }
+        std::sync::Arc::clone(&g.resolved)
     }
 
     /// Entries kept.
@@ -173,17 +180,16 @@ mod tests {
         live.apply(Some(&m), numbered());
         live.apply(Some(&m), numbered());
         assert_eq!(live.len(), 3, "untimed events are not kept; a replay adds nothing");
-        live.with(|r| {
-            assert_eq!(r.len(), 2, "the unknown item waits for a model that knows it");
-            assert_eq!(r[0].user, m.user_index("user-0001").unwrap().0);
-            assert_eq!(r[1].user, m.n_users() as u32, "the first stranger comes right after the model's users");
-        });
+        let r = live.snapshot(&m);
+        assert_eq!(r.len(), 2, "the unknown item waits for a model that knows it");
+        assert_eq!(r[0].user, m.user_index("user-0001").unwrap().0);
+        assert_eq!(r[1].user, m.n_users() as u32, "the first stranger comes right after the model's users");
         live.forget_through(1, &m);
-        live.with(|r| assert_eq!(r.len(), 1));
+        assert_eq!(live.snapshot(&m).len(), 1);
         let capped = LiveInteractions::new(8);
         let many: Vec<Event> = (0..20).map(|t| ev("user-0002", "sku-0004", t)).collect();
         capped.apply(Some(&m), many.iter().enumerate().map(|(n, e)| (n as u64 + 1, e)));
         assert!(capped.len() <= 8 && capped.len() >= 6, "{}", capped.len());
-        capped.with(|r| assert!(r.iter().all(|x| x.time >= 12), "the oldest went first"));
+        assert!(capped.snapshot(&m).iter().all(|x| x.time >= 12), "the oldest went first");
     }
 }

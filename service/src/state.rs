@@ -221,6 +221,12 @@ impl ServerState {
     /// Takes in events just made durable: live user state and time windows.
     pub fn take_events<'a>(&self, events: impl Iterator<Item = (u64, &'a affinity_core::data::Event)> + Clone) {
         self.users.apply(events.clone());
+        self.take_window_events(events);
+    }
+
+    /// Takes events just made durable into the time windows' store. Blocking (it may
+    /// re-resolve or trim the whole store): off the async runtime.
+    pub fn take_window_events<'a>(&self, events: impl IntoIterator<Item = (u64, &'a affinity_core::data::Event)>) {
         self.recent.apply(self.live.load().as_ref().map(|l| &l.model), events);
     }
 
@@ -349,6 +355,12 @@ impl ServerState {
     pub fn is_available(&self, item_id: &str) -> bool {
         let live = self.live.load();
         self.catalogue().is_available(live.as_ref().map(|l| &l.model), item_id)
+    }
+
+    /// Whether the live model or a catalogue change knows the item.
+    pub fn knows_item(&self, item_id: &str) -> bool {
+        let live = self.live.load();
+        self.catalogue().knows(item_id) || live.as_ref().is_some_and(|l| l.model.item_index(item_id).is_some())
     }
 
     /// When the item was listed, as the catalogue changes and the live model know it.

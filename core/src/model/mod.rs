@@ -574,7 +574,13 @@ impl Model {
         let d = v.len();
         let v: Vec<f32> = v.iter().map(|x| x * weight).collect();
         let mut part = vec![0.0f32; CHUNK];
-        let Some(all) = matrix.as_slice().filter(|a| a.len() == out.len() * d && d > 0) else { return Ok(()) };
+        let Some(all) = matrix.as_slice().filter(|a| a.len() == out.len() * d && d > 0) else {
+            for (i, o) in out.iter_mut().enumerate() {
+                let row = matrix.row(i);
+                *o += row.as_slice().map_or(0.0, |r| linalg::dot(r, &v));
+            }
+            return Ok(());
+        };
         for (rows, o) in all.chunks(CHUNK * d).zip(out.chunks_mut(CHUNK)) {
             if cancel.is_cancelled() {
                 return Err(crate::error::Error::Cancelled);

@@ -96,6 +96,12 @@ pub(crate) fn checked_items(r: proto::UpsertItemsRequest) -> Result<Vec<Upsert>,
                 (Some(_), None) => return Err(bad(n, "longitude", "must be set with latitude")),
                 (None, Some(_)) => return Err(bad(n, "latitude", "must be set with longitude")),
             };
+            if let Some(t) = it.listed_at {
+                let latest = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64) + 86_400;
+                if !(0..=latest).contains(&t) {
+                    return Err(bad(n, "listed_at", format!("must be unix seconds from 0 to at most a day ahead of the server's clock, got {t}")));
+                }
+            }
             Ok(Upsert {
                 item: Item {
                     item_id: it.item_id,
@@ -130,6 +136,8 @@ mod tests {
             (proto::CatalogueItem { price: Some(-1.0), ..item("x") }, "items[1].price"),
             (proto::CatalogueItem { latitude: Some(95.0), longitude: Some(0.0), ..item("x") }, "items[1].latitude"),
             (proto::CatalogueItem { latitude: Some(5.0), ..item("x") }, "items[1].longitude"),
+            (proto::CatalogueItem { listed_at: Some(i64::MIN), ..item("x") }, "items[1].listed_at"),
+            (proto::CatalogueItem { listed_at: Some(32_503_680_000), ..item("x") }, "items[1].listed_at"),
             (proto::CatalogueItem { category: "c".repeat(MAX_ID_BYTES + 1), ..item("x") }, "items[1].category"),
             (proto::CatalogueItem { tags: vec!["ok".into(), String::new()], ..item("x") }, "items[1].tags[1]"),
             (proto::CatalogueItem { tags: vec!["t".into(); MAX_TAGS + 1], ..item("x") }, "items[1].tags"),

@@ -46,12 +46,15 @@ impl Drop for CancelOnDrop {
 
 /// Checks a batch, makes it durable, applies it to the live state, and says what was
 /// stored: `IngestEvents` and each message of `StreamEvents`.
-async fn ingest_batch(state: &ServerState, batch: proto::IngestEventsRequest) -> Result<proto::IngestEventsResponse, ApiError> {
+async fn ingest_batch(state: &Arc<ServerState>, batch: proto::IngestEventsRequest) -> Result<proto::IngestEventsResponse, ApiError> {
     let events = ingest::checked(batch)?;
     let log = state.ingest()?;
     let (stored, seqs, duplicates) = log.store(events).await?;
-    // Durable now: the next request of these users sees them.
-    state.take_events(seqs.clone().zip(&stored));
+    // Durable now: the next request of these users sees them. The window store may
+    // re-resolve or trim hundreds of thousands of entries: off the async worker.
+    state.users().apply(seqs.clone().zip(&stored));
+    let (windows, numbered) = (Arc::clone(state), seqs.clone().zip(stored.iter().cloned()).collect::<Vec<_>>());
+    tokio::task::spawn_blocking(move || windows.take_window_events(numbered.iter().map(|(seq, e)| (*seq, e)))).await.map_err(ApiError::from)?;
     Ok(proto::IngestEventsResponse {
         stored: stored.len() as u32,
         duplicates: duplicates as u32,
@@ -123,17 +126,10 @@ impl Recommender for RecommenderApi {
                 query.live = self.state.users().events_of(user);
             }
         }
-        let subject_items = query.live.len()
-            + match &query.subject {
-                Subject::Session(items) => items.len(),
-                Subject::User(_) => 0,
-            };
-        let (k, excluded) = (query.k, query.exclude_items.len());
+        let light = |l: &LiveModel| l.model.is_light_query(&l.settings, &query);
+        let light = self.state.live().is_ok_and(|l| light(&l));
         let answer = self
-            .score_if(
-                |l| l.model.is_light(&l.settings, k, subject_items, excluded),
-                move |l, cancel| l.model.recommend_or_cancel(&query, &l.settings, cancel),
-            )
+            .score_if(move |_| light, move |l, cancel| l.model.recommend_or_cancel(&query, &l.settings, cancel))
             .await?;
         Ok(Response::new(answer.into()))
     }
@@ -156,7 +152,7 @@ impl Recommender for RecommenderApi {
         let q: popular::PopularQuery = request.into_inner().try_into()?;
         let state = Arc::clone(&self.state);
         let answer = self
-            .score(move |l, _| state.recent().with(|live| l.model.popular_in(&q.segment, q.category.as_deref(), &q.rules, q.k, q.window, At { now: q.now, live })))
+            .score(move |l, _| l.model.popular_in(&q.segment, q.category.as_deref(), &q.rules, q.k, q.window, At { now: q.now, live: &state.recent().snapshot(&l.model) }))
             .await?;
         Ok(Response::new(answer.into()))
     }
@@ -171,7 +167,7 @@ impl Recommender for RecommenderApi {
         let (item, now) = (r.item_id, r.now);
         let state = Arc::clone(&self.state);
         let answer = self
-            .score(move |l, _| Ok((item.clone(), days, state.recent().with(|live| l.model.item_stats(&item, &segment, days, At { now, live }))?)))
+            .score(move |l, _| Ok((item.clone(), days, l.model.item_stats(&item, &segment, days, At { now, live: &state.recent().snapshot(&l.model) })?)))
             .await?;
         Ok(Response::new(answer.into()))
     }
@@ -185,7 +181,7 @@ impl Recommender for RecommenderApi {
         };
         let state = Arc::clone(&self.state);
         let answer = self
-            .score(move |l, _| state.recent().with(|live| l.model.trending_in(&q.segment, q.category.as_deref(), &q.rules, q.k, days, At { now: q.now, live })))
+            .score(move |l, _| l.model.trending_in(&q.segment, q.category.as_deref(), &q.rules, q.k, days, At { now: q.now, live: &state.recent().snapshot(&l.model) }))
             .await?;
         Ok(Response::new(answer.into()))
     }
@@ -282,7 +278,12 @@ impl Recommender for RecommenderApi {
                 .into_iter()
                 .map(|u| Item {
                     available: u.available.unwrap_or_else(|| state.is_available(&u.item.item_id)),
-                    listed_at: u.item.listed_at.or_else(|| state.listed_at(&u.item.item_id)).or(Some(now)),
+                    // Only an item nobody knew is new now: a known item without a
+                    // listing time keeps none rather than turning into a new arrival.
+                    listed_at: u.item.listed_at.or_else(|| match state.knows_item(&u.item.item_id) {
+                        true => state.listed_at(&u.item.item_id),
+                        false => Some(now),
+                    }),
                     ..u.item
                 })
                 .collect::<Vec<Item>>()

@@ -1,0 +1,185 @@
+//! Scale: what a power-law store of a given size costs to train, store, load and query.
+//!
+//! Generates a store with [`affinity_lab::synth::power_law_store`] (`--items`, `--users`,
+//! `--events`), trains it with the default parameters (embeddings learned from the
+//! generated log, not synthetic vectors), and measures: generation and training time,
+//! peak resident memory after each (VmHWM), model size on disk, load time and the
+//! resident memory the loaded model adds, and — for `--queries` real user vectors — the
+//! time of an exact `Recommend` against one through the HNSW index at several `ef`, with
+//! the index's recall@10 against exact scoring (with and without a category filter).
+//! Prints tables and writes JSON. Linux only (it reads `/proc`).
+//!
+//! ```text
+//! cargo run --release -p affinity-benches --bin scale                      # 100k items
+//! cargo run --release -p affinity-benches --bin scale -- --items 1000000 --users 1000000 --events 10000000
+//! ```
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use affinity_core::data::TimeKind;
+use affinity_core::model::format;
+use affinity_core::model::publish::Retention;
+use affinity_core::params::TrainParams;
+use affinity_core::recommend::RecommendQuery;
+use affinity_core::rules::Rules;
+use affinity_core::settings::ServingSettings;
+use affinity_core::train::{train, NoProgress};
+use affinity_lab::synth::{power_law_store, PowerLawSize};
+use anyhow::Result;
+use clap::Parser;
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(about = "Train, store, load and query a power-law store of a given size")]
+struct Args {
+    #[arg(long, default_value_t = 100_000)]
+    items: usize,
+    #[arg(long, default_value_t = 100_000)]
+    users: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    #[arg(long, default_value_t = 100)]
+    items_per_category: usize,
+    /// Users whose vectors query the index.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// HNSW search list sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "10,20,50,100,200,400")]
+    ef: Vec<usize>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "benches/results/scale.json")]
+    json: PathBuf,
+}
+
+#[derive(Serialize, Debug)]
+struct EfRow {
+    ef: usize,
+    filtered: bool,
+    recall_at_10: f64,
+    exact_us: f64,
+    ann_us: f64,
+    speedup: f64,
+}
+
+#[derive(Serialize, Debug)]
+struct Report {
+    items: usize,
+    users: usize,
+    events: usize,
+    generate_s: f64,
+    train_s: f64,
+    peak_rss_after_generate_mib: f64,
+    peak_rss_after_train_mib: f64,
+    model_bytes: u64,
+    load_s: f64,
+    loaded_rss_mib: f64,
+    rss_per_million_items_mib: f64,
+    ef: Vec<EfRow>,
+}
+
+/// A `/proc/self/status` field in MiB.
+fn status_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let t = Instant::now();
+    let data = power_law_store(
+        PowerLawSize { items: args.items, users: args.users, events: args.events, items_per_category: args.items_per_category },
+        args.seed,
+    );
+    let generate_s = t.elapsed().as_secs_f64();
+    let hwm_generate = status_mib("VmHWM:");
+    eprintln!("generated {} events in {generate_s:.1} s; training …", data.events.len());
+    let t = Instant::now();
+    let mut m = train(&data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
+    let train_s = t.elapsed().as_secs_f64();
+    let hwm_train = status_mib("VmHWM:");
+    drop(data);
+    let root = tempfile::tempdir()?;
+    let dir = format::save(&mut m, root.path(), Retention::default())?;
+    let model_bytes: u64 = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|md| md.len()).sum();
+    drop(m);
+    // Hand freed memory back, so the load's footprint shows in RSS.
+    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let rss_before = status_mib("VmRSS:");
+    let t = Instant::now();
+    let mut m = format::load(&dir)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let loaded_rss = status_mib("VmRSS:") - rss_before;
+    eprintln!("trained in {train_s:.1} s; {model_bytes} bytes on disk; loaded in {load_s:.2} s (+{loaded_rss:.0} MiB)");
+
+    let exact = ServingSettings::from_params(&m.manifest().params).exact();
+    m.ensure_indexes(&exact.ann());
+    let users: Vec<String> = m.user_ids().iter().step_by((m.n_users() / args.queries.max(1)).max(1)).take(args.queries).cloned().collect();
+    let category = m.items()[0].category.clone();
+    let mut rows = Vec::new();
+    for filtered in [false, true] {
+        let query = |u: &String| {
+            let mut q = RecommendQuery::for_user(u.clone(), 10);
+            if filtered {
+                q.rules = Rules { include_categories: vec![category.clone()], ..Rules::default() };
+            }
+            q
+        };
+        let t = Instant::now();
+        let truth: Vec<HashSet<u32>> = users.iter().map(|u| m.recommend(&query(u), &exact).map(|r| r.items.iter().map(|s| s.item.0).collect()).unwrap_or_default()).collect();
+        let exact_us = t.elapsed().as_secs_f64() * 1e6 / users.len().max(1) as f64;
+        for &ef in &args.ef {
+            let ann = ServingSettings { ef_search: ef, ..exact.ann() };
+            let t = Instant::now();
+            let got: Vec<HashSet<u32>> = users.iter().map(|u| m.recommend(&query(u), &ann).map(|r| r.items.iter().map(|s| s.item.0).collect()).unwrap_or_default()).collect();
+            let ann_us = t.elapsed().as_secs_f64() * 1e6 / users.len().max(1) as f64;
+            let (hit, all) = truth.iter().zip(&got).fold((0usize, 0usize), |(h, a), (t, g)| (h + t.intersection(g).count(), a + t.len()));
+            rows.push(EfRow { ef, filtered, recall_at_10: hit as f64 / all.max(1) as f64, exact_us, ann_us, speedup: exact_us / ann_us });
+        }
+    }
+    let report = Report {
+        items: args.items,
+        users: args.users,
+        events: args.events,
+        generate_s,
+        train_s,
+        peak_rss_after_generate_mib: hwm_generate,
+        peak_rss_after_train_mib: hwm_train,
+        model_bytes,
+        load_s,
+        loaded_rss_mib: loaded_rss,
+        rss_per_million_items_mib: loaded_rss / (args.items as f64 / 1e6),
+        ef: rows,
+    };
+    println!(
+        "{} items · {} users · {} events: generate {:.1} s, train {:.1} s (peak RSS {:.0} MiB), model {:.1} MiB on disk, load {:.2} s (+{:.0} MiB resident, {:.0} MiB per million items)",
+        report.items,
+        report.users,
+        report.events,
+        report.generate_s,
+        report.train_s,
+        report.peak_rss_after_train_mib,
+        report.model_bytes as f64 / 1048576.0,
+        report.load_s,
+        report.loaded_rss_mib,
+        report.rss_per_million_items_mib
+    );
+    println!("{:>5} {:>9} {:>10} {:>10} {:>10} {:>9}", "ef", "filtered", "recall@10", "exact µs", "ann µs", "speed-up");
+    for r in &report.ef {
+        println!("{:>5} {:>9} {:>10.4} {:>10.0} {:>10.0} {:>8.1}×", r.ef, r.filtered, r.recall_at_10, r.exact_us, r.ann_us, r.speedup);
+    }
+    if let Some(parent) = args.json.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    println!("json: {}", args.json.display());
+    Ok(())
+}
