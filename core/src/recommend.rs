@@ -875,13 +875,25 @@ impl Model {
                 let q = crate::ann::mips_query(u);
                 let ef = settings.ef_search.max(want);
                 let mut cands: Vec<ItemIdx> = index.search(&q, want, ef).into_iter().map(|h| ItemIdx(h.item)).collect();
+                // The MIPS transform leaves low-norm (rarely chosen) items crowded together,
+                // which the graph search wades through: the items closest in angle (cosine
+                // index) and the strongest items by norm, which top most inner products,
+                // join the candidates.
+                if let Some(cosine) = &self.indexes().collab {
+                    cands.extend(cosine.search(&q[..q.len() - 1], want, ef).into_iter().map(|h| ItemIdx(h.item)));
+                }
                 cands.extend(votes.items());
                 cands.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
                 cands.extend(query.rules.new_arrival_items(self, self.clock()));
                 cands.sort_unstable();
                 cands.dedup();
-                let raw: Vec<(f32, ItemIdx)> = cands.into_iter().filter(|&i| filter.allows(i)).map(score).collect();
-                if raw.len() >= need {
+                // Enough only when the searches (not the strongest items, which pass a
+                // selective filter by chance) left `need` eligible: else score exactly.
+                if cands.iter().filter(|&&i| filter.allows(i)).count() >= need {
+                    cands.extend(self.strongest_items().iter().copied());
+                    cands.sort_unstable();
+                    cands.dedup();
+                    let raw: Vec<(f32, ItemIdx)> = cands.into_iter().filter(|&i| filter.allows(i)).map(score).collect();
                     return Ok((raw, Retrieval::Ann));
                 }
             }

@@ -144,6 +144,10 @@ pub struct Model {
     collab_unit: Array2<f32>,
     /// Largest item factor norm (the MIPS transform's M).
     max_norm: f32,
+    /// The items with the largest factor norms, largest first (at most
+    /// [`Model::STRONGEST`]): the items that top most users' inner products, added to
+    /// every ANN candidate set.
+    strongest: Vec<ItemIdx>,
     indexes: Indexes,
     /// Category name → its items, sorted by index.
     categories: HashMap<String, Vec<ItemIdx>>,
@@ -216,6 +220,20 @@ impl Model {
             .into_iter()
             .map(|r| linalg::norm(r.as_slice().unwrap_or(&[])))
             .fold(0.0f32, f32::max);
+        let mut strongest: Vec<(f32, ItemIdx)> = collab
+            .item_factors
+            .rows()
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (linalg::norm(r.as_slice().unwrap_or(&[])), ItemIdx(i as u32)))
+            .filter(|x| x.0 > 0.0)
+            .collect();
+        if strongest.len() > Self::STRONGEST {
+            strongest.select_nth_unstable_by(Self::STRONGEST, |a, b| b.0.total_cmp(&a.0));
+            strongest.truncate(Self::STRONGEST);
+        }
+        strongest.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let strongest: Vec<ItemIdx> = strongest.into_iter().map(|x| x.1).collect();
         let mut popular_order: Vec<ItemIdx> = (0..items.len() as u32).map(ItemIdx).collect();
         popular_order.sort_by(|a, b| popularity[b.get()].total_cmp(&popularity[a.get()]).then(a.cmp(b)));
         let mut categories: HashMap<String, Vec<ItemIdx>> = HashMap::new();
@@ -252,6 +270,7 @@ impl Model {
             by_listing,
             collab_unit,
             max_norm,
+            strongest,
             indexes: Indexes::default(),
             categories,
             brands,
@@ -614,6 +633,14 @@ impl Model {
 
     pub(crate) fn neighbours_of(&self, item: ItemIdx) -> &[(u32, f32)] {
         self.neighbours.get(item.get()).map_or(&[], Vec::as_slice)
+    }
+
+    /// Items with the largest factor norms ever kept as ANN candidates.
+    pub(crate) const STRONGEST: usize = 256;
+
+    /// The items with the largest factor norms, largest first.
+    pub(crate) fn strongest_items(&self) -> &[ItemIdx] {
+        &self.strongest
     }
 
     pub(crate) fn max_norm(&self) -> f32 {
