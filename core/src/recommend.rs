@@ -901,7 +901,14 @@ impl Model {
         if filter.narrowed.is_none() {
             // The whole catalogue: one matrix–vector product, then the eligible items.
             let all = self.score_every_item(u, cancel)?;
-            return Ok((filter.all().map(|i| (all[i.get()], i)).collect(), Retrieval::Exact));
+            let mut raw = Vec::with_capacity(all.len());
+            for (i, &s) in all.iter().enumerate() {
+                let i = ItemIdx(i as u32);
+                if filter.allows(i) {
+                    raw.push((s, i));
+                }
+            }
+            return Ok((raw, Retrieval::Exact));
         }
         Ok((score_all(filter.all(), cancel, score)?, Retrieval::Exact))
     }
