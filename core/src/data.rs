@@ -156,6 +156,12 @@ impl TimeKind {
     }
 }
 
+/// The wall clock in unix seconds (0 if the clock reads before 1970): the server's
+/// "now" for stamping and bounding times, and a model's "now" when its data has none.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// A place on Earth (WGS 84 degrees): a store or pick-up point an item is sold from.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GeoPoint {
@@ -265,6 +271,12 @@ impl From<ItemV1> for Item {
 }
 
 impl Item {
+    /// Whether the item was listed within `days` days before `now` (unix seconds); a
+    /// listing after `now` counts too (an entry stamped by a server's clock).
+    pub fn listed_within(&self, now: i64, days: i64) -> bool {
+        self.listed_at.is_some_and(|t| now.saturating_sub(t) <= days.saturating_mul(86_400))
+    }
+
     /// An item known only by its id (seen in events but absent from the catalogue).
     pub fn bare(item_id: impl Into<String>) -> Item {
         Item {

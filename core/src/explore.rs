@@ -37,7 +37,7 @@ fn hash(key: &str, day: i64) -> u64 {
 
 /// The UTC day number of the clock.
 pub(crate) fn today() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64 / 86_400)
+    crate::data::unix_now() / 86_400
 }
 
 /// How many of `k` slots go to new items for `key` on `day`: `share × k` on average,

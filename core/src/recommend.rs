@@ -269,6 +269,23 @@ enum Votes {
 const DENSE_VOTES: usize = 1 << 16;
 
 impl Votes {
+    /// Scales the votes so the strongest is 1 (when any is positive).
+    fn scale_to_strongest(&mut self) {
+        let max = match self {
+            Votes::None => 0.0,
+            Votes::Dense(table, voted) => voted.iter().map(|i| table[i.get()]).fold(0.0f32, f32::max),
+            Votes::Sparse(m) => m.values().copied().fold(0.0f32, f32::max),
+        };
+        if max <= 0.0 {
+            return;
+        }
+        match self {
+            Votes::None => {}
+            Votes::Dense(table, voted) => voted.iter().for_each(|i| table[i.get()] /= max),
+            Votes::Sparse(m) => m.values_mut().for_each(|v| *v /= max),
+        }
+    }
+
     fn get(&self, i: ItemIdx) -> f32 {
         match self {
             Votes::None => 0.0,
@@ -484,12 +501,11 @@ impl Model {
             (Some(u), false) => self.history(u).len(),
             _ => 0,
         };
+        // Attributes naming a segment (passed in, or stored for a user without a usable
+        // vector) may send a subject without a session to the segment's popular list.
         let segmented = query.attributes.as_ref().is_some_and(|a| !a.is_everyone())
             || stored.is_some_and(|u| self.user_vector(u).iter().all(|&x| x == 0.0) && !Segment::of_user(self.user_attributes(u)).is_everyone());
-        let unknown_with_attributes = stored.is_none() && session == 0 && query.live.is_empty() && segmented;
-        !unknown_with_attributes
-            && !(segmented && stored.is_some())
-            && self.is_light(settings, query.k, session + query.live.len() + history, query.exclude_items.len())
+        !(segmented && session == 0) && self.is_light(settings, query.k, session + query.live.len() + history, query.exclude_items.len())
     }
 
     /// Recommends items for a user or an anonymous session.
@@ -634,7 +650,7 @@ impl Model {
         }
         let listed: std::collections::HashSet<ItemIdx> = answer.items.iter().map(|s| s.item).collect();
         let now = self.clock();
-        let fresh = |i: ItemIdx| self.item(i).listed_at.is_some_and(|t| now.saturating_sub(t) <= crate::explore::NEW_DAYS * 86_400);
+        let fresh = |i: ItemIdx| self.item(i).listed_within(now, crate::explore::NEW_DAYS);
         let candidates: Vec<ItemIdx> = self.cold_items().filter(|&i| !listed.contains(&i) && fresh(i) && filter.allows_new(i)).collect();
         let picked = crate::explore::pick(self, candidates, recent, key, day, n);
         if picked.is_empty() {
@@ -813,42 +829,37 @@ impl Model {
     /// strongest, scaled so the strongest vote is 1.
     fn neighbour_votes(&self, recent: &[ItemIdx], settings: &ServingSettings) -> Votes {
         let recent = &recent[recent.len().saturating_sub(settings.max_recent)..];
-        let n = self.n_items_with_added();
-        if n <= DENSE_VOTES {
-            let (mut table, mut voted, mut listed) = (vec![0.0f32; n], Vec::new(), vec![false; n]);
+        let expected: usize = recent.iter().map(|&r| self.neighbours_of(r).len()).sum();
+        // Each recent item votes for its neighbours, the latest strongest.
+        let tally = |add: &mut dyn FnMut(usize, f32)| {
             let mut w = 1.0f32;
             for &r in recent.iter().rev() {
                 for &(j, s) in self.neighbours_of(r) {
-                    if let (Some(v), Some(seen)) = (table.get_mut(j as usize), listed.get_mut(j as usize)) {
-                        if !*seen {
-                            *seen = true;
-                            voted.push(ItemIdx(j));
-                        }
-                        *v += w * s;
-                    }
+                    add(j as usize, w * s);
                 }
                 w *= settings.recency_decay;
             }
-            let max = voted.iter().map(|i| table[i.get()]).fold(0.0f32, f32::max);
-            if max > 0.0 {
-                voted.iter().for_each(|i| table[i.get()] /= max);
-            }
-            return Votes::Dense(table, voted);
-        }
-        let expected: usize = recent.iter().map(|&r| self.neighbours_of(r).len()).sum();
-        let mut votes = foldhash::HashMap::with_capacity_and_hasher(expected, Default::default());
-        let mut w = 1.0f32;
-        for &r in recent.iter().rev() {
-            for &(j, s) in self.neighbours_of(r) {
-                *votes.entry(ItemIdx(j)).or_insert(0.0f32) += w * s;
-            }
-            w *= settings.recency_decay;
-        }
-        let max = votes.values().copied().fold(0.0f32, f32::max);
-        if max > 0.0 {
-            votes.values_mut().for_each(|v| *v /= max);
-        }
-        Votes::Sparse(votes)
+        };
+        let n = self.n_items_with_added();
+        let mut votes = if n <= DENSE_VOTES {
+            let (mut table, mut voted, mut has) = (vec![0.0f32; n], Vec::new(), vec![false; n]);
+            tally(&mut |j, v| {
+                if let (Some(t), Some(h)) = (table.get_mut(j), has.get_mut(j)) {
+                    if !*h {
+                        *h = true;
+                        voted.push(ItemIdx(j as u32));
+                    }
+                    *t += v;
+                }
+            });
+            Votes::Dense(table, voted)
+        } else {
+            let mut m = foldhash::HashMap::with_capacity_and_hasher(expected, Default::default());
+            tally(&mut |j, v| *m.entry(ItemIdx(j as u32)).or_insert(0.0) += v);
+            Votes::Sparse(m)
+        };
+        votes.scale_to_strongest();
+        votes
     }
 
     /// Eligible candidates for user vector `u` with their inner products: every eligible
@@ -885,16 +896,16 @@ impl Model {
                 cands.extend(votes.items());
                 cands.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
                 cands.extend(query.rules.new_arrival_items(self, self.clock()));
+                cands.retain(|&i| filter.allows(i));
                 cands.sort_unstable();
                 cands.dedup();
                 // Enough only when the searches (not the strongest items, which pass a
                 // selective filter by chance) left `need` eligible: else score exactly.
-                if cands.iter().filter(|&&i| filter.allows(i)).count() >= need {
-                    cands.extend(self.strongest_items().iter().copied());
+                if cands.len() >= need {
+                    cands.extend(self.strongest_items().iter().copied().filter(|&i| filter.allows(i)));
                     cands.sort_unstable();
                     cands.dedup();
-                    let raw: Vec<(f32, ItemIdx)> = cands.into_iter().filter(|&i| filter.allows(i)).map(score).collect();
-                    return Ok((raw, Retrieval::Ann));
+                    return Ok((cands.into_iter().map(score).collect(), Retrieval::Ann));
                 }
             }
         }

@@ -207,7 +207,7 @@ impl Rules {
     pub fn is_new_arrival(&self, item: &Item, now: i64) -> bool {
         self.new_arrivals
             .as_ref()
-            .is_some_and(|n| item.listed_at.is_some_and(|t| now.saturating_sub(t) <= i64::from(n.days) * DAY))
+            .is_some_and(|n| item.listed_within(now, i64::from(n.days)))
     }
 
     /// The items the new-arrival rule lifts at `now` (none without the rule): candidates

@@ -188,8 +188,11 @@ mod power_law_tests {
         }
         let mut counts: Vec<usize> = per_item.values().copied().collect();
         counts.sort_unstable_by(|x, y| y.cmp(x));
+        // The top 1% of items (20) draw at least a tenth of all views; uniform
+        // popularity would give them about 1%.
         let top: usize = counts.iter().take(20).sum();
-        assert!(top * 10 > 30_000 / 10, "the top 1% of items draw a large share: {top}");
+        let views: usize = counts.iter().sum();
+        assert!(top * 10 >= views, "the top 1% of items draw {top} of {views} views");
         let users: std::collections::HashSet<&str> = a.events.iter().map(|e| e.user_id.as_str()).collect();
         assert_eq!(users.len(), 1_000, "every user has an event");
     }

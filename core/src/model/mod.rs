@@ -180,6 +180,29 @@ fn nonzero_rows(m: &Array2<f32>) -> Vec<bool> {
     m.rows().into_iter().map(|r| r.iter().any(|&x| x != 0.0)).collect()
 }
 
+/// `m · v` in chunks of rows through one matrix–vector product each, every chunk's
+/// products handed to `sink(first row, products)`, `cancel` checked between chunks;
+/// rows past a short `v` or a non-contiguous `m` fall back to a dot product per row.
+fn products(m: &Array2<f32>, v: &[f32], cancel: &crate::cancel::Cancel, mut sink: impl FnMut(usize, &[f32])) -> crate::error::Result<()> {
+    const CHUNK: usize = 16_384;
+    let d = v.len();
+    let mut part = vec![0.0f32; CHUNK.min(m.nrows())];
+    let contiguous = m.as_slice().filter(|a| d > 0 && m.ncols() == d && a.len() == m.nrows() * d);
+    for start in (0..m.nrows()).step_by(CHUNK) {
+        if cancel.is_cancelled() {
+            return Err(crate::error::Error::Cancelled);
+        }
+        let rows = CHUNK.min(m.nrows() - start);
+        let part = &mut part[..rows];
+        match contiguous {
+            Some(all) => linalg::mat_vec(part, &all[start * d..(start + rows) * d], v),
+            None => part.iter_mut().enumerate().for_each(|(r, p)| *p = if m.ncols() == d { linalg::dot(row(m, start + r), v) } else { 0.0 }),
+        }
+        sink(start, part);
+    }
+    Ok(())
+}
+
 fn row(m: &Array2<f32>, i: usize) -> &[f32] {
     m.row(i).to_slice().unwrap_or(&[])
 }
@@ -549,9 +572,7 @@ impl Model {
     /// "Now" for rules that count days: the latest event time the model holds, or the
     /// clock for a model whose data has no unix times.
     pub fn clock(&self) -> i64 {
-        self.activity.now.filter(|_| self.manifest.time_kind == crate::data::TimeKind::Unix).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-        })
+        self.activity.now.filter(|_| self.manifest.time_kind == crate::data::TimeKind::Unix).unwrap_or_else(crate::data::unix_now)
     }
 
     /// Every item edited or added while serving, sorted.
@@ -563,52 +584,21 @@ impl Model {
         row(&self.collab.item_factors, item.get())
     }
 
-    /// `u · y` for every trained item, by index: one matrix–vector product in chunks of
-    /// rows, `cancel` checked between them.
+    /// `u · y` for every trained item, by index: one matrix–vector product (see
+    /// [`products`]).
     pub(crate) fn score_every_item(&self, u: &[f32], cancel: &crate::cancel::Cancel) -> crate::error::Result<Vec<f32>> {
-        const CHUNK: usize = 16_384;
-        let d = u.len();
         let mut out = vec![0.0f32; self.n_items()];
-        let Some(all) = self.collab.item_factors.as_slice().filter(|a| a.len() == out.len() * d) else {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = linalg::dot(u, self.item_vector(ItemIdx(i as u32)));
-            }
-            return Ok(out);
-        };
-        for (rows, o) in all.chunks(CHUNK * d.max(1)).zip(out.chunks_mut(CHUNK)) {
-            if cancel.is_cancelled() {
-                return Err(crate::error::Error::Cancelled);
-            }
-            linalg::mat_vec(o, rows, u);
-        }
+        products(&self.collab.item_factors, u, cancel, |start, p| out[start..start + p.len()].copy_from_slice(p))?;
         Ok(out)
     }
 
     /// Adds `weight ×` the cosine between `q` and every trained item to `out`, in the
-    /// collaborative space (`collab`) or the content space: one matrix–vector product in
-    /// chunks, `cancel` checked between them. Rows without a vector are zero and add 0.
+    /// collaborative space (`collab`) or the content space (see [`products`]). Rows
+    /// without a vector are zero and add 0.
     pub(crate) fn similarity_to_every_item(&self, q: ItemIdx, collab: bool, weight: f32, out: &mut [f32], cancel: &crate::cancel::Cancel) -> crate::error::Result<()> {
-        const CHUNK: usize = 16_384;
         let (matrix, v) = if collab { (&self.collab_unit, self.unit_vector(q)) } else { (&self.content, self.content_vector(q)) };
-        let d = v.len();
         let v: Vec<f32> = v.iter().map(|x| x * weight).collect();
-        let mut part = vec![0.0f32; CHUNK];
-        let Some(all) = matrix.as_slice().filter(|a| a.len() == out.len() * d && d > 0) else {
-            for (i, o) in out.iter_mut().enumerate() {
-                let row = matrix.row(i);
-                *o += row.as_slice().map_or(0.0, |r| linalg::dot(r, &v));
-            }
-            return Ok(());
-        };
-        for (rows, o) in all.chunks(CHUNK * d).zip(out.chunks_mut(CHUNK)) {
-            if cancel.is_cancelled() {
-                return Err(crate::error::Error::Cancelled);
-            }
-            let part = &mut part[..o.len()];
-            linalg::mat_vec(part, rows, &v);
-            o.iter_mut().zip(part.iter()).for_each(|(o, p)| *o += p);
-        }
-        Ok(())
+        products(matrix, &v, cancel, |start, p| out[start..start + p.len()].iter_mut().zip(p).for_each(|(o, p)| *o += p))
     }
 
     pub(crate) fn unit_vector(&self, item: ItemIdx) -> &[f32] {

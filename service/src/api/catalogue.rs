@@ -6,7 +6,7 @@ use affinity_core::recommend::MAX_ID_BYTES;
 use affinity_core::Error;
 use affinity_eventlog::AvailabilityChange;
 
-use super::ingest::MAX_BATCH;
+use super::ingest::{MAX_BATCH, MAX_FUTURE_SECONDS};
 use crate::proto;
 use crate::status::ApiError;
 
@@ -97,7 +97,7 @@ pub(crate) fn checked_items(r: proto::UpsertItemsRequest) -> Result<Vec<Upsert>,
                 (None, Some(_)) => return Err(bad(n, "latitude", "must be set with longitude")),
             };
             if let Some(t) = it.listed_at {
-                let latest = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64) + 86_400;
+                let latest = affinity_core::data::unix_now() + MAX_FUTURE_SECONDS;
                 if !(0..=latest).contains(&t) {
                     return Err(bad(n, "listed_at", format!("must be unix seconds from 0 to at most a day ahead of the server's clock, got {t}")));
                 }

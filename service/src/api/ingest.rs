@@ -1,9 +1,8 @@
 //! `IngestEvents`: wire events → checked log records, all or none.
 
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use affinity_core::data::{validate_id, Event, EventKind};
+use affinity_core::data::{unix_now as now, validate_id, Event, EventKind};
 use affinity_core::recommend::MAX_ID_BYTES;
 use affinity_core::Error;
 use affinity_eventlog::{Context, LoggedEvent};
@@ -14,12 +13,8 @@ use crate::status::ApiError;
 /// Most events (or catalogue items) one call may carry.
 pub const MAX_BATCH: usize = 10_000;
 
-/// Latest a timestamp may be, past the server's clock.
-const MAX_FUTURE_SECONDS: i64 = 86_400;
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
+/// Latest a timestamp (of an event, or an item's listing) may be, past the server's clock.
+pub(crate) const MAX_FUTURE_SECONDS: i64 = 86_400;
 
 /// Checks a batch and turns it into log records; the first bad event refuses the whole
 /// batch, naming its index and field.

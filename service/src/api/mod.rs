@@ -272,7 +272,7 @@ impl Recommender for RecommenderApi {
         // new item is listed now): settle both before logging, so replaying the log gives
         // the same catalogue.
         let state = Arc::clone(&self.state);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let now = affinity_core::data::unix_now();
         let items = tokio::task::spawn_blocking(move || {
             upserts
                 .into_iter()
