@@ -3,13 +3,13 @@
 //! Every index stores unit-length vectors and ranks by inner product (`1 − u·v`), which is
 //! cosine similarity for embeddings and, after the MIPS transform in [`mips_item`], exact
 //! inner-product order for user–item scoring. An index is either built in memory (trainer,
-//! evaluation) or loaded from its dump in a model directory; a loaded graph owns its
-//! loader, so dropping an [`AnnIndex`] frees everything and a later hot reload can swap
-//! models cleanly.
+//! evaluation) or loaded from its dump in a model directory, its vectors memory-mapped
+//! from the dump's data file; a loaded graph owns its loader and mapping, so dropping an
+//! [`AnnIndex`] frees everything and a later hot reload can swap models cleanly.
 
 use std::path::Path;
 
-use hnsw_rs::hnswio::HnswIo;
+use hnsw_rs::hnswio::{HnswIo, ReloadOptions};
 use hnsw_rs::prelude::{AnnT, Distance, Hnsw};
 use serde::{Deserialize, Serialize};
 
@@ -53,10 +53,20 @@ impl Default for HnswParams {
 
 type Graph<'a> = Hnsw<'a, f32, UnitDot>;
 
+/// The loader of a graph whose vectors stay in its memory-mapped data file: hnsw_rs maps
+/// the file through `&mut HnswIo` while loading, and the graph then borrows the mapping.
+struct Loader(std::cell::UnsafeCell<HnswIo>);
+
+// SAFETY: the cell is borrowed mutably exactly once, in the builder of
+// `LoadedGraph::try_new`, before the graph exists or anything is shared. Afterwards it is
+// reached only through the graph's shared borrows of the read-only mapping; no method
+// reads or writes the cell, so sharing a `Loader` between threads shares only that.
+unsafe impl Sync for Loader {}
+
 self_cell::self_cell!(
-    /// A graph reloaded from a dump together with the loader it borrows from.
+    /// A graph reloaded from a dump together with the loader (and mapping) it borrows from.
     struct LoadedGraph {
-        owner: HnswIo,
+        owner: Loader,
         #[not_covariant]
         dependent: Graph,
     }
@@ -170,14 +180,27 @@ impl AnnIndex {
 
     /// Loads a dump written by [`AnnIndex::dump`], checking it holds `len` points of `dim`.
     ///
+    /// The data file is memory-mapped for as long as the index lives, so it must not be
+    /// truncated or rewritten meanwhile: model versions are never changed once published,
+    /// and a replaced version is removed only after a grace period (removing a mapped
+    /// file is safe on Unix; the mapping keeps its pages).
+    ///
     /// The model loader verifies checksums before calling this, so the files are the ones
     /// the trainer wrote; a panic inside hnsw_rs on a malformed file is still caught and
     /// reported as an error rather than taking the process down.
     pub fn load(dir: &Path, basename: &str, len: usize, dim: usize) -> Result<AnnIndex> {
         let graph_path = dir.join(format!("{basename}.hnsw.graph"));
-        let io = HnswIo::new(dir, basename);
+        // The vectors are read from the memory-mapped data file rather than copied into
+        // memory: loading is quicker, and their pages are the file's (shared, and given
+        // back under memory pressure) rather than the heap's.
+        let io = HnswIo::new_with_options(dir, basename, ReloadOptions::new(true));
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            LoadedGraph::try_new(io, |io| io.load_hnsw_with_dist::<f32, UnitDot>(UnitDot))
+            LoadedGraph::try_new(Loader(std::cell::UnsafeCell::new(io)), |loader| {
+                // SAFETY: the only access to the cell (see `Loader`), before anything
+                // borrows from it.
+                let io = unsafe { &mut *loader.0.get() };
+                io.load_hnsw::<f32, UnitDot>()
+            })
         }));
         let loaded = match loaded {
             Ok(Ok(l)) => l,
@@ -257,6 +280,12 @@ mod tests {
         let files = index.dump(dir.path(), "t").unwrap();
         assert_eq!(files.len(), 2);
         let loaded = AnnIndex::load(dir.path(), "t", 500, 16).unwrap();
+        assert_eq!(loaded.search(&query, 10, 200), hits);
+        // The vectors are mapped from the data file: removing it (as pruning an old
+        // version does) leaves a loaded index working.
+        for f in &files {
+            std::fs::remove_file(dir.path().join(f)).unwrap();
+        }
         assert_eq!(loaded.search(&query, 10, 200), hits);
         assert!(AnnIndex::load(dir.path(), "t", 501, 16).is_err());
         assert!(AnnIndex::load(dir.path(), "missing", 500, 16).is_err());

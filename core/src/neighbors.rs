@@ -59,15 +59,53 @@ impl Default for SequenceParams {
 /// Per item: `(neighbour, weight)`, strongest first.
 pub type Neighbours = Vec<Vec<(u32, f32)>>;
 
+/// Distinct items of one user that count toward co-occurrence: a heavier user counts
+/// only their latest this many. Co-occurrence costs the sum of every user's items
+/// squared, so on a heavy-tailed store one bot-like account with 100k items would cost
+/// more than everyone else together; the cap bounds it (as item-based systems at scale
+/// down-sample heavy users) and leaves ordinary users untouched.
+pub const MAX_USER_ITEMS: usize = 2_000;
+
+/// `rows` with every user above [`MAX_USER_ITEMS`] cut to their latest distinct items
+/// (by `sequences`, chronological), sorted by item; lighter users are borrowed as they are.
+fn capped_rows<'a>(rows: &'a [Vec<(u32, f32)>], sequences: &[Vec<u32>]) -> Vec<std::borrow::Cow<'a, [(u32, f32)]>> {
+    use std::borrow::Cow;
+    rows.par_iter()
+        .enumerate()
+        .map(|(u, row)| {
+            if row.len() <= MAX_USER_ITEMS {
+                return Cow::Borrowed(row.as_slice());
+            }
+            let mut latest: Vec<u32> = Vec::with_capacity(MAX_USER_ITEMS);
+            let mut taken = std::collections::HashSet::with_capacity(MAX_USER_ITEMS);
+            for &i in sequences.get(u).map_or(&[][..], |s| s.as_slice()).iter().rev() {
+                if latest.len() == MAX_USER_ITEMS {
+                    break;
+                }
+                if taken.insert(i) {
+                    latest.push(i);
+                }
+            }
+            // Without a sequence (never in practice), the first items by index.
+            if latest.is_empty() {
+                return Cow::Owned(row[..MAX_USER_ITEMS].to_vec());
+            }
+            latest.sort_unstable();
+            Cow::Owned(latest.iter().filter_map(|i| row.binary_search_by_key(i, |x| x.0).ok().map(|at| row[at])).collect())
+        })
+        .collect()
+}
+
 /// Learns neighbours from per-user distinct item sets (`rows`) and chronological
 /// sequences.
 pub fn learn(rows: &[Vec<(u32, f32)>], sequences: &[Vec<u32>], n_items: usize, p: &SequenceParams) -> Neighbours {
     if p.neighbours == 0 || n_items == 0 {
         return vec![Vec::new(); n_items];
     }
+    let rows = capped_rows(rows, sequences);
     let mut users_of: Vec<Vec<u32>> = vec![Vec::new(); n_items];
     for (u, row) in rows.iter().enumerate() {
-        for &(i, _) in row {
+        for &(i, _) in row.iter() {
             users_of[i as usize].push(u as u32);
         }
     }
@@ -88,7 +126,7 @@ pub fn learn(rows: &[Vec<(u32, f32)>], sequences: &[Vec<u32>], n_items: usize, p
             || (vec![0.0f32; n_items], vec![0.0f32; n_items], Vec::<u32>::new()),
             |(co, tr, touched), i| {
                 for &u in &users_of[i] {
-                    for &(j, _) in &rows[u as usize] {
+                    for &(j, _) in rows[u as usize].iter() {
                         if j as usize != i {
                             if co[j as usize] == 0.0 && tr[j as usize] == 0.0 {
                                 touched.push(j);
@@ -112,7 +150,7 @@ pub fn learn(rows: &[Vec<(u32, f32)>], sequences: &[Vec<u32>], n_items: usize, p
                     }
                 }
                 let mut raw: Vec<(u32, f32)> = Vec::new();
-                let mut list: Vec<(u32, f32)> = touched
+                let list: Vec<(u32, f32)> = touched
                     .drain(..)
                     .map(|j| {
                         let ju = j as usize;
@@ -127,11 +165,9 @@ pub fn learn(rows: &[Vec<(u32, f32)>], sequences: &[Vec<u32>], n_items: usize, p
                         (j, cos + p.transition_weight * trans)
                     })
                     .collect();
-                list.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                list.truncate(p.neighbours);
+                let mut list = strongest(list, p.neighbours);
                 if keep_counts > 0 {
-                    raw.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                    raw.truncate(keep_counts);
+                    raw = strongest(raw, keep_counts);
                     // The sparse EASE regresses on the items most often chosen together.
                     list = raw.iter().take(p.neighbours).copied().collect();
                     raw.sort_unstable_by_key(|x| x.0);
@@ -146,6 +182,20 @@ pub fn learn(rows: &[Vec<(u32, f32)>], sequences: &[Vec<u32>], n_items: usize, p
     } else {
         lists
     }
+}
+
+/// The `k` largest weights of `list`, largest first (ties by item), in a vector of
+/// their own size: an item can co-occur with most of the catalogue, and a list cut
+/// down in place would keep all of that capacity for the life of the model.
+fn strongest(mut list: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
+    let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if list.len() > k {
+        list.select_nth_unstable_by(k, order);
+        list.truncate(k);
+    }
+    list.sort_by(order);
+    list.shrink_to_fit();
+    list
 }
 
 /// Re-weights `lists` as a sparse EASE (see the module docs): solves one `k × k` ridge
@@ -219,6 +269,26 @@ mod tests {
         assert!(w(0, 1) > w(0, 2), "the next step beats two steps ahead");
         assert_eq!(w(0, 3), 0.0);
         assert!(n[3].is_empty());
+    }
+
+    #[test]
+    fn a_heavy_user_counts_only_their_latest_items() {
+        // User 0 had MAX_USER_ITEMS + 2 items in index order: items 0 and 1 are their
+        // oldest and fall outside the cap. User 1 had items 0 and 1 only.
+        let n_items = MAX_USER_ITEMS + 2;
+        let heavy: Vec<u32> = (0..n_items as u32).collect();
+        let seqs = vec![heavy.clone(), vec![0, 1]];
+        let rows: Vec<Vec<(u32, f32)>> = seqs.iter().map(|s| s.iter().map(|&i| (i, 1.0)).collect()).collect();
+        let p = SequenceParams { transition_weight: 0.0, ..SequenceParams::default() };
+        let n = learn(&rows, &seqs, n_items, &p);
+        let w = |a: usize, b: u32| n[a].iter().find(|x| x.0 == b).map_or(0.0, |x| x.1);
+        // Items 0 and 1 co-occur only through user 1: cosine 1 / sqrt(1 · 1).
+        assert!((w(0, 1) - 1.0).abs() < 1e-6, "{}", w(0, 1));
+        // (Transitions still count the whole sequence; here they weigh nothing.)
+        assert!(n[0].iter().all(|&(j, w)| j == 1 || w == 0.0), "the heavy user's latest items do not co-occur with item 0: {:?}", &n[0][..n[0].len().min(5)]);
+        // The heavy user's latest items still co-occur with each other.
+        let last = &n[n_items - 1];
+        assert!(!last.is_empty() && last.iter().all(|&(j, w)| j >= 2 && w > 0.0), "{:?}", &last[..last.len().min(5)]);
     }
 
     /// Dense EASE for comparison: `B = I − P·diag(1/diag P)`, `P = (XᵀX + λI)⁻¹`.

@@ -17,6 +17,7 @@
 //! candidate's recall at 1…50 also gives the hit curve of new items by rank, which the
 //! trained seen-items policy needs to weigh returns against new items.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
@@ -56,6 +57,10 @@ pub struct Budget {
     pub max_seconds: f64,
     /// Validation users scored per candidate at most (a seeded sample beyond).
     pub max_valid_users: usize,
+    /// Interaction events the search fits candidates on at most: a larger log is
+    /// searched on every event of a seeded sample of its users, so the search's cost
+    /// stops growing with the log (the final fit still uses every event).
+    pub max_events: usize,
     /// Seeds the validation carve, the user sample and the candidates.
     pub seed: u64,
 }
@@ -66,6 +71,7 @@ impl Default for Budget {
             trials: 12,
             max_seconds: 20.0,
             max_valid_users: 2_000,
+            max_events: 1_500_000,
             seed: 42,
         }
     }
@@ -149,6 +155,24 @@ pub fn carve(events: &[Event], time_kind: TimeKind, seed: u64) -> Option<Carve> 
     })
 }
 
+/// `events` when they hold at most `max` interactions, else every event of a seeded
+/// sample of users holding about `max`, with the sample described in words.
+fn sample_log(events: &[Event], max: usize, seed: u64) -> (Cow<'_, [Event]>, Option<String>) {
+    let n = events.iter().filter(|e| e.kind.is_interaction()).count();
+    if n <= max.max(1) {
+        return (Cow::Borrowed(events), None);
+    }
+    let share = max.max(1) as f64 / n as f64;
+    let cut = (share * u64::MAX as f64) as u64;
+    let kept: Vec<Event> = events
+        .iter()
+        .filter(|e| (affinity_core::ids::stable_hash(e.user_id.as_bytes()) ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) <= cut)
+        .cloned()
+        .collect();
+    let how = format!("searched on the events of a seeded {:.1}% of users ({} of {} events)", share * 100.0, kept.len(), events.len());
+    (Cow::Owned(kept), Some(how))
+}
+
 /// Keeps at most `n` users of `target`, a seeded sample.
 fn sample_users(target: Target, n: usize, seed: u64) -> Target {
     if target.relevant.len() <= n {
@@ -186,9 +210,14 @@ pub fn autotune(
     if budget.trials == 0 {
         return skip("the tuning budget is 0 trials");
     }
-    let Some(carved) = carve(&data.events, time_kind, budget.seed) else {
+    let (events, sampled) = sample_log(&data.events, budget.max_events, budget.seed);
+    let Some(mut carved) = carve(&events, time_kind, budget.seed) else {
         return skip("too little data to hold out a validation slice (users need 3 or more items)");
     };
+    drop(events);
+    if let Some(sampled) = sampled {
+        carved.how = format!("{}; {sampled}", carved.how);
+    }
     let started = Instant::now();
     let target = sample_users(carved.target, budget.max_valid_users.max(1), budget.seed);
     let fit_data = Dataset {
@@ -323,6 +352,23 @@ mod tests {
         }
         assert_eq!(c.fit.len() + 5 * 2, events.len(), "two of ten items per user held out");
         assert_eq!(carve(&events, TimeKind::None, 3).unwrap().fit, c.fit, "seeded");
+    }
+
+    #[test]
+    fn a_large_log_is_searched_on_whole_users_of_a_seeded_sample() {
+        let events: Vec<Event> = (0..200).flat_map(|u| (0..50).map(move |i| ev(&format!("u{u}"), &format!("i{i}"), EventKind::View, Some(i)))).collect();
+        let (all, how) = sample_log(&events, events.len(), 7);
+        assert!(matches!(all, Cow::Borrowed(_)) && how.is_none(), "a log within the budget is used as it is");
+        let (kept, how) = sample_log(&events, 2_000, 7);
+        assert!((1_000..3_000).contains(&kept.len()), "about a fifth of 10,000 events: {}", kept.len());
+        let mut per_user: HashMap<&str, usize> = HashMap::new();
+        for e in kept.iter() {
+            *per_user.entry(e.user_id.as_str()).or_default() += 1;
+        }
+        assert!(per_user.values().all(|&n| n == 50), "every kept user keeps all their events");
+        assert!(how.unwrap().contains("20.0% of users"));
+        assert_eq!(sample_log(&events, 2_000, 7).0, kept, "seeded");
+        assert_ne!(sample_log(&events, 2_000, 8).0, kept, "another seed, another sample");
     }
 
     #[test]

@@ -25,7 +25,8 @@ use affinity_core::params::TrainParams;
 use affinity_core::recommend::RecommendQuery;
 use affinity_core::rules::Rules;
 use affinity_core::settings::ServingSettings;
-use affinity_core::train::{train, NoProgress};
+use affinity_core::train::{train, Progress};
+use affinity_lab::autotune::{autotune, Budget};
 use affinity_lab::synth::{power_law_store, PowerLawSize};
 use anyhow::Result;
 use clap::Parser;
@@ -50,6 +51,9 @@ struct Args {
     ef: Vec<usize>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Tune first with the trainer's default budget (what `affinity-trainer train` does).
+    #[arg(long)]
+    tune: bool,
     /// Where to write the JSON results.
     #[arg(long, default_value = "benches/results/scale.json")]
     json: PathBuf,
@@ -71,7 +75,9 @@ struct Report {
     users: usize,
     events: usize,
     generate_s: f64,
+    tune_s: f64,
     train_s: f64,
+    steps: Vec<(String, f64)>,
     peak_rss_after_generate_mib: f64,
     peak_rss_after_train_mib: f64,
     model_bytes: u64,
@@ -89,6 +95,30 @@ fn status_mib(field: &str) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
+/// Times each training step and prints it with the peak resident memory so far.
+#[derive(Default)]
+struct Steps {
+    current: std::sync::Mutex<Option<(String, Instant)>>,
+    done: std::sync::Mutex<Vec<(String, f64)>>,
+}
+
+impl Progress for Steps {
+    fn begin(&self, step: &str, _: u64) {
+        if let Ok(mut c) = self.current.lock() {
+            *c = Some((step.to_string(), Instant::now()));
+        }
+    }
+    fn advance(&self) {}
+    fn finish(&self) {
+        let Some((step, t)) = self.current.lock().ok().and_then(|mut c| c.take()) else { return };
+        let s = t.elapsed().as_secs_f64();
+        eprintln!("  {step}: {s:.1} s (peak RSS {:.0} MiB)", status_mib("VmHWM:"));
+        if let Ok(mut d) = self.done.lock() {
+            d.push((step, s));
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let t = Instant::now();
@@ -99,8 +129,18 @@ fn main() -> Result<()> {
     let generate_s = t.elapsed().as_secs_f64();
     let hwm_generate = status_mib("VmHWM:");
     eprintln!("generated {} events in {generate_s:.1} s; training …", data.events.len());
+    let steps = Steps::default();
     let t = Instant::now();
-    let mut m = train(&data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
+    let params = if args.tune {
+        let (params, report) = autotune(&data, TimeKind::Unix, &TrainParams::default(), &Budget::default(), &steps);
+        eprintln!("tuned: {} fits, stopped by {}, NDCG@10 {:.4}", report.fits, report.stopped_by, report.best_ndcg10);
+        params
+    } else {
+        TrainParams::default()
+    };
+    let tune_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut m = train(&data, TimeKind::Unix, &params, &steps);
     let train_s = t.elapsed().as_secs_f64();
     let hwm_train = status_mib("VmHWM:");
     drop(data);
@@ -150,7 +190,9 @@ fn main() -> Result<()> {
         users: args.users,
         events: args.events,
         generate_s,
+        tune_s,
         train_s,
+        steps: steps.done.into_inner().unwrap_or_default(),
         peak_rss_after_generate_mib: hwm_generate,
         peak_rss_after_train_mib: hwm_train,
         model_bytes,
@@ -160,11 +202,12 @@ fn main() -> Result<()> {
         ef: rows,
     };
     println!(
-        "{} items · {} users · {} events: generate {:.1} s, train {:.1} s (peak RSS {:.0} MiB), model {:.1} MiB on disk, load {:.2} s (+{:.0} MiB resident, {:.0} MiB per million items)",
+        "{} items · {} users · {} events: generate {:.1} s, tune {:.1} s, train {:.1} s (peak RSS {:.0} MiB), model {:.1} MiB on disk, load {:.2} s (+{:.0} MiB resident, {:.0} MiB per million items)",
         report.items,
         report.users,
         report.events,
         report.generate_s,
+        report.tune_s,
         report.train_s,
         report.peak_rss_after_train_mib,
         report.model_bytes as f64 / 1048576.0,

@@ -31,6 +31,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -280,27 +281,43 @@ fn is_file(path: &Path) -> Result<bool> {
     }
 }
 
-fn read_verified(dir: &Path, name: &str, manifest: &Manifest) -> Result<Vec<u8>> {
+/// Reads `name` in full, checking its size and SHA-256 against the manifest; returns the
+/// bytes when `keep` (files that hnsw_rs reads itself are only checked).
+fn read_verified(dir: &Path, name: &str, manifest: &Manifest, keep: bool) -> Result<Option<Vec<u8>>> {
     let path = dir.join(name);
     let entry = manifest
         .files
         .get(name)
         .ok_or_else(|| Error::model(&path, "not listed in manifest.json"))?;
-    let mut bytes = Vec::new();
-    File::open(&path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| Error::model(&path, format!("cannot read: {e}")))?;
-    if bytes.len() as u64 != entry.bytes {
-        return Err(Error::model(
-            &path,
-            format!("truncated or resized: {} bytes, manifest says {}", bytes.len(), entry.bytes),
-        ));
+    let cannot = |e: std::io::Error| Error::model(&path, format!("cannot read: {e}"));
+    let mut file = File::open(&path).map_err(cannot)?;
+    let mut hasher = Sha256::new();
+    let mut kept = Vec::new();
+    if keep {
+        kept.try_reserve_exact(usize::try_from(entry.bytes).unwrap_or(usize::MAX)).map_err(|e| Error::model(&path, format!("cannot read: {e}")))?;
     }
-    let sum = hex::encode(Sha256::digest(&bytes));
-    if sum != entry.sha256 {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(cannot(e)),
+        };
+        hasher.update(&buf[..n]);
+        if keep {
+            kept.extend_from_slice(&buf[..n]);
+        }
+        read += n as u64;
+    }
+    if read != entry.bytes {
+        return Err(Error::model(&path, format!("truncated or resized: {read} bytes, manifest says {}", entry.bytes)));
+    }
+    if hex::encode(hasher.finalize()) != entry.sha256 {
         return Err(Error::model(&path, "checksum mismatch (file is corrupt or was modified)"));
     }
-    Ok(bytes)
+    Ok(keep.then_some(kept))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, bytes: &[u8]) -> Result<T> {
@@ -354,14 +371,19 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
 pub fn load(path: &Path) -> Result<Model> {
     let dir = resolve(path)?;
     let manifest = read_manifest(&dir)?;
-    // Verify every listed file before decoding anything.
-    let mut blobs: HashMap<String, Vec<u8>> = HashMap::new();
-    for name in manifest.files.keys() {
-        if name.contains('/') || name.contains("..") {
-            return Err(Error::model(dir.join("manifest.json"), format!("lists an invalid file name {name:?}")));
-        }
-        blobs.insert(name.clone(), read_verified(&dir, name, &manifest)?);
+    // Verify every listed file before decoding anything, in parallel; the HNSW dumps are
+    // only checked (hnsw_rs reads them itself), the rest kept for decoding.
+    if let Some(name) = manifest.files.keys().find(|name| name.contains('/') || name.contains("..")) {
+        return Err(Error::model(dir.join("manifest.json"), format!("lists an invalid file name {name:?}")));
     }
+    let read: Vec<(String, Option<Vec<u8>>)> = manifest
+        .files
+        .keys()
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|name| Ok((name.clone(), read_verified(&dir, name, &manifest, !name.contains(".hnsw."))?)))
+        .collect::<Result<_>>()?;
+    let blobs: HashMap<String, Vec<u8>> = read.into_iter().filter_map(|(name, bytes)| Some((name, bytes?))).collect();
     let take = |name: &str| -> Result<&Vec<u8>> {
         blobs
             .get(name)

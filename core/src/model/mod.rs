@@ -307,15 +307,13 @@ impl Model {
     pub fn build_indexes(&mut self) {
         let hp = self.manifest.params.hnsw;
         let d = self.collab.item_factors.ncols();
+        // One index at a time, each one's input vectors dropped once it holds its copy.
         let build = |points: Vec<(u32, Vec<f32>)>, dim: usize| (!points.is_empty()).then(|| AnnIndex::build(&points, dim, hp));
         let max_norm = self.max_norm;
-        let mips = Self::index_points(&self.has_collab, &self.collab.item_factors, |y| mips_item(y, max_norm));
-        let cos = Self::index_points(&self.has_collab, &self.collab_unit, <[f32]>::to_vec);
-        let cont = Self::index_points(&self.has_content, &self.content, <[f32]>::to_vec);
         self.indexes = Indexes {
-            mips: build(mips, d + 1),
-            collab: build(cos, d),
-            content: build(cont, self.content.ncols()),
+            mips: build(Self::index_points(&self.has_collab, &self.collab.item_factors, |y| mips_item(y, max_norm)), d + 1),
+            collab: build(Self::index_points(&self.has_collab, &self.collab_unit, <[f32]>::to_vec), d),
+            content: build(Self::index_points(&self.has_content, &self.content, <[f32]>::to_vec), self.content.ncols()),
         };
     }
 
