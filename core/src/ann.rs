@@ -1,8 +1,8 @@
-//! Approximate nearest-neighbour search over unit vectors with hnsw_rs.
+//! Approximate nearest-neighbour search over vectors in the unit ball with hnsw_rs.
 //!
-//! Every index stores unit-length vectors and ranks by inner product (`1 − u·v`), which is
-//! cosine similarity for embeddings and, after the MIPS transform in [`mips_item`], exact
-//! inner-product order for user–item scoring. An index is either built in memory (trainer,
+//! Every index ranks by inner product (`1 − u·v`): over unit vectors that is cosine
+//! similarity (similar items); over item vectors scaled into the unit ball by
+//! [`ip_item`] it is inner-product order for user–item scoring. An index is either built in memory (trainer,
 //! evaluation) or loaded from its dump in a model directory, its vectors memory-mapped
 //! from the dump's data file; a loaded graph owns its loader and mapping, so dropping an
 //! [`AnnIndex`] frees everything and a later hot reload can swap models cleanly.
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::linalg;
 
-/// `1 − u·v` for unit vectors, clamped at zero against rounding.
+/// `1 − u·v` for vectors of norm at most one, clamped at zero against rounding.
 ///
 /// hnsw_rs's own `DistDot` asserts on rounding above one, which would turn a harmless
 /// float error into a panic; this one cannot.
@@ -178,7 +178,8 @@ impl AnnIndex {
         ])
     }
 
-    /// Loads a dump written by [`AnnIndex::dump`], checking it holds `len` points of `dim`.
+    /// Loads a dump written by [`AnnIndex::dump`], checking it holds `len` points of one
+    /// of the dimensions `dims`.
     ///
     /// The data file is memory-mapped for as long as the index lives, so it must not be
     /// truncated or rewritten meanwhile: model versions are never changed once published,
@@ -188,7 +189,7 @@ impl AnnIndex {
     /// The model loader verifies checksums before calling this, so the files are the ones
     /// the trainer wrote; a panic inside hnsw_rs on a malformed file is still caught and
     /// reported as an error rather than taking the process down.
-    pub fn load(dir: &Path, basename: &str, len: usize, dim: usize) -> Result<AnnIndex> {
+    pub fn load(dir: &Path, basename: &str, len: usize, dims: &[usize]) -> Result<AnnIndex> {
         let graph_path = dir.join(format!("{basename}.hnsw.graph"));
         // The vectors are read from the memory-mapped data file rather than copied into
         // memory: loading is quicker, and their pages are the file's (shared, and given
@@ -210,18 +211,42 @@ impl AnnIndex {
         let (points, data_dim) = loaded.with_dependent(|_, g| {
             (g.get_nb_point(), g.get_point_indexation().get_data_dimension())
         });
-        if points != len || (len > 0 && data_dim != dim) {
+        if points != len || (len > 0 && !dims.contains(&data_dim)) {
+            let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
             return Err(Error::model(
                 &graph_path,
-                format!("HNSW index holds {points} points of dimension {data_dim}, expected {len} of {dim}"),
+                format!("HNSW index holds {points} points of dimension {data_dim}, expected {len} of {}", dims.join(" or ")),
             ));
         }
         Ok(AnnIndex {
             inner: Inner::Loaded(loaded),
             len,
-            dim,
+            dim: data_dim,
         })
     }
+}
+
+/// Maps an item vector into the inner-product index: `y / M`, where `M` is the largest
+/// item norm, so every item lies in the unit ball and `1 − u·y/M` is a non-negative
+/// "distance" to a unit query `u` that orders items by inner product. The graph is built
+/// and searched on that order directly (ip-NSW, Morozov & Babenko 2018), which finds
+/// the top inner products far more reliably than the cosine search of the transformed
+/// vectors of [`mips_item`]: that transform crowds the many low-norm items together.
+pub fn ip_item(y: &[f32], max_norm: f32) -> Vec<f32> {
+    let m = if max_norm > 0.0 { max_norm } else { 1.0 };
+    y.iter().map(|&x| x / m).collect()
+}
+
+/// The query for an inner-product index of dimension `dim` over `d`-dimensional item
+/// vectors: the unit user vector, with the trailing zero of [`mips_query`] when the index
+/// holds transformed vectors (`dim == d + 1`, models published before [`ip_item`]).
+pub fn ip_query(u: &[f32], dim: usize) -> Vec<f32> {
+    if dim == u.len() + 1 {
+        return mips_query(u);
+    }
+    let mut v = u.to_vec();
+    linalg::normalize(&mut v);
+    v
 }
 
 /// Maps an item vector to the unit vector used for maximum-inner-product search:
@@ -279,7 +304,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = index.dump(dir.path(), "t").unwrap();
         assert_eq!(files.len(), 2);
-        let loaded = AnnIndex::load(dir.path(), "t", 500, 16).unwrap();
+        let loaded = AnnIndex::load(dir.path(), "t", 500, &[16]).unwrap();
         assert_eq!(loaded.search(&query, 10, 200), hits);
         // The vectors are mapped from the data file: removing it (as pruning an old
         // version does) leaves a loaded index working.
@@ -287,8 +312,8 @@ mod tests {
             std::fs::remove_file(dir.path().join(f)).unwrap();
         }
         assert_eq!(loaded.search(&query, 10, 200), hits);
-        assert!(AnnIndex::load(dir.path(), "t", 501, 16).is_err());
-        assert!(AnnIndex::load(dir.path(), "missing", 500, 16).is_err());
+        assert!(AnnIndex::load(dir.path(), "t", 501, &[16]).is_err());
+        assert!(AnnIndex::load(dir.path(), "missing", 500, &[16]).is_err());
     }
 
     #[test]

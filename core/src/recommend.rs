@@ -883,7 +883,7 @@ impl Model {
         if !settings.scores_exactly(self.n_items()) && !narrow {
             if let Some(index) = &self.indexes().mips {
                 let want = (need + filter.seen.len() + filter.excluded.len()).min(index.len());
-                let q = crate::ann::mips_query(u);
+                let q = crate::ann::ip_query(u, index.dim());
                 let ef = settings.ef_search.max(want);
                 let mut cands: Vec<ItemIdx> = index.search(&q, want, ef).into_iter().map(|h| ItemIdx(h.item)).collect();
                 // The MIPS transform leaves low-norm (rarely chosen) items crowded together,
@@ -891,7 +891,7 @@ impl Model {
                 // index) and the strongest items by norm, which top most inner products,
                 // join the candidates.
                 if let Some(cosine) = &self.indexes().collab {
-                    cands.extend(cosine.search(&q[..q.len() - 1], want, ef).into_iter().map(|h| ItemIdx(h.item)));
+                    cands.extend(cosine.search(&q[..u.len()], want, ef).into_iter().map(|h| ItemIdx(h.item)));
                 }
                 cands.extend(votes.items());
                 cands.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));

@@ -80,7 +80,8 @@ pub fn train(dataset: &Dataset, time_kind: TimeKind, params: &TrainParams, progr
 /// Trains a model whose stored user vectors are folded in only for the users in `only`
 /// (every user when `None`); the others keep a zero vector and are served popular items.
 /// Tuning needs vectors only for the users it scores, and folding in every user is a
-/// large share of a fit on data with many users.
+/// large share of a fit on data with many users. Such a model gets no HNSW indexes:
+/// score it with exact settings.
 pub fn train_for(
     dataset: &Dataset,
     time_kind: TimeKind,
@@ -191,7 +192,11 @@ pub fn train_for(
         repeat,
         activity,
     });
-    model.ensure_indexes(&serving);
+    // A model fitted for some users only is a tuning candidate, scored exactly: building
+    // its indexes would cost more than the fit.
+    if only.is_none() {
+        model.ensure_indexes(&serving);
+    }
     progress.advance();
     progress.finish();
     let items_with_content = (0..model.n_items() as u32).filter(|&i| model.has_content(ItemIdx(i))).count();

@@ -260,7 +260,8 @@ pub fn autotune(
         blends.extend(BLEND_SWEEP.iter().filter(|&&b| b != p.sequence.blend));
         let ranker = AffinityBlends {
             model: &model,
-            settings: model.default_settings(),
+            // Candidates have no indexes (see `train_for`) and are compared exactly.
+            settings: model.default_settings().exact(),
             blends: blends.clone(),
         };
         for (blend, metrics) in blends.into_iter().zip(eval::score_variants(&ranker, &model, &target, CURVE_KS)) {

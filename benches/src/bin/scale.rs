@@ -12,7 +12,12 @@
 //! ```text
 //! cargo run --release -p affinity-benches --bin scale                      # 100k items
 //! cargo run --release -p affinity-benches --bin scale -- --items 1000000 --users 1000000 --events 10000000
+//! cargo run --release -p affinity-benches --bin scale -- --items 150000 --users 1500000 --events 10000000 --tune
+//! cargo run --release -p affinity-benches --bin scale -- --items 150000 --users 1500000 --events 10000000 --write-csv /tmp/store
 //! ```
+//!
+//! `--tune` first searches parameters with the trainer's default budget, as `affinity-trainer
+//! train` does; `--write-csv` writes the store for timing the trainer itself on it.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -54,6 +59,10 @@ struct Args {
     /// Tune first with the trainer's default budget (what `affinity-trainer train` does).
     #[arg(long)]
     tune: bool,
+    /// Only write the generated store as `events.csv` and `items.csv` into this folder
+    /// (for timing `affinity-trainer train` on it) and stop.
+    #[arg(long)]
+    write_csv: Option<PathBuf>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "benches/results/scale.json")]
     json: PathBuf,
@@ -128,6 +137,13 @@ fn main() -> Result<()> {
     );
     let generate_s = t.elapsed().as_secs_f64();
     let hwm_generate = status_mib("VmHWM:");
+    if let Some(dir) = &args.write_csv {
+        std::fs::create_dir_all(dir)?;
+        affinity_core::data::write_events(&dir.join("events.csv"), &data.events)?;
+        affinity_core::data::write_items(&dir.join("items.csv"), &data.items)?;
+        println!("wrote {} events and {} items to {}", data.events.len(), data.items.len(), dir.display());
+        return Ok(());
+    }
     eprintln!("generated {} events in {generate_s:.1} s; training …", data.events.len());
     let steps = Steps::default();
     let t = Instant::now();

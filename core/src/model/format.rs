@@ -467,7 +467,7 @@ pub fn load(path: &Path) -> Result<Model> {
     // catalogues are published without; older models that carry them do not need them).
     if !model.default_settings().scores_exactly(n_items) {
         let count = |has: &[bool]| has.iter().filter(|&&h| h).count();
-        let load_index = |name: &str, len: usize, dim: usize| -> Result<Option<AnnIndex>> {
+        let load_index = |name: &str, len: usize, dims: &[usize]| -> Result<Option<AnnIndex>> {
             if len == 0 {
                 return Ok(None);
             }
@@ -476,12 +476,14 @@ pub fn load(path: &Path) -> Result<Model> {
                     return Err(Error::model(dir.join(format!("{name}.{ext}")), "missing from manifest.json"));
                 }
             }
-            AnnIndex::load(&dir, name, len, dim).map(Some)
+            AnnIndex::load(&dir, name, len, dims).map(Some)
         };
         let indexes = Indexes {
-            mips: load_index("collab_mips", count(&model.has_collab), d + 1)?,
-            collab: load_index("collab_cos", count(&model.has_collab), d)?,
-            content: load_index("content", count(&model.has_content), params.content.dim)?,
+            // Models before the inner-product graph hold transformed vectors, one longer
+            // (see `ann::ip_query`).
+            mips: load_index("collab_mips", count(&model.has_collab), &[d, d + 1])?,
+            collab: load_index("collab_cos", count(&model.has_collab), &[d])?,
+            content: load_index("content", count(&model.has_content), &[params.content.dim])?,
         };
         model.indexes = indexes;
     }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::activity::{ActivityTable, Quintiles};
 use crate::als::CollabModel;
 use crate::content::ContentSpace;
-use crate::ann::{mips_item, AnnIndex};
+use crate::ann::{ip_item, AnnIndex};
 use crate::data::{Item, User};
 use crate::ids::{IdMap, ItemIdx, UserIdx};
 use crate::interactions::RecentEvent;
@@ -311,7 +311,7 @@ impl Model {
         let build = |points: Vec<(u32, Vec<f32>)>, dim: usize| (!points.is_empty()).then(|| AnnIndex::build(&points, dim, hp));
         let max_norm = self.max_norm;
         self.indexes = Indexes {
-            mips: build(Self::index_points(&self.has_collab, &self.collab.item_factors, |y| mips_item(y, max_norm)), d + 1),
+            mips: build(Self::index_points(&self.has_collab, &self.collab.item_factors, |y| ip_item(y, max_norm)), d),
             collab: build(Self::index_points(&self.has_collab, &self.collab_unit, <[f32]>::to_vec), d),
             content: build(Self::index_points(&self.has_content, &self.content, <[f32]>::to_vec), self.content.ncols()),
         };
