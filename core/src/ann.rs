@@ -41,12 +41,17 @@ pub struct HnswParams {
     pub ef_search: usize,
 }
 
+/// The defaults trade a little recall for much time (scale bench, 100k items, 200 user
+/// queries, recall@10 against exact): building with a list of 50 rather than 100 takes
+/// 28 s rather than 47 s for the three indexes and costs 0.3–0.5 points of recall; a
+/// search list of 40 finds 98% of the exact top 10 at over 10× exact speed, where 100
+/// found 99.7% at under 4×.
 impl Default for HnswParams {
     fn default() -> Self {
         HnswParams {
             max_connections: 16,
-            ef_construction: 100,
-            ef_search: 100,
+            ef_construction: 50,
+            ef_search: 40,
         }
     }
 }

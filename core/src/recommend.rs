@@ -393,10 +393,17 @@ fn popular_answer(ranked: Vec<(f32, ItemIdx)>, shortfall: Option<Shortfall>, rea
 }
 
 /// Whether a filter's narrowed list is short enough to score exactly rather than search
-/// the index for it.
+/// the index for it: a graph search computes about `ef × 32` distances (its candidate
+/// list times the links of the bottom layer) and then drops what the filter refuses, so
+/// a list up to that size (at least [`NARROW_FLOOR`]) is cheaper and exact to score
+/// whole (scale bench, 100k items, a 100-item category: 23 µs exact against 179 µs
+/// through the index at ef 10).
 fn narrow_enough(narrowed: Option<&Vec<ItemIdx>>, settings: &ServingSettings, k: usize) -> bool {
-    narrowed.is_some_and(|n| n.len() <= settings.ef_search.max(k) * 4)
+    narrowed.is_some_and(|n| n.len() <= (settings.ef_search.max(k) * 32).max(NARROW_FLOOR))
 }
+
+/// Narrowed lists up to this many items are always scored exactly (about 25 µs).
+const NARROW_FLOOR: usize = 1_024;
 
 /// The list a ranking gives under the rules: promotions applied, then the best `k`
 /// (diversified when asked), and why it is short if it is.
@@ -886,11 +893,13 @@ impl Model {
                 let q = crate::ann::ip_query(u, index.dim());
                 let ef = settings.ef_search.max(want);
                 let mut cands: Vec<ItemIdx> = index.search(&q, want, ef).into_iter().map(|h| ItemIdx(h.item)).collect();
-                // The MIPS transform leaves low-norm (rarely chosen) items crowded together,
-                // which the graph search wades through: the items closest in angle (cosine
-                // index) and the strongest items by norm, which top most inner products,
-                // join the candidates.
-                if let Some(cosine) = &self.indexes().collab {
+                // An index of MIPS-transformed vectors (models before the inner-product
+                // graph) leaves low-norm items crowded together, which its search wades
+                // through: there the items closest in angle (cosine index) and the
+                // strongest items by norm, which top most inner products, join the
+                // candidates.
+                let transformed = index.dim() == u.len() + 1;
+                if let (true, Some(cosine)) = (transformed, &self.indexes().collab) {
                     cands.extend(cosine.search(&q[..u.len()], want, ef).into_iter().map(|h| ItemIdx(h.item)));
                 }
                 cands.extend(votes.items());
@@ -902,9 +911,11 @@ impl Model {
                 // Enough only when the searches (not the strongest items, which pass a
                 // selective filter by chance) left `need` eligible: else score exactly.
                 if cands.len() >= need {
-                    cands.extend(self.strongest_items().iter().copied().filter(|&i| filter.allows(i)));
-                    cands.sort_unstable();
-                    cands.dedup();
+                    if transformed {
+                        cands.extend(self.strongest_items().iter().copied().filter(|&i| filter.allows(i)));
+                        cands.sort_unstable();
+                        cands.dedup();
+                    }
                     return Ok((cands.into_iter().map(score).collect(), Retrieval::Ann));
                 }
             }

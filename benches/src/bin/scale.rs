@@ -63,6 +63,10 @@ struct Args {
     /// (for timing `affinity-trainer train` on it) and stop.
     #[arg(long)]
     write_csv: Option<PathBuf>,
+    /// Publish the model under this root and keep it (for `load --model ROOT`); a
+    /// temporary folder otherwise.
+    #[arg(long)]
+    model_root: Option<PathBuf>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "benches/results/scale.json")]
     json: PathBuf,
@@ -160,8 +164,9 @@ fn main() -> Result<()> {
     let train_s = t.elapsed().as_secs_f64();
     let hwm_train = status_mib("VmHWM:");
     drop(data);
-    let root = tempfile::tempdir()?;
-    let dir = format::save(&mut m, root.path(), Retention::default())?;
+    let temporary = tempfile::tempdir()?;
+    let root = args.model_root.clone().unwrap_or_else(|| temporary.path().to_path_buf());
+    let dir = format::save(&mut m, &root, Retention::default())?;
     let model_bytes: u64 = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|md| md.len()).sum();
     drop(m);
     // Hand freed memory back, so the load's footprint shows in RSS.

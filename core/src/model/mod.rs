@@ -308,7 +308,12 @@ impl Model {
         let hp = self.manifest.params.hnsw;
         let d = self.collab.item_factors.ncols();
         // One index at a time, each one's input vectors dropped once it holds its copy.
-        let build = |points: Vec<(u32, Vec<f32>)>, dim: usize| (!points.is_empty()).then(|| AnnIndex::build(&points, dim, hp));
+        let build = |points: Vec<(u32, Vec<f32>)>, dim: usize| {
+            let t = std::time::Instant::now();
+            let built = (!points.is_empty()).then(|| AnnIndex::build(&points, dim, hp));
+            tracing::debug!(dim, points = points.len(), seconds = t.elapsed().as_secs_f64(), "HNSW index built");
+            built
+        };
         let max_norm = self.max_norm;
         self.indexes = Indexes {
             mips: build(Self::index_points(&self.has_collab, &self.collab.item_factors, |y| ip_item(y, max_norm)), d),
