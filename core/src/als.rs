@@ -62,21 +62,32 @@ pub struct CollabModel {
     pub gram: Vec<f64>,
     /// The parameters it was trained with; fold-in uses the same λ, ν and α.
     pub params: AlsParams,
-    /// `R` with `R Rᵀ = (YᵀY + λI)⁻¹` (derived from the factors): folds in a short
-    /// history without a `factors³` solve (see [`solve_short`]). `None` when λ depends
-    /// on the history's length (ν ≠ 0).
-    prior: Option<Mat<f64>>,
+    /// `R` with `R Rᵀ = (YᵀY + λI)⁻¹` (derived from the factors) for each history length
+    /// up to [`short_limit`] (one for all when λ does not depend on it, ν = 0): folds in
+    /// a short history without a `factors³` solve (see [`solve_short`]).
+    priors: Vec<Mat<f64>>,
 }
 
-/// `R` with `R Rᵀ = (YᵀY + λI)⁻¹`, when λ is the same for every history (ν = 0).
-fn prior_factor(gram: &[f64], d: usize, params: &AlsParams) -> Option<Mat<f64>> {
-    if params.reg_exponent != 0.0 || d == 0 || gram.len() != d * d {
-        return None;
+/// Histories up to this many items fold in through [`solve_short`]: below about half
+/// the factor count it costs less than the full solve.
+fn short_limit(d: usize) -> usize {
+    d / 2
+}
+
+/// `R` with `R Rᵀ = (YᵀY + λ(n)I)⁻¹` for `n` = 1 ..= [`short_limit`] (one matrix when
+/// λ is the same for every length); empty if any is not positive definite.
+fn prior_factors(gram: &[f64], d: usize, params: &AlsParams) -> Vec<Mat<f64>> {
+    if d == 0 || gram.len() != d * d {
+        return Vec::new();
     }
-    let lam = lambda(params, 1);
-    let a = Mat::<f64>::from_fn(d, d, |p, q| gram[p * d + q] + if p == q { lam } else { 0.0 });
-    let inverse = a.llt(faer::Side::Lower).ok()?.inverse();
-    Some(inverse.llt(faer::Side::Lower).ok()?.L().to_owned())
+    let lengths = if params.reg_exponent == 0.0 { 1 } else { short_limit(d) };
+    let factor = |n: usize| -> Option<Mat<f64>> {
+        let lam = lambda(params, n);
+        let a = Mat::<f64>::from_fn(d, d, |p, q| gram[p * d + q] + if p == q { lam } else { 0.0 });
+        let inverse = a.llt(faer::Side::Lower).ok()?.inverse();
+        Some(inverse.llt(faer::Side::Lower).ok()?.L().to_owned())
+    };
+    (1..=lengths).into_par_iter().map(factor).collect::<Option<Vec<_>>>().unwrap_or_default()
 }
 
 /// The fold-in of a history of `n` items through the Woodbury identity, given `R` with
@@ -337,8 +348,10 @@ impl CollabModel {
     /// A user vector for a weighted history of `(item, weight)`.
     pub fn user_vector(&self, history: &[(u32, f32)]) -> Vec<f32> {
         let d = self.factors();
-        if let (Some(r), Some(data)) = (&self.prior, self.item_factors.as_slice()) {
-            if !history.is_empty() && history.len() * 2 <= d && history.iter().all(|&(j, _)| (j as usize) < self.item_factors.nrows()) {
+        let n = history.len();
+        let prior = if self.params.reg_exponent == 0.0 { self.priors.first() } else { n.checked_sub(1).and_then(|i| self.priors.get(i)) };
+        if let (Some(r), Some(data)) = (prior, self.item_factors.as_slice()) {
+            if n > 0 && n <= short_limit(d) && history.iter().all(|&(j, _)| (j as usize) < self.item_factors.nrows()) {
                 if let Some(x) = solve_short(history, data, d, r, f64::from(self.params.alpha)) {
                     return x;
                 }
@@ -350,12 +363,12 @@ impl CollabModel {
     /// Rebuilds from stored factors (the Gram matrix is derived, not stored).
     pub fn from_factors(item_factors: Array2<f32>, params: AlsParams) -> CollabModel {
         let gram = gram(&item_factors);
-        let prior = prior_factor(&gram, item_factors.ncols(), &params);
+        let priors = prior_factors(&gram, item_factors.ncols(), &params);
         CollabModel {
             item_factors,
             gram,
             params,
-            prior,
+            priors,
         }
     }
 }
@@ -413,21 +426,20 @@ mod tests {
     fn short_histories_fold_in_as_the_full_solve_does() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let y = Array2::from_shape_fn((200, 16), |_| rng.gen_range(-0.5f32..0.5));
-        let m = CollabModel::from_factors(y.clone(), AlsParams { factors: 16, alpha: 3.0, ..AlsParams::default() });
-        assert!(m.prior.is_some());
-        for n in 1..=8 {
-            let history: Vec<(u32, f32)> = (0..n).map(|i| ((i * 23 + n) as u32 % 200, 0.5 + i as f32)).collect();
-            let mut sorted = history.clone();
-            sorted.sort_by_key(|x| x.0);
-            let short = m.user_vector(&sorted);
-            let full = solve_exact(&sorted, &y, &m.gram, &m.params);
-            for (a, b) in short.iter().zip(&full) {
-                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{n} items: {short:?} vs {full:?}");
+        // λ the same for every history, and λ scaled by the history's length.
+        for (nu, priors) in [(0.0, 1), (0.5, 8)] {
+            let m = CollabModel::from_factors(y.clone(), AlsParams { factors: 16, alpha: 3.0, reg_exponent: nu, regularization: 4.0, ..AlsParams::default() });
+            assert_eq!(m.priors.len(), priors);
+            for n in 1..=8 {
+                let mut history: Vec<(u32, f32)> = (0..n).map(|i| ((i * 23 + n) as u32 % 200, 0.5 + i as f32)).collect();
+                history.sort_by_key(|x| x.0);
+                let short = m.user_vector(&history);
+                let full = solve_exact(&history, &y, &m.gram, &m.params);
+                for (a, b) in short.iter().zip(&full) {
+                    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "ν {nu}, {n} items: {short:?} vs {full:?}");
+                }
             }
         }
-        // λ that depends on the history's length takes the full solve.
-        let scaled = CollabModel::from_factors(y, AlsParams { factors: 16, reg_exponent: 0.5, ..AlsParams::default() });
-        assert!(scaled.prior.is_none());
     }
 
     #[test]

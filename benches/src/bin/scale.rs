@@ -67,6 +67,10 @@ struct Args {
     /// temporary folder otherwise.
     #[arg(long)]
     model_root: Option<PathBuf>,
+    /// Skip generating and training: load the model under this root (one published by
+    /// `--model-root` or the trainer) and measure its load and queries.
+    #[arg(long, conflicts_with_all = ["tune", "write_csv", "model_root"])]
+    load: Option<PathBuf>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "benches/results/scale.json")]
     json: PathBuf,
@@ -132,8 +136,24 @@ impl Progress for Steps {
     }
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+/// What generating and training a store produced: the published model and its costs.
+#[derive(Default)]
+struct Trained {
+    dir: PathBuf,
+    generate_s: f64,
+    tune_s: f64,
+    train_s: f64,
+    hwm_generate: f64,
+    hwm_train: f64,
+    steps: Vec<(String, f64)>,
+    model_bytes: u64,
+    /// Keeps a temporary model root alive until the measurements are done.
+    _temporary: Option<tempfile::TempDir>,
+}
+
+/// Generates the store and trains and publishes it; `None` when told only to write it
+/// out as CSV.
+fn generate_and_train(args: &Args) -> Result<Option<Trained>> {
     let t = Instant::now();
     let data = power_law_store(
         PowerLawSize { items: args.items, users: args.users, events: args.events, items_per_category: args.items_per_category },
@@ -146,7 +166,7 @@ fn main() -> Result<()> {
         affinity_core::data::write_events(&dir.join("events.csv"), &data.events)?;
         affinity_core::data::write_items(&dir.join("items.csv"), &data.items)?;
         println!("wrote {} events and {} items to {}", data.events.len(), data.items.len(), dir.display());
-        return Ok(());
+        return Ok(None);
     }
     eprintln!("generated {} events in {generate_s:.1} s; training …", data.events.len());
     let steps = Steps::default();
@@ -174,6 +194,30 @@ fn main() -> Result<()> {
     unsafe {
         libc::malloc_trim(0);
     }
+    Ok(Some(Trained {
+        dir,
+        generate_s,
+        tune_s,
+        train_s,
+        hwm_generate,
+        hwm_train,
+        steps: steps.done.into_inner().unwrap_or_default(),
+        model_bytes,
+        _temporary: Some(temporary),
+    }))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let trained = match &args.load {
+        Some(root) => Trained { dir: format::resolve(root)?, ..Trained::default() },
+        None => match generate_and_train(&args)? {
+            Some(trained) => trained,
+            None => return Ok(()),
+        },
+    };
+    let Trained { dir, generate_s, tune_s, train_s, hwm_generate, hwm_train, steps, model_bytes, _temporary } = trained;
+    let model_bytes = if args.load.is_some() { std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|md| md.len()).sum() } else { model_bytes };
     let rss_before = status_mib("VmRSS:");
     let t = Instant::now();
     let mut m = format::load(&dir)?;
@@ -213,7 +257,7 @@ fn main() -> Result<()> {
         generate_s,
         tune_s,
         train_s,
-        steps: steps.done.into_inner().unwrap_or_default(),
+        steps,
         peak_rss_after_generate_mib: hwm_generate,
         peak_rss_after_train_mib: hwm_train,
         model_bytes,

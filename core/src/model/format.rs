@@ -478,12 +478,23 @@ pub fn load(path: &Path) -> Result<Model> {
             }
             AnnIndex::load(&dir, name, len, dims).map(Some)
         };
-        let indexes = Indexes {
+        // The three graphs load in parallel: parsing them is most of a large model's load.
+        let (collab_n, content_n) = (count(&model.has_collab), count(&model.has_content));
+        let (mips, (collab, content)) = rayon::join(
             // Models before the inner-product graph hold transformed vectors, one longer
             // (see `ann::ip_query`).
-            mips: load_index("collab_mips", count(&model.has_collab), &[d, d + 1])?,
-            collab: load_index("collab_cos", count(&model.has_collab), &[d])?,
-            content: load_index("content", count(&model.has_content), &[params.content.dim])?,
+            || load_index("collab_mips", collab_n, &[d, d + 1]),
+            || {
+                rayon::join(
+                    || load_index("collab_cos", collab_n, &[d]),
+                    || load_index("content", content_n, &[params.content.dim]),
+                )
+            },
+        );
+        let indexes = Indexes {
+            mips: mips?,
+            collab: collab?,
+            content: content?,
         };
         model.indexes = indexes;
     }
