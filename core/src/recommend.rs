@@ -889,34 +889,49 @@ impl Model {
         let narrow = narrow_enough(filter.narrowed.as_ref(), settings, k);
         if !settings.scores_exactly(self.n_items()) && !narrow {
             if let Some(index) = &self.indexes().mips {
-                let want = (need + filter.seen.len() + filter.excluded.len()).min(index.len());
                 let q = crate::ann::ip_query(u, index.dim());
-                let ef = settings.ef_search.max(want);
-                let mut cands: Vec<ItemIdx> = index.search(&q, want, ef).into_iter().map(|h| ItemIdx(h.item)).collect();
                 // An index of MIPS-transformed vectors (models before the inner-product
                 // graph) leaves low-norm items crowded together, which its search wades
                 // through: there the items closest in angle (cosine index) and the
                 // strongest items by norm, which top most inner products, join the
                 // candidates.
                 let transformed = index.dim() == u.len() + 1;
-                if let (true, Some(cosine)) = (transformed, &self.indexes().collab) {
-                    cands.extend(cosine.search(&q[..u.len()], want, ef).into_iter().map(|h| ItemIdx(h.item)));
-                }
-                cands.extend(votes.items());
-                cands.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
-                cands.extend(query.rules.new_arrival_items(self, self.clock()));
-                cands.retain(|&i| filter.allows(i));
-                cands.sort_unstable();
-                cands.dedup();
-                // Enough only when the searches (not the strongest items, which pass a
-                // selective filter by chance) left `need` eligible: else score exactly.
-                if cands.len() >= need {
-                    if transformed {
-                        cands.extend(self.strongest_items().iter().copied().filter(|&i| filter.allows(i)));
-                        cands.sort_unstable();
-                        cands.dedup();
+                // Room for what the filter drops (up to `ROOM` items at first): a user who
+                // had thousands of items searches for four times more each round rather
+                // than for all of them at once, and once a search would cost about what
+                // scoring everything does (a list of a 32nd of the catalogue), scores
+                // exactly.
+                const ROOM: usize = 500;
+                let dropped = filter.seen.len() + filter.excluded.len();
+                let mut want = (need + dropped.min(ROOM)).min(index.len());
+                loop {
+                    let ef = settings.ef_search.max(want);
+                    let mut cands: Vec<ItemIdx> = index.search(&q, want, ef).into_iter().map(|h| ItemIdx(h.item)).collect();
+                    if let (true, Some(cosine)) = (transformed, &self.indexes().collab) {
+                        cands.extend(cosine.search(&q[..u.len()], want, ef).into_iter().map(|h| ItemIdx(h.item)));
                     }
-                    return Ok((cands.into_iter().map(score).collect(), Retrieval::Ann));
+                    cands.extend(votes.items());
+                    cands.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
+                    cands.extend(query.rules.new_arrival_items(self, self.clock()));
+                    cands.retain(|&i| filter.allows(i));
+                    cands.sort_unstable();
+                    cands.dedup();
+                    // Enough only when the searches (not the strongest items, which pass a
+                    // selective filter by chance) left `need` eligible: else search on or
+                    // score exactly.
+                    if cands.len() >= need {
+                        if transformed {
+                            cands.extend(self.strongest_items().iter().copied().filter(|&i| filter.allows(i)));
+                            cands.sort_unstable();
+                            cands.dedup();
+                        }
+                        return Ok((cands.into_iter().map(score).collect(), Retrieval::Ann));
+                    }
+                    let next = (want * 4).min(index.len());
+                    if want == index.len() || next.saturating_mul(32) > index.len() {
+                        break;
+                    }
+                    want = next;
                 }
             }
         }

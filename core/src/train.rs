@@ -170,6 +170,7 @@ pub fn train_for(
         serving,
         weight_scale: matrix.weight_scale,
         tuning: None,
+        ef_calibration: None,
         train_seconds: 0.0,
         log_position: 0,
         files: Default::default(),
@@ -199,6 +200,13 @@ pub fn train_for(
     }
     progress.advance();
     progress.finish();
+    if only.is_none() && model.has_indexes() {
+        // The search list size that finds the exact top 10 on this catalogue.
+        progress.begin("search list size (ef) from measured recall", 1);
+        model.calibrate_ef();
+        progress.advance();
+        progress.finish();
+    }
     let items_with_content = (0..model.n_items() as u32).filter(|&i| model.has_content(ItemIdx(i))).count();
     let manifest = model.manifest_mut();
     manifest.counts.items_with_content = items_with_content;

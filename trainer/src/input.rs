@@ -234,7 +234,16 @@ pub fn train(args: TrainArgs) -> Result<()> {
         c.events,
         m.manifest().train_seconds,
         m.manifest().time_kind,
-        if m.default_settings().scores_exactly(m.n_items()) { "exact" } else { "ann" },
+        match &m.manifest().ef_calibration {
+            _ if m.default_settings().scores_exactly(m.n_items()) => "exact".to_string(),
+            Some(c) => format!(
+                "HNSW, ef {} (recall@10 {:.3} against exact for {} users)",
+                c.ef_search,
+                c.recall_at_10.iter().find(|(ef, _)| *ef == c.ef_search).map_or(0.0, |x| x.1),
+                c.queries
+            ),
+            None => "HNSW".to_string(),
+        },
     );
     Ok(())
 }

@@ -107,6 +107,9 @@ pub struct Manifest {
     /// How the parameters were chosen, when `train` searched for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuning: Option<TuningReport>,
+    /// How the serving `ef` was chosen from measured recall, when the model has indexes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ef_calibration: Option<super::calibrate::EfCalibration>,
     /// Seconds spent training (excluding writing).
     pub train_seconds: f64,
     /// The last event-log position the model was trained through (0: trained from files

@@ -8,6 +8,7 @@
 //! address items and users by [`ItemIdx`] / [`UserIdx`]; scoring lives in
 //! [`crate::recommend`], the on-disk form in [`format`].
 
+pub mod calibrate;
 mod edits;
 pub mod format;
 pub mod publish;
