@@ -99,6 +99,9 @@ struct Args {
     /// Skip the h2load runs even when h2load is installed.
     #[arg(long)]
     no_h2load: bool,
+    /// HNSW search list size for the in-process server (default: the model's own).
+    #[arg(long)]
+    ef_search: Option<usize>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "benches/results/load.json")]
     json: PathBuf,
@@ -519,7 +522,7 @@ fn main() -> Result<()> {
             let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
             let addr = format!("http://{}", listener.local_addr()?);
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let state = ServerState::new(root.clone(), SettingsOverrides::default());
+            let state = ServerState::new(root.clone(), SettingsOverrides { ef_search: args.ef_search, ..SettingsOverrides::default() });
             let handle = server_rt.spawn(server::run(listener, state, async {
                 let _ = stopped.await;
             }));

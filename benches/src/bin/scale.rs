@@ -100,6 +100,8 @@ struct Report {
     model_bytes: u64,
     load_s: f64,
     loaded_rss_mib: f64,
+    /// Peak resident memory while loading, above what was resident before.
+    load_peak_rss_mib: f64,
     rss_per_million_items_mib: f64,
     ef: Vec<EfRow>,
 }
@@ -219,13 +221,20 @@ fn main() -> Result<()> {
     let Trained { dir, generate_s, tune_s, train_s, hwm_generate, hwm_train, steps, model_bytes, _temporary } = trained;
     let model_bytes = if args.load.is_some() { std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|md| md.len()).sum() } else { model_bytes };
     let rss_before = status_mib("VmRSS:");
+    // Reset the peak (VmHWM) to the current size, so the next reading is the load's peak.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let t = Instant::now();
     let mut m = format::load(&dir)?;
     let load_s = t.elapsed().as_secs_f64();
     let loaded_rss = status_mib("VmRSS:") - rss_before;
+    let load_peak = status_mib("VmHWM:") - rss_before;
     eprintln!("trained in {train_s:.1} s; {model_bytes} bytes on disk; loaded in {load_s:.2} s (+{loaded_rss:.0} MiB)");
 
     let exact = ServingSettings::from_params(&m.manifest().params).exact();
+    if let Some(c) = m.calibrate_ef() {
+        let at = |ef: usize| c.recall_at_10.iter().find(|x| x.0 == ef).map_or(f64::NAN, |x| x.1);
+        eprintln!("calibration (the trainer's choice of ef): ef {} (index recall@10 {:.3}); ladder {:?}", c.ef_search, at(c.ef_search), c.recall_at_10);
+    }
     m.ensure_indexes(&exact.ann());
     let users: Vec<String> = m.user_ids().iter().step_by((m.n_users() / args.queries.max(1)).max(1)).take(args.queries).cloned().collect();
     let category = m.items()[0].category.clone();
@@ -251,9 +260,9 @@ fn main() -> Result<()> {
         }
     }
     let report = Report {
-        items: args.items,
-        users: args.users,
-        events: args.events,
+        items: m.n_items(),
+        users: m.n_users(),
+        events: m.manifest().counts.events,
         generate_s,
         tune_s,
         train_s,
@@ -263,11 +272,12 @@ fn main() -> Result<()> {
         model_bytes,
         load_s,
         loaded_rss_mib: loaded_rss,
-        rss_per_million_items_mib: loaded_rss / (args.items as f64 / 1e6),
+        load_peak_rss_mib: load_peak,
+        rss_per_million_items_mib: loaded_rss / (m.n_items() as f64 / 1e6),
         ef: rows,
     };
     println!(
-        "{} items · {} users · {} events: generate {:.1} s, tune {:.1} s, train {:.1} s (peak RSS {:.0} MiB), model {:.1} MiB on disk, load {:.2} s (+{:.0} MiB resident, {:.0} MiB per million items)",
+        "{} items · {} users · {} events: generate {:.1} s, tune {:.1} s, train {:.1} s (peak RSS {:.0} MiB), model {:.1} MiB on disk, load {:.2} s (+{:.0} MiB resident, peak +{:.0} MiB while loading, {:.0} MiB per million items)",
         report.items,
         report.users,
         report.events,
@@ -278,6 +288,7 @@ fn main() -> Result<()> {
         report.model_bytes as f64 / 1048576.0,
         report.load_s,
         report.loaded_rss_mib,
+        report.load_peak_rss_mib,
         report.rss_per_million_items_mib
     );
     println!("{:>5} {:>9} {:>10} {:>10} {:>10} {:>9}", "ef", "filtered", "recall@10", "exact µs", "ann µs", "speed-up");
