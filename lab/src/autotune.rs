@@ -9,8 +9,11 @@
 //! data like MovieLens does not carry over to the rest of a user's taste); where events
 //! have no order, a random fifth. With mixed event kinds the target is
 //! drawn from purchases when there are any (what a shop wants more of), else from every
-//! kind. Candidates are fitted on the rest and ranked on the slice through the serving
-//! code path, each fitted candidate also re-scored with every neighbour blend of
+//! kind. A log of more than `Budget::max_events` interactions is searched on every event of
+//! a seeded sample of its users (the final fit uses all of them), so the search costs
+//! about the same on ten million events as on one and a half million. Candidates are
+//! fitted on the rest and ranked on the slice through the serving code path, each fitted
+//! candidate also re-scored with every neighbour blend of
 //! [`BLEND_SWEEP`](crate::tune::BLEND_SWEEP) (a serving setting, no refit). The search
 //! is seeded, so the same input and seed give the same parameters as long as the
 //! wall-clock cap is not what stops it (the report says which stopped it). The chosen
