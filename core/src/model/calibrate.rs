@@ -84,3 +84,35 @@ impl Model {
         Some(calibration)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::TimeKind;
+    use crate::demo::{generate, DemoSize, DEMO_SEED};
+    use crate::testing::fast_params;
+    use crate::train::{train, NoProgress};
+
+    #[test]
+    fn the_trainer_serves_the_smallest_ef_that_finds_the_exact_top_10() {
+        let store = generate(DemoSize { users: 400, items: 2_000, events_per_user: 20, planted: false }, DEMO_SEED);
+        // A sparse graph (few links, short build lists), so small lists miss: recall@10
+        // rises from about 0.91 at ef 10 to 0.96 at 40.
+        let mut p = fast_params();
+        p.exact_max_items = 0;
+        p.hnsw.max_connections = 6;
+        p.hnsw.ef_construction = 12;
+        let m = train(&store, TimeKind::Unix, &p, &NoProgress);
+        let c = m.manifest().ef_calibration.clone().expect("a model served through its index is calibrated");
+        assert_eq!(m.default_settings().ef_search, c.ef_search);
+        assert_eq!(c.recall_at_10.iter().map(|x| x.0).collect::<Vec<_>>(), LADDER);
+        assert!(c.queries > 0 && c.recall_at_10.iter().all(|&(_, r)| (0.0..=1.0).contains(&r)));
+        let chosen = LADDER.iter().position(|&ef| ef == c.ef_search).unwrap();
+        assert!(chosen > 0, "this sparse graph misses at the smallest list (about 0.91): {c:?}");
+        assert!(c.recall_at_10[..chosen].iter().all(|&(_, r)| r < TARGET_RECALL), "a smaller ef reached the target: {c:?}");
+        assert!(c.recall_at_10[chosen].1 >= TARGET_RECALL || chosen == LADDER.len() - 1, "{c:?}");
+        // A catalogue scored exactly has no index to calibrate.
+        let exact = train(&store, TimeKind::Unix, &fast_params(), &NoProgress);
+        assert!(exact.manifest().ef_calibration.is_none());
+    }
+}

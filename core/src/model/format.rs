@@ -392,22 +392,41 @@ pub fn load(path: &Path) -> Result<Model> {
             .get(name)
             .ok_or_else(|| Error::model(dir.join(name), "missing from manifest.json"))
     };
-    let items: Vec<Item> = if manifest.format_version >= 5 {
-        decode(&dir, "items.bin", take("items.bin")?)?
-    } else {
-        decode::<Vec<ItemV1>>(&dir, "items.bin", take("items.bin")?)?.into_iter().map(Item::from).collect()
-    };
-    let users_file: UsersFile = decode(&dir, "users.bin", take("users.bin")?)?;
-    let popularity: Vec<f32> = decode(&dir, "popularity.bin", take("popularity.bin")?)?;
-    let neighbours: Neighbours = decode(&dir, "neighbours.bin", take("neighbours.bin")?)?;
+    // The tables are independent: they decode in parallel (a million-item model's take
+    // seconds each).
+    let version = manifest.format_version;
+    let ((items, users_file), ((popularity, neighbours), (repeat, activity))) = rayon::join(
+        || {
+            rayon::join(
+                || -> Result<Vec<Item>> {
+                    if version >= 5 {
+                        decode(&dir, "items.bin", take("items.bin")?)
+                    } else {
+                        Ok(decode::<Vec<ItemV1>>(&dir, "items.bin", take("items.bin")?)?.into_iter().map(Item::from).collect())
+                    }
+                },
+                || decode::<UsersFile>(&dir, "users.bin", take("users.bin")?),
+            )
+        },
+        || {
+            rayon::join(
+                || rayon::join(|| decode::<Vec<f32>>(&dir, "popularity.bin", take("popularity.bin")?), || decode::<Neighbours>(&dir, "neighbours.bin", take("neighbours.bin")?)),
+                || {
+                    rayon::join(
+                        // Format 2 learned nothing about returns: its models exclude what
+                        // users had.
+                        || if version >= 3 { decode::<RepeatModel>(&dir, "repeat.bin", take("repeat.bin")?) } else { Ok(RepeatModel::default()) },
+                        // Formats before 4 kept no activity summaries: their profiles have
+                        // counts only from live events (filled in below).
+                        || if version >= 4 { decode::<ActivityTable>(&dir, "activity.bin", take("activity.bin")?).map(Some) } else { Ok(None) },
+                    )
+                },
+            )
+        },
+    );
+    let (items, users_file, popularity, neighbours, repeat) = (items?, users_file?, popularity?, neighbours?, repeat?);
     let n_items = items.len();
     let n_users = users_file.ids.len();
-    // Format 2 learned nothing about returns: its models exclude what users had.
-    let repeat: RepeatModel = if manifest.format_version >= 3 {
-        decode(&dir, "repeat.bin", take("repeat.bin")?)?
-    } else {
-        RepeatModel::default()
-    };
     if repeat.is_active()
         && (repeat.item_group.len() != n_items
             || repeat.item_factor.len() != n_items
@@ -417,13 +436,7 @@ pub fn load(path: &Path) -> Result<Model> {
     {
         return Err(Error::model(dir.join("repeat.bin"), "does not match the item and user tables"));
     }
-    // Formats before 4 kept no activity summaries: their profiles have counts only from
-    // live events.
-    let activity: ActivityTable = if manifest.format_version >= 4 {
-        decode(&dir, "activity.bin", take("activity.bin")?)?
-    } else {
-        ActivityTable { users: vec![Default::default(); n_users], now: None, recent: Vec::new() }
-    };
+    let activity = activity?.unwrap_or_else(|| ActivityTable { users: vec![Default::default(); n_users], now: None, recent: Vec::new() });
     if activity.users.len() != n_users || activity.recent.iter().any(|r| r.user as usize >= n_users || r.item as usize >= n_items) {
         return Err(Error::model(dir.join("activity.bin"), "length differs from the user count"));
     }
@@ -446,9 +459,16 @@ pub fn load(path: &Path) -> Result<Model> {
     }
     let params = manifest.params;
     let d = params.als.factors;
-    let item_factors = matrix(&dir, "collab_items.f32", take("collab_items.f32")?, n_items, d)?;
-    let user_factors = matrix(&dir, "collab_users.f32", take("collab_users.f32")?, n_users, d)?;
-    let content = matrix(&dir, "content.f32", take("content.f32")?, n_items, params.content.dim)?;
+    let (item_factors, (user_factors, content)) = rayon::join(
+        || matrix(&dir, "collab_items.f32", take("collab_items.f32")?, n_items, d),
+        || {
+            rayon::join(
+                || matrix(&dir, "collab_users.f32", take("collab_users.f32")?, n_users, d),
+                || matrix(&dir, "content.f32", take("content.f32")?, n_items, params.content.dim),
+            )
+        },
+    );
+    let (item_factors, user_factors, content) = (item_factors?, user_factors?, content?);
     drop(blobs);
     let users = IdMap::from_ids(users_file.ids);
     let parts = ModelParts {
