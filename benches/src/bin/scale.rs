@@ -102,6 +102,9 @@ struct Report {
     loaded_rss_mib: f64,
     /// Peak resident memory while loading, above what was resident before.
     load_peak_rss_mib: f64,
+    /// Peak resident memory while a second copy loads beside the first (a hot reload),
+    /// above what was resident before the first.
+    reload_peak_rss_mib: f64,
     rss_per_million_items_mib: f64,
     ef: Vec<EfRow>,
 }
@@ -228,6 +231,14 @@ fn main() -> Result<()> {
     let load_s = t.elapsed().as_secs_f64();
     let loaded_rss = status_mib("VmRSS:") - rss_before;
     let load_peak = status_mib("VmHWM:") - rss_before;
+    // A hot reload: the next version loads while the live one still serves.
+    let reload_peak = {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let next = format::load(&dir)?;
+        let peak = status_mib("VmHWM:") - rss_before;
+        drop(next);
+        peak
+    };
     eprintln!("trained in {train_s:.1} s; {model_bytes} bytes on disk; loaded in {load_s:.2} s (+{loaded_rss:.0} MiB)");
 
     let exact = ServingSettings::from_params(&m.manifest().params).exact();
@@ -273,11 +284,12 @@ fn main() -> Result<()> {
         load_s,
         loaded_rss_mib: loaded_rss,
         load_peak_rss_mib: load_peak,
+        reload_peak_rss_mib: reload_peak,
         rss_per_million_items_mib: loaded_rss / (m.n_items() as f64 / 1e6),
         ef: rows,
     };
     println!(
-        "{} items · {} users · {} events: generate {:.1} s, tune {:.1} s, train {:.1} s (peak RSS {:.0} MiB), model {:.1} MiB on disk, load {:.2} s (+{:.0} MiB resident, peak +{:.0} MiB while loading, {:.0} MiB per million items)",
+        "{} items · {} users · {} events: generate {:.1} s, tune {:.1} s, train {:.1} s (peak RSS {:.0} MiB), model {:.1} MiB on disk, load {:.2} s (+{:.0} MiB resident, peak +{:.0} MiB while loading, +{:.0} MiB while reloading beside it, {:.0} MiB per million items)",
         report.items,
         report.users,
         report.events,
@@ -289,6 +301,7 @@ fn main() -> Result<()> {
         report.load_s,
         report.loaded_rss_mib,
         report.load_peak_rss_mib,
+        report.reload_peak_rss_mib,
         report.rss_per_million_items_mib
     );
     println!("{:>5} {:>9} {:>10} {:>10} {:>10} {:>9}", "ef", "filtered", "recall@10", "exact µs", "ann µs", "speed-up");
