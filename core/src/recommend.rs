@@ -315,13 +315,11 @@ impl Votes {
 /// Which items may be returned for one request.
 struct Eligibility<'a> {
     model: &'a Model,
-    /// Sorted.
-    seen: Vec<ItemIdx>,
-    /// Sorted.
-    excluded: Vec<ItemIdx>,
-    /// The same two sets as bits, for the per-item checks.
+    /// What the user had and what the request excludes, as bits: scoring asks every item.
     seen_bits: ItemBits,
     excluded_bits: ItemBits,
+    /// How many ids the two sets were given: room an index search leaves for them.
+    dropped: usize,
     /// The rules' filters (and the request's category).
     filter: ItemFilter<'a>,
     /// The items an include filter narrows to (sorted), when one is set.
@@ -347,11 +345,11 @@ impl ItemBits {
 }
 
 impl<'a> Eligibility<'a> {
-    fn new(model: &'a Model, seen: Vec<ItemIdx>, excluded: Vec<ItemIdx>, filter: ItemFilter<'a>) -> Eligibility<'a> {
+    fn new(model: &'a Model, seen: &[ItemIdx], excluded: &[ItemIdx], filter: ItemFilter<'a>) -> Eligibility<'a> {
         let narrowed = filter.narrowed();
         let n = model.n_items_with_added();
-        let (seen_bits, excluded_bits) = (ItemBits::of(&seen, n), ItemBits::of(&excluded, n));
-        Eligibility { model, seen, excluded, seen_bits, excluded_bits, filter, narrowed }
+        let (seen_bits, excluded_bits) = (ItemBits::of(seen, n), ItemBits::of(excluded, n));
+        Eligibility { model, seen_bits, excluded_bits, dropped: seen.len() + excluded.len(), filter, narrowed }
     }
 
     fn allows(&self, i: ItemIdx) -> bool {
@@ -571,7 +569,7 @@ impl Model {
                 (history, returns)
             }
         };
-        let filter = Eligibility::new(self, seen, excluded, ItemFilter::new(self, &query.rules, query.category.as_deref()));
+        let filter = Eligibility::new(self, &seen, &excluded, ItemFilter::new(self, &query.rules, query.category.as_deref()));
         let recent = std::mem::take(&mut profile.recent);
         let mut answers = self.rank_eligible(query, settings, blends, cancel, profile, &recent, &filter, returns)?;
         for answer in &mut answers {
@@ -902,17 +900,18 @@ impl Model {
                 // scoring everything does (a list of a 32nd of the catalogue), scores
                 // exactly.
                 const ROOM: usize = 500;
-                let dropped = filter.seen.len() + filter.excluded.len();
-                let mut want = (need + dropped.min(ROOM)).min(index.len());
+                let mut want = (need + filter.dropped.min(ROOM)).min(index.len());
+                // Candidates whatever the index finds: voted, promoted, new arrivals.
+                let mut extra = votes.items();
+                extra.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
+                extra.extend(query.rules.new_arrival_items(self, self.clock()));
                 loop {
                     let ef = settings.ef_search.max(want);
                     let mut cands: Vec<ItemIdx> = index.search(&q, want, ef).into_iter().map(|h| ItemIdx(h.item)).collect();
                     if let (true, Some(cosine)) = (transformed, &self.indexes().collab) {
                         cands.extend(cosine.search(&q[..u.len()], want, ef).into_iter().map(|h| ItemIdx(h.item)));
                     }
-                    cands.extend(votes.items());
-                    cands.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
-                    cands.extend(query.rules.new_arrival_items(self, self.clock()));
+                    cands.extend_from_slice(&extra);
                     cands.retain(|&i| filter.allows(i));
                     cands.sort_unstable();
                     cands.dedup();
@@ -954,13 +953,12 @@ impl Model {
     /// Inner products are scaled into [-1, 1] by |u| and the largest item norm M; votes
     /// are already scaled so the strongest is 1. Without votes (or β = 0) the inner
     /// products stand as they are.
-    fn blend(&self, u: &[f32], raw: Vec<(f32, ItemIdx)>, votes: &Votes, blend: f32) -> Vec<(f32, ItemIdx)> {
+    fn blend(&self, u: &[f32], mut raw: Vec<(f32, ItemIdx)>, votes: &Votes, blend: f32) -> Vec<(f32, ItemIdx)> {
         let beta = if votes.is_empty() { 0.0 } else { blend.clamp(0.0, 1.0) };
         if beta == 0.0 {
             return raw;
         }
         let scale = (1.0 - beta) / (norm(u) * self.max_norm()).max(f32::MIN_POSITIVE);
-        let mut raw = raw;
         for x in raw.iter_mut() {
             x.0 = scale * x.0 + beta * votes.get(x.1);
         }
@@ -1057,7 +1055,7 @@ impl Model {
         if let Some(c) = category {
             check_ids("category", std::iter::once(&c.to_string()), 1)?;
         }
-        Ok(Eligibility::new(self, Vec::new(), Vec::new(), ItemFilter::new(self, rules, category)))
+        Ok(Eligibility::new(self, &[], &[], ItemFilter::new(self, rules, category)))
     }
 
     /// A ranked list of popular-kind items under the rules, each with `text` as reason.

@@ -232,26 +232,11 @@ impl Model {
         let cold = (0..items.len() as u32).map(ItemIdx).filter(|i| !has_collab[i.get()] && items[i.get()].listed_at.is_some()).collect();
         let mut by_listing: Vec<(i64, ItemIdx)> = items.iter().enumerate().filter_map(|(i, it)| it.listed_at.map(|t| (t, ItemIdx(i as u32)))).collect();
         by_listing.sort_unstable();
+        // Unit vectors, and each item's factor norm from the same pass.
         let mut collab_unit = collab.item_factors.clone();
-        for mut r in collab_unit.rows_mut() {
-            if let Some(s) = r.as_slice_mut() {
-                linalg::normalize(s);
-            }
-        }
-        let max_norm = collab
-            .item_factors
-            .rows()
-            .into_iter()
-            .map(|r| linalg::norm(r.as_slice().unwrap_or(&[])))
-            .fold(0.0f32, f32::max);
-        let mut strongest: Vec<(f32, ItemIdx)> = collab
-            .item_factors
-            .rows()
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| (linalg::norm(r.as_slice().unwrap_or(&[])), ItemIdx(i as u32)))
-            .filter(|x| x.0 > 0.0)
-            .collect();
+        let norms: Vec<f32> = collab_unit.rows_mut().into_iter().map(|mut r| r.as_slice_mut().map_or(0.0, linalg::normalize)).collect();
+        let max_norm = norms.iter().copied().fold(0.0f32, f32::max);
+        let mut strongest: Vec<(f32, ItemIdx)> = norms.iter().enumerate().map(|(i, &n)| (n, ItemIdx(i as u32))).filter(|x| x.0 > 0.0).collect();
         if strongest.len() > Self::STRONGEST {
             strongest.select_nth_unstable_by(Self::STRONGEST, |a, b| b.0.total_cmp(&a.0));
             strongest.truncate(Self::STRONGEST);
