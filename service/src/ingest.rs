@@ -33,6 +33,8 @@ enum Job {
         user_id: String,
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// Sync what is written (whatever the policy): the last job at shutdown.
+    Flush { reply: oneshot::Sender<Result<(), String>> },
     /// Remove old segments a model already holds.
     Prune {
         position: u64,
@@ -234,6 +236,16 @@ impl Ingest {
     pub async fn prune(&self, position: u64, older_than: std::time::SystemTime) -> Result<usize, IngestError> {
         self.ask(|reply| Job::Prune { position, older_than, reply }).await
     }
+
+    /// Syncs everything written so far to disk, whatever the sync policy (at shutdown:
+    /// with `SyncPolicy::Off`, this is what makes acknowledged events survive a power
+    /// cut after a clean stop).
+    ///
+    /// # Errors
+    /// The log cannot be synced.
+    pub async fn flush(&self) -> Result<(), IngestError> {
+        self.ask(|reply| Job::Flush { reply }).await
+    }
 }
 
 /// The writer thread: every waiting batch, one sync, every answer; compactions and
@@ -256,6 +268,9 @@ fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMet
         for job in waiting {
             match job {
                 Job::Append { entries, reply } => round.push((entries, reply)),
+                Job::Flush { reply } => {
+                    let _ = reply.send(log.sync().map_err(|e| e.to_string()));
+                }
                 Job::Prune { position, older_than, reply } => {
                     let _ = reply.send(log.prune(position, older_than).map_err(|e| e.to_string()));
                 }

@@ -12,6 +12,9 @@
 //! - [`api`]: the `affinity.v1.Recommender` service; one file per RPC holds its wire
 //!   conversions (`TryFrom` into the engine's query types, `From` back).
 //! - [`status`]: the one place errors become gRPC statuses.
+//! - [`gate`]: the tower layer in front of every RPC: API keys and roles, the
+//!   concurrency limit, the per-RPC span, and Prometheus metrics.
+//! - [`config`]: the server's typed configuration (file, environment, flags).
 //! - [`server`]: the shell — `run(listener, state, shutdown)`, health, reflection.
 //! - [`demo`]: the `--demo` model.
 //! - [`client`]: client-side helpers (connect, wait for SERVING) for the client binary,
@@ -24,7 +27,9 @@
 pub mod api;
 pub mod catalogue;
 pub mod client;
+pub mod config;
 pub mod demo;
+pub mod gate;
 pub mod ingest;
 pub mod live;
 pub mod proto;

@@ -6,31 +6,79 @@
 //! when the state names a model path, the model is loaded off the async runtime after
 //! the listener is up. A model that cannot be loaded ends `run` with an error naming the
 //! bad file (the binary exits non-zero); a shutdown signal during the load ends it at once.
+//!
+//! Every RPC passes the [`crate::gate`] (keys, concurrency limit, span, metrics). On
+//! shutdown, health turns NOT_SERVING, the listener stops accepting, connections are
+//! told to go away (HTTP/2 GOAWAY) and in-flight requests get [`Options::drain`] to
+//! finish; then the event log is synced and `run` returns.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use affinity_core::model::format;
 use anyhow::{Context, Result};
 use futures::FutureExt;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tracing::info;
 
 use crate::api::RecommenderApi;
+use crate::gate::keys::KeyStore;
+use crate::gate::{Gate, GateLayer};
 use crate::proto::recommender_server::RecommenderServer;
 use crate::state::ServerState;
 
-/// Largest request the server accepts (a `recent_items` list or exclude list).
-const MAX_DECODING_BYTES: usize = 4 * 1024 * 1024;
+/// How the shell serves: limits, keys, TLS, metrics, draining.
+pub struct Options {
+    /// Requests served at once; the excess is shed (0: no limit).
+    pub max_concurrent: usize,
+    /// Largest request message accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Longest any request may run (`None`: only the client's deadline).
+    pub request_timeout: Option<Duration>,
+    /// After the shutdown signal, how long in-flight requests have to finish.
+    pub drain: Duration,
+    /// The API keys (none: every RPC open).
+    pub keys: Arc<KeyStore>,
+    /// How often to re-read the keys file.
+    pub keys_reload: Duration,
+    /// Serve TLS with this configuration (`None`: plaintext).
+    pub tls: Option<ServerTlsConfig>,
+    /// Serve Prometheus metrics on this listener.
+    pub metrics: Option<TcpListener>,
+}
 
-/// Serves until `shutdown` resolves.
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_concurrent: 0,
+            max_request_bytes: 4 * 1024 * 1024,
+            request_timeout: None,
+            drain: Duration::from_secs(20),
+            keys: KeyStore::open(),
+            keys_reload: Duration::from_secs(10),
+            tls: None,
+            metrics: None,
+        }
+    }
+}
+
+/// Serves with default [`Options`] (no limit, no keys, plaintext, no metrics port)
+/// until `shutdown` resolves.
 ///
 /// # Errors
 /// The model named by `state` cannot be loaded, or the server fails.
 pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    run_with(listener, state, Options::default(), shutdown).await
+}
+
+/// Serves as `options` say until `shutdown` resolves, then drains.
+///
+/// # Errors
+/// The model named by `state` cannot be loaded, TLS cannot be set up, or the server fails.
+pub async fn run_with(listener: TcpListener, state: Arc<ServerState>, options: Options, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let shutdown = shutdown.boxed().shared();
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_service_status("", ServingStatus::NotServing).await;
@@ -44,9 +92,29 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     };
     let reflection_v1 = reflection().build_v1().context("cannot build the reflection service")?;
     let reflection_v1alpha = reflection().build_v1alpha().context("cannot build the reflection service")?;
-    let api = RecommenderServer::new(RecommenderApi::new(Arc::clone(&state))).max_decoding_message_size(MAX_DECODING_BYTES);
-    let serving = tokio::spawn(
-        Server::builder()
+    let api = RecommenderServer::new(RecommenderApi::new(Arc::clone(&state))).max_decoding_message_size(options.max_request_bytes);
+    let gate = Gate::new(Arc::clone(&options.keys), Arc::clone(state.metrics()), options.max_concurrent);
+    let mut builder = Server::builder();
+    if let Some(tls) = options.tls {
+        builder = builder.tls_config(tls).context("cannot set up TLS")?;
+    }
+    if let Some(timeout) = options.request_timeout {
+        builder = builder.timeout(timeout);
+    }
+    if let Some(listener) = options.metrics {
+        let (state, stop) = (Arc::clone(&state), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::gate::metrics::serve(listener, state, stop).await {
+                tracing::error!(cause = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    if options.keys.has_file() {
+        tokio::spawn(watch_keys(Arc::clone(&options.keys), options.keys_reload));
+    }
+    let mut serving = tokio::spawn(
+        builder
+            .layer(GateLayer(gate))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -60,7 +128,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     if let (false, Some(path)) = (state.is_ready(), state.model_path().cloned()) {
         let loader = Arc::clone(&state);
         let load = tokio::task::spawn_blocking(move || -> affinity_core::Result<()> {
-            loader.install(format::load(&path)?);
+            loader.install(loader.load_timed(&path)?);
             Ok(())
         });
         tokio::select! {
@@ -100,9 +168,47 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     if let Some(every) = state.reload_poll() {
         tokio::spawn(poll_for_new_versions(Arc::clone(&state), every));
     }
-    serving.await.context("server task failed")?.context("server failed")?;
+    tokio::select! {
+        finished = &mut serving => {
+            finished.context("server task failed")?.context("server failed")?;
+        }
+        () = shutdown.clone() => {
+            // The server saw the same signal: it accepts nothing new and has sent GOAWAY.
+            reporter.set_service_status("", ServingStatus::NotServing).await;
+            reporter.set_not_serving::<RecommenderServer<RecommenderApi>>().await;
+            let in_flight = state.metrics().in_flight.get();
+            info!(in_flight, drain_secs = options.drain.as_secs_f64(), "draining");
+            match tokio::time::timeout(options.drain, &mut serving).await {
+                Ok(finished) => finished.context("server task failed")?.context("server failed")?,
+                Err(_) => {
+                    tracing::warn!(in_flight = state.metrics().in_flight.get(), "drain time is over; cutting off what is still running");
+                    serving.abort();
+                }
+            }
+        }
+    }
+    if let Ok(log) = state.ingest() {
+        if let Err(e) = log.flush().await {
+            tracing::error!(cause = %e, "cannot sync the event log at shutdown");
+        }
+    }
     info!("server stopped");
     Ok(())
+}
+
+/// Re-reads the API keys file every `every`; a file that fails to parse is logged and the
+/// keys in force stay.
+async fn watch_keys(keys: Arc<KeyStore>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let k = Arc::clone(&keys);
+        match tokio::task::spawn_blocking(move || k.reload()).await {
+            Ok(Ok(true)) => info!(keys = keys.keys().len(), "API keys reloaded"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!(cause = %e, "API keys file refused; the keys in force stay"),
+            Err(e) => tracing::error!(cause = %e, "API keys reload failed"),
+        }
+    }
 }
 
 /// Looks for a new version under the model root every `every`; a version that cannot be

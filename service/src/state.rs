@@ -20,6 +20,7 @@ use arc_swap::ArcSwapOption;
 use affinity_eventlog::{DeletedUsers, Entry};
 
 use crate::catalogue::CatalogueChanges;
+use crate::gate::metrics::Metrics;
 use crate::ingest::{Ingest, SyncPolicy};
 use crate::live::{LiveLimits, LiveUsers};
 use crate::recent::LiveInteractions;
@@ -99,6 +100,8 @@ pub struct ServerState {
     deleted: Mutex<DeletedUsers>,
     sync: SyncPolicy,
     log_retention: Option<Duration>,
+    /// What the server exports on `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 /// How a server from a model path is set up.
@@ -149,6 +152,7 @@ impl ServerState {
             deleted: Mutex::new(DeletedUsers::default()),
             sync: config.sync,
             log_retention: config.log_retention,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -161,6 +165,22 @@ impl ServerState {
     /// State that will load its model from `model_path`, configured by `config`.
     pub fn configured(model_path: PathBuf, config: ServerConfig) -> Arc<ServerState> {
         Arc::new(ServerState::build(Some(model_path), config))
+    }
+
+    /// What the server exports on `/metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Loads the model at `path`, recording how long it took.
+    ///
+    /// # Errors
+    /// The model cannot be read or verified.
+    pub fn load_timed(&self, path: &std::path::Path) -> affinity_core::Result<Model> {
+        let started = std::time::Instant::now();
+        let model = format::load(path)?;
+        self.metrics.observe_load(started.elapsed().as_secs_f64());
+        Ok(model)
     }
 
     /// How often to look for a new model version (`None`: only on `ReloadModel`).
@@ -285,6 +305,17 @@ impl ServerState {
     /// No model path, or the new version cannot be read or verified (naming the file);
     /// the live model keeps serving.
     pub fn reload(&self) -> affinity_core::Result<Reloaded> {
+        let result = self.reload_inner();
+        let outcome = match &result {
+            Ok(r) if r.changed => "loaded",
+            Ok(_) => "unchanged",
+            Err(_) => "failed",
+        };
+        self.metrics.reloads.with_label_values(&[outcome]).inc();
+        result
+    }
+
+    fn reload_inner(&self) -> affinity_core::Result<Reloaded> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let Some(path) = &self.model_path else {
             return Err(affinity_core::Error::invalid_argument("model", "this server was given its model in process; there is nothing to reload"));
@@ -294,7 +325,7 @@ impl ServerState {
         if self.live.load().as_ref().is_some_and(|l| l.model.version() == version) {
             return Ok(Reloaded { version, changed: false });
         }
-        let model = format::load(&dir)?;
+        let model = self.load_timed(&dir)?;
         let position = model.manifest().log_position;
         self.install(model);
         self.users.forget_through(position);

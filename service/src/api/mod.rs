@@ -50,6 +50,7 @@ async fn ingest_batch(state: &Arc<ServerState>, batch: proto::IngestEventsReques
     let events = ingest::checked(batch)?;
     let log = state.ingest()?;
     let (stored, seqs, duplicates) = log.store(events).await?;
+    state.metrics().events_ingested.inc_by(stored.len() as u64);
     // Durable now: the next request of these users sees them. The window store may
     // re-resolve or trim hundreds of thousands of entries: off the async worker.
     state.users().apply(seqs.clone().zip(&stored));

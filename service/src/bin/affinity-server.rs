@@ -4,28 +4,45 @@
 //! `--demo` first trains a model on a built-in synthetic store if the model root holds
 //! none. `affinity-client smoke` checks a running demo server. Ingested events are
 //! logged in `events/` inside the model root unless `--events-dir` says elsewhere.
+//! Everything can also come from a TOML file (`--config`) and `AFFINITY__…` variables:
+//! see `affinity_service::config` and `examples/server.toml`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use affinity_service::ingest::SyncPolicy;
-use affinity_service::live::LiveLimits;
-use affinity_service::state::{Retrieval, ServerConfig, ServerState, SettingsOverrides};
+use affinity_service::config::{Config, LogFormat, RetrievalMode};
+use affinity_service::gate::keys::KeyStore;
+use affinity_service::server::Options;
+use affinity_service::state::ServerState;
 use affinity_service::{demo, server};
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
+use tonic::transport::{Identity, ServerTlsConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "affinity-server", version, about = "Serve affinity recommendations over gRPC")]
 struct Args {
+    /// TOML configuration file (keys as in examples/server.toml); flags and
+    /// `AFFINITY__SECTION__KEY` variables override it.
+    #[arg(long, env = "AFFINITY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Model root (holding `current`) or one version directory.
     #[arg(long, env = "AFFINITY_MODEL")]
     model: Option<PathBuf>,
-    /// Address to listen on; port 0 picks a free port (printed on stdout).
-    #[arg(long, env = "AFFINITY_LISTEN", default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
+    /// Address to listen on (default 127.0.0.1:50051); port 0 picks a free port (printed
+    /// on stdout).
+    #[arg(long, env = "AFFINITY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`); port 0 picks one.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Train a demo model on a built-in synthetic store if none exists (default model
     /// root: ./affinity-demo-model).
     #[arg(long)]
@@ -33,18 +50,18 @@ struct Args {
     /// How candidates are found (default: as the model was trained to be served: exact
     /// up to its `exact_max_items`, HNSW above).
     #[arg(long, value_enum)]
-    retrieval: Option<RetrievalArg>,
+    retrieval: Option<RetrievalMode>,
     /// HNSW search list size (overrides the model's).
     #[arg(long)]
     ef_search: Option<usize>,
     /// Share of the score from recent items' neighbours, 0..=1 (overrides the model's).
-    #[arg(long, value_parser = blend_in_range)]
-    sequence_blend: Option<f32>,
+    #[arg(long)]
+    sequence_blend: Option<f64>,
     /// Expected share of each Recommend list given to items nobody has interacted with
-    /// yet (new arrivals), 0..=1, at the list's tail; fixed per user and day. 0 turns
-    /// exploration off (evaluation never explores).
-    #[arg(long, value_parser = blend_in_range, default_value_t = 0.05)]
-    explore_share: f32,
+    /// yet (new arrivals), 0..=1, at the list's tail; fixed per user and day (default
+    /// 0.05). 0 turns exploration off (evaluation never explores).
+    #[arg(long)]
+    explore_share: Option<f64>,
     /// Where ingested events are logged (default: `events/` inside the model root; with
     /// --model naming a version directory, ingest is off unless this is given).
     #[arg(long, env = "AFFINITY_EVENTS_DIR")]
@@ -52,57 +69,151 @@ struct Args {
     /// Run without an event log: IngestEvents answers UNAVAILABLE.
     #[arg(long, conflicts_with = "events_dir")]
     no_ingest: bool,
-    /// Seconds between looks for a new version under the model root (0: only on the
-    /// ReloadModel RPC).
-    #[arg(long, env = "AFFINITY_RELOAD_POLL", default_value_t = 10)]
-    reload_poll: u64,
+    /// Seconds between looks for a new version under the model root (default 10; 0: only
+    /// on the ReloadModel RPC).
+    #[arg(long, env = "AFFINITY_RELOAD_POLL")]
+    reload_poll: Option<u64>,
     /// Group-commit window in ms: after a batch arrives, wait this long for more before
-    /// syncing the event log (0: sync at once; every batch waiting is still synced together).
-    #[arg(long, default_value_t = 0)]
-    fsync_window_ms: u64,
+    /// syncing the event log (default 0: sync at once; every batch waiting is still
+    /// synced together).
+    #[arg(long)]
+    fsync_window_ms: Option<u64>,
     /// Never sync the event log: acknowledged events survive a server crash but not a
     /// power cut. For throughput tests only.
     #[arg(long, conflicts_with = "fsync_window_ms")]
     no_fsync: bool,
     /// Remove event-log segments older than this many days once a loaded model was
-    /// trained through them (0: keep the whole log).
-    #[arg(long, default_value_t = 0)]
-    log_retention_days: u64,
-    /// Latest live events kept per user (ingested since the model's log position).
-    #[arg(long, default_value_t = 100)]
-    live_events_per_user: usize,
-    /// Users kept in the live state; the least recently active are evicted beyond it
-    /// (their events stay in the log).
-    #[arg(long, default_value_t = 1_000_000)]
-    live_max_users: usize,
+    /// trained through them (default 0: keep the whole log).
+    #[arg(long)]
+    log_retention_days: Option<u64>,
+    /// Latest live events kept per user (default 100).
+    #[arg(long)]
+    live_events_per_user: Option<usize>,
+    /// Users kept in the live state (default 1,000,000); the least recently active are
+    /// evicted beyond it (their events stay in the log).
+    #[arg(long)]
+    live_max_users: Option<usize>,
     /// Interactions since training kept for time windows, trends and item metrics (the
-    /// oldest go first; ~100 bytes each).
-    #[arg(long, default_value_t = affinity_service::state::DEFAULT_WINDOW_EVENTS)]
-    window_events: usize,
+    /// oldest go first; ~100 bytes each; default 500,000).
+    #[arg(long)]
+    window_events: Option<usize>,
+    /// Requests served at once (default 1024); the excess gets RESOURCE_EXHAUSTED at once.
+    /// 0: no limit.
+    #[arg(long)]
+    max_concurrent_requests: Option<usize>,
+    /// After SIGTERM, seconds in-flight requests have to finish (default 20).
+    #[arg(long)]
+    drain_secs: Option<u64>,
+    /// API keys file, one `ROLE KEY` per line (roles: read, write, admin); re-read when it
+    /// changes. Keys may also come from AFFINITY_API_KEYS.
+    #[arg(long)]
+    api_keys_file: Option<PathBuf>,
+    /// PEM certificate chain for TLS (with --tls-key).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address.
+    #[arg(long)]
+    plaintext: bool,
+    /// Log lines as `human`, `json` or `auto` (human on a terminal, JSON otherwise).
+    #[arg(long)]
+    log_format: Option<String>,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum RetrievalArg {
-    Auto,
-    Exact,
-    Ann,
+impl Args {
+    /// The flags that were given, shaped as a partial [`Config`].
+    fn as_config(&self) -> Value {
+        let mut top = Map::new();
+        let mut sections: Map<String, Value> = Map::new();
+        let mut put = |section: Option<&str>, key: &str, value: Value| match section {
+            None => {
+                top.insert(key.into(), value);
+            }
+            Some(s) => {
+                if let Some(obj) = sections.entry(s.to_string()).or_insert_with(|| json!({})).as_object_mut() {
+                    obj.insert(key.into(), value);
+                }
+            }
+        };
+        let given = [
+            (None, "model", some(&self.model)),
+            (None, "listen", some(&self.listen)),
+            (None, "metrics_listen", some(&self.metrics_listen)),
+            (None, "reload_poll_secs", some(&self.reload_poll)),
+            (Some("serving"), "retrieval", some(&self.retrieval)),
+            (Some("serving"), "ef_search", some(&self.ef_search)),
+            (Some("serving"), "sequence_blend", some(&self.sequence_blend)),
+            (Some("serving"), "explore_share", some(&self.explore_share)),
+            (Some("ingest"), "events_dir", some(&self.events_dir)),
+            (Some("ingest"), "enabled", self.no_ingest.then_some(json!(false))),
+            (Some("ingest"), "fsync", self.no_fsync.then_some(json!(false))),
+            (Some("ingest"), "fsync_window_ms", some(&self.fsync_window_ms)),
+            (Some("ingest"), "log_retention_days", some(&self.log_retention_days)),
+            (Some("live"), "events_per_user", some(&self.live_events_per_user)),
+            (Some("live"), "max_users", some(&self.live_max_users)),
+            (Some("live"), "window_events", some(&self.window_events)),
+            (Some("limits"), "max_concurrent_requests", some(&self.max_concurrent_requests)),
+            (Some("limits"), "drain_secs", some(&self.drain_secs)),
+            (Some("auth"), "keys_file", some(&self.api_keys_file)),
+            (Some("tls"), "cert", some(&self.tls_cert)),
+            (Some("tls"), "key", some(&self.tls_key)),
+            (Some("tls"), "plaintext", self.plaintext.then_some(json!(true))),
+            (Some("log"), "format", some(&self.log_format)),
+        ];
+        for (section, key, value) in given {
+            if let Some(v) = value {
+                put(section, key, v);
+            }
+        }
+        top.extend(sections);
+        Value::Object(top)
+    }
 }
 
-fn blend_in_range(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("expected a number from 0 to 1, got {s:?}")),
+/// `v` as a configuration value, if given.
+fn some(v: &Option<impl serde::Serialize>) -> Option<Value> {
+    v.as_ref().and_then(|v| serde_json::to_value(v).ok())
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| config.log.filter.as_str().into());
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = match config.log.format {
+        LogFormat::Json => true,
+        LogFormat::Human => false,
+        LogFormat::Auto => !terminal,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(true).with_span_list(false).init();
+    } else {
+        // Colour codes only on a terminal: logs redirected to a file stay plain text.
+        builder.with_ansi(terminal).init();
     }
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,hnsw_rs=warn".into()))
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: logs redirected to a file stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    let config = match Config::load(args.config.as_deref(), &args.as_config()).and_then(|c| c.validate().map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if args.print_config {
+        match toml::to_string_pretty(&config) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -110,7 +221,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let result = runtime.block_on(run(args));
+    let result = runtime.block_on(run(config, args.demo));
     // A model load cut short by shutdown may still be running on the blocking pool:
     // do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -120,33 +231,40 @@ fn main() {
     }
 }
 
-async fn run(args: Args) -> Result<()> {
-    let model_path = match (&args.model, args.demo) {
-        (Some(p), _) => p.clone(),
-        (None, true) => PathBuf::from("affinity-demo-model"),
-        (None, false) => anyhow::bail!("--model is required (or use --demo)"),
-    };
-    if args.demo {
+async fn run(config: Config, demo: bool) -> Result<()> {
+    let model_path = config.model_path(demo)?;
+    if demo {
         let root = model_path.clone();
         let dir = tokio::task::spawn_blocking(move || demo::prepare_model(&root)).await??;
         println!("demo model: {}", dir.display());
     }
-    let overrides = SettingsOverrides {
-        retrieval: args.retrieval.map(|r| match r {
-            RetrievalArg::Auto => Retrieval::Auto,
-            RetrievalArg::Exact => Retrieval::Exact,
-            RetrievalArg::Ann => Retrieval::Ann,
-        }),
-        ef_search: args.ef_search,
-        sequence_blend: args.sequence_blend,
-        explore_share: Some(args.explore_share),
+    let keys = KeyStore::load(config.auth.keys_file.as_deref(), std::env::var("AFFINITY_API_KEYS").ok()).map_err(anyhow::Error::msg)?;
+    if keys.keys().is_empty() {
+        tracing::info!("no API keys configured: every RPC is open");
+    } else {
+        tracing::info!(keys = keys.keys().len(), "API keys required");
+    }
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+            Some(ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?)))
+        }
+        _ => None,
     };
-    let listener = TcpListener::bind(args.listen)
+    let listener = TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let metrics = match config.metrics_listen {
+        Some(at) => {
+            let l = TcpListener::bind(at).await.with_context(|| format!("cannot listen on {at} for metrics"))?;
+            println!("metrics on http://{}/metrics", l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
     println!("listening on {addr}");
-    if args.demo {
+    if demo {
         let url = format!("http://{addr}");
         println!("try it (in another terminal):");
         println!("  cargo run --release --bin affinity-client -- --addr {url} info");
@@ -154,35 +272,19 @@ async fn run(args: Args) -> Result<()> {
         println!("  cargo run --release --bin affinity-client -- --addr {url} similar --item sku-0001 --k 5 --mode content");
         println!("  cargo run --release --bin affinity-client -- --addr {url} smoke");
     }
-    let events_dir = match (args.events_dir, args.no_ingest) {
-        (_, true) => None,
-        (Some(dir), false) => Some(dir),
-        // A version directory is never written into: ingest needs --events-dir there.
-        (None, false) if model_path.join("manifest.json").is_file() => {
-            tracing::info!("ingest is off: --model names a version directory; give --events-dir to keep an event log");
-            None
-        }
-        (None, false) => Some(model_path.join("events")),
+    if config.ingest.enabled && !config.ingest.fsync {
+        tracing::warn!("ingest.fsync off: acknowledged events are not synced to disk and a power cut can lose them");
+    }
+    let state = ServerState::configured(model_path.clone(), config.server_config(&model_path));
+    let options = Options {
+        max_concurrent: config.limits.max_concurrent_requests,
+        max_request_bytes: config.limits.max_request_bytes,
+        request_timeout: (config.limits.request_timeout_ms > 0).then(|| Duration::from_millis(config.limits.request_timeout_ms)),
+        drain: Duration::from_secs(config.limits.drain_secs),
+        keys: Arc::clone(&keys),
+        keys_reload: Duration::from_secs(config.auth.reload_secs.max(1)),
+        tls,
+        metrics,
     };
-    let config = ServerConfig {
-        overrides,
-        events_dir,
-        reload_poll: (args.reload_poll > 0).then(|| Duration::from_secs(args.reload_poll)),
-        live: LiveLimits {
-            per_user: args.live_events_per_user.max(1),
-            max_users: args.live_max_users.max(1),
-        },
-        log_retention: (args.log_retention_days > 0).then(|| Duration::from_secs(args.log_retention_days * 86_400)),
-        window_events: Some(args.window_events.max(1)),
-        sync: match (args.no_fsync, args.fsync_window_ms) {
-            (true, _) => {
-                tracing::warn!("--no-fsync: acknowledged events are not synced to disk and a power cut can lose them");
-                SyncPolicy::Off
-            }
-            (false, 0) => SyncPolicy::EveryRound,
-            (false, ms) => SyncPolicy::Window(Duration::from_millis(ms)),
-        },
-    };
-    let state = ServerState::configured(model_path, config);
-    server::run(listener, state, server::shutdown_signal()).await
+    server::run_with(listener, state, options, server::shutdown_signal()).await
 }

@@ -63,9 +63,24 @@ pub struct Server {
     /// Kept open so the server's later prints never hit a closed pipe.
     _stdout: BufReader<std::process::ChildStdout>,
     pub addr: String,
+    /// `host:port` of the metrics endpoint, when the server was given one.
+    pub metrics: Option<String>,
 }
 
 impl Server {
+    /// Sends SIGTERM and waits up to `within` for the process to exit; its exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let until = std::time::Instant::now() + within;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// SIGKILL: no shutdown, no flushing, as a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -102,26 +117,40 @@ pub async fn start_server_with(args: &[&std::ffi::OsStr], cwd: Option<&Path>) ->
 
 /// Starts `cmd` (a server command line, possibly behind a shell that sets limits) and
 /// waits until it reports SERVING.
-pub async fn start(mut cmd: Command) -> Server {
+pub async fn start(cmd: Command) -> Server {
+    start_tls(cmd, None).await
+}
+
+/// [`start`] for a TLS server, reached as `https://localhost:PORT` and verified against
+/// `ca_pem`.
+pub async fn start_tls(mut cmd: Command, ca_pem: Option<&[u8]>) -> Server {
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut child = cmd.spawn().expect("spawn affinity-server");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut metrics = None;
     let addr = loop {
         let mut line = String::new();
         let n = stdout.read_line(&mut line).expect("read server output");
         assert!(n > 0, "server exited before listening");
+        if let Some(at) = line.trim().strip_prefix("metrics on http://") {
+            metrics = at.strip_suffix("/metrics").map(str::to_string);
+        }
         if let Some(addr) = line.trim().strip_prefix("listening on ") {
             break addr.to_string();
         }
     };
-    let url = format!("http://{addr}");
-    affinity_service::client::wait_serving(&url, Duration::from_secs(60))
+    let url = match ca_pem {
+        None => format!("http://{addr}"),
+        Some(_) => format!("https://localhost:{}", addr.rsplit(':').next().unwrap_or_default()),
+    };
+    affinity_service::client::wait_serving_tls(&url, ca_pem, Duration::from_secs(60))
         .await
         .expect("server becomes healthy");
     Server {
         child,
         _stdout: stdout,
         addr: url,
+        metrics,
     }
 }
 

@@ -18,7 +18,7 @@ use affinity_service::proto::{self, RecentItems};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
-use tonic::transport::Channel;
+use affinity_service::client::{ApiKey, Keyed};
 
 #[derive(Parser, Debug)]
 #[command(name = "affinity-client", version, about = "Query an affinity server")]
@@ -26,6 +26,12 @@ struct Cli {
     /// Server address.
     #[arg(long, env = "AFFINITY_ADDR", default_value = "http://127.0.0.1:50051")]
     addr: String,
+    /// API key, sent as `authorization: Bearer KEY` on every call.
+    #[arg(long, env = "AFFINITY_API_KEY", global = true, hide_env_values = true)]
+    api_key: Option<String>,
+    /// PEM CA certificate to verify an `https://` server with.
+    #[arg(long, env = "AFFINITY_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table", global = true)]
     format: Format,
@@ -313,8 +319,12 @@ async fn main() {
     }
 }
 
-async fn connect(addr: &str) -> Result<RecommenderClient<Channel>> {
-    Ok(RecommenderClient::new(affinity_service::client::connect(addr).await?))
+type Client = RecommenderClient<Keyed>;
+
+async fn connect(cli: &Cli) -> Result<Client> {
+    let ca = cli.tls_ca.as_ref().map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))).transpose()?;
+    let channel = affinity_service::client::connect_tls(&cli.addr, ca.as_deref()).await?;
+    Ok(RecommenderClient::with_interceptor(channel, ApiKey::new(cli.api_key.as_deref())?))
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -335,7 +345,7 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Smoke { wait_seconds } = cli.command {
         return smoke::smoke(&cli.addr, std::time::Duration::from_secs(wait_seconds)).await;
     }
-    let mut client = connect(&cli.addr).await?;
+    let mut client = connect(&cli).await?;
     let out = std::io::stdout();
     let mut out = BufWriter::new(out.lock());
     match cli.command {
@@ -623,7 +633,7 @@ fn read_users(path: &PathBuf) -> Result<Vec<String>> {
 }
 
 async fn batch(
-    client: RecommenderClient<Channel>,
+    client: Client,
     path: &PathBuf,
     template: proto::RecommendRequest,
     concurrency: usize,
