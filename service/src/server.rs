@@ -30,6 +30,9 @@ use crate::gate::{Gate, GateLayer};
 use crate::proto::recommender_server::RecommenderServer;
 use crate::state::ServerState;
 
+/// The health service name that is SERVING for as long as the process answers.
+pub const LIVENESS: &str = "liveness";
+
 /// How the shell serves: limits, keys, TLS, metrics, draining.
 pub struct Options {
     /// Requests served at once; the excess is shed (0: no limit).
@@ -83,6 +86,9 @@ pub async fn run_with(listener: TcpListener, state: Arc<ServerState>, options: O
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     reporter.set_not_serving::<RecommenderServer<RecommenderApi>>().await;
+    // For liveness probes: the process answers, whatever the model does (a probe on ""
+    // would kill a pod that is still loading a large model).
+    reporter.set_service_status(LIVENESS, ServingStatus::Serving).await;
     // Reflection in both versions: grpcurl and current clients use v1, Python's
     // grpcio-reflection and older grpcurl only v1alpha.
     let reflection = || {
@@ -164,6 +170,7 @@ pub async fn run_with(listener: TcpListener, state: Arc<ServerState>, options: O
     }
     reporter.set_service_status("", ServingStatus::Serving).await;
     reporter.set_serving::<RecommenderServer<RecommenderApi>>().await;
+    state.set_serving(true);
     state.apply_retention().await;
     if let Some(every) = state.reload_poll() {
         tokio::spawn(poll_for_new_versions(Arc::clone(&state), every));
@@ -174,6 +181,7 @@ pub async fn run_with(listener: TcpListener, state: Arc<ServerState>, options: O
         }
         () = shutdown.clone() => {
             // The server saw the same signal: it accepts nothing new and has sent GOAWAY.
+            state.set_serving(false);
             reporter.set_service_status("", ServingStatus::NotServing).await;
             reporter.set_not_serving::<RecommenderServer<RecommenderApi>>().await;
             let in_flight = state.metrics().in_flight.get();

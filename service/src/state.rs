@@ -102,6 +102,8 @@ pub struct ServerState {
     log_retention: Option<Duration>,
     /// What the server exports on `/metrics`.
     metrics: Arc<Metrics>,
+    /// Whether health reports SERVING (model loaded, event log open, not draining).
+    serving: std::sync::atomic::AtomicBool,
 }
 
 /// How a server from a model path is set up.
@@ -153,6 +155,7 @@ impl ServerState {
             sync: config.sync,
             log_retention: config.log_retention,
             metrics: Arc::new(Metrics::new()),
+            serving: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -165,6 +168,16 @@ impl ServerState {
     /// State that will load its model from `model_path`, configured by `config`.
     pub fn configured(model_path: PathBuf, config: ServerConfig) -> Arc<ServerState> {
         Arc::new(ServerState::build(Some(model_path), config))
+    }
+
+    /// Whether the server reports SERVING (for probes that cannot speak gRPC).
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Set by the server shell as it reports SERVING, and cleared when it starts draining.
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// What the server exports on `/metrics`.

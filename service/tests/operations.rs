@@ -40,16 +40,23 @@ fn server_cmd(model: &std::path::Path, extra: &[&str]) -> Command {
     cmd
 }
 
-/// The `/metrics` text of `server`.
-async fn scrape(server: &Server) -> String {
+/// `GET path` on the metrics port of `server`: (status code, body).
+async fn http_get(server: &Server, path: &str) -> (u16, String) {
     let at = server.metrics.as_ref().expect("server started with --metrics-listen");
     let mut stream = tokio::net::TcpStream::connect(at).await.unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: metrics\r\n\r\n").await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: metrics\r\n\r\n").as_bytes()).await.unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status line");
+    (code, body.to_string())
+}
+
+/// The `/metrics` text of `server`.
+async fn scrape(server: &Server) -> String {
+    let (code, body) = http_get(server, "/metrics").await;
+    assert_eq!(code, 200, "{body}");
+    body
 }
 
 /// `affinity_rpc_requests_total` by (method, code).
@@ -111,9 +118,11 @@ async fn keys_gate_rpcs_by_role_and_metrics_count_each_call_by_method_and_code()
     assert_eq!(code(write.recommend(rec("2", 5)).await), Code::Ok, "write includes read");
     assert_eq!(code(admin.model_info(proto::ModelInfoRequest {}).await), Code::Ok);
     assert_eq!(code(admin.reload_model(proto::ReloadModelRequest {}).await), Code::Ok);
-    // Health stays open.
+    // Health stays open, and so do the HTTP probes.
     let mut health = tonic_health::pb::health_client::HealthClient::new(connect(&server.addr).await.unwrap());
     health.check(tonic_health::pb::HealthCheckRequest::default()).await.unwrap();
+    assert_eq!(http_get(&server, "/readyz").await.0, 200);
+    assert_eq!(http_get(&server, "/livez").await.0, 200);
 
     let text = scrape(&server).await;
     let after = requests(&text);
@@ -325,4 +334,40 @@ fn configuration_errors_name_the_key_and_stop_the_server() {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/server.toml");
     let out = Command::new(server_bin()).arg("--config").arg(&example).arg("--print-config").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_a_model_loads_the_process_is_live_but_not_ready() {
+    let root = tempfile::tempdir().unwrap();
+    let version = affinity_core::model::format::resolve(movielens_model()).unwrap();
+    let copy = root.path().join(version.file_name().unwrap());
+    copy_dir(&version, &copy);
+    // A 1 GiB (sparse) file listed in the manifest keeps the load busy for seconds.
+    std::fs::File::create(copy.join("padding.bin")).unwrap().set_len(1 << 30).unwrap();
+    let manifest = copy.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["files"]["padding.bin"] = serde_json::json!({ "sha256": "0".repeat(64), "bytes": 1u64 << 30 });
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    let mut cmd = server_cmd(&copy, &["--no-ingest", "--metrics-listen", "127.0.0.1:0"]);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut metrics, mut addr) = (None, None);
+    while addr.is_none() {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "server exited");
+        metrics = metrics.or_else(|| line.trim().strip_prefix("metrics on http://").and_then(|m| m.strip_suffix("/metrics")).map(str::to_string));
+        addr = line.trim().strip_prefix("listening on ").map(|a| format!("http://{a}"));
+    }
+    let server = Server::adopt(child, out, addr.unwrap(), metrics);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(connect(&server.addr).await.unwrap());
+    let status = |service: &str| tonic_health::pb::HealthCheckRequest { service: service.into() };
+    use tonic_health::pb::health_check_response::ServingStatus;
+    assert_eq!(health.check(status("")).await.unwrap().into_inner().status, ServingStatus::NotServing as i32);
+    assert_eq!(health.check(status("liveness")).await.unwrap().into_inner().status, ServingStatus::Serving as i32);
+    assert_eq!(http_get(&server, "/readyz").await.0, 503);
+    assert_eq!(http_get(&server, "/livez").await.0, 200);
+    let refused = RecommenderClient::new(connect(&server.addr).await.unwrap()).recommend(rec("1", 5)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
 }

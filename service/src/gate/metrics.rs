@@ -130,20 +130,37 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves, with `/livez` (200
+/// while the process answers) and `/readyz` (200 while health reports SERVING, else 503)
+/// for probes that cannot speak gRPC (Kubernetes' gRPC probes have no TLS).
 pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let state = Arc::clone(&state);
-            async move {
-                (
-                    [(http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-                    state.metrics().render(&state),
-                )
-            }
-        }),
-    );
+    let ready = Arc::clone(&state);
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let state = Arc::clone(&state);
+                async move {
+                    (
+                        [(http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+                        state.metrics().render(&state),
+                    )
+                }
+            }),
+        )
+        .route("/livez", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let serving = ready.is_serving();
+                async move {
+                    match serving {
+                        true => (http::StatusCode::OK, "serving\n"),
+                        false => (http::StatusCode::SERVICE_UNAVAILABLE, "not serving\n"),
+                    }
+                }
+            }),
+        );
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 

@@ -68,6 +68,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// Wraps a server process started by hand (its stdout read past `listening on`).
+    pub fn adopt(child: Child, stdout: BufReader<std::process::ChildStdout>, addr: String, metrics: Option<String>) -> Server {
+        Server { child, _stdout: stdout, addr, metrics }
+    }
+
     /// Sends SIGTERM and waits up to `within` for the process to exit; its exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
