@@ -37,7 +37,8 @@ use affinity_core::model::publish::Retention;
 use affinity_core::params::TrainParams;
 use affinity_core::train::{train, NoProgress};
 use affinity_lab::import::{self, Source};
-use affinity_service::client::{connect, wait_serving};
+use affinity_service::client::{connect, wait_serving, ApiKey, Keyed};
+use affinity_service::gate::keys::KeyStore;
 use affinity_service::proto::recommend_request::Subject;
 use affinity_service::proto::recommender_client::RecommenderClient;
 use affinity_service::proto::{self, similar_items_request::Mode};
@@ -49,7 +50,7 @@ use hdrhistogram::Histogram;
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
@@ -102,6 +103,14 @@ struct Args {
     /// HNSW search list size for the in-process server (default: the model's own).
     #[arg(long)]
     ef_search: Option<usize>,
+    /// Serve in-process with every operations layer on: an API key required (and sent by
+    /// every caller), a concurrency limit of 1,024, the metrics endpoint, and JSON logs at
+    /// info (written to a sink), so the run measures their cost.
+    #[arg(long, conflicts_with = "addr")]
+    operations: bool,
+    /// API key every caller sends (for `--addr` servers that require one).
+    #[arg(long)]
+    api_key: Option<String>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "benches/results/load.json")]
     json: PathBuf,
@@ -198,8 +207,8 @@ impl Population {
 /// The clients of one connection.
 #[derive(Clone)]
 struct Clients {
-    rec: RecommenderClient<Channel>,
-    health: HealthClient<Channel>,
+    rec: RecommenderClient<Keyed>,
+    health: HealthClient<Keyed>,
 }
 
 /// Sends one request of `workload` (a mix draws its kind), returning its status.
@@ -384,7 +393,7 @@ fn grpc_frame(msg: &impl Message) -> Vec<u8> {
 }
 
 /// Runs h2load against `path` posting `body` for `seconds`; parses its summary.
-fn h2load(addr: &str, path: &str, body: &[u8], args: &Args, work: &Path) -> Result<Option<RunRow>> {
+fn h2load(addr: &str, path: &str, body: &[u8], args: &Args, key: Option<&str>, work: &Path) -> Result<Option<RunRow>> {
     let file = work.join(format!("h2load-{}.bin", path.rsplit('/').next().unwrap_or("body")));
     std::fs::write(&file, body)?;
     let url = format!("{}{path}", addr.trim_end_matches('/'));
@@ -392,7 +401,9 @@ fn h2load(addr: &str, path: &str, body: &[u8], args: &Args, work: &Path) -> Resu
     let out = std::process::Command::new("h2load")
         .args(["-c", &args.connections.to_string(), "-m", &per_conn.to_string(), "-t", "1"])
         .args(["-D", &format!("{}", args.seconds.max(1.0) as u64), "--warm-up-time", &format!("{}", args.warmup.max(1.0) as u64)])
-        .args(["-H", "content-type: application/grpc", "-H", "te: trailers", "-d"])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(key.iter().flat_map(|k| ["-H".to_string(), format!("authorization: Bearer {k}")]))
+        .arg("-d")
         .arg(&file)
         .arg(&url)
         .output()
@@ -508,6 +519,29 @@ fn population(root: &Path, zipf: f64) -> Result<Population> {
     Ok(Population::new(users.into_iter().map(|u| u.1).collect(), items, zipf))
 }
 
+/// The key callers send under `--operations`.
+const OPERATIONS_KEY: &str = "load-bench-read-key-0123456789";
+
+/// Server options with every operations layer on (see `--operations`); installs a JSON
+/// log subscriber at info that writes to a sink.
+fn operations_on(rt: &tokio::runtime::Runtime) -> Result<server::Options> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,hnsw_rs=warn"))
+        .with_writer(std::io::sink)
+        .init();
+    let keys = KeyStore::load(None, Some(format!("read {OPERATIONS_KEY}"))).map_err(anyhow::Error::msg)?;
+    let metrics = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    Ok(server::Options {
+        max_concurrent: 1024,
+        request_timeout: Some(Duration::from_secs(30)),
+        keys,
+        metrics: Some(metrics),
+        ..server::Options::default()
+    })
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let work = tempfile::tempdir()?;
@@ -523,19 +557,29 @@ fn main() -> Result<()> {
             let addr = format!("http://{}", listener.local_addr()?);
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let state = ServerState::new(root.clone(), SettingsOverrides { ef_search: args.ef_search, ..SettingsOverrides::default() });
-            let handle = server_rt.spawn(server::run(listener, state, async {
+            let options = if args.operations {
+                operations_on(&server_rt)?
+            } else {
+                server::Options::default()
+            };
+            let handle = server_rt.spawn(server::run_with(listener, state, options, async {
                 let _ = stopped.await;
             }));
             (addr, Some((stop, handle)))
         }
     };
+    let api_key = if args.operations { Some(OPERATIONS_KEY.to_string()) } else { args.api_key.clone() };
     let load_rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("load").build()?;
     let rows = load_rt.block_on(async {
         wait_serving(&addr, Duration::from_secs(120)).await?;
         let mut clients = Vec::new();
         for _ in 0..args.connections.max(1) {
             let ch = connect(&addr).await?;
-            clients.push(Clients { rec: RecommenderClient::new(ch.clone()), health: HealthClient::new(ch) });
+            let key = ApiKey::new(api_key.as_deref())?;
+            clients.push(Clients {
+                rec: RecommenderClient::new(InterceptedService::new(ch.clone(), key.clone())),
+                health: HealthClient::new(InterceptedService::new(ch, key)),
+            });
         }
         let mut rows: Vec<RunRow> = Vec::new();
         let workloads = [Workload::Check, Workload::Recommend, Workload::Similar, Workload::Mix];
@@ -572,7 +616,7 @@ fn main() -> Result<()> {
         let check = grpc_frame(&HealthCheckRequest { service: String::new() });
         let rec = grpc_frame(&proto::RecommendRequest { subject: Some(Subject::UserId(user)), k: args.k, ..Default::default() });
         for (path, body) in [("/grpc.health.v1.Health/Check", check), ("/affinity.v1.Recommender/Recommend", rec)] {
-            match h2load(&addr, path, &body, &args, work.path()) {
+            match h2load(&addr, path, &body, &args, api_key.as_deref(), work.path()) {
                 Ok(Some(r)) => rows.push(r),
                 Ok(None) => eprintln!("h2load gave no summary for {path}"),
                 Err(e) => eprintln!("h2load: {e:#}"),
