@@ -148,7 +148,7 @@ async fn keys_gate_rpcs_by_role_and_metrics_count_each_call_by_method_and_code()
     assert_eq!(total, expected.iter().map(|e| e.2).sum::<u64>(), "no other call counted\n{text}");
     assert_eq!(value(&text, "affinity_model_items"), Some(1682.0));
     assert_eq!(value(&text, "affinity_rpc_in_flight"), Some(0.0));
-    assert!(text.contains("affinity_rpc_duration_seconds_bucket{method=\"Recommend\""), "{text}");
+    assert!(text.contains("affinity_rpc_duration_seconds_count{code=\"OK\",method=\"Recommend\"} 4"), "{text}");
     assert!(text.contains("affinity_model_info{version="), "{text}");
     assert!(!text.contains(READ) && !text.contains(&admin_digest), "no secret in metrics");
 
@@ -330,6 +330,18 @@ fn configuration_errors_name_the_key_and_stop_the_server() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tls.plaintext"));
+    // The variables the flags have always read still work, under the file.
+    let out = Command::new(server_bin())
+        .arg("--config")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/server.toml"))
+        .arg("--print-config")
+        .env("AFFINITY_LISTEN", "127.0.0.1:7777")
+        .env("AFFINITY_MODEL", "/models/x")
+        .env("AFFINITY__LIMITS__DRAIN_SECS", "3")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("listen = \"127.0.0.1:7777\"") && printed.contains("model = \"/models/x\"") && printed.contains("drain_secs = 3"), "{printed}");
     // The documented example is a valid configuration.
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/server.toml");
     let out = Command::new(server_bin()).arg("--config").arg(&example).arg("--print-config").output().unwrap();

@@ -23,7 +23,7 @@ pub struct Metrics {
     registry: Registry,
     /// `affinity_rpc_requests_total{method, code}`.
     pub requests: IntCounterVec,
-    /// `affinity_rpc_duration_seconds{method}`.
+    /// `affinity_rpc_duration_seconds{method, code}`.
     pub latency: HistogramVec,
     /// `affinity_rpc_in_flight`.
     pub in_flight: IntGauge,
@@ -73,9 +73,9 @@ impl Metrics {
             latency: reg(
                 &registry,
                 HistogramVec::new(
-                    HistogramOpts::new("affinity_rpc_duration_seconds", "RPC latency from request to the end of the response, by method.")
+                    HistogramOpts::new("affinity_rpc_duration_seconds", "RPC latency from request to the end of the response, by method and gRPC status code.")
                         .buckets(LATENCY_BUCKETS.to_vec()),
-                    &["method"],
+                    &["method", "code"],
                 )
                 .unwrap_or_else(|e| unreachable!("latency histogram: {e}")),
             ),

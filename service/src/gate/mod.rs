@@ -240,8 +240,9 @@ impl Done {
             return;
         }
         let seconds = self.started.elapsed().as_secs_f64();
-        self.metrics.requests.with_label_values(&[self.method, code_name(code)]).inc();
-        self.metrics.latency.with_label_values(&[self.method]).observe(seconds);
+        let labels = [self.method, code_name(code)];
+        self.metrics.requests.with_label_values(&labels).inc();
+        self.metrics.latency.with_label_values(&labels).observe(seconds);
         if self.in_flight {
             self.metrics.in_flight.dec();
         }
