@@ -905,6 +905,19 @@ impl Model {
                 let mut extra = votes.items();
                 extra.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
                 extra.extend(query.rules.new_arrival_items(self, self.clock()));
+                // A user who had more than a first round makes room for starts from the
+                // list training made for them (see `model::shortlist`), re-scored with the
+                // current vector; a list that live events or filters thinned out falls
+                // through to the search.
+                if let Some(list) = self.stored_shortlist(query).filter(|_| !transformed) {
+                    let mut cands: Vec<ItemIdx> =
+                        list.iter().map(|&i| ItemIdx(i)).chain(extra.iter().copied()).filter(|&i| filter.allows(i)).collect();
+                    cands.sort_unstable();
+                    cands.dedup();
+                    if cands.len() >= need {
+                        return Ok((cands.into_iter().map(score).collect(), Retrieval::Ann));
+                    }
+                }
                 loop {
                     let ef = settings.ef_search.max(want);
                     let mut cands: Vec<ItemIdx> = index.search(&q, want, ef).into_iter().map(|h| ItemIdx(h.item)).collect();
@@ -947,6 +960,15 @@ impl Model {
             return Ok((raw, Retrieval::Exact));
         }
         Ok((score_all(filter.all(), cancel, score)?, Retrieval::Exact))
+    }
+
+    /// The training-time candidate list of the query's stored user, if they have one and
+    /// their stored history counts.
+    fn stored_shortlist(&self, query: &RecommendQuery) -> Option<&[u32]> {
+        match &query.subject {
+            Subject::User(id) if query.use_stored_history => self.user_index(id).and_then(|u| self.shortlist(u)),
+            _ => None,
+        }
     }
 
     /// Blends inner products with neighbour votes: `(1 − β)·(u·y)/(|u|·M) + β·vote`.

@@ -206,6 +206,13 @@ pub fn train_for(
         model.calibrate_ef();
         progress.advance();
         progress.finish();
+        // Users who had so much that a search must look past it all get their best unseen
+        // items listed now (see `model::shortlist`).
+        progress.begin("candidate lists for users with long histories", 1);
+        let listed = model.build_shortlists();
+        tracing::debug!(users = listed, "candidate lists built");
+        progress.advance();
+        progress.finish();
     }
     let items_with_content = (0..model.n_items() as u32).filter(|&i| model.has_content(ItemIdx(i))).count();
     let manifest = model.manifest_mut();

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::publish::{Retention, Staging};
+use super::shortlist::Shortlists;
 use super::{Indexes, Model, ModelParts, UserHistory};
 use crate::als::CollabModel;
 use crate::ann::AnnIndex;
@@ -215,6 +216,9 @@ pub fn save(model: &mut Model, root: &Path, retention: Retention) -> Result<Path
     write_file(&tmp, "collab_items.f32", &f32_bytes(&model.collab.item_factors), &mut files)?;
     write_file(&tmp, "collab_users.f32", &f32_bytes(&model.user_factors), &mut files)?;
     write_file(&tmp, "content.f32", &f32_bytes(&model.content), &mut files)?;
+    if !model.shortlists().is_empty() {
+        write_file(&tmp, "shortlists.bin", &encode(model.shortlists(), "shortlists.bin")?, &mut files)?;
+    }
     for (name, index) in [
         ("collab_mips", &model.indexes.mips),
         ("collab_cos", &model.indexes.collab),
@@ -469,6 +473,18 @@ pub fn load(path: &Path) -> Result<Model> {
         },
     );
     let (item_factors, user_factors, content) = (item_factors?, user_factors?, content?);
+    // Candidate lists for heavy users: models trained before them (or without an index)
+    // have none.
+    let shortlists = match blobs.get("shortlists.bin") {
+        Some(bytes) => {
+            let lists: Shortlists = decode(&dir, "shortlists.bin", bytes)?;
+            if !lists.fits(n_users, n_items) {
+                return Err(Error::model(dir.join("shortlists.bin"), "does not match the user and item tables"));
+            }
+            lists
+        }
+        None => Shortlists::default(),
+    };
     drop(blobs);
     let users = IdMap::from_ids(users_file.ids);
     let parts = ModelParts {
@@ -486,6 +502,7 @@ pub fn load(path: &Path) -> Result<Model> {
         activity,
     };
     let mut model = Model::from_parts(parts);
+    model.shortlists = shortlists;
     // Indexes are read only where the recorded settings score through them (smaller
     // catalogues are published without; older models that carry them do not need them).
     if !model.default_settings().scores_exactly(n_items) {

@@ -12,6 +12,7 @@ pub mod calibrate;
 mod edits;
 pub mod format;
 pub mod publish;
+pub mod shortlist;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -150,6 +151,8 @@ pub struct Model {
     /// every ANN candidate set.
     strongest: Vec<ItemIdx>,
     indexes: Indexes,
+    /// Training-time candidate lists for users with long histories.
+    shortlists: shortlist::Shortlists,
     /// Category name → its items, sorted by index.
     categories: HashMap<String, Vec<ItemIdx>>,
     /// Brand name → its items, sorted by index.
@@ -281,6 +284,7 @@ impl Model {
             max_norm,
             strongest,
             indexes: Indexes::default(),
+            shortlists: shortlist::Shortlists::default(),
             categories,
             brands,
             neighbours,

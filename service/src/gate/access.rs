@@ -73,6 +73,15 @@ const OPEN_SERVICES: &[&str] = &[
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
+/// RPCs whose response is a stream (their status comes in trailers after the data);
+/// every other RPC is unary: its status is known when its response headers are.
+const STREAMING: &[&str] = &["StreamEvents", "Watch", "ServerReflectionInfo"];
+
+/// Every label [`access`] gives, in a fixed order (metrics keep a slot per label).
+pub fn labels() -> impl Iterator<Item = &'static str> {
+    RPC_ROLES.iter().map(|(name, _)| *name).chain(OPEN_SERVICES.iter().copied()).chain(["other"])
+}
+
 /// What a request path (`/package.Service/Method`) needs, and the name metrics and logs
 /// give it (static, so labelling a request allocates nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,22 +91,39 @@ pub struct Access {
     /// The method name for [`SERVICE`], the service name for open services, `other`
     /// for anything else.
     pub label: &'static str,
+    /// The label's position in [`labels`].
+    pub slot: usize,
+    /// Whether the response is a stream.
+    pub streaming: bool,
 }
 
 /// The access rule for `path`.
 pub fn access(path: &str) -> Access {
     let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
-    if let Some(open) = OPEN_SERVICES.iter().find(|s| **s == service) {
-        return Access { role: None, label: open };
+    let streaming = STREAMING.contains(&method);
+    if let Some(at) = OPEN_SERVICES.iter().position(|s| *s == service) {
+        return Access {
+            role: None,
+            label: OPEN_SERVICES[at],
+            slot: RPC_ROLES.len() + at,
+            streaming,
+        };
     }
     if service == SERVICE {
-        if let Some((name, role)) = RPC_ROLES.iter().find(|(name, _)| *name == method) {
-            return Access { role: Some(*role), label: name };
+        if let Some(at) = RPC_ROLES.iter().position(|(name, _)| *name == method) {
+            return Access {
+                role: Some(RPC_ROLES[at].1),
+                label: RPC_ROLES[at].0,
+                slot: at,
+                streaming,
+            };
         }
     }
     Access {
         role: Some(Role::Admin),
         label: "other",
+        slot: RPC_ROLES.len() + OPEN_SERVICES.len(),
+        streaming,
     }
 }
 
@@ -134,7 +160,12 @@ mod tests {
         assert_eq!(access("/affinity.v1.Recommender/DeleteUser").role, Some(Role::Admin));
         assert_eq!(access("/affinity.v1.Recommender/Future").role, Some(Role::Admin));
         assert_eq!(access("/grpc.health.v1.Health/Check").role, None);
-        assert_eq!(access("/elsewhere.Svc/Do"), Access { role: Some(Role::Admin), label: "other" });
+        assert_eq!(access("/elsewhere.Svc/Do").label, "other");
+        assert!(access("/affinity.v1.Recommender/StreamEvents").streaming && !access("/grpc.health.v1.Health/Check").streaming);
+        for path in ["/affinity.v1.Recommender/Trending", "/grpc.health.v1.Health/Watch", "/x.Y/Z"] {
+            let a = access(path);
+            assert_eq!(labels().nth(a.slot), Some(a.label), "{path}");
+        }
         assert!(Role::Admin > Role::Write && Role::Write > Role::Read);
     }
 }

@@ -18,6 +18,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// gRPC status codes (0 to 16).
+const CODES: usize = 17;
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +43,9 @@ pub struct Metrics {
     model_users: IntGauge,
     live_users: IntGauge,
     model_load: Histogram,
+    /// The request counter and latency histogram of each (label slot, code), looked up
+    /// once: a label lookup hashes and locks, which every request would pay.
+    per_rpc: Vec<std::sync::OnceLock<(IntCounter, Histogram)>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,8 +106,19 @@ impl Metrics {
                 Histogram::with_opts(HistogramOpts::new("affinity_model_load_seconds", "Time to load a model version.").buckets(vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]))
                     .unwrap_or_else(|e| unreachable!("load histogram: {e}")),
             ),
+            per_rpc: (0..crate::gate::access::labels().count() * CODES).map(|_| std::sync::OnceLock::new()).collect(),
             registry,
         }
+    }
+
+    /// Counts one finished RPC of `label` (at `slot` of the access labels) with `code`.
+    pub fn record(&self, slot: usize, label: &'static str, code: tonic::Code, seconds: f64) {
+        let (count, latency) = self.per_rpc[slot * CODES + code as usize].get_or_init(|| {
+            let labels = [label, crate::gate::code_name(code)];
+            (self.requests.with_label_values(&labels), self.latency.with_label_values(&labels))
+        });
+        count.inc();
+        latency.observe(seconds);
     }
 
     /// Records a model load's duration.

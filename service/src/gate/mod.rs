@@ -9,8 +9,10 @@
 //! reflection are neither gated nor shed. Each request runs in an `rpc` span holding
 //! its request id (the caller's `x-request-id`, or a new one, echoed in the response),
 //! method and status; the count and latency by method and status code ([`metrics`])
-//! are recorded when the response's last frame — the trailers with `grpc-status` —
-//! has been sent, so streams count in full and a cancelled call counts as CANCELLED.
+//! are recorded when the status is known: with the response headers for a unary RPC
+//! (its message is ready; an error comes as a trailers-only response), and when the last
+//! frame — the trailers with `grpc-status` — has been sent for a stream, so streams count
+//! in full and one the client abandons counts as CANCELLED.
 
 pub mod access;
 pub mod keys;
@@ -156,7 +158,7 @@ where
                 let admitted = gate.authorize(rule, request.headers()).and_then(|()| gate.admit(rule));
                 let mut response = match admitted {
                     Err(status) => {
-                        let done = Done::new(&gate.metrics, rule.label, started, None, false);
+                        let done = Done::new(&gate.metrics, rule, started, None, false);
                         let code = status.code();
                         if code == Code::ResourceExhausted {
                             tracing::debug!("shed at the concurrency limit");
@@ -172,16 +174,22 @@ where
                     }
                     Ok(permit) => {
                         let counted = rule.role.is_some();
-                        let done = Done::new(&gate.metrics, rule.label, started, permit, counted);
+                        let done = Done::new(&gate.metrics, rule, started, permit, counted);
                         let response = inner.call(request).await?;
-                        // An error answered at once carries its status in the headers
-                        // (a trailers-only response: its body is never polled).
-                        match code_of(response.headers()) {
-                            Some(code) => {
+                        // An error answered at once carries its status in the headers (a
+                        // trailers-only response: its body is never polled); a unary
+                        // RPC's headers without one mean OK (its message is ready). Only
+                        // a stream's status waits for its trailers.
+                        match (code_of(response.headers()), rule.streaming) {
+                            (Some(code), _) => {
                                 done.finish(code);
                                 response
                             }
-                            None => response.map(|body| Body::new(Metered { inner: body, done: Some(done) })),
+                            (None, false) => {
+                                done.finish(Code::Ok);
+                                response
+                            }
+                            (None, true) => response.map(|body| Body::new(Metered { inner: body, done: Some(done) })),
                         }
                     }
                 };
@@ -207,7 +215,7 @@ fn code_of(headers: &http::HeaderMap) -> Option<Code> {
 /// Records one request when it ends (or is dropped unfinished: CANCELLED).
 struct Done {
     metrics: Arc<Metrics>,
-    method: &'static str,
+    rule: Access,
     started: Instant,
     _permit: Option<OwnedSemaphorePermit>,
     in_flight: bool,
@@ -216,13 +224,13 @@ struct Done {
 }
 
 impl Done {
-    fn new(metrics: &Arc<Metrics>, method: &'static str, started: Instant, permit: Option<OwnedSemaphorePermit>, in_flight: bool) -> Done {
+    fn new(metrics: &Arc<Metrics>, rule: Access, started: Instant, permit: Option<OwnedSemaphorePermit>, in_flight: bool) -> Done {
         if in_flight {
             metrics.in_flight.inc();
         }
         Done {
             metrics: Arc::clone(metrics),
-            method,
+            rule,
             started,
             _permit: permit,
             in_flight,
@@ -240,9 +248,7 @@ impl Done {
             return;
         }
         let seconds = self.started.elapsed().as_secs_f64();
-        let labels = [self.method, code_name(code)];
-        self.metrics.requests.with_label_values(&labels).inc();
-        self.metrics.latency.with_label_values(&labels).observe(seconds);
+        self.metrics.record(self.rule.slot, self.rule.label, code, seconds);
         if self.in_flight {
             self.metrics.in_flight.dec();
         }
