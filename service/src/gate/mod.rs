@@ -165,12 +165,8 @@ where
                         } else {
                             tracing::info!(message = status.message(), "refused");
                         }
-                        let mut response = status.into_http::<Body>();
                         done.finish(code);
-                        if let Some(id) = id_header {
-                            response.headers_mut().insert("x-request-id", id);
-                        }
-                        return Ok(response);
+                        status.into_http::<Body>()
                     }
                     Ok(permit) => {
                         let counted = rule.role.is_some();
