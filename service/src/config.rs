@@ -156,6 +156,9 @@ pub struct Log {
     pub format: LogFormat,
     /// `tracing` filter (`RUST_LOG` overrides it).
     pub filter: String,
+    /// Export spans to this OpenTelemetry collector (OTLP over gRPC, e.g.
+    /// `http://otel-collector:4317`); needs a server built with the `otel` feature.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How log lines are written.
@@ -241,6 +244,7 @@ impl Default for Log {
         Log {
             format: LogFormat::Auto,
             filter: "info,hnsw_rs=warn".into(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -308,6 +312,9 @@ impl Config {
                 ))
             }
             (None, None) => {}
+        }
+        if self.log.otlp_endpoint.is_some() && !cfg!(feature = "otel") {
+            return bad("log.otlp_endpoint needs a server built with the `otel` feature (cargo build --features otel)".into());
         }
         if let Some(f) = self.auth.keys_file.as_ref().filter(|f| !f.is_file()) {
             return bad(format!("auth.keys_file {} does not exist", f.display()));

@@ -16,6 +16,7 @@
 //!   concurrency limit, the per-RPC span, and Prometheus metrics.
 //! - [`config`]: the server's typed configuration (file, environment, flags).
 //! - [`server`]: the shell — `run(listener, state, shutdown)`, health, reflection.
+//! - [`telemetry`]: optional OpenTelemetry export of the spans (feature `otel`).
 //! - [`demo`]: the `--demo` model.
 //! - [`client`]: client-side helpers (connect, wait for SERVING) for the client binary,
 //!   tests and benchmarks.
@@ -37,5 +38,6 @@ pub mod recent;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod telemetry;
 
 pub use server::run;

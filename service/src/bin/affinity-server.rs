@@ -177,7 +177,10 @@ fn some(v: &Option<impl serde::Serialize>) -> Option<Value> {
     v.as_ref().and_then(|v| serde_json::to_value(v).ok())
 }
 
-fn init_logging(config: &Config) {
+/// Installs the log subscriber (and the OpenTelemetry export when configured); the guard
+/// flushes the export at exit.
+fn init_logging(config: &Config) -> Result<affinity_service::telemetry::Guard> {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| config.log.filter.as_str().into());
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let json = match config.log.format {
@@ -185,13 +188,17 @@ fn init_logging(config: &Config) {
         LogFormat::Human => false,
         LogFormat::Auto => !terminal,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().with_current_span(true).with_span_list(false).init();
+    let (otel, guard) = affinity_service::telemetry::layer(config.log.otlp_endpoint.as_deref()).map_err(anyhow::Error::msg)?;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json().with_current_span(true).with_span_list(false).boxed()
     } else {
         // Colour codes only on a terminal: logs redirected to a file stay plain text.
-        builder.with_ansi(terminal).init();
-    }
+        fmt.with_ansi(terminal).boxed()
+    };
+    // The export sits on the registry; the filter above it applies to every layer.
+    tracing_subscriber::registry().with(otel).with(filter).with(fmt).init();
+    Ok(guard)
 }
 
 fn main() {
@@ -213,7 +220,6 @@ fn main() {
         }
         return;
     }
-    init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -221,7 +227,16 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // Inside the runtime: an OpenTelemetry exporter's connection runs on it.
+    let telemetry = match runtime.block_on(async { init_logging(&config) }) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    };
     let result = runtime.block_on(run(config, args.demo));
+    drop(telemetry);
     // A model load cut short by shutdown may still be running on the blocking pool:
     // do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
