@@ -21,6 +21,9 @@ use crate::ingest::SyncPolicy;
 use crate::live::LiveLimits;
 use crate::state::{Retrieval, ServerConfig, SettingsOverrides, DEFAULT_WINDOW_EVENTS};
 
+/// The largest concurrency limit accepted (beyond it, use 0: no limit).
+const MAX_CONCURRENT: usize = 1_000_000;
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -287,6 +290,12 @@ impl Config {
         if self.live.events_per_user == 0 || self.live.max_users == 0 || self.live.window_events == 0 {
             return bad("live.events_per_user, live.max_users and live.window_events must be at least 1".into());
         }
+        if self.limits.max_concurrent_requests > MAX_CONCURRENT {
+            return bad(format!(
+                "limits.max_concurrent_requests must be at most {MAX_CONCURRENT} (0: no limit), got {}",
+                self.limits.max_concurrent_requests
+            ));
+        }
         if self.limits.max_request_bytes < 1024 {
             return bad(format!("limits.max_request_bytes must be at least 1024, got {}", self.limits.max_request_bytes));
         }
@@ -422,5 +431,6 @@ mod tests {
         })
         .is_ok());
         assert!(check(|c| c.auth.keys_file = Some("/nonexistent-keys".into())).unwrap_err().contains("auth.keys_file"));
+        assert!(check(|c| c.limits.max_concurrent_requests = usize::MAX).unwrap_err().contains("max_concurrent_requests"));
     }
 }

@@ -1,9 +1,10 @@
 //! API keys: read from a file and/or `AFFINITY_API_KEYS`, held only as SHA-256
 //! digests, compared in constant time, and swapped in whole when the file changes.
 //!
-//! A line is `ROLE KEY`, where `KEY` is the key itself or `sha256:HEX`, its digest (so a
-//! key file need not hold the secret). Blank lines and `#` comments are skipped; in the
-//! environment variable, entries may also be separated by `,`. A file that fails to
+//! A line is `ROLE KEY`, where `KEY` is the key itself (at least 16 characters, none of
+//! them whitespace, `#` or `,`) or `sha256:HEX`, its digest (so a key file need not hold
+//! the secret). Blank lines and `#` comments are skipped; entries may also be separated
+//! by `,` (handy in the environment variable). A file that fails to
 //! parse on a later read is logged and the keys in force stay: a typo never locks
 //! everyone out, nor lets everyone in.
 
@@ -48,6 +49,9 @@ impl ApiKeys {
                     .ok_or_else(|| format!("{at}: expected `ROLE KEY` (roles: read, write, admin)"))?;
                 let role = Role::parse(role).ok_or_else(|| format!("{at}: unknown role {role:?} (roles: read, write, admin)"))?;
                 let key = key.trim();
+                if key.contains(char::is_whitespace) {
+                    return Err(format!("{at}: a key holds no whitespace (expected `ROLE KEY`)"));
+                }
                 let digest = match key.strip_prefix("sha256:") {
                     Some(hex_digest) => {
                         let bytes = hex::decode(hex_digest).map_err(|_| format!("{at}: `sha256:` must be followed by 64 hex digits"))?;
