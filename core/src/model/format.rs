@@ -391,6 +391,8 @@ pub fn load(path: &Path) -> Result<Model> {
         .map(|name| Ok((name.clone(), read_verified(&dir, name, &manifest, !name.contains(".hnsw."))?)))
         .collect::<Result<_>>()?;
     let blobs: HashMap<String, Vec<u8>> = read.into_iter().filter_map(|(name, bytes)| Some((name, bytes?))).collect();
+    let started = std::time::Instant::now();
+    tracing::debug!(dir = %dir.display(), "model files verified");
     let take = |name: &str| -> Result<&Vec<u8>> {
         blobs
             .get(name)
@@ -429,6 +431,7 @@ pub fn load(path: &Path) -> Result<Model> {
         },
     );
     let (items, users_file, popularity, neighbours, repeat) = (items?, users_file?, popularity?, neighbours?, repeat?);
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "model tables decoded");
     let n_items = items.len();
     let n_users = users_file.ids.len();
     if repeat.is_active()
@@ -503,6 +506,7 @@ pub fn load(path: &Path) -> Result<Model> {
     };
     let mut model = Model::from_parts(parts);
     model.shortlists = shortlists;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "model matrices decoded and derived");
     // Indexes are read only where the recorded settings score through them (smaller
     // catalogues are published without; older models that carry them do not need them).
     if !model.default_settings().scores_exactly(n_items) {
@@ -537,6 +541,7 @@ pub fn load(path: &Path) -> Result<Model> {
             content: content?,
         };
         model.indexes = indexes;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "HNSW graphs loaded");
     }
     Ok(model)
 }
