@@ -321,8 +321,13 @@ async fn main() {
 
 type Client = RecommenderClient<Keyed>;
 
+/// The PEM CA of `--tls-ca`, if given.
+fn read_ca(cli: &Cli) -> Result<Option<Vec<u8>>> {
+    cli.tls_ca.as_ref().map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))).transpose()
+}
+
 async fn connect(cli: &Cli) -> Result<Client> {
-    let ca = cli.tls_ca.as_ref().map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))).transpose()?;
+    let ca = read_ca(cli)?;
     let channel = affinity_service::client::connect_tls(&cli.addr, ca.as_deref()).await?;
     Ok(RecommenderClient::with_interceptor(channel, ApiKey::new(cli.api_key.as_deref())?))
 }
@@ -343,7 +348,8 @@ fn status_msg(s: tonic::Status) -> anyhow::Error {
 
 async fn run(cli: Cli) -> Result<()> {
     if let Command::Smoke { wait_seconds } = cli.command {
-        return smoke::smoke(&cli.addr, std::time::Duration::from_secs(wait_seconds)).await;
+        let ca = read_ca(&cli)?;
+        return smoke::smoke(&cli.addr, ca.as_deref(), ApiKey::new(cli.api_key.as_deref())?, std::time::Duration::from_secs(wait_seconds)).await;
     }
     let mut client = connect(&cli).await?;
     let out = std::io::stdout();

@@ -10,14 +10,15 @@ use std::time::Duration;
 use affinity_service::proto::recommend_request::Subject;
 use affinity_service::proto::recommender_client::RecommenderClient;
 use affinity_service::proto::similar_items_request::Mode;
-use affinity_service::client::wait_serving;
+use affinity_service::client::{wait_serving_tls, ApiKey};
 use affinity_service::proto;
 use anyhow::{bail, ensure, Result};
 
-/// Runs the checks against the server at `addr`.
-pub async fn smoke(addr: &str, timeout: Duration) -> Result<()> {
-    let channel = wait_serving(addr, timeout).await?;
-    let mut client = RecommenderClient::new(channel);
+/// Runs the checks against the server at `addr` (verified against `ca_pem` when it is
+/// `https://`, sending `key` when given).
+pub async fn smoke(addr: &str, ca_pem: Option<&[u8]>, key: ApiKey, timeout: Duration) -> Result<()> {
+    let channel = wait_serving_tls(addr, ca_pem, timeout).await?;
+    let mut client = RecommenderClient::with_interceptor(channel, key);
     let info = client.model_info(proto::ModelInfoRequest {}).await?.into_inner();
     println!("smoke: model {} ({} users, {} items, scoring {})", info.version, info.users, info.items, info.scoring);
     ensure!(info.items > 0 && info.users > 0, "model is empty");
