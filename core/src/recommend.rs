@@ -910,11 +910,14 @@ impl Model {
                 // current vector; a list that live events or filters thinned out falls
                 // through to the search.
                 if let Some(list) = self.stored_shortlist(query).filter(|_| !transformed) {
-                    let mut cands: Vec<ItemIdx> =
-                        list.iter().map(|&i| ItemIdx(i)).chain(extra.iter().copied()).filter(|&i| filter.allows(i)).collect();
-                    cands.sort_unstable();
-                    cands.dedup();
+                    let mut cands: Vec<ItemIdx> = list.iter().map(|&i| ItemIdx(i)).filter(|&i| filter.allows(i)).collect();
+                    // Enough only when the list itself (not the voted or promoted extras)
+                    // leaves `need` eligible: else the filter is selective and the search
+                    // answers.
                     if cands.len() >= need {
+                        cands.extend(extra.iter().copied().filter(|&i| filter.allows(i)));
+                        cands.sort_unstable();
+                        cands.dedup();
                         return Ok((cands.into_iter().map(score).collect(), Retrieval::Ann));
                     }
                 }
@@ -963,12 +966,17 @@ impl Model {
     }
 
     /// The training-time candidate list of the query's stored user, if they have one and
-    /// their stored history counts.
+    /// it still stands for them: their stored history counts, items they had are not
+    /// asked for (the list holds none), and their live events are too few (a tenth of
+    /// their history) to move their vector far from the one the list was ranked by.
     fn stored_shortlist(&self, query: &RecommendQuery) -> Option<&[u32]> {
-        match &query.subject {
-            Subject::User(id) if query.use_stored_history => self.user_index(id).and_then(|u| self.shortlist(u)),
-            _ => None,
+        if !query.use_stored_history || query.seen == SeenPolicy::Include {
+            return None;
         }
+        let Subject::User(id) = &query.subject else { return None };
+        let user = self.user_index(id)?;
+        let list = self.shortlist(user)?;
+        (query.live.len() * 10 <= self.history(user).len()).then_some(list)
     }
 
     /// Blends inner products with neighbour votes: `(1 − β)·(u·y)/(|u|·M) + β·vote`.

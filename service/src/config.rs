@@ -299,6 +299,9 @@ impl Config {
         if self.limits.max_request_bytes < 1024 {
             return bad(format!("limits.max_request_bytes must be at least 1024, got {}", self.limits.max_request_bytes));
         }
+        if self.ingest.log_retention_days > 36_500 {
+            return bad(format!("ingest.log_retention_days must be at most 36500 (0: keep all), got {}", self.ingest.log_retention_days));
+        }
         if !self.ingest.fsync && self.ingest.fsync_window_ms > 0 {
             return bad("ingest.fsync_window_ms has no effect with ingest.fsync off; set one of them".into());
         }
@@ -369,7 +372,7 @@ impl Config {
                 per_user: self.live.events_per_user,
                 max_users: self.live.max_users,
             },
-            log_retention: (self.ingest.log_retention_days > 0).then(|| Duration::from_secs(self.ingest.log_retention_days * 86_400)),
+            log_retention: (self.ingest.log_retention_days > 0).then(|| Duration::from_secs(self.ingest.log_retention_days.saturating_mul(86_400))),
             window_events: Some(self.live.window_events),
             sync: match (self.ingest.fsync, self.ingest.fsync_window_ms) {
                 (false, _) => SyncPolicy::Off,

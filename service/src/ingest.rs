@@ -21,6 +21,9 @@ use tokio::sync::oneshot;
 /// Event ids remembered for de-duplication (the oldest are forgotten first).
 const MAX_EVENT_IDS: usize = 1_000_000;
 
+/// Where the writer answers a job.
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
 /// Work for the writer thread, which owns the log.
 enum Job {
     /// Append and (with the rest of the round) sync.
@@ -265,12 +268,12 @@ fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMet
             }
         }
         let mut round = Vec::new();
+        let mut flushes = Vec::new();
         for job in waiting {
             match job {
                 Job::Append { entries, reply } => round.push((entries, reply)),
-                Job::Flush { reply } => {
-                    let _ = reply.send(log.sync().map_err(|e| e.to_string()));
-                }
+                // After this round's appends (below): a flush covers what came before it.
+                Job::Flush { reply } => flushes.push(reply),
                 Job::Prune { position, older_than, reply } => {
                     let _ = reply.send(log.prune(position, older_than).map_err(|e| e.to_string()));
                 }
@@ -285,45 +288,60 @@ fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMet
                 }
             }
         }
-        if round.is_empty() {
-            continue;
+        append_round(log, round, &mut broken, metrics, policy);
+        for reply in flushes {
+            let _ = reply.send(log.sync().map_err(|e| e.to_string()));
         }
-        if let Some(why) = &broken {
+    }
+}
+
+/// Appends one round of batches, syncs them (unless the policy is off) and answers each;
+/// a failure answers the whole round with the error and stops the log taking writes.
+fn append_round(
+    log: &mut EventLog,
+    round: Vec<(Vec<Entry>, Reply<Range<u64>>)>,
+    broken: &mut Option<String>,
+    metrics: &Mutex<LogMetrics>,
+    policy: SyncPolicy,
+) {
+    if round.is_empty() {
+        return;
+    }
+    if let Some(why) = broken.as_ref() {
+        for (_, reply) in round {
+            let _ = reply.send(Err(why.clone()));
+        }
+        return;
+    }
+    let mut results = Vec::with_capacity(round.len());
+    let mut failed = None;
+    for (entries, _) in &round {
+        match log.append(entries) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    if failed.is_none() && policy != SyncPolicy::Off {
+        if let Err(e) = log.sync() {
+            failed = Some(e.to_string());
+        }
+    }
+    *metrics.lock().unwrap_or_else(|p| p.into_inner()) = log.metrics();
+    match failed {
+        None => {
+            for ((_, reply), r) in round.into_iter().zip(results) {
+                let _ = reply.send(Ok(r));
+            }
+        }
+        Some(why) => {
+            tracing::error!(cause = %why, "event log write failed; ingest is off until restart");
             for (_, reply) in round {
                 let _ = reply.send(Err(why.clone()));
             }
-            continue;
-        }
-        let mut results = Vec::with_capacity(round.len());
-        let mut failed = None;
-        for (entries, _) in &round {
-            match log.append(entries) {
-                Ok(r) => results.push(r),
-                Err(e) => {
-                    failed = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        if failed.is_none() && policy != SyncPolicy::Off {
-            if let Err(e) = log.sync() {
-                failed = Some(e.to_string());
-            }
-        }
-        *metrics.lock().unwrap_or_else(|p| p.into_inner()) = log.metrics();
-        match failed {
-            None => {
-                for ((_, reply), r) in round.into_iter().zip(results) {
-                    let _ = reply.send(Ok(r));
-                }
-            }
-            Some(why) => {
-                tracing::error!(cause = %why, "event log write failed; ingest is off until restart");
-                for (_, reply) in round {
-                    let _ = reply.send(Err(why.clone()));
-                }
-                broken = Some(why);
-            }
+            *broken = Some(why);
         }
     }
 }

@@ -151,8 +151,7 @@ pub async fn run_with(listener: TcpListener, state: Arc<ServerState>, options: O
             }
             () = shutdown.clone() => {
                 info!("shutdown while the model was loading");
-                serving.await.context("server task failed")?.context("server failed")?;
-                return Ok(());
+                return drain(&mut serving, options.drain, &state).await;
             }
         }
     }
@@ -175,33 +174,38 @@ pub async fn run_with(listener: TcpListener, state: Arc<ServerState>, options: O
     if let Some(every) = state.reload_poll() {
         tokio::spawn(poll_for_new_versions(Arc::clone(&state), every));
     }
-    tokio::select! {
-        finished = &mut serving => {
-            finished.context("server task failed")?.context("server failed")?;
-        }
+    let served = tokio::select! {
+        finished = &mut serving => finished.context("server task failed").and_then(|r| r.context("server failed")),
         () = shutdown.clone() => {
             // The server saw the same signal: it accepts nothing new and has sent GOAWAY.
             state.set_serving(false);
             reporter.set_service_status("", ServingStatus::NotServing).await;
             reporter.set_not_serving::<RecommenderServer<RecommenderApi>>().await;
-            let in_flight = state.metrics().in_flight.get();
-            info!(in_flight, drain_secs = options.drain.as_secs_f64(), "draining");
-            match tokio::time::timeout(options.drain, &mut serving).await {
-                Ok(finished) => finished.context("server task failed")?.context("server failed")?,
-                Err(_) => {
-                    tracing::warn!(in_flight = state.metrics().in_flight.get(), "drain time is over; cutting off what is still running");
-                    serving.abort();
-                }
-            }
+            drain(&mut serving, options.drain, &state).await
         }
-    }
+    };
+    // Whatever ended serving, what was written is synced.
     if let Ok(log) = state.ingest() {
         if let Err(e) = log.flush().await {
             tracing::error!(cause = %e, "cannot sync the event log at shutdown");
         }
     }
     info!("server stopped");
-    Ok(())
+    served
+}
+
+/// Gives the in-flight calls of a server that saw the shutdown signal up to `within` to
+/// finish, then cuts off what is left.
+async fn drain(serving: &mut tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, within: Duration, state: &ServerState) -> Result<()> {
+    info!(in_flight = state.metrics().in_flight.get(), drain_secs = within.as_secs_f64(), "draining");
+    match tokio::time::timeout(within, &mut *serving).await {
+        Ok(finished) => finished.context("server task failed")?.context("server failed"),
+        Err(_) => {
+            tracing::warn!(in_flight = state.metrics().in_flight.get(), "drain time is over; cutting off what is still running");
+            serving.abort();
+            Ok(())
+        }
+    }
 }
 
 /// Re-reads the API keys file every `every`; a file that fails to parse is logged and the

@@ -183,7 +183,17 @@ mod tests {
 
         // Serving does start from the list: given the worst items instead, it answers
         // from them.
-        m.shortlists = Shortlists { users: vec![heavy.0], lists: vec![unseen[unseen.len() - SHORTLIST..].to_vec()] };
+        let worst: Vec<u32> = unseen[unseen.len() - SHORTLIST..].to_vec();
+        m.shortlists = Shortlists { users: vec![heavy.0], lists: vec![worst.clone()] };
         assert_ne!(ids(&m.recommend(&q, &m.default_settings()).unwrap()), ids(&exact));
+        // Not when the list cannot stand for the query: items they had asked for, or many
+        // live events.
+        let from_worst = |r: &crate::recommend::Recommendations| r.items.iter().all(|s| worst.contains(&s.item.0));
+        let mut include = q.clone();
+        include.seen = crate::repeat::SeenPolicy::Include;
+        assert!(!from_worst(&m.recommend(&include, &m.default_settings()).unwrap()));
+        let mut busy = q.clone();
+        busy.live = (0..100).map(|n| crate::recommend::LiveEvent { item_id: items[n * 4 + 1].clone(), kind: EventKind::View, timestamp: Some(1_800_000_000 + n as i64) }).collect();
+        assert!(!from_worst(&m.recommend(&busy, &m.default_settings()).unwrap()));
     }
 }

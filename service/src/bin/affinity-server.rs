@@ -66,8 +66,9 @@ struct Args {
     /// --model naming a version directory, ingest is off unless this is given).
     #[arg(long, env = "AFFINITY_EVENTS_DIR")]
     events_dir: Option<PathBuf>,
-    /// Run without an event log: IngestEvents answers UNAVAILABLE.
-    #[arg(long, conflicts_with = "events_dir")]
+    /// Run without an event log: IngestEvents answers UNAVAILABLE (wins over
+    /// --events-dir).
+    #[arg(long)]
     no_ingest: bool,
     /// Seconds between looks for a new version under the model root (default 10; 0: only
     /// on the ReloadModel RPC).

@@ -38,16 +38,24 @@ impl ApiKeys {
     pub fn parse(text: &str, origin: &str) -> Result<ApiKeys, String> {
         let mut digests = Vec::new();
         for (n, line) in text.lines().enumerate() {
+            // A comment starts at a `#` that begins the line or follows whitespace (a `#`
+            // inside a key is part of it).
+            let line = match line.char_indices().find(|&(i, c)| c == '#' && (i == 0 || line[..i].ends_with(char::is_whitespace))) {
+                Some((i, _)) => &line[..i],
+                None => line,
+            };
             for entry in line.split(',') {
-                let entry = entry.split('#').next().unwrap_or("").trim();
+                let entry = entry.trim();
                 if entry.is_empty() {
                     continue;
                 }
                 let at = format!("{origin}:{}", n + 1);
+                // Messages never echo a token: a line written the wrong way round would
+                // put the key in the log.
                 let (role, key) = entry
                     .split_once(char::is_whitespace)
                     .ok_or_else(|| format!("{at}: expected `ROLE KEY` (roles: read, write, admin)"))?;
-                let role = Role::parse(role).ok_or_else(|| format!("{at}: unknown role {role:?} (roles: read, write, admin)"))?;
+                let role = Role::parse(role).ok_or_else(|| format!("{at}: the first word is not a role (expected `ROLE KEY`; roles: read, write, admin)"))?;
                 let key = key.trim();
                 if key.contains(char::is_whitespace) {
                     return Err(format!("{at}: a key holds no whitespace (expected `ROLE KEY`)"));
@@ -148,9 +156,18 @@ impl KeyStore {
             if *last == digest {
                 return Ok(false);
             }
-            keys.digests.extend(ApiKeys::parse(&text, &file.display().to_string())?.digests);
+            let from_file = ApiKeys::parse(&text, &file.display().to_string())?;
+            // A configured file that holds no key (emptied, or caught mid-write) is a
+            // mistake, never a way to open every RPC.
+            if from_file.is_empty() {
+                return Err(format!("{} holds no key; the server keeps the keys it had (or does not start)", file.display()));
+            }
+            keys.digests.extend(from_file.digests);
             *last = digest;
             changed = true;
+        }
+        if keys.is_empty() && self.env.is_some() {
+            return Err("AFFINITY_API_KEYS is set but holds no key".into());
         }
         self.current.store(Arc::new(keys));
         Ok(changed)
@@ -181,7 +198,11 @@ mod tests {
         assert_eq!(keys.role_of("reader-key-012345678"), None);
         assert!(format!("{keys:?}").contains("count: 3"));
         let e = ApiKeys::parse("read ok-key-0123456789\nroot x-key-0123456789\n", "keys.txt").unwrap_err();
-        assert!(e.starts_with("keys.txt:2:") && e.contains("root"), "{e}");
+        assert!(e.starts_with("keys.txt:2:") && e.contains("not a role"), "{e}");
+        let e = ApiKeys::parse("secret-key-0123456789 read\n", "keys.txt").unwrap_err();
+        assert!(!e.contains("secret-key"), "a key written the wrong way round stays out of the message: {e}");
+        let hashed = ApiKeys::parse("read a#key-0123456789abc # a comment\n", "k").unwrap();
+        assert_eq!(hashed.role_of("a#key-0123456789abc"), Some(Role::Read), "a `#` inside a key is part of it");
         assert!(ApiKeys::parse("read short", "k").unwrap_err().contains("16"));
         assert!(ApiKeys::parse("read sha256:abc", "k").unwrap_err().contains("64 hex"));
         let env = ApiKeys::parse("read a-key-0123456789abc, admin b-key-0123456789abc", "AFFINITY_API_KEYS").unwrap();
@@ -204,5 +225,9 @@ mod tests {
         std::fs::write(&file, "reader broken\n").unwrap();
         assert!(store.reload().is_err());
         assert_eq!(store.keys().role_of("new-key-0123456789"), Some(Role::Read), "kept");
+        std::fs::write(&file, "# emptied\n").unwrap();
+        assert!(store.reload().unwrap_err().contains("holds no key"));
+        assert_eq!(store.keys().role_of("new-key-0123456789"), Some(Role::Read), "an empty file never opens every RPC");
+        assert!(KeyStore::load(Some(&file), None).is_err(), "nor does it at start");
     }
 }
