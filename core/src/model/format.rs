@@ -288,9 +288,20 @@ fn is_file(path: &Path) -> Result<bool> {
     }
 }
 
-/// Reads `name` in full, checking its size and SHA-256 against the manifest; returns the
-/// bytes when `keep` (files that hnsw_rs reads itself are only checked).
-fn read_verified(dir: &Path, name: &str, manifest: &Manifest, keep: bool) -> Result<Option<Vec<u8>>> {
+/// A verified file's contents, as the loader needs them.
+enum Blob {
+    /// Bytes to decode (`.bin` tables).
+    Bytes(Vec<u8>),
+    /// Little-endian floats read straight into the matrix's buffer (`.f32`): no second
+    /// copy of the largest files while loading.
+    Floats(Vec<f32>),
+    /// Only checked: hnsw_rs reads the HNSW dumps itself.
+    Checked,
+}
+
+/// Reads `name` in full, checking its size and SHA-256 against the manifest, into the
+/// form the loader decodes it from.
+fn read_verified(dir: &Path, name: &str, manifest: &Manifest) -> Result<Blob> {
     let path = dir.join(name);
     let entry = manifest
         .files
@@ -298,51 +309,81 @@ fn read_verified(dir: &Path, name: &str, manifest: &Manifest, keep: bool) -> Res
         .ok_or_else(|| Error::model(&path, "not listed in manifest.json"))?;
     let cannot = |e: std::io::Error| Error::model(&path, format!("cannot read: {e}"));
     let mut file = File::open(&path).map_err(cannot)?;
+    let len = usize::try_from(entry.bytes).map_err(|_| Error::model(&path, "too large for this machine"))?;
+    let no_memory = |e: std::collections::TryReserveError| Error::model(&path, format!("cannot read: {e}"));
     let mut hasher = Sha256::new();
-    let mut kept = Vec::new();
-    if keep {
-        kept.try_reserve_exact(usize::try_from(entry.bytes).unwrap_or(usize::MAX)).map_err(|e| Error::model(&path, format!("cannot read: {e}")))?;
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    let mut read = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(cannot(e)),
-        };
-        hasher.update(&buf[..n]);
-        if keep {
-            kept.extend_from_slice(&buf[..n]);
+    let (blob, read) = if name.contains(".hnsw.") {
+        (Blob::Checked, stream_into(&mut file, &mut [], &mut hasher).map_err(cannot)?)
+    } else if name.ends_with(".f32") && len % 4 == 0 {
+        let mut floats: Vec<f32> = Vec::new();
+        floats.try_reserve_exact(len / 4).map_err(no_memory)?;
+        floats.resize(len / 4, 0.0);
+        let read = stream_into(&mut file, bytemuck::cast_slice_mut(&mut floats), &mut hasher).map_err(cannot)?;
+        // The files are little-endian.
+        #[cfg(target_endian = "big")]
+        for x in floats.iter_mut() {
+            *x = f32::from_bits(x.to_bits().swap_bytes());
         }
-        read += n as u64;
-    }
+        (Blob::Floats(floats), read)
+    } else {
+        let mut bytes: Vec<u8> = Vec::new();
+        bytes.try_reserve_exact(len).map_err(no_memory)?;
+        bytes.resize(len, 0);
+        let read = stream_into(&mut file, &mut bytes, &mut hasher).map_err(cannot)?;
+        (Blob::Bytes(bytes), read)
+    };
     if read != entry.bytes {
         return Err(Error::model(&path, format!("truncated or resized: {read} bytes, manifest says {}", entry.bytes)));
     }
     if hex::encode(hasher.finalize()) != entry.sha256 {
         return Err(Error::model(&path, "checksum mismatch (file is corrupt or was modified)"));
     }
-    Ok(keep.then_some(kept))
+    Ok(blob)
+}
+
+/// Reads `file` to its end, filling `dst` first and hashing everything read; returns how
+/// many bytes the file held (more than `dst` when it grew, fewer when it shrank).
+fn stream_into(file: &mut File, dst: &mut [u8], hasher: &mut Sha256) -> std::io::Result<u64> {
+    let mut filled = 0;
+    while filled < dst.len() {
+        match file.read(&mut dst[filled..]) {
+            Ok(0) => return Ok(filled as u64),
+            Ok(n) => {
+                hasher.update(&dst[filled..filled + n]);
+                filled += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut rest = vec![0u8; 1 << 20];
+    let mut extra = 0u64;
+    loop {
+        match file.read(&mut rest) {
+            Ok(0) => return Ok(filled as u64 + extra),
+            Ok(n) => {
+                hasher.update(&rest[..n]);
+                extra += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, bytes: &[u8]) -> Result<T> {
     bincode::deserialize(bytes).map_err(|e| Error::model(dir.join(name), format!("cannot decode: {e}")))
 }
 
-fn matrix(dir: &Path, name: &str, bytes: &[u8], rows: usize, cols: usize) -> Result<Array2<f32>> {
-    if bytes.len() != rows * cols * 4 {
+fn matrix(dir: &Path, name: &str, floats: Option<Vec<f32>>, rows: usize, cols: usize) -> Result<Array2<f32>> {
+    let floats = floats.ok_or_else(|| Error::model(dir.join(name), "missing from manifest.json, or not whole f32 values"))?;
+    if floats.len() != rows * cols {
         return Err(Error::model(
             dir.join(name),
-            format!("holds {} bytes, expected {rows} × {cols} f32", bytes.len()),
+            format!("holds {} bytes, expected {rows} × {cols} f32", floats.len() * 4),
         ));
     }
-    let data: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Array2::from_shape_vec((rows, cols), data).map_err(|e| Error::model(dir.join(name), e.to_string()))
+    Array2::from_shape_vec((rows, cols), floats).map_err(|e| Error::model(dir.join(name), e.to_string()))
 }
 
 fn unit_scale() -> f32 {
@@ -383,14 +424,26 @@ pub fn load(path: &Path) -> Result<Model> {
     if let Some(name) = manifest.files.keys().find(|name| name.contains('/') || name.contains("..")) {
         return Err(Error::model(dir.join("manifest.json"), format!("lists an invalid file name {name:?}")));
     }
-    let read: Vec<(String, Option<Vec<u8>>)> = manifest
+    let read: Vec<(String, Blob)> = manifest
         .files
         .keys()
         .collect::<Vec<_>>()
         .into_par_iter()
-        .map(|name| Ok((name.clone(), read_verified(&dir, name, &manifest, !name.contains(".hnsw."))?)))
+        .map(|name| Ok((name.clone(), read_verified(&dir, name, &manifest)?)))
         .collect::<Result<_>>()?;
-    let blobs: HashMap<String, Vec<u8>> = read.into_iter().filter_map(|(name, bytes)| Some((name, bytes?))).collect();
+    let mut blobs: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut floats: HashMap<String, Vec<f32>> = HashMap::new();
+    for (name, blob) in read {
+        match blob {
+            Blob::Bytes(b) => {
+                blobs.insert(name, b);
+            }
+            Blob::Floats(f) => {
+                floats.insert(name, f);
+            }
+            Blob::Checked => {}
+        }
+    }
     let started = std::time::Instant::now();
     tracing::debug!(dir = %dir.display(), "model files verified");
     let take = |name: &str| -> Result<&Vec<u8>> {
@@ -466,16 +519,11 @@ pub fn load(path: &Path) -> Result<Model> {
     }
     let params = manifest.params;
     let d = params.als.factors;
-    let (item_factors, (user_factors, content)) = rayon::join(
-        || matrix(&dir, "collab_items.f32", take("collab_items.f32")?, n_items, d),
-        || {
-            rayon::join(
-                || matrix(&dir, "collab_users.f32", take("collab_users.f32")?, n_users, d),
-                || matrix(&dir, "content.f32", take("content.f32")?, n_items, params.content.dim),
-            )
-        },
+    let (item_factors, user_factors, content) = (
+        matrix(&dir, "collab_items.f32", floats.remove("collab_items.f32"), n_items, d)?,
+        matrix(&dir, "collab_users.f32", floats.remove("collab_users.f32"), n_users, d)?,
+        matrix(&dir, "content.f32", floats.remove("content.f32"), n_items, params.content.dim)?,
     );
-    let (item_factors, user_factors, content) = (item_factors?, user_factors?, content?);
     // Candidate lists for heavy users: models trained before them (or without an index)
     // have none.
     let shortlists = match blobs.get("shortlists.bin") {
@@ -638,6 +686,24 @@ mod tests {
             fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
         });
         assert!(e.contains("collab_items.f32") && e.contains("truncated"), "{e}");
+        let e = load_error(|_, d| {
+            let f = d.join("content.f32");
+            let mut bytes = fs::read(&f).unwrap();
+            bytes.extend_from_slice(&[0; 8]);
+            fs::write(&f, bytes).unwrap();
+        });
+        assert!(e.contains("content.f32") && e.contains("resized"), "{e}");
+        // Whole and checksummed, but not the shape the tables say (a quarter more floats).
+        let e = load_error(|_, d| {
+            let f = d.join("collab_items.f32");
+            let mut bytes = fs::read(&f).unwrap();
+            let row = bytes[..bytes.len() / 4].to_vec();
+            bytes.extend_from_slice(&row[..row.len() - row.len() % 4]);
+            let (sha, len) = (hex::encode(Sha256::digest(&bytes)), bytes.len());
+            fs::write(&f, bytes).unwrap();
+            edit_manifest(d, |v| v["files"]["collab_items.f32"] = serde_json::json!({ "sha256": sha, "bytes": len }));
+        });
+        assert!(e.contains("collab_items.f32") && e.contains("expected"), "{e}");
         let e = load_error(|_, d| {
             let f = d.join("users.bin");
             let mut bytes = fs::read(&f).unwrap();
