@@ -361,18 +361,7 @@ async fn while_a_model_loads_the_process_is_live_but_not_ready() {
     m["files"]["padding.bin"] = serde_json::json!({ "sha256": "0".repeat(64), "bytes": 1u64 << 30 });
     std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
 
-    let mut cmd = server_cmd(&copy, &["--no-ingest", "--metrics-listen", "127.0.0.1:0"]);
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let (mut metrics, mut addr) = (None, None);
-    while addr.is_none() {
-        let mut line = String::new();
-        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "server exited");
-        metrics = metrics.or_else(|| line.trim().strip_prefix("metrics on http://").and_then(|m| m.strip_suffix("/metrics")).map(str::to_string));
-        addr = line.trim().strip_prefix("listening on ").map(|a| format!("http://{a}"));
-    }
-    let server = Server::adopt(child, out, addr.unwrap(), metrics);
+    let server = spawn(server_cmd(&copy, &["--no-ingest", "--metrics-listen", "127.0.0.1:0"]));
     let mut health = tonic_health::pb::health_client::HealthClient::new(connect(&server.addr).await.unwrap());
     let status = |service: &str| tonic_health::pb::HealthCheckRequest { service: service.into() };
     use tonic_health::pb::health_check_response::ServingStatus;

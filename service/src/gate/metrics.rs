@@ -5,7 +5,6 @@
 //! Counters are updated where things happen (the gate for RPCs, ingest, reload); the
 //! model gauges are read off the live model at scrape time, so they can never lag it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -179,12 +178,4 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: imp
             }),
         );
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-}
-
-/// Binds the metrics port (so its address can be printed before serving).
-///
-/// # Errors
-/// The address cannot be bound.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

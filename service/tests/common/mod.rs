@@ -68,11 +68,6 @@ pub struct Server {
 }
 
 impl Server {
-    /// Wraps a server process started by hand (its stdout read past `listening on`).
-    pub fn adopt(child: Child, stdout: BufReader<std::process::ChildStdout>, addr: String, metrics: Option<String>) -> Server {
-        Server { child, _stdout: stdout, addr, metrics }
-    }
-
     /// Sends SIGTERM and waits up to `within` for the process to exit; its exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
@@ -128,7 +123,21 @@ pub async fn start(cmd: Command) -> Server {
 
 /// [`start`] for a TLS server, reached as `https://localhost:PORT` and verified against
 /// `ca_pem`.
-pub async fn start_tls(mut cmd: Command, ca_pem: Option<&[u8]>) -> Server {
+pub async fn start_tls(cmd: Command, ca_pem: Option<&[u8]>) -> Server {
+    let mut server = spawn(cmd);
+    if ca_pem.is_some() {
+        let port = server.addr.rsplit(':').next().unwrap_or_default().to_string();
+        server.addr = format!("https://localhost:{port}");
+    }
+    affinity_service::client::wait_serving_tls(&server.addr, ca_pem, Duration::from_secs(60))
+        .await
+        .expect("server becomes healthy");
+    server
+}
+
+/// Starts `cmd` and reads the addresses it prints (`http://` URL; the metrics address if
+/// it has one), without waiting for it to serve.
+pub fn spawn(mut cmd: Command) -> Server {
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut child = cmd.spawn().expect("spawn affinity-server");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
@@ -144,17 +153,10 @@ pub async fn start_tls(mut cmd: Command, ca_pem: Option<&[u8]>) -> Server {
             break addr.to_string();
         }
     };
-    let url = match ca_pem {
-        None => format!("http://{addr}"),
-        Some(_) => format!("https://localhost:{}", addr.rsplit(':').next().unwrap_or_default()),
-    };
-    affinity_service::client::wait_serving_tls(&url, ca_pem, Duration::from_secs(60))
-        .await
-        .expect("server becomes healthy");
     Server {
         child,
         _stdout: stdout,
-        addr: url,
+        addr: format!("http://{addr}"),
         metrics,
     }
 }
