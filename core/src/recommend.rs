@@ -403,6 +403,11 @@ fn narrow_enough(narrowed: Option<&Vec<ItemIdx>>, settings: &ServingSettings, k:
 /// Narrowed lists up to this many items are always scored exactly (about 25 µs).
 const NARROW_FLOOR: usize = 1_024;
 
+/// Room a first index search makes for items the filter drops (what the user had, what
+/// the request excludes); users who had more start from their training-time list
+/// (`model::shortlist`) or search in growing rounds.
+pub(crate) const SEARCH_ROOM: usize = 500;
+
 /// The list a ranking gives under the rules: promotions applied, then the best `k`
 /// (diversified when asked), and why it is short if it is.
 fn finish(model: &Model, mut scored: Vec<(f32, ItemIdx)>, k: usize, rules: &Rules) -> (Vec<(f32, ItemIdx)>, Option<Shortfall>) {
@@ -894,13 +899,12 @@ impl Model {
                 // strongest items by norm, which top most inner products, join the
                 // candidates.
                 let transformed = index.dim() == u.len() + 1;
-                // Room for what the filter drops (up to `ROOM` items at first): a user who
+                // Room for what the filter drops (up to `SEARCH_ROOM` items at first): a user who
                 // had thousands of items searches for four times more each round rather
                 // than for all of them at once, and once a search would cost about what
                 // scoring everything does (a list of a 32nd of the catalogue), scores
                 // exactly.
-                const ROOM: usize = 500;
-                let mut want = (need + filter.dropped.min(ROOM)).min(index.len());
+                let mut want = (need + filter.dropped.min(SEARCH_ROOM)).min(index.len());
                 // Candidates whatever the index finds: voted, promoted, new arrivals.
                 let mut extra = votes.items();
                 extra.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use super::Model;
 use crate::ids::{ItemIdx, UserIdx};
 
-/// Users with more items than this get a list: below it the first search round
-/// (room for 500 dropped items) finds enough.
-pub const HEAVY_SEEN: usize = 500;
+/// Users with more items than this get a list: below it the first search round (room for
+/// this many dropped items) finds enough.
+pub const HEAVY_SEEN: usize = crate::recommend::SEARCH_ROOM;
 
 /// Items kept per user.
 pub const SHORTLIST: usize = 1_000;
