@@ -1,11 +1,14 @@
-//! Approximate nearest-neighbour search over vectors in the unit ball with hnsw_rs.
+//! Approximate nearest-neighbour search over vectors in the unit ball: HNSW graphs built
+//! by hnsw_rs, kept and searched as plain link lists.
 //!
 //! Every index ranks by inner product (`1 − u·v`): over unit vectors that is cosine
 //! similarity (similar items); over item vectors scaled into the unit ball by
-//! [`ip_item`] it is inner-product order for user–item scoring. An index is either built in memory (trainer,
-//! evaluation) or loaded from its dump in a model directory, its vectors memory-mapped
-//! from the dump's data file; a loaded graph owns its loader and mapping, so dropping an
-//! [`AnnIndex`] frees everything and a later hot reload can swap models cleanly.
+//! [`ip_item`] it is inner-product order for user–item scoring. hnsw_rs builds the graph
+//! (trainer, evaluation); its links are then copied into flat tables ([`AnnIndex`]) and
+//! the builder dropped. Searches measure against the model's own matrices ([`Rows`]), so
+//! an index costs its links only, and a published one is a single table that loads in a
+//! fraction of a second. Models before format 6 carry hnsw_rs dumps instead; those are
+//! read once with hnsw_rs and converted.
 
 use std::path::Path;
 
@@ -58,40 +61,207 @@ impl Default for HnswParams {
 
 type Graph<'a> = Hnsw<'a, f32, UnitDot>;
 
-/// The loader of a graph whose vectors stay in its memory-mapped data file: hnsw_rs maps
-/// the file through `&mut HnswIo` while loading, and the graph then borrows the mapping.
-struct Loader(std::cell::UnsafeCell<HnswIo>);
+/// The vectors a search measures against: item `i`'s is row `i` of `data` (`dim` wide),
+/// its inner product with the query multiplied by `scale` (the inner-product index's
+/// `1 / M`, see [`ip_item`]; 1 for unit vectors). A model passes its own matrices, so
+/// an index holds links only.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    /// Row-major vectors by item index.
+    pub data: &'a [f32],
+    /// Length of each row.
+    pub dim: usize,
+    /// Multiplies every inner product.
+    pub scale: f32,
+}
 
-// SAFETY: the cell is borrowed mutably exactly once, in the builder of
-// `LoadedGraph::try_new`, before the graph exists or anything is shared. Afterwards it is
-// reached only through the graph's shared borrows of the read-only mapping; no method
-// reads or writes the cell, so sharing a `Loader` between threads shares only that.
-unsafe impl Sync for Loader {}
+/// An HNSW graph as plain link lists, by item index: what hnsw_rs built, without its
+/// per-link allocations. Published as one table (`NAME.graph.bin`), it loads in a
+/// fraction of a second where reloading hnsw_rs's dump rebuilds every point and link
+/// one allocation at a time (about 20 s for a million-item model's three graphs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Links {
+    /// Points in the graph.
+    len: u32,
+    /// Length of the indexed vectors.
+    dim: u32,
+    /// Where every search starts: an item of the top layer.
+    entry: u32,
+    /// The bottom layer over item indices `0..start.len() - 1`: item `i`'s links are
+    /// `links[start[i]..start[i + 1]]`, nearest first (none for items not indexed).
+    start: Vec<u32>,
+    links: Vec<u32>,
+    /// The layers above, bottom up.
+    upper: Vec<Layer>,
+}
 
-self_cell::self_cell!(
-    /// A graph reloaded from a dump together with the loader (and mapping) it borrows from.
-    struct LoadedGraph {
-        owner: Loader,
-        #[not_covariant]
-        dependent: Graph,
+/// One upper layer: its items (sorted) and their links, `links[start[p]..start[p + 1]]`
+/// for `items[p]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Layer {
+    items: Vec<u32>,
+    start: Vec<u32>,
+    links: Vec<u32>,
+}
+
+impl Layer {
+    fn of(mut rows: Vec<(u32, Vec<u32>)>) -> Layer {
+        rows.sort_unstable_by_key(|r| r.0);
+        let mut layer = Layer { items: Vec::with_capacity(rows.len()), start: vec![0], links: Vec::new() };
+        for (item, links) in rows {
+            layer.items.push(item);
+            layer.links.extend(links);
+            layer.start.push(layer.links.len() as u32);
+        }
+        layer
     }
-);
 
-enum Inner {
-    Built(Graph<'static>),
-    Loaded(LoadedGraph),
+    fn links_of(&self, item: u32) -> &[u32] {
+        match self.items.binary_search(&item) {
+            Ok(p) => &self.links[self.start[p] as usize..self.start[p + 1] as usize],
+            Err(_) => &[],
+        }
+    }
+}
+
+impl Links {
+    /// The links of a graph hnsw_rs built or reloaded, and (for `keep_vectors`) the
+    /// vectors it holds, by item index.
+    fn of_graph(g: &Graph<'_>, keep_vectors: bool) -> (Links, Option<Vec<f32>>) {
+        let points = g.get_point_indexation();
+        let dim = points.get_data_dimension();
+        let top = points.get_max_level_observed() as usize;
+        let mut layers: Vec<Vec<(u32, Vec<u32>)>> = vec![Vec::new(); top + 1];
+        let mut own: Vec<(u32, Vec<f32>)> = Vec::new();
+        let mut len = 0u32;
+        for point in points {
+            let item = point.get_origin_id() as u32;
+            let level = (point.get_point_id().0 as usize).min(top);
+            for (l, neighbours) in point.get_neighborhood_id().into_iter().enumerate().take(level + 1) {
+                layers[l].push((item, neighbours.iter().map(|n| n.d_id as u32).collect()));
+            }
+            if keep_vectors {
+                own.push((item, point.get_v().to_vec()));
+            }
+            len += 1;
+        }
+        let entry = points.get_layer_iterator(top).next().map_or(0, |p| p.get_origin_id() as u32);
+        let mut bottom = std::mem::take(&mut layers[0]);
+        bottom.sort_unstable_by_key(|r| r.0);
+        let n = bottom.last().map_or(0, |r| r.0 as usize + 1);
+        let mut start = Vec::with_capacity(n + 1);
+        let mut links = Vec::new();
+        let mut rows = bottom.into_iter().peekable();
+        start.push(0);
+        for i in 0..n as u32 {
+            if let Some((_, l)) = rows.next_if(|r| r.0 == i) {
+                links.extend(l);
+            }
+            start.push(links.len() as u32);
+        }
+        let own = keep_vectors.then(|| {
+            let mut v = vec![0.0f32; n * dim];
+            for (item, x) in own {
+                v[item as usize * dim..(item as usize + 1) * dim].copy_from_slice(&x);
+            }
+            v
+        });
+        let upper = layers.into_iter().skip(1).map(Layer::of).collect();
+        (Links { len, dim: dim as u32, entry, start, links, upper }, own)
+    }
+
+    /// Item indices the links cover (`0..span`).
+    fn span(&self) -> usize {
+        self.start.len().saturating_sub(1)
+    }
+
+    fn bottom(&self, item: u32) -> &[u32] {
+        let i = item as usize;
+        match (self.start.get(i), self.start.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.links[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    /// Whether every link, offset and the entry point stay inside the tables: what a
+    /// loaded table must show before it is searched.
+    fn is_consistent(&self) -> bool {
+        let span = self.span() as u32;
+        let offsets_ok = |start: &[u32], links: &[u32]| {
+            start.first() == Some(&0) && start.windows(2).all(|w| w[0] <= w[1]) && start.last().is_some_and(|&e| e as usize == links.len())
+        };
+        (self.len == 0 || (self.entry < span && offsets_ok(&self.start, &self.links)))
+            && self.links.iter().all(|&j| j < span)
+            && self.upper.iter().all(|l| {
+                l.start.len() == l.items.len() + 1
+                    && offsets_ok(&l.start, &l.links)
+                    && l.items.windows(2).all(|w| w[0] < w[1])
+                    && l.items.iter().chain(&l.links).all(|&j| j < span)
+            })
+    }
+}
+
+/// Visit marks for graph searches, one table per thread reused across searches: a
+/// search marks with the next stamp instead of clearing a table the catalogue's size.
+struct Visited {
+    stamps: Vec<u16>,
+    stamp: u16,
+}
+
+impl Visited {
+    fn begin(&mut self, n: usize) {
+        if self.stamps.len() < n {
+            self.stamps.resize(n, 0);
+        }
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.stamps.fill(0);
+            self.stamp = 1;
+        }
+    }
+
+    /// Marks `i`; whether it was unmarked.
+    fn first_visit(&mut self, i: u32) -> bool {
+        let s = &mut self.stamps[i as usize];
+        let first = *s != self.stamp;
+        *s = self.stamp;
+        first
+    }
+}
+
+thread_local! {
+    static VISITED: std::cell::RefCell<Visited> = const { std::cell::RefCell::new(Visited { stamps: Vec::new(), stamp: 0 }) };
+}
+
+/// A distance and an item, ordered by distance (then item): heap entries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Near(f32, u32);
+
+impl Eq for Near {}
+
+impl PartialOrd for Near {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Near {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
 }
 
 /// One HNSW index over item vectors, addressed by item index.
 pub struct AnnIndex {
-    inner: Inner,
-    len: usize,
-    dim: usize,
+    links: Links,
+    /// The vectors, by item index, of an index reloaded from an hnsw_rs dump (models
+    /// before format 6): those may hold transformed vectors no model matrix has.
+    own: Option<Vec<f32>>,
 }
 
 impl std::fmt::Debug for AnnIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AnnIndex").field("len", &self.len).field("dim", &self.dim).finish()
+        f.debug_struct("AnnIndex").field("len", &self.len()).field("dim", &self.dim()).finish()
     }
 }
 
@@ -105,10 +275,10 @@ pub struct Hit {
 }
 
 impl AnnIndex {
-    /// Builds an index over `(item index, unit vector)` pairs, in parallel.
+    /// Builds an index over `(item index, vector)` pairs with hnsw_rs, in parallel, and
+    /// keeps its links; searches then measure against the model's rows (see [`Rows`]).
     pub fn build(points: &[(u32, Vec<f32>)], dim: usize, params: HnswParams) -> AnnIndex {
         let n = points.len().max(1);
-        // hnsw_rs can only dump graphs allocated with its maximum layer count.
         let layers = 16; // NB_LAYER_MAX in hnsw_rs (private there)
         let graph: Graph<'static> = Hnsw::new(
             params.max_connections.clamp(4, 255),
@@ -119,103 +289,128 @@ impl AnnIndex {
         );
         let data: Vec<(&Vec<f32>, usize)> = points.iter().map(|(i, v)| (v, *i as usize)).collect();
         graph.parallel_insert(&data);
-        AnnIndex {
-            inner: Inner::Built(graph),
-            len: points.len(),
-            dim,
-        }
+        let (mut links, _) = Links::of_graph(&graph, false);
+        links.dim = dim as u32;
+        AnnIndex { links, own: None }
     }
 
     /// Number of vectors in the index.
     pub fn len(&self) -> usize {
-        self.len
+        self.links.len as usize
     }
 
     /// Whether the index holds no vectors (every search then returns nothing).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.links.len == 0
     }
 
     /// Length of the indexed vectors; a query of another length finds nothing.
     pub fn dim(&self) -> usize {
-        self.dim
+        self.links.dim as usize
     }
 
-    /// The `k` nearest items to a unit `query`, best first.
-    pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<Hit> {
-        if self.len == 0 || k == 0 || query.len() != self.dim {
+    /// The `k` nearest items to a unit `query`, best first, measured against `rows`
+    /// (ignored by an index that holds its own vectors). Rows too short for the graph's
+    /// items find nothing.
+    pub fn search(&self, query: &[f32], k: usize, ef: usize, rows: Rows<'_>) -> Vec<Hit> {
+        let dim = self.dim();
+        let (data, scale) = match &self.own {
+            Some(own) => (own.as_slice(), 1.0),
+            None => (rows.data, rows.scale),
+        };
+        let span = self.links.span();
+        if self.is_empty() || k == 0 || query.len() != dim || (self.own.is_none() && rows.dim != dim) || data.len() < span * dim {
             return Vec::new();
         }
-        let k = k.min(self.len);
+        let k = k.min(self.len());
         let ef = ef.max(k);
-        let run = |g: &Graph<'_>| {
-            g.search(query, k, ef)
-                .into_iter()
-                .map(|n| Hit {
-                    item: n.d_id as u32,
-                    similarity: 1.0 - n.distance,
-                })
-                .collect()
-        };
-        match &self.inner {
-            Inner::Built(g) => run(g),
-            Inner::Loaded(l) => l.with_dependent(|_, g| run(g)),
+        let dist = |i: u32| 1.0 - scale * linalg::dot(query, &data[i as usize * dim..(i as usize + 1) * dim]);
+        // Greedy descent through the upper layers to the bottom layer's start.
+        let mut at = Near(dist(self.links.entry), self.links.entry);
+        for layer in self.links.upper.iter().rev() {
+            loop {
+                let mut moved = false;
+                for &j in layer.links_of(at.1) {
+                    let d = dist(j);
+                    if d < at.0 {
+                        at = Near(d, j);
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
         }
+        // Best-first search of the bottom layer, keeping the `ef` nearest seen.
+        let mut found = VISITED.with_borrow_mut(|visited| {
+            visited.begin(span);
+            visited.first_visit(at.1);
+            let mut frontier = std::collections::BinaryHeap::from([std::cmp::Reverse(at)]);
+            let mut best = std::collections::BinaryHeap::from([at]);
+            while let Some(std::cmp::Reverse(c)) = frontier.pop() {
+                if best.len() >= ef && best.peek().is_some_and(|w| c.0 > w.0) {
+                    break;
+                }
+                for &j in self.links.bottom(c.1) {
+                    if !visited.first_visit(j) {
+                        continue;
+                    }
+                    let d = dist(j);
+                    if best.len() < ef || best.peek().is_some_and(|w| d < w.0) {
+                        frontier.push(std::cmp::Reverse(Near(d, j)));
+                        best.push(Near(d, j));
+                        if best.len() > ef {
+                            best.pop();
+                        }
+                    }
+                }
+            }
+            best.into_sorted_vec()
+        });
+        found.truncate(k);
+        found.into_iter().map(|n| Hit { item: n.1, similarity: 1.0 - n.0 }).collect()
     }
 
-    /// Writes `<basename>.hnsw.graph` and `<basename>.hnsw.data` into `dir`; returns the
-    /// file names written.
-    pub fn dump(&self, dir: &Path, basename: &str) -> Result<Vec<String>> {
-        let dumped = match &self.inner {
-            Inner::Built(g) => g.file_dump(dir, basename),
-            Inner::Loaded(l) => l.with_dependent(|_, g| g.file_dump(dir, basename)),
-        }
-        .map_err(|e| Error::model(dir.join(basename), format!("cannot write HNSW index: {e}")))?;
-        if dumped != basename {
-            return Err(Error::model(
-                dir.join(basename),
-                format!("HNSW dump went to unexpected basename {dumped}"),
-            ));
-        }
-        Ok(vec![
-            format!("{basename}.hnsw.graph"),
-            format!("{basename}.hnsw.data"),
-        ])
+    /// The index as one table, for `NAME.graph.bin` (read back by [`AnnIndex::decode`]).
+    pub fn encode(&self) -> std::result::Result<Vec<u8>, String> {
+        bincode::serialize(&self.links).map_err(|e| e.to_string())
     }
 
-    /// Loads a dump written by [`AnnIndex::dump`], checking it holds `len` points of one
-    /// of the dimensions `dims`.
-    ///
-    /// The data file is memory-mapped for as long as the index lives, so it must not be
-    /// truncated or rewritten meanwhile: model versions are never changed once published,
-    /// and a replaced version is removed only after a grace period (removing a mapped
-    /// file is safe on Unix; the mapping keeps its pages).
+    /// Reads a table written by [`AnnIndex::encode`], checking it holds `len` points of
+    /// dimension `dim` over at most `items` item indices and that every link stays in
+    /// range (a damaged table is refused, never searched).
+    pub fn decode(bytes: &[u8], len: usize, dim: usize, items: usize) -> std::result::Result<AnnIndex, String> {
+        let links: Links = bincode::deserialize(bytes).map_err(|e| format!("cannot decode: {e}"))?;
+        if links.len as usize != len || (len > 0 && links.dim as usize != dim) {
+            return Err(format!("holds {} points of dimension {}, expected {len} of {dim}", links.len, links.dim));
+        }
+        if links.span() > items || !links.is_consistent() {
+            return Err("links point outside the graph or the item table".into());
+        }
+        Ok(AnnIndex { links, own: None })
+    }
+
+    /// Loads an hnsw_rs dump (`<basename>.hnsw.graph` and `.hnsw.data`, written by
+    /// models before format 6), checking it holds `len` points of one of the dimensions
+    /// `dims`, and keeps its links and vectors: the dump and its mapping are released
+    /// once read.
     ///
     /// The model loader verifies checksums before calling this, so the files are the ones
     /// the trainer wrote; a panic inside hnsw_rs on a malformed file is still caught and
     /// reported as an error rather than taking the process down.
-    pub fn load(dir: &Path, basename: &str, len: usize, dims: &[usize]) -> Result<AnnIndex> {
+    pub fn load_dump(dir: &Path, basename: &str, len: usize, dims: &[usize]) -> Result<AnnIndex> {
         let graph_path = dir.join(format!("{basename}.hnsw.graph"));
-        // The vectors are read from the memory-mapped data file rather than copied into
-        // memory: loading is quicker, and their pages are the file's (shared, and given
-        // back under memory pressure) rather than the heap's.
-        let io = HnswIo::new_with_options(dir, basename, ReloadOptions::new(true));
+        let mut io = HnswIo::new_with_options(dir, basename, ReloadOptions::new(true));
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            LoadedGraph::try_new(Loader(std::cell::UnsafeCell::new(io)), |loader| {
-                // SAFETY: the only access to the cell (see `Loader`), before anything
-                // borrows from it.
-                let io = unsafe { &mut *loader.0.get() };
-                io.load_hnsw::<f32, UnitDot>()
-            })
+            io.load_hnsw::<f32, UnitDot>().map(|g| Links::of_graph(&g, true))
         }));
-        let loaded = match loaded {
+        let (links, own) = match loaded {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => return Err(Error::model(&graph_path, format!("cannot load HNSW index: {e}"))),
             Err(_) => return Err(Error::model(&graph_path, "HNSW index is malformed")),
         };
-        let (points, data_dim) = loaded.with_dependent(|_, g| {
-            (g.get_nb_point(), g.get_point_indexation().get_data_dimension())
-        });
+        let (points, data_dim) = (links.len as usize, links.dim as usize);
         if points != len || (len > 0 && !dims.contains(&data_dim)) {
             let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
             return Err(Error::model(
@@ -223,11 +418,20 @@ impl AnnIndex {
                 format!("HNSW index holds {points} points of dimension {data_dim}, expected {len} of {}", dims.join(" or ")),
             ));
         }
-        Ok(AnnIndex {
-            inner: Inner::Loaded(loaded),
-            len,
-            dim: data_dim,
-        })
+        Ok(AnnIndex { links, own })
+    }
+
+    /// Writes the index as an hnsw_rs dump (`<basename>.hnsw.graph` and `.hnsw.data`),
+    /// the layout models before format 6 carry: for tests of their loading.
+    #[doc(hidden)]
+    pub fn dump_legacy(points: &[(u32, Vec<f32>)], params: HnswParams, dir: &Path, basename: &str) -> Result<()> {
+        let graph: Graph<'static> = Hnsw::new(params.max_connections.clamp(4, 255), points.len().max(1), 16, params.ef_construction, UnitDot);
+        let data: Vec<(&Vec<f32>, usize)> = points.iter().map(|(i, v)| (v, *i as usize)).collect();
+        graph.parallel_insert(&data);
+        graph
+            .file_dump(dir, basename)
+            .map(drop)
+            .map_err(|e| Error::model(dir.join(basename), format!("cannot write HNSW index: {e}")))
     }
 }
 
@@ -290,35 +494,70 @@ mod tests {
         v
     }
 
-    #[test]
-    fn finds_exact_neighbours_and_survives_dump_and_load() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let points: Vec<(u32, Vec<f32>)> = (0..500).map(|i| (i, random_unit(&mut rng, 16))).collect();
-        let index = AnnIndex::build(&points, 16, HnswParams::default());
-        let query = random_unit(&mut rng, 16);
-        let mut exact: Vec<(u32, f32)> = points.iter().map(|(i, v)| (*i, linalg::dot(v, &query))).collect();
+    /// Top-10 overlap of `hits` with the exact top 10 of `points` for `query`.
+    fn overlap(points: &[(u32, Vec<f32>)], query: &[f32], hits: &[Hit]) -> usize {
+        let mut exact: Vec<(u32, f32)> = points.iter().map(|(i, v)| (*i, linalg::dot(v, query))).collect();
         exact.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let hits = index.search(&query, 10, 200);
-        assert_eq!(hits.len(), 10);
-        let found: Vec<u32> = hits.iter().map(|h| h.item).collect();
         let truth: Vec<u32> = exact.iter().take(10).map(|e| e.0).collect();
-        let overlap = found.iter().filter(|i| truth.contains(i)).count();
-        assert!(overlap >= 9, "recall {overlap}/10");
-        assert!((hits[0].similarity - exact[0].1).abs() < 1e-5);
+        hits.iter().filter(|h| truth.contains(&h.item)).count()
+    }
 
-        let dir = tempfile::tempdir().unwrap();
-        let files = index.dump(dir.path(), "t").unwrap();
-        assert_eq!(files.len(), 2);
-        let loaded = AnnIndex::load(dir.path(), "t", 500, &[16]).unwrap();
-        assert_eq!(loaded.search(&query, 10, 200), hits);
-        // The vectors are mapped from the data file: removing it (as pruning an old
-        // version does) leaves a loaded index working.
-        for f in &files {
-            std::fs::remove_file(dir.path().join(f)).unwrap();
+    #[test]
+    fn finds_exact_neighbours_and_survives_encoding() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // Item 3 has no vector (not indexed): its row stays zero and it is never found.
+        let points: Vec<(u32, Vec<f32>)> = (0..500).filter(|&i| i != 3).map(|i| (i, random_unit(&mut rng, 16))).collect();
+        let mut matrix = vec![0.0f32; 500 * 16];
+        for (i, v) in &points {
+            matrix[*i as usize * 16..(*i as usize + 1) * 16].copy_from_slice(v);
         }
-        assert_eq!(loaded.search(&query, 10, 200), hits);
-        assert!(AnnIndex::load(dir.path(), "t", 501, &[16]).is_err());
-        assert!(AnnIndex::load(dir.path(), "missing", 500, &[16]).is_err());
+        let rows = Rows { data: &matrix, dim: 16, scale: 1.0 };
+        let index = AnnIndex::build(&points, 16, HnswParams::default());
+        assert_eq!((index.len(), index.dim()), (499, 16));
+        let query = random_unit(&mut rng, 16);
+        let hits = index.search(&query, 10, 200, rows);
+        assert_eq!(hits.len(), 10);
+        assert!(overlap(&points, &query, &hits) >= 9, "recall {}/10", overlap(&points, &query, &hits));
+        assert!(hits.windows(2).all(|w| w[0].similarity >= w[1].similarity));
+        assert!(hits.iter().all(|h| h.item != 3));
+        let best = points.iter().map(|(_, v)| linalg::dot(v, &query)).fold(f32::MIN, f32::max);
+        assert!((hits[0].similarity - best).abs() < 1e-5);
+        // A scale multiplies similarities and keeps the order.
+        let halved = index.search(&query, 10, 200, Rows { scale: 0.5, ..rows });
+        assert_eq!(halved.iter().map(|h| h.item).collect::<Vec<_>>(), hits.iter().map(|h| h.item).collect::<Vec<_>>());
+
+        let bytes = index.encode().unwrap();
+        let back = AnnIndex::decode(&bytes, 499, 16, 500).unwrap();
+        assert_eq!(back.search(&query, 10, 200, rows), hits);
+        // Wrong counts, a smaller item table, damage and short rows are refused or find nothing.
+        assert!(AnnIndex::decode(&bytes, 500, 16, 500).is_err());
+        assert!(AnnIndex::decode(&bytes, 499, 8, 500).is_err());
+        assert!(AnnIndex::decode(&bytes, 499, 16, 100).is_err());
+        assert!(AnnIndex::decode(&bytes[..bytes.len() / 2], 499, 16, 500).is_err());
+        let mut damaged = bytes.clone();
+        let n = damaged.len();
+        damaged[n - 8..].copy_from_slice(&[0xff; 8]);
+        assert!(AnnIndex::decode(&damaged, 499, 16, 500).is_err());
+        assert!(back.search(&query, 10, 200, Rows { data: &matrix[..100 * 16], ..rows }).is_empty());
+        assert!(back.search(&query[..8], 10, 200, rows).is_empty());
+    }
+
+    #[test]
+    fn dumps_of_older_models_load_with_their_own_vectors() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let points: Vec<(u32, Vec<f32>)> = (0..400).map(|i| (i, random_unit(&mut rng, 12))).collect();
+        let dir = tempfile::tempdir().unwrap();
+        AnnIndex::dump_legacy(&points, HnswParams::default(), dir.path(), "t").unwrap();
+        let loaded = AnnIndex::load_dump(dir.path(), "t", 400, &[12]).unwrap();
+        // The dump and its mapping are released once read.
+        for ext in ["hnsw.graph", "hnsw.data"] {
+            std::fs::remove_file(dir.path().join(format!("t.{ext}"))).unwrap();
+        }
+        let query = random_unit(&mut rng, 12);
+        let none = Rows { data: &[], dim: 12, scale: 1.0 };
+        let hits = loaded.search(&query, 10, 200, none);
+        assert!(overlap(&points, &query, &hits) >= 9);
+        assert!(AnnIndex::load_dump(dir.path(), "t", 400, &[12]).is_err());
     }
 
     #[test]

@@ -927,9 +927,9 @@ impl Model {
                 }
                 loop {
                     let ef = settings.ef_search.max(want);
-                    let mut cands: Vec<ItemIdx> = index.search(&q, want, ef).into_iter().map(|h| ItemIdx(h.item)).collect();
+                    let mut cands: Vec<ItemIdx> = index.search(&q, want, ef, self.mips_rows()).into_iter().map(|h| ItemIdx(h.item)).collect();
                     if let (true, Some(cosine)) = (transformed, &self.indexes().collab) {
-                        cands.extend(cosine.search(&q[..u.len()], want, ef).into_iter().map(|h| ItemIdx(h.item)));
+                        cands.extend(cosine.search(&q[..u.len()], want, ef, self.unit_rows()).into_iter().map(|h| ItemIdx(h.item)));
                     }
                     cands.extend_from_slice(&extra);
                     cands.retain(|&i| filter.allows(i));
@@ -1215,12 +1215,12 @@ impl Model {
             let indexes = self.indexes();
             if w > 0.0 {
                 if let Some(index) = &indexes.collab {
-                    cands.extend(index.search(self.unit_vector(q), want, ef).into_iter().map(|h| ItemIdx(h.item)));
+                    cands.extend(index.search(self.unit_vector(q), want, ef, self.unit_rows()).into_iter().map(|h| ItemIdx(h.item)));
                 }
             }
             if w < 1.0 {
                 if let Some(index) = &indexes.content {
-                    cands.extend(index.search(self.content_vector(q), want, ef).into_iter().map(|h| ItemIdx(h.item)));
+                    cands.extend(index.search(self.content_vector(q), want, ef, self.content_rows()).into_iter().map(|h| ItemIdx(h.item)));
                 }
                 // Entries written while serving are not in the index (or sit there under
                 // their old vector): score them all.

@@ -374,10 +374,10 @@ fn missing_partial_or_corrupt_models_are_refused_naming_the_file() {
 
     let truncated = dir.path().join("truncated");
     copy_dir(&format::resolve(movielens_ann_model()).unwrap(), &truncated);
-    let f = truncated.join("content.hnsw.graph");
+    let f = truncated.join("content.graph.bin");
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
-    refuses(&truncated, "content.hnsw.graph");
+    refuses(&truncated, "content.graph.bin");
 
     let partial = dir.path().join("partial");
     copy_dir(&version, &partial);

@@ -80,7 +80,7 @@ fn movielens_import_train_and_evaluate_beats_itemknn() {
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(version.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["time_kind"], "unix");
     assert_eq!(manifest["counts"]["items"], 1682);
-    for file in ["items.bin", "users.bin", "collab_items.f32", "content.f32", "collab_mips.hnsw.graph", "content.hnsw.data"] {
+    for file in ["items.bin", "users.bin", "collab_items.f32", "content.f32", "collab_mips.graph.bin", "content.graph.bin"] {
         assert!(manifest["files"][file]["sha256"].as_str().unwrap().len() == 64, "{file} listed with checksum");
     }
     // Retraining twice more (back to back: version names sort within a second) keeps

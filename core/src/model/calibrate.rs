@@ -71,7 +71,7 @@ impl Model {
                 let q = ip_query(u, index.dim());
                 LADDER
                     .iter()
-                    .map(|&ef| index.search(&q, K, ef).iter().filter(|h| truth.contains(&h.item)).count())
+                    .map(|&ef| index.search(&q, K, ef, self.mips_rows()).iter().filter(|h| truth.contains(&h.item)).count())
                     .collect()
             })
             .collect();

@@ -9,7 +9,7 @@
 //!                                       # settings, SHA-256 of every file
 //!     items.bin users.bin popularity.bin neighbours.bin repeat.bin activity.bin
 //!     collab_items.f32 collab_users.f32 content.f32
-//!     collab_mips.hnsw.{graph,data} collab_cos.hnsw.{graph,data} content.hnsw.{graph,data}
+//!     collab_mips.graph.bin collab_cos.graph.bin content.graph.bin
 //! ```
 //!
 //! A version is written to `MODEL_ROOT/.tmp-<version>/`, fsynced and renamed into place,
@@ -23,7 +23,9 @@
 //! activity summary, [`crate::activity`]); older models load with empty summaries.
 //! Format 5 added each item's place and listing time to `items.bin` (older ones decode
 //! the earlier item layout and load without places; listing times come from the next
-//! training).
+//! training). Format 6 stores each HNSW graph as its links (`NAME.graph.bin`, searched
+//! over the model's own matrices, see [`crate::ann`]) in place of hnsw_rs's dump
+//! (`NAME.hnsw.{graph,data}`), which older models still load from, converted once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -50,7 +52,7 @@ use crate::repeat::RepeatModel;
 use crate::settings::ServingSettings;
 
 /// The model format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The oldest model format this build reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 2;
@@ -225,18 +227,9 @@ pub fn save(model: &mut Model, root: &Path, retention: Retention) -> Result<Path
         ("content", &model.indexes.content),
     ] {
         if let Some(index) = index {
-            for file in index.dump(&tmp, name)? {
-                let path = tmp.join(&file);
-                let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&path, e))?;
-                files.insert(
-                    file,
-                    FileEntry {
-                        sha256: hex::encode(Sha256::digest(&bytes)),
-                        bytes: bytes.len() as u64,
-                    },
-                );
-            }
+            let file = format!("{name}.graph.bin");
+            let bytes = index.encode().map_err(|e| Error::model(tmp.join(&file), format!("cannot encode: {e}")))?;
+            write_file(&tmp, &file, &bytes, &mut files)?;
         }
     }
     model.manifest.files = files;
@@ -536,7 +529,8 @@ pub fn load(path: &Path) -> Result<Model> {
         }
         None => Shortlists::default(),
     };
-    drop(blobs);
+    // The graphs' tables outlive the others (decoded last); the rest go now.
+    let graph_tables: HashMap<String, Vec<u8>> = blobs.into_iter().filter(|(name, _)| name.ends_with(".graph.bin")).collect();
     let users = IdMap::from_ids(users_file.ids);
     let parts = ModelParts {
         collab: CollabModel::from_factors(item_factors, params.als),
@@ -563,12 +557,18 @@ pub fn load(path: &Path) -> Result<Model> {
             if len == 0 {
                 return Ok(None);
             }
+            // Format 6 on: the graph's links, one table searched over the model's rows.
+            let table = format!("{name}.graph.bin");
+            if let Some(bytes) = graph_tables.get(&table) {
+                return AnnIndex::decode(bytes, len, dims[0], n_items).map(Some).map_err(|e| Error::model(dir.join(&table), e));
+            }
+            // Before: hnsw_rs's dump, read once and converted.
             for ext in ["hnsw.graph", "hnsw.data"] {
                 if !model.manifest.files.contains_key(&format!("{name}.{ext}")) {
                     return Err(Error::model(dir.join(format!("{name}.{ext}")), "missing from manifest.json"));
                 }
             }
-            AnnIndex::load(&dir, name, len, dims).map(Some)
+            AnnIndex::load_dump(&dir, name, len, dims).map(Some)
         };
         // The three graphs load in parallel: parsing them is most of a large model's load.
         let (collab_n, content_n) = (count(&model.has_collab), count(&model.has_content));
@@ -655,8 +655,45 @@ mod tests {
         assert!(m.has_indexes());
         let back = load(root.path()).unwrap();
         assert!(back.has_indexes());
-        assert!(back.manifest().files.keys().any(|f| f.ends_with(".hnsw.graph")));
+        assert!(back.manifest().files.keys().any(|f| f.ends_with(".graph.bin")));
         assert_eq!(answers(&back), answers(&m));
+    }
+
+    #[test]
+    fn models_with_hnsw_rs_dumps_still_load() {
+        // A format-5 model: each graph an hnsw_rs dump of the same points.
+        let mut p = fast_params();
+        p.exact_max_items = 0;
+        let (root, dir, m) = saved(&p);
+        let hp = m.manifest().params.hnsw;
+        let d = m.collab.item_factors.ncols();
+        let graphs = [
+            ("collab_mips", Model::index_points(&m.has_collab, &m.collab.item_factors, |y| crate::ann::ip_item(y, m.max_norm))),
+            ("collab_cos", Model::index_points(&m.has_collab, &m.collab_unit, <[f32]>::to_vec)),
+            ("content", Model::index_points(&m.has_content, &m.content, <[f32]>::to_vec)),
+        ];
+        edit_manifest(&dir, |v| {
+            v["format_version"] = 5.into();
+            for (name, points) in &graphs {
+                let files = v["files"].as_object_mut().unwrap();
+                files.remove(&format!("{name}.graph.bin"));
+                fs::remove_file(dir.join(format!("{name}.graph.bin"))).unwrap();
+                AnnIndex::dump_legacy(points, hp, &dir, name).unwrap();
+                for ext in ["hnsw.graph", "hnsw.data"] {
+                    let bytes = fs::read(dir.join(format!("{name}.{ext}"))).unwrap();
+                    files.insert(format!("{name}.{ext}"), serde_json::json!({"sha256": hex::encode(Sha256::digest(&bytes)), "bytes": bytes.len()}));
+                }
+            }
+        });
+        let back = load(root.path()).unwrap();
+        assert!(back.has_indexes());
+        assert_eq!(back.indexes().mips.as_ref().map(|i| (i.len(), i.dim())), Some((graphs[0].1.len(), d)));
+        // Its answers come through its own graphs: full lists, nearly the same items.
+        let (ours, theirs) = (answers(&m), answers(&back));
+        let same = ours.iter().zip(&theirs).flat_map(|(a, b)| a.1.iter().filter(|x| b.1.iter().any(|y| y.0 == x.0))).count();
+        let all: usize = ours.iter().map(|a| a.1.len()).sum();
+        assert_eq!(all, theirs.iter().map(|a| a.1.len()).sum::<usize>());
+        assert!(same as f64 >= 0.9 * all as f64, "{same} of {all}");
     }
 
     /// Saves a model, applies `damage` to its version directory, and returns the load error.

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::activity::{ActivityTable, Quintiles};
 use crate::als::CollabModel;
 use crate::content::ContentSpace;
-use crate::ann::{ip_item, AnnIndex};
+use crate::ann::{ip_item, AnnIndex, Rows};
 use crate::data::{Item, User};
 use crate::ids::{IdMap, ItemIdx, UserIdx};
 use crate::interactions::RecentEvent;
@@ -205,6 +205,12 @@ fn products(m: &Array2<f32>, v: &[f32], cancel: &crate::cancel::Cancel, mut sink
         sink(start, part);
     }
     Ok(())
+}
+
+/// A whole matrix as the rows an index search measures against (no rows when it is
+/// not contiguous, which a model's matrices always are).
+fn matrix_rows(m: &Array2<f32>) -> Rows<'_> {
+    Rows { data: m.as_slice().unwrap_or(&[]), dim: m.ncols(), scale: 1.0 }
 }
 
 fn row(m: &Array2<f32>, i: usize) -> &[f32] {
@@ -592,6 +598,23 @@ impl Model {
         let (matrix, v) = if collab { (&self.collab_unit, self.unit_vector(q)) } else { (&self.content, self.content_vector(q)) };
         let v: Vec<f32> = v.iter().map(|x| x * weight).collect();
         products(matrix, &v, cancel, |start, p| out[start..start + p.len()].iter_mut().zip(p).for_each(|(o, p)| *o += p))
+    }
+
+    /// What the inner-product index measures against: the item factors, scaled by
+    /// `1 / M` as they were when it was built (see [`crate::ann::ip_item`]).
+    pub(crate) fn mips_rows(&self) -> Rows<'_> {
+        let m = if self.max_norm > 0.0 { self.max_norm } else { 1.0 };
+        Rows { scale: 1.0 / m, ..matrix_rows(&self.collab.item_factors) }
+    }
+
+    /// What the collaborative cosine index measures against: the unit vectors.
+    pub(crate) fn unit_rows(&self) -> Rows<'_> {
+        matrix_rows(&self.collab_unit)
+    }
+
+    /// What the content index measures against: the trained content vectors.
+    pub(crate) fn content_rows(&self) -> Rows<'_> {
+        matrix_rows(&self.content)
     }
 
     pub(crate) fn unit_vector(&self, item: ItemIdx) -> &[f32] {
