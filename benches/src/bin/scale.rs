@@ -71,6 +71,11 @@ struct Args {
     /// `--model-root` or the trainer) and measure its load and queries.
     #[arg(long, conflicts_with_all = ["tune", "write_csv", "model_root"])]
     load: Option<PathBuf>,
+    /// With `--load`: publish the loaded model again under this root, in this build's
+    /// format, and stop (measures an older build's model in the current format without
+    /// retraining it).
+    #[arg(long, requires = "load")]
+    resave: Option<PathBuf>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "benches/results/scale.json")]
     json: PathBuf,
@@ -229,6 +234,11 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let mut m = format::load(&dir)?;
     let load_s = t.elapsed().as_secs_f64();
+    if let Some(root) = &args.resave {
+        let dir = format::save(&mut m, root, affinity_core::model::publish::Retention::default())?;
+        eprintln!("loaded in {load_s:.2} s; published again as {}", dir.display());
+        return Ok(());
+    }
     let loaded_rss = status_mib("VmRSS:") - rss_before;
     let load_peak = status_mib("VmHWM:") - rss_before;
     // A hot reload: the next version loads while the live one still serves.
