@@ -339,6 +339,7 @@ impl ItemBits {
         ItemBits(bits)
     }
 
+    #[inline]
     fn has(&self, i: ItemIdx) -> bool {
         self.0.get(i.get() / 64).is_some_and(|w| w & (1 << (i.get() % 64)) != 0)
     }
@@ -352,8 +353,9 @@ impl<'a> Eligibility<'a> {
         Eligibility { model, seen_bits, excluded_bits, dropped: seen.len() + excluded.len(), filter, narrowed }
     }
 
+    #[inline]
     fn allows(&self, i: ItemIdx) -> bool {
-        self.allows_had(i) && !self.seen_bits.has(i)
+        !self.seen_bits.has(i) && self.allows_had(i)
     }
 
     /// Whether `i`, an item nobody has interacted with (trained without events, or added
@@ -364,6 +366,7 @@ impl<'a> Eligibility<'a> {
 
     /// Whether `i` passes every filter but the seen one: what a returning item must pass.
     /// Items added while serving have no collaborative vector yet and are not offered.
+    #[inline]
     fn allows_had(&self, i: ItemIdx) -> bool {
         i.get() < self.model.n_items() && !self.excluded_bits.has(i) && self.filter.passes(i)
     }
@@ -841,19 +844,19 @@ impl Model {
         let recent = &recent[recent.len().saturating_sub(settings.max_recent)..];
         let expected: usize = recent.iter().map(|&r| self.neighbours_of(r).len()).sum();
         // Each recent item votes for its neighbours, the latest strongest.
-        let tally = |add: &mut dyn FnMut(usize, f32)| {
+        fn tally(model: &Model, recent: &[ItemIdx], decay: f32, mut add: impl FnMut(usize, f32)) {
             let mut w = 1.0f32;
             for &r in recent.iter().rev() {
-                for &(j, s) in self.neighbours_of(r) {
+                for &(j, s) in model.neighbours_of(r) {
                     add(j as usize, w * s);
                 }
-                w *= settings.recency_decay;
+                w *= decay;
             }
-        };
+        }
         let n = self.n_items_with_added();
         let mut votes = if n <= DENSE_VOTES {
-            let (mut table, mut voted, mut has) = (vec![0.0f32; n], Vec::new(), vec![false; n]);
-            tally(&mut |j, v| {
+            let (mut table, mut voted, mut has) = (vec![0.0f32; n], Vec::with_capacity(expected.min(n)), vec![false; n]);
+            tally(self, recent, settings.recency_decay, |j, v| {
                 if let (Some(t), Some(h)) = (table.get_mut(j), has.get_mut(j)) {
                     if !*h {
                         *h = true;
@@ -865,7 +868,7 @@ impl Model {
             Votes::Dense(table, voted)
         } else {
             let mut m = foldhash::HashMap::with_capacity_and_hasher(expected, Default::default());
-            tally(&mut |j, v| *m.entry(ItemIdx(j as u32)).or_insert(0.0) += v);
+            tally(self, recent, settings.recency_decay, |j, v| *m.entry(ItemIdx(j as u32)).or_insert(0.0) += v);
             Votes::Sparse(m)
         };
         votes.scale_to_strongest();

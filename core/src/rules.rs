@@ -256,21 +256,25 @@ pub(crate) struct ItemFilter<'a> {
     rules: &'a Rules,
     /// Also only this category (the request's single `category` field).
     category: Option<&'a str>,
+    /// Whether any attribute filter applies (decided once: scoring asks every item).
+    by_attributes: bool,
 }
 
 impl<'a> ItemFilter<'a> {
     pub(crate) fn new(model: &'a Model, rules: &'a Rules, category: Option<&'a str>) -> ItemFilter<'a> {
-        ItemFilter { model, rules, category }
+        ItemFilter { model, rules, category, by_attributes: category.is_some() || rules.filters_attributes() }
     }
 
     /// Whether `i` passes every filter.
+    #[inline]
     pub(crate) fn passes(&self, i: ItemIdx) -> bool {
         if !self.rules.include_unavailable && !self.model.is_available(i) {
             return false;
         }
-        if self.category.is_none() && !self.rules.filters_attributes() {
-            return true;
-        }
+        !self.by_attributes || self.passes_attributes(i)
+    }
+
+    fn passes_attributes(&self, i: ItemIdx) -> bool {
         let item = self.model.item(i);
         let r = self.rules;
         self.category.is_none_or(|c| item.category == c)

@@ -406,6 +406,7 @@ impl Model {
     }
 
     /// Whether `item` may be recommended now (see [`Model::set_available`]).
+    #[inline]
     pub fn is_available(&self, item: ItemIdx) -> bool {
         match self.available.get(item.get()) {
             Some(a) => a.load(Ordering::Relaxed),
