@@ -45,9 +45,14 @@ pub struct IdMap {
 impl IdMap {
     /// Builds the map; a repeated id keeps its first index.
     pub fn from_ids(ids: Vec<String>) -> IdMap {
-        let mut map = IdMap::default();
+        // Sized once and each id moved in with one copy for the index: a million-user
+        // model builds two of these on every load.
+        let mut map = IdMap { ids: Vec::with_capacity(ids.len()), index: HashMap::with_capacity(ids.len()) };
         for id in ids {
-            map.insert(&id);
+            if !map.index.contains_key(&id) {
+                map.index.insert(id.clone(), map.ids.len() as u32);
+                map.ids.push(id);
+            }
         }
         map
     }

@@ -180,6 +180,25 @@ pub enum Upserted {
     Added(ItemIdx),
 }
 
+/// The items of each non-empty value of `field` (a category, a brand), in index order.
+fn members(items: &[Item], field: impl Fn(&Item) -> &String) -> HashMap<String, Vec<ItemIdx>> {
+    let mut by: HashMap<String, Vec<ItemIdx>> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let value = field(item);
+        if value.is_empty() {
+            continue;
+        }
+        // Looked up first: a new value is copied once, not once per item.
+        match by.get_mut(value) {
+            Some(list) => list.push(ItemIdx(i as u32)),
+            None => {
+                by.insert(value.clone(), vec![ItemIdx(i as u32)]);
+            }
+        }
+    }
+    by
+}
+
 fn nonzero_rows(m: &Array2<f32>) -> Vec<bool> {
     m.rows().into_iter().map(|r| r.iter().any(|&x| x != 0.0)).collect()
 }
@@ -235,15 +254,39 @@ impl Model {
             repeat,
             activity,
         } = parts;
-        let item_ids = IdMap::from_ids(items.iter().map(|i| i.item_id.clone()).collect());
-        let has_collab = nonzero_rows(&collab.item_factors);
-        let has_content = nonzero_rows(&content);
+        // The derived tables are independent: built in parallel (a million-item model's
+        // take about a second each).
+        let ((item_ids, (has_collab, has_content)), ((collab_unit, norms), (popular_order, (categories, brands)))) = rayon::join(
+            || {
+                rayon::join(
+                    || IdMap::from_ids(items.iter().map(|i| i.item_id.clone()).collect()),
+                    || rayon::join(|| nonzero_rows(&collab.item_factors), || nonzero_rows(&content)),
+                )
+            },
+            || {
+                rayon::join(
+                    || {
+                        // Unit vectors, and each item's factor norm from the same pass.
+                        let mut unit = collab.item_factors.clone();
+                        let norms: Vec<f32> = unit.rows_mut().into_iter().map(|mut r| r.as_slice_mut().map_or(0.0, linalg::normalize)).collect();
+                        (unit, norms)
+                    },
+                    || {
+                        rayon::join(
+                            || {
+                                let mut order: Vec<ItemIdx> = (0..items.len() as u32).map(ItemIdx).collect();
+                                order.sort_unstable_by(|a, b| popularity[b.get()].total_cmp(&popularity[a.get()]).then(a.cmp(b)));
+                                order
+                            },
+                            || (members(&items, |i| &i.category), members(&items, |i| &i.brand)),
+                        )
+                    },
+                )
+            },
+        );
         let cold = (0..items.len() as u32).map(ItemIdx).filter(|i| !has_collab[i.get()] && items[i.get()].listed_at.is_some()).collect();
         let mut by_listing: Vec<(i64, ItemIdx)> = items.iter().enumerate().filter_map(|(i, it)| it.listed_at.map(|t| (t, ItemIdx(i as u32)))).collect();
         by_listing.sort_unstable();
-        // Unit vectors, and each item's factor norm from the same pass.
-        let mut collab_unit = collab.item_factors.clone();
-        let norms: Vec<f32> = collab_unit.rows_mut().into_iter().map(|mut r| r.as_slice_mut().map_or(0.0, linalg::normalize)).collect();
         let max_norm = norms.iter().copied().fold(0.0f32, f32::max);
         let mut strongest: Vec<(f32, ItemIdx)> = norms.iter().enumerate().map(|(i, &n)| (n, ItemIdx(i as u32))).filter(|x| x.0 > 0.0).collect();
         if strongest.len() > Self::STRONGEST {
@@ -252,18 +295,6 @@ impl Model {
         }
         strongest.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let strongest: Vec<ItemIdx> = strongest.into_iter().map(|x| x.1).collect();
-        let mut popular_order: Vec<ItemIdx> = (0..items.len() as u32).map(ItemIdx).collect();
-        popular_order.sort_by(|a, b| popularity[b.get()].total_cmp(&popularity[a.get()]).then(a.cmp(b)));
-        let mut categories: HashMap<String, Vec<ItemIdx>> = HashMap::new();
-        let mut brands: HashMap<String, Vec<ItemIdx>> = HashMap::new();
-        for (i, item) in items.iter().enumerate() {
-            if !item.category.is_empty() {
-                categories.entry(item.category.clone()).or_default().push(ItemIdx(i as u32));
-            }
-            if !item.brand.is_empty() {
-                brands.entry(item.brand.clone()).or_default().push(ItemIdx(i as u32));
-            }
-        }
         let available = items.iter().map(|i| AtomicBool::new(i.available)).collect();
         Model {
             available,
