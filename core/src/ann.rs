@@ -154,7 +154,7 @@ impl Links {
         let mut rows = bottom.into_iter().peekable();
         start.push(0);
         for i in 0..n as u32 {
-            if let Some((_, l)) = rows.next_if(|r| r.0 == i) {
+            while let Some((_, l)) = rows.next_if(|r| r.0 == i) {
                 links.extend(l);
             }
             start.push(links.len() as u32);
@@ -181,6 +181,12 @@ impl Links {
             (Some(&a), Some(&b)) => &self.links[a as usize..b as usize],
             _ => &[],
         }
+    }
+
+    /// Whether the entry point is in the top layer and the layers are no more than
+    /// hnsw_rs makes.
+    fn enters_at_the_top(&self) -> bool {
+        self.upper.len() < 16 && self.upper.last().is_none_or(|top| top.items.binary_search(&self.entry).is_ok())
     }
 
     /// Whether every link, offset and the entry point stay inside the tables: what a
@@ -254,8 +260,8 @@ impl Ord for Near {
 /// One HNSW index over item vectors, addressed by item index.
 pub struct AnnIndex {
     links: Links,
-    /// The vectors, by item index, of an index reloaded from an hnsw_rs dump (models
-    /// before format 6): those may hold transformed vectors no model matrix has.
+    /// The vectors, by item index, of an older model's inner-product graph over
+    /// transformed vectors, which no model matrix holds (see [`AnnIndex::holds_vectors`]).
     own: Option<Vec<f32>>,
 }
 
@@ -278,7 +284,10 @@ impl AnnIndex {
     /// Builds an index over `(item index, vector)` pairs with hnsw_rs, in parallel, and
     /// keeps its links; searches then measure against the model's rows (see [`Rows`]).
     pub fn build(points: &[(u32, Vec<f32>)], dim: usize, params: HnswParams) -> AnnIndex {
-        let n = points.len().max(1);
+        if points.is_empty() {
+            return AnnIndex { links: Links { dim: dim as u32, ..Links::default() }, own: None };
+        }
+        let n = points.len();
         let layers = 16; // NB_LAYER_MAX in hnsw_rs (private there)
         let graph: Graph<'static> = Hnsw::new(
             params.max_connections.clamp(4, 255),
@@ -373,8 +382,20 @@ impl AnnIndex {
     }
 
     /// The index as one table, for `NAME.graph.bin` (read back by [`AnnIndex::decode`]).
+    /// Refused for an index that holds its own vectors (see [`AnnIndex::holds_vectors`]):
+    /// its links mean nothing over the model's rows.
     pub fn encode(&self) -> std::result::Result<Vec<u8>, String> {
+        if self.own.is_some() {
+            return Err("the index holds vectors no model matrix has (an older model's transformed graph): rebuild it".into());
+        }
         bincode::serialize(&self.links).map_err(|e| e.to_string())
+    }
+
+    /// Whether the index searches vectors of its own rather than the model's rows: an
+    /// older model's inner-product graph over transformed vectors (one longer than the
+    /// factors, see [`mips_item`]).
+    pub fn holds_vectors(&self) -> bool {
+        self.own.is_some()
     }
 
     /// Reads a table written by [`AnnIndex::encode`], checking it holds `len` points of
@@ -385,7 +406,7 @@ impl AnnIndex {
         if links.len as usize != len || (len > 0 && links.dim as usize != dim) {
             return Err(format!("holds {} points of dimension {}, expected {len} of {dim}", links.len, links.dim));
         }
-        if links.span() > items || !links.is_consistent() {
+        if links.span() > items || !links.is_consistent() || !links.enters_at_the_top() {
             return Err("links point outside the graph or the item table".into());
         }
         Ok(AnnIndex { links, own: None })
@@ -393,17 +414,23 @@ impl AnnIndex {
 
     /// Loads an hnsw_rs dump (`<basename>.hnsw.graph` and `.hnsw.data`, written by
     /// models before format 6), checking it holds `len` points of one of the dimensions
-    /// `dims`, and keeps its links and vectors: the dump and its mapping are released
-    /// once read.
+    /// `dims` over at most `items` item indices, and keeps its links (and its vectors
+    /// when they are not of the first of `dims`, the model's rows): the dump and its
+    /// mapping are released once read.
     ///
     /// The model loader verifies checksums before calling this, so the files are the ones
     /// the trainer wrote; a panic inside hnsw_rs on a malformed file is still caught and
     /// reported as an error rather than taking the process down.
-    pub fn load_dump(dir: &Path, basename: &str, len: usize, dims: &[usize]) -> Result<AnnIndex> {
+    pub fn load_dump(dir: &Path, basename: &str, len: usize, dims: &[usize], items: usize) -> Result<AnnIndex> {
         let graph_path = dir.join(format!("{basename}.hnsw.graph"));
         let mut io = HnswIo::new_with_options(dir, basename, ReloadOptions::new(true));
+        // Vectors are kept only when they are not the model's rows: those of the first
+        // of `dims` are.
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            io.load_hnsw::<f32, UnitDot>().map(|g| Links::of_graph(&g, true))
+            io.load_hnsw::<f32, UnitDot>().map(|g| {
+                let own = g.get_point_indexation().get_data_dimension() != dims[0];
+                Links::of_graph(&g, own)
+            })
         }));
         let (links, own) = match loaded {
             Ok(Ok(l)) => l,
@@ -417,6 +444,9 @@ impl AnnIndex {
                 &graph_path,
                 format!("HNSW index holds {points} points of dimension {data_dim}, expected {len} of {}", dims.join(" or ")),
             ));
+        }
+        if links.span() > items || !links.is_consistent() {
+            return Err(Error::model(&graph_path, "HNSW index links items outside the item table"));
         }
         Ok(AnnIndex { links, own })
     }
@@ -543,21 +573,40 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_index_finds_nothing() {
+        let index = AnnIndex::build(&[], 8, HnswParams::default());
+        assert!(index.is_empty());
+        assert!(index.search(&[0.5; 8], 10, 40, Rows { data: &[], dim: 8, scale: 1.0 }).is_empty());
+        let back = AnnIndex::decode(&index.encode().unwrap(), 0, 8, 10).unwrap();
+        assert!(back.is_empty());
+    }
+
+    #[test]
     fn dumps_of_older_models_load_with_their_own_vectors() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let points: Vec<(u32, Vec<f32>)> = (0..400).map(|i| (i, random_unit(&mut rng, 12))).collect();
         let dir = tempfile::tempdir().unwrap();
         AnnIndex::dump_legacy(&points, HnswParams::default(), dir.path(), "t").unwrap();
-        let loaded = AnnIndex::load_dump(dir.path(), "t", 400, &[12]).unwrap();
+        let loaded = AnnIndex::load_dump(dir.path(), "t", 400, &[12], 400).unwrap();
+        assert!(!loaded.holds_vectors());
+        // Read as the transformed vectors of a longer-factor model, it keeps its own.
+        let own = AnnIndex::load_dump(dir.path(), "t", 400, &[11, 12], 400).unwrap();
+        assert!(own.holds_vectors() && own.encode().is_err());
+        assert!(AnnIndex::load_dump(dir.path(), "t", 400, &[12], 100).is_err());
         // The dump and its mapping are released once read.
         for ext in ["hnsw.graph", "hnsw.data"] {
             std::fs::remove_file(dir.path().join(format!("t.{ext}"))).unwrap();
         }
         let query = random_unit(&mut rng, 12);
-        let none = Rows { data: &[], dim: 12, scale: 1.0 };
-        let hits = loaded.search(&query, 10, 200, none);
+        let mut matrix = vec![0.0f32; 400 * 12];
+        for (i, v) in &points {
+            matrix[*i as usize * 12..(*i as usize + 1) * 12].copy_from_slice(v);
+        }
+        let hits = loaded.search(&query, 10, 200, Rows { data: &matrix, dim: 12, scale: 1.0 });
         assert!(overlap(&points, &query, &hits) >= 9);
-        assert!(AnnIndex::load_dump(dir.path(), "t", 400, &[12]).is_err());
+        let none = Rows { data: &[], dim: 11, scale: 1.0 };
+        assert_eq!(own.search(&query, 10, 200, none), hits);
+        assert!(AnnIndex::load_dump(dir.path(), "t", 400, &[12], 400).is_err());
     }
 
     #[test]

@@ -200,6 +200,13 @@ fn encode<T: Serialize>(value: &T, name: &str) -> Result<Vec<u8>> {
 /// versions by `retention` (see [`super::publish`]: safe with other trainers publishing
 /// into the same root and servers reading it). Returns the version directory.
 pub fn save(model: &mut Model, root: &Path, retention: Retention) -> Result<PathBuf> {
+    // Written in this build's format, whatever the model was read from; an older
+    // model's graph over transformed vectors cannot be searched over its rows and is
+    // built again.
+    model.manifest.format_version = FORMAT_VERSION;
+    if model.indexes.mips.as_ref().is_some_and(AnnIndex::holds_vectors) {
+        model.build_indexes();
+    }
     let version = model.manifest.version.clone();
     let staging = Staging::begin(root, &version)?;
     let tmp = staging.dir().to_path_buf();
@@ -568,7 +575,7 @@ pub fn load(path: &Path) -> Result<Model> {
                     return Err(Error::model(dir.join(format!("{name}.{ext}")), "missing from manifest.json"));
                 }
             }
-            AnnIndex::load_dump(&dir, name, len, dims).map(Some)
+            AnnIndex::load_dump(&dir, name, len, dims, n_items).map(Some)
         };
         // The three graphs load in parallel: parsing them is most of a large model's load.
         let (collab_n, content_n) = (count(&model.has_collab), count(&model.has_content));
@@ -694,6 +701,14 @@ mod tests {
         let all: usize = ours.iter().map(|a| a.1.len()).sum();
         assert_eq!(all, theirs.iter().map(|a| a.1.len()).sum::<usize>());
         assert!(same as f64 >= 0.9 * all as f64, "{same} of {all}");
+        // Published again, it is a format-6 model with link tables.
+        let mut back = back;
+        let again = tempfile::tempdir().unwrap();
+        save(&mut back, again.path(), Retention::default()).unwrap();
+        let newer = load(again.path()).unwrap();
+        assert_eq!(newer.manifest().format_version, FORMAT_VERSION);
+        assert!(newer.manifest().files.contains_key("collab_mips.graph.bin"));
+        assert_eq!(answers(&newer), theirs);
     }
 
     /// Saves a model, applies `damage` to its version directory, and returns the load error.
