@@ -577,7 +577,7 @@ pub fn load(path: &Path) -> Result<Model> {
             }
             AnnIndex::load_dump(&dir, name, len, dims, n_items).map(Some)
         };
-        // The three graphs load in parallel: parsing them is most of a large model's load.
+        // The three graphs load in parallel (an older model's hnsw_rs dumps take seconds each).
         let (collab_n, content_n) = (count(&model.has_collab), count(&model.has_content));
         let (mips, (collab, content)) = rayon::join(
             // Models before the inner-product graph hold transformed vectors, one longer

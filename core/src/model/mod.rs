@@ -329,8 +329,8 @@ impl Model {
         }
     }
 
-    /// Builds the three HNSW indexes (inner product via the MIPS transform, collaborative
-    /// cosine, content cosine), replacing any the model had.
+    /// Builds the three HNSW indexes (inner product over item vectors scaled into the unit
+    /// ball, collaborative cosine, content cosine), replacing any the model had.
     pub fn build_indexes(&mut self) {
         let hp = self.manifest.params.hnsw;
         let d = self.collab.item_factors.ncols();
