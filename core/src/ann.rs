@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use hnsw_rs::hnswio::{HnswIo, ReloadOptions};
-use hnsw_rs::prelude::{AnnT, Distance, Hnsw};
+use hnsw_rs::prelude::{Distance, Hnsw};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -287,18 +287,7 @@ impl AnnIndex {
         if points.is_empty() {
             return AnnIndex { links: Links { dim: dim as u32, ..Links::default() }, own: None };
         }
-        let n = points.len();
-        let layers = 16; // NB_LAYER_MAX in hnsw_rs (private there)
-        let graph: Graph<'static> = Hnsw::new(
-            params.max_connections.clamp(4, 255),
-            n,
-            layers,
-            params.ef_construction.max(params.max_connections),
-            UnitDot,
-        );
-        let data: Vec<(&Vec<f32>, usize)> = points.iter().map(|(i, v)| (v, *i as usize)).collect();
-        graph.parallel_insert(&data);
-        let (mut links, _) = Links::of_graph(&graph, false);
+        let (mut links, _) = Links::of_graph(&hnsw_graph(points, params), false);
         links.dim = dim as u32;
         AnnIndex { links, own: None }
     }
@@ -451,18 +440,32 @@ impl AnnIndex {
         Ok(AnnIndex { links, own })
     }
 
-    /// Writes the index as an hnsw_rs dump (`<basename>.hnsw.graph` and `.hnsw.data`),
-    /// the layout models before format 6 carry: for tests of their loading.
-    #[doc(hidden)]
-    pub fn dump_legacy(points: &[(u32, Vec<f32>)], params: HnswParams, dir: &Path, basename: &str) -> Result<()> {
-        let graph: Graph<'static> = Hnsw::new(params.max_connections.clamp(4, 255), points.len().max(1), 16, params.ef_construction, UnitDot);
-        let data: Vec<(&Vec<f32>, usize)> = points.iter().map(|(i, v)| (v, *i as usize)).collect();
-        graph.parallel_insert(&data);
-        graph
+    /// Writes an hnsw_rs dump of `points` (`<basename>.hnsw.graph` and `.hnsw.data`), the
+    /// layout models before format 6 carry: for tests of their loading.
+    #[cfg(test)]
+    pub(crate) fn dump_legacy(points: &[(u32, Vec<f32>)], params: HnswParams, dir: &Path, basename: &str) -> Result<()> {
+        use hnsw_rs::prelude::AnnT;
+        hnsw_graph(points, params)
             .file_dump(dir, basename)
             .map(drop)
             .map_err(|e| Error::model(dir.join(basename), format!("cannot write HNSW index: {e}")))
     }
+}
+
+/// The hnsw_rs graph over `(item index, vector)` pairs, built in parallel.
+fn hnsw_graph(points: &[(u32, Vec<f32>)], params: HnswParams) -> Graph<'static> {
+    // hnsw_rs can only dump graphs allocated with its maximum layer count.
+    let layers = 16; // NB_LAYER_MAX in hnsw_rs (private there)
+    let graph: Graph<'static> = Hnsw::new(
+        params.max_connections.clamp(4, 255),
+        points.len().max(1),
+        layers,
+        params.ef_construction.max(params.max_connections),
+        UnitDot,
+    );
+    let data: Vec<(&Vec<f32>, usize)> = points.iter().map(|(i, v)| (v, *i as usize)).collect();
+    graph.parallel_insert(&data);
+    graph
 }
 
 /// Maps an item vector into the inner-product index: `y / M`, where `M` is the largest
