@@ -342,7 +342,7 @@ pub struct Dataset {
     pub items: Vec<Item>,
     /// User attributes; users seen only in events need not be listed.
     pub users: Vec<User>,
-    /// Social edges; validated, but not used by training in this version.
+    /// Social edges: whom users are friends with or follow (see [`crate::social`]).
     pub social: Vec<SocialEdge>,
 }
 

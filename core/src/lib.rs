@@ -50,6 +50,7 @@ pub mod repeat;
 pub mod rules;
 pub mod segments;
 pub mod settings;
+pub mod social;
 #[cfg(test)]
 mod testing;
 pub mod train;

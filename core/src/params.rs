@@ -35,7 +35,14 @@ pub struct TrainParams {
     pub exact_max_items: usize,
     /// Weight of the collaborative space in blended similarity (content gets the rest).
     pub blend_weight: f32,
+    /// Weight of the social votes (what a user's friends and followed accounts had) in
+    /// `Recommend`, where the model has a social graph; `train`'s search chooses it.
+    pub social_blend: f32,
 }
+
+/// The social weight when training chose none but a request asks for social scoring,
+/// and the one a search starts from.
+pub const DEFAULT_SOCIAL_BLEND: f32 = 0.2;
 
 impl Default for TrainParams {
     fn default() -> Self {
@@ -48,6 +55,7 @@ impl Default for TrainParams {
             recent_events: 50,
             exact_max_items: 20_000,
             blend_weight: 0.5,
+            social_blend: DEFAULT_SOCIAL_BLEND,
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct ServingSettings {
     /// day. 0 in models and in evaluation, so evaluated lists are the served ones; the
     /// server turns it on from its configuration.
     pub explore_share: f32,
+    /// Weight of the social votes in `Recommend` where the model has a social graph
+    /// (see [`crate::social`]); 0 turns them off.
+    pub social_blend: f32,
 }
 
 impl ServingSettings {
@@ -48,6 +51,7 @@ impl ServingSettings {
             max_recent: params.sequence.max_recent,
             similar_blend: params.blend_weight,
             explore_share: 0.0,
+            social_blend: params.social_blend,
         }
     }
 

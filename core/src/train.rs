@@ -92,7 +92,10 @@ pub fn train_for(
     let started = Instant::now();
     progress.begin("weighting events", 1);
     let item_seed = IdMap::from_ids(dataset.items.iter().map(|i| i.item_id.clone()).collect());
-    let user_seed = IdMap::from_ids(dataset.users.iter().map(|u| u.user_id.clone()).collect());
+    // Users listed in users.csv or in the social graph are users even without events: a
+    // user with friends but no history of their own is served from the friends' tastes.
+    let social_ids = dataset.social.iter().flat_map(|e| [e.user_id.clone(), e.other_id.clone()]);
+    let user_seed = IdMap::from_ids(dataset.users.iter().map(|u| u.user_id.clone()).chain(social_ids).collect());
     let matrix = Interactions::build(
         &dataset.events,
         item_seed,
@@ -193,6 +196,11 @@ pub fn train_for(
         repeat,
         activity,
     });
+    if !dataset.social.is_empty() {
+        let (graph, report) = crate::social::SocialGraph::build(&dataset.social, model.users());
+        tracing::debug!(edges = report.edges, self_loops = report.self_loops, merged = report.merged, contacts = graph.n_contacts(), "social graph built");
+        model.set_social(graph);
+    }
     // A model fitted for some users only is a tuning candidate, scored exactly: building
     // its indexes would cost more than the fit.
     if only.is_none() {

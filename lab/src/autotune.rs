@@ -14,7 +14,9 @@
 //! about the same on ten million events as on one and a half million. Candidates are
 //! fitted on the rest and ranked on the slice through the serving code path, each fitted
 //! candidate also re-scored with every neighbour blend of
-//! [`BLEND_SWEEP`](crate::tune::BLEND_SWEEP) (a serving setting, no refit). The search
+//! [`BLEND_SWEEP`](crate::tune::BLEND_SWEEP) and, where the data has a social graph,
+//! every social weight of [`SOCIAL_SWEEP`](crate::tune::SOCIAL_SWEEP) (serving
+//! settings, no refit). The search
 //! is seeded, so the same input and seed give the same parameters as long as the
 //! wall-clock cap is not what stops it (the report says which stopped it). The chosen
 //! candidate's recall at 1…50 also gives the hit curve of new items by rank, which the
@@ -34,7 +36,7 @@ use rand::SeedableRng;
 use crate::eval;
 use crate::rank::AffinityBlends;
 use crate::split::Target;
-use crate::tune::{affinity_candidates, BLEND_SWEEP};
+use crate::tune::{affinity_candidates, blend_variants, given_blend};
 
 /// Users need at least this many distinct items to give some to validation.
 const MIN_ITEMS: usize = 3;
@@ -227,11 +229,22 @@ pub fn autotune(
         events: carved.fit,
         items: data.items.clone(),
         users: data.users.clone(),
-        social: Vec::new(),
+        social: data.social.clone(),
     };
     let candidates = affinity_candidates(base, time_kind, budget.trials, budget.seed);
     // Only the scored users need vectors in the candidate models.
-    let scored_users: HashSet<String> = target.relevant.keys().cloned().collect();
+    let mut scored_users: HashSet<String> = target.relevant.keys().cloned().collect();
+    // ... and their contacts, whose taste weighs their social votes.
+    let contacts: Vec<String> = data
+        .social
+        .iter()
+        .filter_map(|e| match (scored_users.contains(&e.user_id), scored_users.contains(&e.other_id)) {
+            (true, false) => Some(e.other_id.clone()),
+            (false, true) => Some(e.user_id.clone()),
+            _ => None,
+        })
+        .collect();
+    scored_users.extend(contacts);
     let mut report = TuningReport {
         validation: carved.how,
         target_events: carved.target_kinds.iter().map(|k| k.to_string()).collect(),
@@ -259,8 +272,7 @@ pub fn autotune(
         quick.als.iterations = p.als.iterations.min(SEARCH_ITERATIONS);
         let model = train_for(&fit_data, time_kind, &quick, &NoProgress, Some(&scored_users));
         report.fits += 1;
-        let mut blends = vec![p.sequence.blend];
-        blends.extend(BLEND_SWEEP.iter().filter(|&&b| b != p.sequence.blend));
+        let blends = blend_variants(&p, !data.social.is_empty());
         let ranker = AffinityBlends {
             model: &model,
             // Candidates have no indexes (see `train_for`) and are compared exactly.
@@ -278,17 +290,19 @@ pub fn autotune(
                 nu = p.als.reg_exponent,
                 alpha = p.als.alpha,
                 ease = p.sequence.ease_lambda,
-                blend,
+                blend = blend.sequence,
+                social = blend.social,
                 ndcg10 = m.ndcg,
                 "tuning candidate scored"
             );
-            if n == 0 && blend == p.sequence.blend {
+            if n == 0 && blend == given_blend(&p) {
                 report.given_ndcg10 = m.ndcg;
                 given = (m.recall, curve);
             }
             if best.as_ref().is_none_or(|(b, _, _, _)| m.ndcg > *b) {
                 let mut q = p;
-                q.sequence.blend = blend;
+                q.sequence.blend = blend.sequence;
+                q.social_blend = blend.social;
                 best = Some((m.ndcg, m.recall, q, curve));
             }
         }

@@ -5,7 +5,7 @@
 //! trait over the same model's histories, so a comparison differs only in the algorithm.
 
 use affinity_core::model::Model;
-use affinity_core::recommend::{RecommendQuery, Recommendations};
+use affinity_core::recommend::{Blend, RecommendQuery, Recommendations};
 use affinity_core::repeat::SeenPolicy;
 use affinity_core::settings::ServingSettings;
 use affinity_core::ItemIdx;
@@ -88,7 +88,7 @@ impl Ranker for Affinity<'_> {
 pub struct AffinityBlends<'a> {
     pub model: &'a Model,
     pub settings: ServingSettings,
-    pub blends: Vec<f32>,
+    pub blends: Vec<Blend>,
 }
 
 impl Ranker for AffinityBlends<'_> {

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 
 use affinity_core::data::TimeKind;
 use affinity_core::params::TrainParams;
+use affinity_core::recommend::Blend;
 
 /// `trials` affinity parameter sets: the defaults first, then random draws.
 pub fn affinity_candidates(base: &TrainParams, time_kind: TimeKind, trials: usize, seed: u64) -> Vec<TrainParams> {
@@ -64,6 +65,34 @@ pub fn affinity_candidates(base: &TrainParams, time_kind: TimeKind, trials: usiz
 /// Neighbour blend weights tried on every fitted candidate. The blend is read at serving
 /// time, so sweeping it re-scores a fitted model and costs no extra fit.
 pub const BLEND_SWEEP: [f32; 7] = [0.0, 0.02, 0.1, 0.2, 0.3, 0.5, 0.8];
+
+/// Social vote weights tried on every fitted candidate of data with a social graph
+/// (also read at serving time: no extra fit).
+pub const SOCIAL_SWEEP: [f32; 6] = [0.0, 0.03, 0.1, 0.2, 0.4, 0.8];
+
+/// The blends a fitted candidate is ranked with: its own first, then every neighbour
+/// blend of [`BLEND_SWEEP`] and, with a social graph, every social weight of
+/// [`SOCIAL_SWEEP`] (one axis at a time, from the candidate's own).
+pub fn blend_variants(p: &TrainParams, social: bool) -> Vec<Blend> {
+    let own = given_blend(p);
+    let mut blends = vec![own];
+    blends.extend(BLEND_SWEEP.iter().map(|&b| Blend { sequence: b, ..own }));
+    if social {
+        blends.extend(SOCIAL_SWEEP.iter().map(|&g| Blend { social: g, ..own }));
+    }
+    let mut unique: Vec<Blend> = Vec::with_capacity(blends.len());
+    for b in blends {
+        if !unique.contains(&b) {
+            unique.push(b);
+        }
+    }
+    unique
+}
+
+/// The blend `p` itself serves with.
+pub fn given_blend(p: &TrainParams) -> Blend {
+    Blend { sequence: p.sequence.blend, social: p.social_blend }
+}
 
 /// `trials` neighbourhood sizes for ItemKNN, spread from 5 to 1000.
 pub fn knn_candidates(trials: usize) -> Vec<usize> {

@@ -206,6 +206,10 @@ pub struct EvaluateArgs {
     pub events: Option<PathBuf>,
     #[arg(long)]
     pub items: Option<PathBuf>,
+    /// Social edges (social.csv): affinity is trained with the graph and also scored
+    /// with social scoring off (`affinity-no-social`), on the same model.
+    #[arg(long)]
+    pub social: Option<PathBuf>,
     /// A split written by `affinity-trainer split` (train.csv, valid.csv, test.csv).
     #[arg(long, conflicts_with_all = ["events", "seeds"])]
     pub split: Option<PathBuf>,

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use affinity_core::data::{Dataset, Event, Item, TimeKind};
+use affinity_core::data::{Dataset, Event, Item, SocialEdge, TimeKind};
+use affinity_core::settings::ServingSettings;
 use affinity_core::model::Model;
 use affinity_core::params::TrainParams;
 use affinity_core::train::{self, NoProgress};
@@ -20,7 +21,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cli::{Baseline, EvaluateArgs};
-use crate::input::{load_events, load_items, load_params, time_kind};
+use crate::input::{load_events, load_items, load_params, load_social, time_kind};
 use crate::tune::BaselineParams;
 
 /// EASE regularisation values tried on validation.
@@ -29,6 +30,10 @@ const EASE_LAMBDAS: [f32; 6] = [50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0];
 pub fn run(args: EvaluateArgs) -> Result<()> {
     let params = load_params(args.read.params.as_deref())?;
     let items = load_items(args.items.as_deref(), args.read.skip_invalid)?;
+    let social = match &args.social {
+        Some(p) => load_social(p, args.read.skip_invalid)?,
+        None => Vec::new(),
+    };
     let (splits, kind, name) = if let Some(dir) = &args.split {
         let s = SplitSet::read(dir)?;
         let all: Vec<Event> = s.train.iter().chain(&s.valid).chain(&s.test).cloned().collect();
@@ -47,7 +52,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     let name = args.dataset.clone().unwrap_or(name);
     let mut reports = Vec::new();
     for s in &splits {
-        let r = evaluate_split(s, &items, kind, &params, &args, &name)?;
+        let r = evaluate_split(s, &items, &social, kind, &params, &args, &name)?;
         if splits.len() == 1 {
             print_table(&r);
         } else {
@@ -89,10 +94,11 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     fs::write(path, serde_json::to_string_pretty(value)?).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn fit(events: Vec<Event>, items: &[Item], kind: TimeKind, params: &TrainParams) -> (Model, f64) {
+fn fit(events: Vec<Event>, items: &[Item], social: &[SocialEdge], kind: TimeKind, params: &TrainParams) -> (Model, f64) {
     let data = Dataset {
         events,
         items: items.to_vec(),
+        social: social.to_vec(),
         ..Dataset::default()
     };
     eval::timed(|| train::train(&data, kind, params, &NoProgress))
@@ -105,6 +111,7 @@ fn ndcg_at_10(r: &dyn Ranker, m: &Model, t: &Target) -> f64 {
 fn evaluate_split(
     s: &SplitSet,
     items: &[Item],
+    social: &[SocialEdge],
     kind: TimeKind,
     params: &TrainParams,
     args: &EvaluateArgs,
@@ -124,7 +131,7 @@ fn evaluate_split(
     if let Some(l) = tuned.as_ref().and_then(|t| t.ease_lambda) {
         ease_lambda = l;
     } else if want(Baseline::Ease) && !s.valid.is_empty() {
-        let (tune_model, _) = fit(s.train.clone(), items, kind, params);
+        let (tune_model, _) = fit(s.train.clone(), items, social, kind, params);
         let valid = split::target(s.protocol, &s.train, &s.valid);
         let mut best = f64::MIN;
         for &l in &EASE_LAMBDAS {
@@ -137,7 +144,7 @@ fn evaluate_split(
     }
     let fit_events: Vec<Event> = s.train.iter().chain(&s.valid).cloned().collect();
     let target = split::target(s.protocol, &fit_events, &s.test);
-    let (mut model, fit_affinity) = fit(fit_events, items, kind, params);
+    let (mut model, fit_affinity) = fit(fit_events, items, social, kind, params);
     let mut models = Vec::new();
     let mut add = |name: Option<&str>, r: &dyn Ranker, m: &Model, fit: f64, p: serde_json::Value| {
         models.push(ModelReport {
@@ -160,6 +167,10 @@ fn evaluate_split(
     }
     let p = serde_json::to_value(params)?;
     add(None, &Affinity::new(&model), &model, fit_affinity, p.clone());
+    if !model.social().is_empty() {
+        let off = ServingSettings { social_blend: 0.0, ..model.default_settings() };
+        add(Some("affinity-no-social"), &Affinity::with_settings(&model, off), &model, fit_affinity, p.clone());
+    }
     if args.exact {
         let settings = model.default_settings();
         add(Some("affinity-exact"), &Affinity::with_settings(&model, settings.exact()), &model, fit_affinity, p.clone());

@@ -43,6 +43,11 @@ pub fn import(args: ImportArgs) -> Result<()> {
 }
 
 /// Unwraps a read report, telling the user about skipped rows.
+/// Reads `social.csv` (the social graph's edges).
+pub fn load_social(path: &Path, skip_invalid: bool) -> Result<Vec<data::SocialEdge>> {
+    Ok(report(path, data::read_social(path, ReadOptions { skip_invalid })?))
+}
+
 fn report<T>(path: &Path, r: ReadReport<T>) -> Vec<T> {
     if r.skipped > 0 {
         eprintln!(
@@ -175,9 +180,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         dataset.users = report(p, data::read_users(p, opts)?);
     }
     if let Some(p) = &args.social {
-        // Checked so a bad file is reported now; social scoring is not built yet.
-        let edges = report(p, data::read_social(p, opts)?);
-        eprintln!("note: {} social edge(s) in {} are valid but not used by this version", edges.len(), p.display());
+        dataset.social = load_social(p, args.input.read.skip_invalid)?;
     }
     let mut params = load_params(args.input.read.params.as_deref())?;
     if let Some(n) = args.recent {
@@ -195,7 +198,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         Some(_) => {}
         None => eprintln!(
             "tuned in {:.1}s on {} ({} users, target events: {}): {} fits, stopped by {}; validation NDCG@10 {:.4} (as given {:.4}){}; \
-             factors {}, λ {:.1}, α {:.2}, blend {}{}",
+             factors {}, λ {:.1}, α {:.2}, blend {}{}{}",
             tuning.seconds,
             tuning.validation,
             tuning.valid_users,
@@ -214,7 +217,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
             } else {
                 String::new()
             },
+            if dataset.social.is_empty() { String::new() } else { format!(", social weight {}", params.social_blend) },
         ),
+    }
+    if !dataset.social.is_empty() {
+        eprintln!("social graph: {} edge(s) from {}", dataset.social.len(), args.social.as_deref().map(|p| p.display().to_string()).unwrap_or_default());
     }
     let mut m = train::train(&dataset, time_kind, &params, &Bars::default());
     m.record_tuning(tuning);

@@ -134,6 +134,7 @@ fn costliest(args: &Args) -> proto::RecommendRequest {
         repeat_policy: 0,
         rules: None,
         attributes: None,
+        social: None,
     }
 }
 

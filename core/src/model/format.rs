@@ -10,6 +10,8 @@
 //!     items.bin users.bin popularity.bin neighbours.bin repeat.bin activity.bin
 //!     collab_items.f32 collab_users.f32 content.f32
 //!     collab_mips.graph.bin collab_cos.graph.bin content.graph.bin
+//!     shortlists.bin social.bin         # optional: long histories' candidate lists,
+//!                                       # the social graph (`crate::social`)
 //! ```
 //!
 //! A version is written to `MODEL_ROOT/.tmp-<version>/`, fsynced and renamed into place,
@@ -26,6 +28,7 @@
 //! training). Format 6 stores each HNSW graph as its links (`NAME.graph.bin`, searched
 //! over the model's own matrices, see [`crate::ann`]) in place of hnsw_rs's dump
 //! (`NAME.hnsw.{graph,data}`), which older models still load from, converted once.
+//! Optional files need no new format: a model without `social.bin` has no social graph.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -50,6 +53,7 @@ use crate::params::{TrainParams, TuningReport};
 use crate::activity::ActivityTable;
 use crate::repeat::RepeatModel;
 use crate::settings::ServingSettings;
+use crate::social::SocialGraph;
 
 /// The model format this build writes, and the newest it reads.
 pub const FORMAT_VERSION: u32 = 6;
@@ -227,6 +231,9 @@ pub fn save(model: &mut Model, root: &Path, retention: Retention) -> Result<Path
     write_file(&tmp, "content.f32", &f32_bytes(&model.content), &mut files)?;
     if !model.shortlists().is_empty() {
         write_file(&tmp, "shortlists.bin", &encode(model.shortlists(), "shortlists.bin")?, &mut files)?;
+    }
+    if !model.social.is_empty() {
+        write_file(&tmp, "social.bin", &encode(&model.social, "social.bin")?, &mut files)?;
     }
     for (name, index) in [
         ("collab_mips", &model.indexes.mips),
@@ -536,6 +543,18 @@ pub fn load(path: &Path) -> Result<Model> {
         }
         None => Shortlists::default(),
     };
+    // The social graph: models trained without `social.csv` (or before it was read)
+    // have none.
+    let social = match blobs.get("social.bin") {
+        Some(bytes) => {
+            let graph: SocialGraph = decode(&dir, "social.bin", bytes)?;
+            if !graph.fits(n_users) {
+                return Err(Error::model(dir.join("social.bin"), "does not match the user table"));
+            }
+            graph
+        }
+        None => SocialGraph::default(),
+    };
     // The graphs' tables outlive the others (decoded last); the rest go now.
     let graph_tables: HashMap<String, Vec<u8>> = blobs.into_iter().filter(|(name, _)| name.ends_with(".graph.bin")).collect();
     let users = IdMap::from_ids(users_file.ids);
@@ -555,6 +574,7 @@ pub fn load(path: &Path) -> Result<Model> {
     };
     let mut model = Model::from_parts(parts);
     model.shortlists = shortlists;
+    model.social = social;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "model matrices decoded and derived");
     // Indexes are read only where the recorded settings score through them (smaller
     // catalogues are published without; older models that carry them do not need them).

@@ -153,6 +153,8 @@ pub struct Model {
     indexes: Indexes,
     /// Training-time candidate lists for users with long histories.
     shortlists: shortlist::Shortlists,
+    /// Whom each user is friends with or follows (empty without `social.csv`).
+    pub(crate) social: crate::social::SocialGraph,
     /// Category name → its items, sorted by index.
     categories: HashMap<String, Vec<ItemIdx>>,
     /// Brand name → its items, sorted by index.
@@ -322,6 +324,7 @@ impl Model {
             strongest,
             indexes: Indexes::default(),
             shortlists: shortlist::Shortlists::default(),
+            social: crate::social::SocialGraph::default(),
             categories,
             brands,
             neighbours,
@@ -403,6 +406,21 @@ impl Model {
     /// returning items among new ones under the trained seen-items policy.
     pub fn set_novelty(&mut self, curve: NoveltyCurve) {
         self.repeat.set_novelty(curve);
+    }
+
+    /// User id ↔ user index.
+    pub fn users(&self) -> &IdMap {
+        &self.users
+    }
+
+    /// Whom each user is friends with or follows.
+    pub fn social(&self) -> &crate::social::SocialGraph {
+        &self.social
+    }
+
+    /// Sets the social graph (built over this model's user indices).
+    pub fn set_social(&mut self, graph: crate::social::SocialGraph) {
+        self.social = graph;
     }
 
     /// The version name.

@@ -373,6 +373,7 @@ fn scored_items(live: &LiveModel, items: Vec<affinity_core::recommend::Scored>) 
                     ReasonKind::Trending => proto::reason::Kind::Trending,
                     ReasonKind::NewArrival => proto::reason::Kind::NewArrival,
                     ReasonKind::Nearby => proto::reason::Kind::Nearby,
+                    ReasonKind::Social => proto::reason::Kind::Social,
                 } as i32,
                 text: s.reason_text,
             }),

@@ -80,6 +80,10 @@ enum Command {
         /// --repeat-policy).
         #[arg(long)]
         include_seen: bool,
+        /// Social scoring (what friends and followed accounts had): true or false;
+        /// absent, as the model was trained.
+        #[arg(long)]
+        social: Option<bool>,
         /// What to do with items the user already had: the model's trained policy (the
         /// server's default), never return them, or only them ("buy it again").
         #[arg(long, value_enum)]
@@ -519,6 +523,7 @@ async fn run(cli: Cli) -> Result<()> {
             users_file,
             k,
             include_seen,
+            social,
             repeat_policy,
             exclude,
             category,
@@ -531,6 +536,7 @@ async fn run(cli: Cli) -> Result<()> {
                 subject: None,
                 k,
                 exclude_seen: include_seen.then_some(false),
+                social,
                 exclude_item_ids: exclude,
                 category,
                 repeat_policy: match repeat_policy {

@@ -1,0 +1,340 @@
+//! The social graph: whom each user is friends with or follows, and what those contacts
+//! had, as votes for a user's recommendations.
+//!
+//! In social commerce a friend's purchase is one of the strongest signals there is, and a
+//! user with no history of their own but with friends is not a stranger. `social.csv`
+//! (`user_id,other_id,kind,weight`) becomes, per user, a list of contacts: a `friend`
+//! edge makes each end a contact of the other, a `follow` (or trust) edge makes
+//! `other_id` a contact of `user_id`. Self-loops are ignored and repeated edges merge
+//! (the strongest weight stands), so a file can be sent twice. The lists are stored with
+//! the model as one compressed table (`social.bin`), strongest contact first.
+//!
+//! At serving time the items the contacts had vote for the user: each contact gives
+//! each of their items `weight / √(their item count)` (a contact who had everything says
+//! little about any one item), summed over the strongest [`MAX_CONTACTS`] contacts and
+//! scaled so the strongest vote is 1. Recommend blends the votes into its scores with
+//! the trained social weight, and the reasons name how many contacts had the item.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{SocialEdge, SocialKind};
+use crate::ids::{IdMap, ItemIdx, UserIdx};
+
+/// Contacts of one user that vote, the strongest first: a user following ten thousand
+/// accounts is not ten thousand times as informed.
+pub const MAX_CONTACTS: usize = 200;
+
+/// One contact of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    /// The contact's user index.
+    pub user: u32,
+    /// The edge's strength (1 for an edge without one).
+    pub weight: f32,
+    /// Whether the edge is a friendship (else the user follows or trusts the contact).
+    pub friend: bool,
+}
+
+/// Every user's contacts, in one table: user `u`'s are `contacts[offsets[u]..offsets[u + 1]]`,
+/// strongest first (ties by user index).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SocialGraph {
+    offsets: Vec<u32>,
+    contacts: Vec<Contact>,
+}
+
+/// What building a graph from edges did with them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildReport {
+    /// Edges read.
+    pub edges: usize,
+    /// Edges from a user to themselves (ignored).
+    pub self_loops: usize,
+    /// Edges naming a user the model does not know (ignored).
+    pub unknown_users: usize,
+    /// Contact entries that repeated an earlier one (merged).
+    pub merged: usize,
+}
+
+impl SocialGraph {
+    /// Builds every known user's contact list from `edges`; users are looked up in
+    /// `users` (edges naming anyone else are ignored and counted).
+    pub fn build(edges: &[SocialEdge], users: &IdMap) -> (SocialGraph, BuildReport) {
+        let mut report = BuildReport {
+            edges: edges.len(),
+            ..BuildReport::default()
+        };
+        let mut by_pair: HashMap<(u32, u32), Contact> = HashMap::with_capacity(edges.len() * 2);
+        for e in edges {
+            let (Some(a), Some(b)) = (users.get(&e.user_id), users.get(&e.other_id)) else {
+                report.unknown_users += 1;
+                continue;
+            };
+            if a == b {
+                report.self_loops += 1;
+                continue;
+            }
+            let weight = if e.weight.is_finite() && e.weight > 0.0 { e.weight } else { 1.0 };
+            let friend = e.kind == SocialKind::Friend;
+            let ends: &[(u32, u32)] = if friend { &[(a, b), (b, a)] } else { &[(a, b)] };
+            for &(from, to) in ends {
+                match by_pair.entry((from, to)) {
+                    Entry::Occupied(mut o) => {
+                        report.merged += 1;
+                        let c = o.get_mut();
+                        c.weight = c.weight.max(weight);
+                        c.friend |= friend;
+                    }
+                    Entry::Vacant(v) => {
+                        v.insert(Contact { user: to, weight, friend });
+                    }
+                }
+            }
+        }
+        let mut lists: Vec<Vec<Contact>> = vec![Vec::new(); users.len()];
+        for ((from, _), c) in by_pair {
+            lists[from as usize].push(c);
+        }
+        let mut graph = SocialGraph {
+            offsets: Vec::with_capacity(users.len() + 1),
+            contacts: Vec::new(),
+        };
+        graph.offsets.push(0);
+        for mut list in lists {
+            list.sort_unstable_by(|a, b| b.weight.total_cmp(&a.weight).then(a.user.cmp(&b.user)));
+            graph.contacts.extend(list);
+            graph.offsets.push(graph.contacts.len() as u32);
+        }
+        (graph, report)
+    }
+
+    /// Whether no user has a contact.
+    pub fn is_empty(&self) -> bool {
+        self.contacts.is_empty()
+    }
+
+    /// Contact entries in all (a friendship counts twice, once per end).
+    pub fn n_contacts(&self) -> usize {
+        self.contacts.len()
+    }
+
+    /// The contacts of `user`, strongest first (none for a user the graph does not hold).
+    pub fn contacts(&self, user: UserIdx) -> &[Contact] {
+        let u = user.0 as usize;
+        match (self.offsets.get(u), self.offsets.get(u + 1)) {
+            (Some(&a), Some(&b)) => &self.contacts[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    /// Whether the table is consistent and fits a model of `n_users` users.
+    pub fn fits(&self, n_users: usize) -> bool {
+        if self.is_empty() && self.offsets.is_empty() {
+            return true;
+        }
+        self.offsets.len() == n_users + 1
+            && self.offsets.first() == Some(&0)
+            && self.offsets.windows(2).all(|w| w[0] <= w[1])
+            && self.offsets.last().is_some_and(|&n| n as usize == self.contacts.len())
+            && self.contacts.iter().all(|c| (c.user as usize) < n_users && c.weight.is_finite() && c.weight > 0.0)
+    }
+
+    /// Heap bytes the table takes.
+    pub fn heap_bytes(&self) -> usize {
+        self.offsets.capacity() * 4 + self.contacts.capacity() * std::mem::size_of::<Contact>()
+    }
+
+    /// The votes of `user`'s contacts for the items they had: `items_of(c)` lists
+    /// contact `c`'s items.
+    pub fn votes<I>(&self, user: UserIdx, items_of: impl Fn(u32) -> I, affinity: impl Fn(u32) -> f32) -> SocialVotes
+    where
+        I: ExactSizeIterator<Item = ItemIdx>,
+    {
+        let mut votes: foldhash::HashMap<ItemIdx, (f32, u32)> = Default::default();
+        for c in self.contacts(user).iter().take(MAX_CONTACTS) {
+            let items = items_of(c.user);
+            if items.len() == 0 {
+                continue;
+            }
+            let v = c.weight * affinity(c.user) / (items.len() as f32).sqrt();
+            for i in items {
+                let slot = votes.entry(i).or_insert((0.0, 0));
+                slot.0 += v;
+                slot.1 += 1;
+            }
+        }
+        let max = votes.values().map(|v| v.0).fold(0.0f32, f32::max);
+        if max > 0.0 {
+            votes.values_mut().for_each(|v| v.0 /= max);
+        }
+        SocialVotes { votes }
+    }
+}
+
+/// What a user's contacts had, as votes: per item, the scaled vote (strongest 1) and how
+/// many contacts had it.
+#[derive(Debug, Clone, Default)]
+pub struct SocialVotes {
+    votes: foldhash::HashMap<ItemIdx, (f32, u32)>,
+}
+
+impl SocialVotes {
+    /// Whether no contact had anything.
+    pub fn is_empty(&self) -> bool {
+        self.votes.is_empty()
+    }
+
+    /// The vote for `item` (0 without one).
+    #[inline]
+    pub fn get(&self, item: ItemIdx) -> f32 {
+        self.votes.get(&item).map_or(0.0, |v| v.0)
+    }
+
+    /// How many contacts had `item`.
+    pub fn contacts_with(&self, item: ItemIdx) -> u32 {
+        self.votes.get(&item).map_or(0, |v| v.1)
+    }
+
+    /// The votes multiplied by `weight(item)`, scaled again so the strongest is 1.
+    pub fn weighed(mut self, weight: impl Fn(ItemIdx) -> f32) -> SocialVotes {
+        for (&i, v) in self.votes.iter_mut() {
+            v.0 *= weight(i);
+        }
+        let max = self.votes.values().map(|v| v.0).fold(0.0f32, f32::max);
+        if max > 0.0 {
+            self.votes.values_mut().for_each(|v| v.0 /= max);
+        }
+        self
+    }
+
+    /// Every voted item with its vote, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (ItemIdx, f32)> + '_ {
+        self.votes.iter().map(|(&i, v)| (i, v.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(a: &str, b: &str, kind: SocialKind, weight: f32) -> SocialEdge {
+        SocialEdge {
+            user_id: a.into(),
+            other_id: b.into(),
+            kind,
+            weight,
+        }
+    }
+
+    fn users(n: usize) -> IdMap {
+        IdMap::from_ids((0..n).map(|u| format!("u{u}")).collect())
+    }
+
+    #[test]
+    fn friends_go_both_ways_follows_one_way_and_repeats_merge() {
+        let edges = vec![
+            edge("u0", "u1", SocialKind::Friend, 1.0),
+            edge("u1", "u0", SocialKind::Friend, 1.0),
+            edge("u2", "u0", SocialKind::Follow, 3.0),
+            edge("u2", "u0", SocialKind::Follow, 5.0),
+            edge("u3", "u3", SocialKind::Follow, 1.0),
+            edge("u3", "nobody", SocialKind::Follow, 1.0),
+        ];
+        let (g, report) = SocialGraph::build(&edges, &users(4));
+        assert_eq!(report, BuildReport { edges: 6, self_loops: 1, unknown_users: 1, merged: 3 });
+        let ids = |u: u32| g.contacts(UserIdx(u)).iter().map(|c| (c.user, c.weight, c.friend)).collect::<Vec<_>>();
+        assert_eq!(ids(0), vec![(1, 1.0, true)], "a follow does not make a contact of the one followed");
+        assert_eq!(ids(1), vec![(0, 1.0, true)]);
+        assert_eq!(ids(2), vec![(0, 5.0, false)], "the strongest of repeated edges stands");
+        assert!(ids(3).is_empty() && g.contacts(UserIdx(99)).is_empty());
+        assert!(g.fits(4) && !g.fits(5));
+        assert_eq!(SocialGraph::build(&edges, &users(4)).0, g, "the same edges, the same table");
+    }
+
+    #[test]
+    fn votes_count_contacts_and_weigh_down_those_who_had_everything() {
+        let edges = vec![edge("u0", "u1", SocialKind::Friend, 1.0), edge("u0", "u2", SocialKind::Follow, 1.0)];
+        let (g, _) = SocialGraph::build(&edges, &users(3));
+        // u1 had items 5 and 6; u2 had 5 and sixteen others.
+        let items = |c: u32| -> std::vec::IntoIter<ItemIdx> {
+            match c {
+                1 => vec![ItemIdx(5), ItemIdx(6)].into_iter(),
+                2 => std::iter::once(ItemIdx(5)).chain((10..26).map(ItemIdx)).collect::<Vec<_>>().into_iter(),
+                _ => Vec::new().into_iter(),
+            }
+        };
+        let v = g.votes(UserIdx(0), items, |_| 1.0);
+        assert_eq!(v.get(ItemIdx(5)), 1.0, "the item both had is the strongest");
+        assert_eq!(v.contacts_with(ItemIdx(5)), 2);
+        assert!(v.get(ItemIdx(6)) > v.get(ItemIdx(10)), "one of two items says more than one of seventeen");
+        assert_eq!((v.get(ItemIdx(7)), v.contacts_with(ItemIdx(7))), (0.0, 0));
+        assert!(g.votes(UserIdx(1), items, |_| 1.0).iter().all(|(i, _)| i == ItemIdx(0) || i.0 >= 5), "u1 sees u0's items (none here)");
+    }
+}
+
+#[cfg(test)]
+mod served {
+    //! Social scoring through `Model::recommend`, on the demo store with a planted gift.
+    use crate::data::{Event, EventKind, SocialEdge, SocialKind, TimeKind};
+    use crate::recommend::{ReasonKind, RecommendQuery};
+    use crate::testing::{fast_params, small_store};
+    use crate::train::{train, NoProgress};
+
+    fn friends(a: &str, b: &str) -> SocialEdge {
+        SocialEdge { user_id: a.into(), other_id: b.into(), kind: SocialKind::Friend, weight: 1.0 }
+    }
+
+    /// With the default social weight: a search may choose another on real data.
+    #[test]
+    fn three_friends_buying_an_item_put_it_in_the_list_with_their_count() {
+        let mut data = small_store();
+        let users: Vec<String> = {
+            let mut u: Vec<String> = data.events.iter().map(|e| e.user_id.clone()).collect();
+            u.dedup();
+            u
+        };
+        let (me, buyers) = (&users[0], &users[1..4]);
+        for b in buyers {
+            data.events.push(Event::new(b.as_str(), "gift", EventKind::Purchase, Some(1_700_000_000)));
+            data.social.push(friends(me, b));
+        }
+        // A stranger's purchase of another rare item: no friend had it.
+        data.events.push(Event::new(users[5].as_str(), "other-gift", EventKind::Purchase, Some(1_700_000_000)));
+        // A newcomer with no events of their own, friends with the buyers.
+        for b in buyers {
+            data.social.push(friends("newcomer", b));
+        }
+        let m = train(&data, TimeKind::Unix, &fast_params(), &NoProgress);
+        let settings = m.default_settings();
+        let r = m.recommend(&RecommendQuery::for_user(me.as_str(), 10), &settings).unwrap();
+        let gift = r.items.iter().find(|s| m.item_id(s.item) == "gift");
+        let gift = gift.unwrap_or_else(|| panic!("the friends' gift is in the top 10: {:?}", r.items));
+        assert_eq!((gift.reason, gift.reason_text.as_str()), (ReasonKind::Social, "3 friends bought this"));
+        assert!(r.items.iter().all(|s| m.item_id(s.item) != "other-gift"));
+
+        // Off for this request: the gift has no other signal and the reasons no friends.
+        let off = RecommendQuery { social: Some(false), ..RecommendQuery::for_user(me.as_str(), 10) };
+        let r = m.recommend(&off, &settings).unwrap();
+        assert!(r.items.iter().all(|s| s.reason != ReasonKind::Social && m.item_id(s.item) != "gift"), "{:?}", r.items);
+
+        // A user with no events but with friends: the friends' items first, not only popular ones.
+        let r = m.recommend(&RecommendQuery::for_user("newcomer", 10), &settings).unwrap();
+        assert_eq!(r.items.len(), 10);
+        assert_eq!(m.item_id(r.items[0].item), "gift", "the item all three friends had leads: {:?}", r.items);
+        assert!(r.items.iter().filter(|s| s.reason == ReasonKind::Social).count() > 3, "{:?}", r.items);
+        let alone = RecommendQuery { social: Some(false), ..RecommendQuery::for_user("newcomer", 10) };
+        assert!(m.recommend(&alone, &settings).unwrap().items.iter().all(|s| s.reason == ReasonKind::Popular));
+
+        // The graph travels with the model.
+        let mut m = m;
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::model::format::save(&mut m, dir.path(), crate::model::publish::Retention::default()).unwrap();
+        let back = crate::model::format::load(&path).unwrap();
+        assert_eq!(back.social(), m.social());
+        let q = RecommendQuery::for_user(me.as_str(), 10);
+        assert_eq!(back.recommend(&q, &settings).unwrap().items, m.recommend(&q, &settings).unwrap().items);
+    }
+}
