@@ -1126,7 +1126,7 @@ impl Model {
             }
         };
         self.social
-            .votes(user, |c| self.history(UserIdx(c)).seen().map(|(i, _)| i), alike)
+            .votes(user, |c| self.history(UserIdx(c)).seen().take(if self.is_forgotten(UserIdx(c)) { 0 } else { usize::MAX }).map(|(i, _)| i), alike)
             .weighed(|i| self.popularity(i).max(1.0).powf(-SOCIAL_RARITY))
     }
 
@@ -1136,7 +1136,7 @@ impl Model {
         let (mut friends, mut followed, mut first_followed, mut strongest) = (0usize, 0usize, None, None::<EventKind>);
         for c in self.social.contacts(user).iter().take(crate::social::MAX_CONTACTS) {
             let h = self.history(UserIdx(c.user));
-            if !h.has_seen(item) {
+            if !h.has_seen(item) || self.is_forgotten(UserIdx(c.user)) {
                 continue;
             }
             if c.friend {

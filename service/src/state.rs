@@ -222,6 +222,9 @@ impl ServerState {
                     self.users.apply(kept());
                     self.recent.apply(self.live.load().as_ref().map(|l| &l.model), kept());
                     *self.deleted.lock().unwrap_or_else(|p| p.into_inner()) = deleted;
+                    if let Some(live) = self.live.load().as_ref() {
+                        self.forget_deleted(&live.model);
+                    }
                     for entry in replay.catalogue {
                         self.apply_catalogue(entry);
                     }
@@ -302,6 +305,12 @@ impl ServerState {
             drop(deleted);
             state.users.remove(&user);
             state.recent.remove_user(&user, state.live.load().as_ref().map(|l| &l.model));
+            // Nor do their friends' recommendations draw on them any more.
+            if let Some(live) = state.live.load().as_ref() {
+                if let Some(u) = live.model.user_index(&user) {
+                    live.model.forget_user(u);
+                }
+            }
             Ok(())
         })
         .await??;
@@ -423,6 +432,23 @@ impl ServerState {
         self.live.load_full().ok_or(ApiError::NotReady)
     }
 
+    /// Keeps users who asked to be forgotten out of their contacts' recommendations on
+    /// `model` (a model trained before they asked still holds them).
+    fn forget_deleted(&self, model: &Model) {
+        if model.social().is_empty() {
+            return;
+        }
+        let deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
+        if deleted.is_empty() {
+            return;
+        }
+        for (u, id) in model.user_ids().iter().enumerate() {
+            if deleted.contains(id) {
+                model.forget_user(affinity_core::ids::UserIdx(u as u32));
+            }
+        }
+    }
+
     /// Whether a model is live.
     pub fn is_ready(&self) -> bool {
         self.live.load().is_some()
@@ -435,6 +461,7 @@ impl ServerState {
         model.ensure_indexes(&settings);
         let catalogue = self.catalogue();
         catalogue.apply_to(&model);
+        self.forget_deleted(&model);
         self.recent.rebase(&model);
         self.live.store(Some(Arc::new(LiveModel { model, settings })));
     }

@@ -155,6 +155,9 @@ pub struct Model {
     shortlists: shortlist::Shortlists,
     /// Whom each user is friends with or follows (empty without `social.csv`).
     pub(crate) social: crate::social::SocialGraph,
+    /// Per user, whether they asked to be forgotten while this model serves: their
+    /// history no longer votes for their contacts, nor is named in a reason.
+    forgotten: Vec<AtomicBool>,
     /// Category name → its items, sorted by index.
     categories: HashMap<String, Vec<ItemIdx>>,
     /// Brand name → its items, sorted by index.
@@ -286,6 +289,7 @@ impl Model {
                 )
             },
         );
+        let forgotten = (0..histories.len()).map(|_| AtomicBool::new(false)).collect();
         let cold = (0..items.len() as u32).map(ItemIdx).filter(|i| !has_collab[i.get()] && items[i.get()].listed_at.is_some()).collect();
         let mut by_listing: Vec<(i64, ItemIdx)> = items.iter().enumerate().filter_map(|(i, it)| it.listed_at.map(|t| (t, ItemIdx(i as u32)))).collect();
         by_listing.sort_unstable();
@@ -325,6 +329,7 @@ impl Model {
             indexes: Indexes::default(),
             shortlists: shortlist::Shortlists::default(),
             social: crate::social::SocialGraph::default(),
+            forgotten,
             categories,
             brands,
             neighbours,
@@ -421,6 +426,20 @@ impl Model {
     /// Sets the social graph (built over this model's user indices).
     pub fn set_social(&mut self, graph: crate::social::SocialGraph) {
         self.social = graph;
+    }
+
+    /// Forgets `user` as a contact, on this shared model as it serves: their history no
+    /// longer votes in their friends' and followers' recommendations (their own requests
+    /// are the server's business: it stops using their stored history).
+    pub fn forget_user(&self, user: UserIdx) {
+        if let Some(f) = self.forgotten.get(user.0 as usize) {
+            f.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `user` was forgotten (see [`Model::forget_user`]).
+    pub fn is_forgotten(&self, user: UserIdx) -> bool {
+        self.forgotten.get(user.0 as usize).is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     /// The version name.

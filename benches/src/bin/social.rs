@@ -1,0 +1,193 @@
+//! Social scoring's worth: Recall@10 and NDCG@10 with and without it, over seeds.
+//!
+//! For LastFM (friendships) and FilmTrust (trust links), events exported as a storefront
+//! sends them (every event `view`, no value, no timestamps): per seed, a `random` split;
+//! `train` as a user runs it (its own validation search, which chooses the social weight
+//! among the others, then the final fit on train + validation with the graph); the test
+//! part scored through the serving code path with the trained social weight and, on the
+//! same model, with social scoring off. Slices: users with and without contacts (FilmTrust's
+//! raters who trust nobody must not lose). Cold start through friends: a seeded tenth of
+//! the users lose their whole history from the fit (they stay known through the graph)
+//! and are scored on all of it, social against popularity. Prints tables and writes
+//! `benches/results/social.json`.
+//!
+//! ```text
+//! cargo run --release -p affinity-benches --bin social
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use affinity_core::data::{Dataset, EventKind, TimeKind};
+use affinity_core::ids::stable_hash;
+use affinity_core::params::TrainParams;
+use affinity_core::settings::ServingSettings;
+use affinity_core::train::{train, NoProgress};
+use affinity_lab::autotune::{autotune, Budget};
+use affinity_lab::baselines::Pop;
+use affinity_lab::eval;
+use affinity_lab::import::{self, Source};
+use affinity_lab::rank::Affinity;
+use affinity_lab::split::{self, Protocol, Target};
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(about = "Recall and NDCG with and without social scoring, over seeds")]
+struct Args {
+    /// Folder holding lastfm-hetrec and filmtrust.
+    #[arg(long, default_value = "../shared/datasets")]
+    datasets: PathBuf,
+    /// Seeds (seed, seed + 1, …).
+    #[arg(long, default_value_t = 5)]
+    seeds: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value = "benches/results/social.json")]
+    json: PathBuf,
+}
+
+/// Recall@10 (hits / min(10, |test|)), Recall@10 over |test| and NDCG@10 of one run.
+#[derive(Serialize, Clone, Copy, Default)]
+struct At10 {
+    recall: f64,
+    recall_full: f64,
+    ndcg: f64,
+    users: usize,
+}
+
+#[derive(Serialize)]
+struct SeedRun {
+    seed: u64,
+    social_weight: f32,
+    tune_and_fit_seconds: f64,
+    /// slice → (social on, social off).
+    slices: BTreeMap<String, (At10, At10)>,
+    /// Cold start through friends: (social, popularity).
+    cold: (At10, At10),
+}
+
+#[derive(Serialize)]
+struct DataRun {
+    dataset: String,
+    users: usize,
+    edges: usize,
+    runs: Vec<SeedRun>,
+}
+
+fn at10(r: &dyn affinity_lab::rank::Ranker, m: &affinity_core::model::Model, t: &Target) -> At10 {
+    let x = eval::score(r, m, t, &[10]).into_iter().next().unwrap_or_default();
+    At10 { recall: x.recall, recall_full: x.recall_full, ndcg: x.ndcg, users: x.users }
+}
+
+fn only(t: &Target, keep: impl Fn(&str) -> bool) -> Target {
+    Target {
+        relevant: t.relevant.iter().filter(|(u, _)| keep(u)).map(|(u, i)| (u.clone(), i.clone())).collect(),
+        keep_relevant_seen: t.keep_relevant_seen,
+    }
+}
+
+fn run(name: &str, source: Source, args: &Args) -> Result<DataRun> {
+    let folder = args.datasets.join(name);
+    let mut data = import::import(source, &folder).with_context(|| format!("cannot import {}", folder.display()))?;
+    for e in &mut data.events {
+        e.kind = EventKind::View;
+        e.value = None;
+        e.timestamp = None;
+    }
+    let kind = TimeKind::None;
+    let users: HashSet<&str> = data.events.iter().map(|e| e.user_id.as_str()).collect();
+    let mut out = DataRun { dataset: name.to_string(), users: users.len(), edges: data.social.len(), runs: Vec::new() };
+    for seed in args.seed..args.seed + args.seeds {
+        let s = split::split(data.events.clone(), Protocol::Random, seed, kind)?;
+        let fit: Vec<_> = s.train.iter().chain(&s.valid).cloned().collect();
+        let target = split::target(Protocol::Random, &fit, &s.test);
+        let fit_data = Dataset { events: fit, items: data.items.clone(), users: data.users.clone(), social: data.social.clone() };
+        let started = Instant::now();
+        let (params, _) = autotune(&fit_data, kind, &TrainParams::default(), &Budget { seed, ..Budget::default() }, &NoProgress);
+        let model = train(&fit_data, kind, &params, &NoProgress);
+        let seconds = started.elapsed().as_secs_f64();
+        let on = Affinity::new(&model);
+        let off = Affinity::with_settings(&model, ServingSettings { social_blend: 0.0, ..model.default_settings() });
+        let has_contacts = |u: &str| model.user_index(u).is_some_and(|i| !model.social().contacts(i).is_empty());
+        let mut slices = BTreeMap::new();
+        for (slice, t) in [
+            ("all", only(&target, |_| true)),
+            ("with contacts", only(&target, has_contacts)),
+            ("no contacts", only(&target, |u| !has_contacts(u))),
+        ] {
+            slices.insert(slice.to_string(), (at10(&on, &model, &t), at10(&off, &model, &t)));
+        }
+        // Cold start: a seeded tenth of the users keep none of their events in the fit.
+        let hidden = |u: &str| (stable_hash(u.as_bytes()) ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) % 10 == 0;
+        let cold_fit = Dataset {
+            events: data.events.iter().filter(|e| !hidden(&e.user_id)).cloned().collect(),
+            ..fit_data.clone()
+        };
+        let cold_model = train(&cold_fit, kind, &params, &NoProgress);
+        let cold_target = split::target(Protocol::Random, &cold_fit.events, &data.events.iter().filter(|e| hidden(&e.user_id)).cloned().collect::<Vec<_>>());
+        let social_on = ServingSettings { social_blend: params.social_blend.max(affinity_core::params::DEFAULT_SOCIAL_BLEND), ..cold_model.default_settings() };
+        let cold = (at10(&Affinity::with_settings(&cold_model, social_on), &cold_model, &cold_target), at10(&Pop(&cold_model), &cold_model, &cold_target));
+        eprintln!("{name} seed {seed}: social weight {}, {:.1}s", params.social_blend, seconds);
+        out.runs.push(SeedRun { seed, social_weight: params.social_blend, tune_and_fit_seconds: seconds, slices, cold });
+    }
+    Ok(out)
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (m, var.sqrt())
+}
+
+fn print(r: &DataRun) {
+    println!("\n## {} ({} users, {} edges; views only, random split, {} seeds)\n", r.dataset, r.users, r.edges, r.runs.len());
+    println!("| slice | users | R@10 social | R@10 without | gain (σ of runs, σ of paired diff) | NDCG@10 social | NDCG@10 without | gain (σ, σ diff) | R@10 hits/|test| social / without |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let slices: Vec<String> = r.runs.first().map(|x| x.slices.keys().cloned().collect()).unwrap_or_default();
+    for slice in slices {
+        let get = |f: &dyn Fn(&(At10, At10)) -> f64| -> Vec<f64> { r.runs.iter().map(|x| f(&x.slices[&slice])).collect() };
+        let (ron, roff) = (mean_sd(&get(&|p| p.0.recall)), mean_sd(&get(&|p| p.1.recall)));
+        let rdiff = mean_sd(&get(&|p| p.0.recall - p.1.recall));
+        let (non, noff) = (mean_sd(&get(&|p| p.0.ndcg)), mean_sd(&get(&|p| p.1.ndcg)));
+        let ndiff = mean_sd(&get(&|p| p.0.ndcg - p.1.ndcg));
+        let (fon, foff) = (mean_sd(&get(&|p| p.0.recall_full)), mean_sd(&get(&|p| p.1.recall_full)));
+        let users = r.runs[0].slices[&slice].0.users;
+        let sig = |d: (f64, f64), sd: f64| format!("{:+.4} ({:.1}σ, {:.1}σ)", d.0, d.0 / sd.max(1e-9), d.0 / d.1.max(1e-9));
+        println!(
+            "| {slice} | {users} | {:.4} ± {:.4} | {:.4} ± {:.4} | {} | {:.4} ± {:.4} | {:.4} ± {:.4} | {} | {:.4} / {:.4} |",
+            ron.0, ron.1, roff.0, roff.1, sig(rdiff, roff.1.max(ron.1)), non.0, non.1, noff.0, noff.1, sig(ndiff, noff.1.max(non.1)), fon.0, foff.0
+        );
+    }
+    let cold_social = mean_sd(&r.runs.iter().map(|x| x.cold.0.recall).collect::<Vec<_>>());
+    let cold_pop = mean_sd(&r.runs.iter().map(|x| x.cold.1.recall).collect::<Vec<_>>());
+    let weights: Vec<String> = r.runs.iter().map(|x| x.social_weight.to_string()).collect();
+    println!(
+        "\ncold start through friends (a tenth of users without history, {} users): R@10 social {:.4} ± {:.4}, popularity {:.4} ± {:.4}; trained social weights: {}",
+        r.runs.first().map_or(0, |x| x.cold.0.users),
+        cold_social.0,
+        cold_social.1,
+        cold_pop.0,
+        cold_pop.1,
+        weights.join(", ")
+    );
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut all = Vec::new();
+    for (name, source) in [("lastfm-hetrec", Source::LastFm), ("filmtrust", Source::FilmTrust)] {
+        let r = run(name, source, &args)?;
+        print(&r);
+        all.push(r);
+    }
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&all)?).with_context(|| format!("cannot write {}", args.json.display()))?;
+    println!("\nwritten to {}", args.json.display());
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Social scoring through the real server: a model trained on LastFM (every event a
+//! `view`, as a storefront sends them) with its friendships, queried over gRPC.
+
+mod common;
+
+use std::path::Path;
+
+use affinity_core::data::{EventKind, TimeKind};
+use affinity_core::model::format;
+use affinity_core::model::publish::Retention;
+use affinity_core::params::TrainParams;
+use affinity_core::train::{train, NoProgress};
+use affinity_lab::import::{self, Source};
+use affinity_service::proto::recommend_request::Subject;
+use affinity_service::proto::recommender_client::RecommenderClient;
+use affinity_service::proto::{self, reason::Kind};
+use common::{dataset_dir, start_server};
+
+#[tokio::test]
+async fn friends_tastes_reach_the_list_with_reasons_and_can_be_switched_off() {
+    let mut data = import::import(Source::LastFm, &dataset_dir("lastfm-hetrec")).expect("import LastFM");
+    for e in &mut data.events {
+        e.kind = EventKind::View;
+        e.value = None;
+    }
+    // A listener whose whole history is hidden from the model: known only through friends.
+    let newcomer = data.social.iter().map(|e| e.user_id.clone()).find(|u| data.social.iter().filter(|e| &e.user_id == u).count() >= 5).unwrap();
+    data.events.retain(|e| e.user_id != newcomer);
+    let mut m = train(&data, TimeKind::None, &TrainParams::default(), &NoProgress);
+    assert!(!m.social().is_empty());
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("social-lastfm");
+    let _ = std::fs::remove_dir_all(&root);
+    format::save(&mut m, &root, Retention::default()).unwrap();
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let ask = |user: &str, social: Option<bool>| proto::RecommendRequest {
+        subject: Some(Subject::UserId(user.to_string())),
+        k: 10,
+        social,
+        ..Default::default()
+    };
+    let kinds = |items: &[proto::ScoredItem]| items.iter().map(|i| i.reason.as_ref().map_or(0, |r| r.kind)).collect::<Vec<_>>();
+
+    // A listener with history and friends: some of the list comes with the friends' count.
+    let user = data.social[0].user_id.clone();
+    let on = c.recommend(ask(&user, None)).await.unwrap().into_inner().items;
+    let social: Vec<&proto::ScoredItem> = on.iter().filter(|i| i.reason.as_ref().unwrap().kind == Kind::Social as i32).collect();
+    assert!(!social.is_empty(), "{:?}", kinds(&on));
+    let text = &social[0].reason.as_ref().unwrap().text;
+    assert!(text.ends_with("friends viewed this") || text == "1 friend viewed this", "{text}");
+    let off = c.recommend(ask(&user, Some(false))).await.unwrap().into_inner().items;
+    assert!(off.iter().all(|i| i.reason.as_ref().unwrap().kind != Kind::Social as i32), "{:?}", kinds(&off));
+
+    // The newcomer gets the friends' artists, not the popular list.
+    let theirs = c.recommend(ask(&newcomer, None)).await.unwrap().into_inner().items;
+    assert_eq!(theirs.len(), 10);
+    assert!(theirs[0].reason.as_ref().unwrap().kind == Kind::Social as i32, "{:?}", kinds(&theirs));
+    let popular = c.recommend(ask(&newcomer, Some(false))).await.unwrap().into_inner().items;
+    assert!(popular.iter().all(|i| i.reason.as_ref().unwrap().kind == Kind::Popular as i32));
+    assert_ne!(theirs.iter().map(|i| &i.item_id).collect::<Vec<_>>(), popular.iter().map(|i| &i.item_id).collect::<Vec<_>>());
+
+    // Friends who ask to be forgotten no longer shape anyone's list, also after a restart.
+    let friends: Vec<String> = data.social.iter().filter(|e| e.user_id == newcomer).map(|e| e.other_id.clone()).collect();
+    for f in &friends {
+        c.delete_user(proto::DeleteUserRequest { user_id: f.clone() }).await.unwrap();
+    }
+    let after = c.recommend(ask(&newcomer, None)).await.unwrap().into_inner().items;
+    assert!(after.iter().all(|i| i.reason.as_ref().unwrap().kind == Kind::Popular as i32), "{:?}", kinds(&after));
+    drop(c);
+    drop(server);
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let restarted = c.recommend(ask(&newcomer, None)).await.unwrap().into_inner().items;
+    assert!(restarted.iter().all(|i| i.reason.as_ref().unwrap().kind == Kind::Popular as i32), "{:?}", kinds(&restarted));
+}
