@@ -619,7 +619,11 @@ fn parse_social(r: &csv::StringRecord, _: &Extra) -> std::result::Result<SocialE
         user_id: parse_id(&r[0], "user_id")?,
         other_id: parse_id(&r[1], "other_id")?,
         kind,
-        weight: parse_finite(&r[3], "weight")?.unwrap_or(1.0),
+        weight: match parse_finite(&r[3], "weight")? {
+            Some(w) if w <= 0.0 => return Err(format!("weight: must be positive, got {w}")),
+            Some(w) => w,
+            None => 1.0,
+        },
     })
 }
 
@@ -790,6 +794,23 @@ mod tests {
         assert_eq!(r.rows.len(), 2);
         assert_eq!(r.skipped, 2);
         assert!(r.first_error.unwrap().starts_with("events.csv:3:"));
+    }
+
+    #[test]
+    fn social_rows_need_a_known_kind_and_a_positive_weight() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("social.csv");
+        let read = |body: &str| {
+            std::fs::write(&path, format!("user_id,other_id,kind,weight\n{body}")).unwrap();
+            read_social(&path, ReadOptions::default())
+        };
+        let ok = read("a,b,friend,\nb,c,follow,2.5\na,a,follow,1\n").unwrap();
+        assert_eq!(ok.rows.len(), 3, "a self-loop is read (the graph ignores it)");
+        assert_eq!((ok.rows[0].weight, ok.rows[1].kind), (1.0, SocialKind::Follow));
+        let e = read("a,b,friend,1\na,c,follow,-1\n").unwrap_err().to_string();
+        assert!(e.contains("social.csv:3:") && e.contains("weight: must be positive"), "{e}");
+        let e = read("a,b,enemy,1\n").unwrap_err().to_string();
+        assert!(e.contains("social.csv:2:") && e.contains("friend or follow"), "{e}");
     }
 
     #[test]

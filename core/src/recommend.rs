@@ -661,25 +661,12 @@ impl Model {
             return Ok(vec![self.buy_again(returns, filter, query.k, &query.rules); blends.len()]);
         }
         let personal = profile.vector.take().filter(|v| v.iter().any(|&x| x != 0.0));
+        // A user without a usable history but with contacts: their contacts' tastes stand
+        // in for theirs (and what the contacts had votes as for everyone).
+        let from_friends = personal.is_none();
+        let personal = personal.or_else(|| social.and_then(|(user, _)| self.contacts_vector(*user)));
         let Some(u) = personal else {
-            // No usable history but contacts who had things: what they had, most voted
-            // first, then the popular items.
-            if let Some(social) = social {
-                return Ok(blends.iter().map(|b| self.from_contacts(social, b.social > 0.0, filter, query)).collect());
-            }
-            // No usable history: the popular items of the user's segment, when their
-            // attributes say which (passed in, or stored for a known user).
-            let stored = match &query.subject {
-                Subject::User(id) => self.user_index(id).filter(|_| query.use_stored_history).map(|u| Segment::of_user(self.user_attributes(u))),
-                Subject::Session(_) => None,
-            };
-            let segment = query.attributes.clone().or(stored).filter(|s| !s.is_everyone());
-            let counted = segment.map(|s| {
-                let p = self.segment_popularity(&s);
-                (s, p)
-            });
-            let popular = self.popular(filter, query.k, &query.rules, counted.as_ref().map(|(s, p)| (s, p)));
-            return Ok(vec![popular; blends.len()]);
+            return Ok(vec![self.cold_answer(query, filter); blends.len()]);
         };
         let votes = if blends.iter().any(|b| b.sequence > 0.0) { self.neighbour_votes(recent, settings) } else { Votes::default() };
         let (raw, retrieval) = self.candidates(&u, &votes, social.map(|s| &s.1), filter, query, settings, cancel)?;
@@ -689,6 +676,10 @@ impl Model {
             // The last (for a served request, the only) blend takes the candidates; the
             // others rank a copy.
             let candidates = if n == last { raw.take().unwrap_or_default() } else { raw.clone().unwrap_or_default() };
+            if from_friends && b.social <= 0.0 {
+                answers.push(self.cold_answer(query, filter));
+                continue;
+            }
             let social = social.filter(|_| b.social > 0.0);
             let social_votes = social.map(|s| &s.1);
             let (mut ranked, mut shortfall) = finish(self, self.blend(&u, candidates, &votes, social_votes, b), query.k, &query.rules);
@@ -701,6 +692,12 @@ impl Model {
                 .into_iter()
                 .map(|(score, item)| match social {
                     Some((user, votes)) if votes.contacts_with(item) > 0 => self.social_scored(*user, item, score),
+                    _ if from_friends => Scored {
+                        item,
+                        score,
+                        reason: ReasonKind::Social,
+                        reason_text: "matches your friends' tastes".to_string(),
+                    },
                     _ => self.personal(item, score, recent),
                 })
                 .collect();
@@ -1083,31 +1080,36 @@ impl Model {
         raw
     }
 
-    /// The answer for a user without a usable vector whose contacts had things: the
-    /// eligible items they had, most voted first (ties by popularity), then popular
-    /// items to fill the list. `weighed` false (a ranking without social votes) gives
-    /// the popular list alone.
-    fn from_contacts(&self, social: &(UserIdx, SocialVotes), weighed: bool, filter: &Eligibility<'_>, query: &RecommendQuery) -> Recommendations {
-        let popular = self.popular(filter, query.k, &query.rules, None);
-        if !weighed {
-            return popular;
+    /// The answer for a subject without a usable history (nor contacts to stand in): the
+    /// popular items of their segment, when their attributes say which (passed in, or
+    /// stored for a known user), else the store's.
+    fn cold_answer(&self, query: &RecommendQuery, filter: &Eligibility<'_>) -> Recommendations {
+        let stored = match &query.subject {
+            Subject::User(id) => self.user_index(id).filter(|_| query.use_stored_history).map(|u| Segment::of_user(self.user_attributes(u))),
+            Subject::Session(_) => None,
+        };
+        let segment = query.attributes.clone().or(stored).filter(|s| !s.is_everyone());
+        let counted = segment.map(|s| {
+            let p = self.segment_popularity(&s);
+            (s, p)
+        });
+        self.popular(filter, query.k, &query.rules, counted.as_ref().map(|(s, p)| (s, p)))
+    }
+
+    /// The mean of `user`'s contacts' vectors, each by its edge weight (contacts who
+    /// were forgotten or have no vector left out): a stand-in for a user with none.
+    fn contacts_vector(&self, user: UserIdx) -> Option<Vec<f32>> {
+        let mut sum = vec![0.0f32; self.manifest().params.als.factors];
+        let mut total = 0.0f32;
+        for c in self.social.contacts(user).iter().take(crate::social::MAX_CONTACTS) {
+            let v = self.user_vector(UserIdx(c.user));
+            if self.is_forgotten(UserIdx(c.user)) || v.len() != sum.len() || v.iter().all(|&x| x == 0.0) {
+                continue;
+            }
+            sum.iter_mut().zip(v).for_each(|(s, x)| *s += c.weight * x);
+            total += c.weight;
         }
-        let (user, votes) = social;
-        let top = self.popular_order().first().map_or(1.0, |&i| self.popularity(i)).max(1.0);
-        let scored: Vec<(f32, ItemIdx)> = votes
-            .iter()
-            .filter(|&(i, _)| filter.allows(i))
-            .map(|(i, v)| (v + 1e-3 * self.popularity(i) / top, i))
-            .collect();
-        let (ranked, _) = finish(self, scored, query.k, &query.rules);
-        let mut items: Vec<Scored> = ranked.into_iter().map(|(score, item)| self.social_scored(*user, item, score)).collect();
-        let mut shortfall = None;
-        if items.len() < query.k {
-            let have: Vec<ItemIdx> = items.iter().map(|s| s.item).collect();
-            items.extend(popular.items.into_iter().filter(|s| !have.contains(&s.item)).take(query.k - have.len()));
-            shortfall = popular.shortfall.filter(|_| items.len() < query.k);
-        }
-        Recommendations { items, retrieval: Retrieval::Exact, shortfall }
+        (total > 0.0).then(|| sum.into_iter().map(|s| s / total).collect())
     }
 
     /// What `user`'s contacts had, as votes (see [`crate::social`]). Contacts count by

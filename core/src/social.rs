@@ -323,8 +323,9 @@ mod served {
         // A user with no events but with friends: the friends' items first, not only popular ones.
         let r = m.recommend(&RecommendQuery::for_user("newcomer", 10), &settings).unwrap();
         assert_eq!(r.items.len(), 10);
-        assert_eq!(m.item_id(r.items[0].item), "gift", "the item all three friends had leads: {:?}", r.items);
-        assert!(r.items.iter().filter(|s| s.reason == ReasonKind::Social).count() > 3, "{:?}", r.items);
+        let gift = r.items.iter().position(|s| m.item_id(s.item) == "gift");
+        assert!(gift.is_some_and(|g| g < 3), "the item all three friends had is near the top: {:?}", r.items);
+        assert!(r.items.iter().all(|s| s.reason == ReasonKind::Social), "{:?}", r.items);
         let alone = RecommendQuery { social: Some(false), ..RecommendQuery::for_user("newcomer", 10) };
         assert!(m.recommend(&alone, &settings).unwrap().items.iter().all(|s| s.reason == ReasonKind::Popular));
 
