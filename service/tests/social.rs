@@ -73,3 +73,42 @@ async fn friends_tastes_reach_the_list_with_reasons_and_can_be_switched_off() {
     let restarted = c.recommend(ask(&newcomer, None)).await.unwrap().into_inner().items;
     assert!(restarted.iter().all(|i| i.reason.as_ref().unwrap().kind == Kind::Popular as i32), "{:?}", kinds(&restarted));
 }
+
+#[tokio::test]
+async fn a_group_gets_items_for_all_and_least_misery_leaves_nobody_further_behind() {
+    let server = start_server(common::movielens_model()).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let users: Vec<String> = ["1", "2", "3"].map(String::from).to_vec();
+    let ask = |users: Vec<String>, strategy: proto::GroupStrategy| proto::RecommendForGroupRequest {
+        user_ids: users,
+        k: 10,
+        strategy: strategy as i32,
+        ..Default::default()
+    };
+    let avg = c.recommend_for_group(ask(users.clone(), proto::GroupStrategy::Average)).await.unwrap().into_inner();
+    let lm = c.recommend_for_group(ask(users.clone(), proto::GroupStrategy::LeastMisery)).await.unwrap().into_inner();
+    assert_eq!((avg.items.len(), lm.items.len()), (10, 10));
+    let lowest = |items: &[proto::GroupItem]| items.iter().map(|i| i.member_scores.iter().copied().fold(f32::INFINITY, f32::min)).sum::<f32>();
+    assert!(lowest(&lm.items) >= lowest(&avg.items), "{} < {}", lowest(&lm.items), lowest(&avg.items));
+    for i in &avg.items {
+        assert_eq!(i.member_scores.len(), 3);
+        assert!((i.score - i.member_scores.iter().sum::<f32>() / 3.0).abs() < 1e-5);
+        assert!(i.reason.starts_with("fits "), "{}", i.reason);
+    }
+    // Items no member had.
+    let m = affinity_core::model::format::load(&affinity_core::model::format::resolve(common::movielens_model()).unwrap()).unwrap();
+    for i in avg.items.iter().chain(&lm.items) {
+        let item = m.item_index(&i.item_id).unwrap();
+        assert!(users.iter().all(|u| !m.history(m.user_index(u).unwrap()).has_seen(item)), "{} was had by a member", i.item_id);
+    }
+
+    for (users, field) in [(Vec::new(), "user_ids"), ((0..101).map(|u| u.to_string()).collect(), "user_ids")] {
+        let e = c.recommend_for_group(ask(users, proto::GroupStrategy::Average)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains(field), "{}", e.message());
+    }
+    let mut bad = ask(users, proto::GroupStrategy::Average);
+    bad.strategy = 9;
+    let e = c.recommend_for_group(bad).await.unwrap_err();
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("strategy"), "{e:?}");
+}

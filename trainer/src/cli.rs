@@ -32,6 +32,10 @@ pub struct TuneArgs {
     pub split: PathBuf,
     #[arg(long)]
     pub items: Option<PathBuf>,
+    /// Social edges (social.csv): candidates are fitted with the graph and each is also
+    /// scored with every social weight of the sweep.
+    #[arg(long)]
+    pub social: Option<PathBuf>,
     /// Base parameters (JSON); candidates vary the searched fields of these.
     #[command(flatten)]
     pub read: ReadArgs,

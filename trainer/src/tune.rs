@@ -56,6 +56,10 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let data = Dataset {
         events: s.train.clone(),
         items,
+        social: match &args.social {
+            Some(p) => crate::input::load_social(p, args.read.skip_invalid)?,
+            None => Vec::new(),
+        },
         ..Dataset::default()
     };
     let mut trials: Vec<Trial> = Vec::new();

@@ -135,6 +135,37 @@ impl Recommender for RecommenderApi {
         Ok(Response::new(answer.into()))
     }
 
+    #[instrument(skip_all, fields(k = request.get_ref().k, members = request.get_ref().user_ids.len()))]
+    async fn recommend_for_group(
+        &self,
+        request: Request<proto::RecommendForGroupRequest>,
+    ) -> Result<Response<proto::RecommendForGroupResponse>, Status> {
+        let r = request.into_inner();
+        let strategy = recommend::group_strategy(r.strategy)?;
+        let (k, rules, category) = (r.k as usize, rules::rules(r.rules), r.category.filter(|c| !c.is_empty()));
+        // Each member as Recommend would see them: their live events, or nothing stored
+        // for one who asked to be forgotten.
+        let members: Vec<RecommendQuery> = r
+            .user_ids
+            .into_iter()
+            .map(|user| {
+                let mut q = RecommendQuery::for_user(user, k);
+                q.rules = rules.clone();
+                q.category = category.clone();
+                if let Subject::User(user) = &q.subject {
+                    if self.state.is_deleted(user) {
+                        q.use_stored_history = false;
+                    } else {
+                        q.live = self.state.users().events_of(user);
+                    }
+                }
+                q
+            })
+            .collect();
+        let answer = self.score(move |l, cancel| l.model.recommend_for_group(&members, k, strategy, &l.settings, cancel)).await?;
+        Ok(Response::new(answer.into()))
+    }
+
     #[instrument(skip_all, fields(k = request.get_ref().k))]
     async fn similar_items(
         &self,

@@ -1,5 +1,6 @@
 //! `Recommend`: wire request → [`RecommendQuery`], [`Recommendations`] → wire reply.
 
+use affinity_core::group::{GroupScored, GroupStrategy};
 use affinity_core::recommend::{RecommendQuery, Recommendations, Retrieval, Subject};
 use affinity_core::repeat::SeenPolicy;
 use affinity_core::Error;
@@ -56,6 +57,40 @@ impl From<Answer<Recommendations>> for proto::RecommendResponse {
             } as i32,
             items: scored_items(&a.live, a.value.items),
             shortfall: super::rules::shortfall(a.value.shortfall),
+        }
+    }
+}
+
+/// The group strategy a request names.
+pub(super) fn group_strategy(value: i32) -> Result<GroupStrategy, ApiError> {
+    match proto::GroupStrategy::try_from(value) {
+        Ok(proto::GroupStrategy::Unspecified | proto::GroupStrategy::Average) => Ok(GroupStrategy::Average),
+        Ok(proto::GroupStrategy::LeastMisery) => Ok(GroupStrategy::LeastMisery),
+        Err(_) => Err(Error::invalid_argument("strategy", format!("unknown value {value}")).into()),
+    }
+}
+
+impl From<Answer<Vec<GroupScored>>> for proto::RecommendForGroupResponse {
+    fn from(a: Answer<Vec<GroupScored>>) -> Self {
+        proto::RecommendForGroupResponse {
+            model_version: a.live.model.version().to_string(),
+            items: a
+                .value
+                .into_iter()
+                .map(|g| {
+                    let n = g.members.len();
+                    proto::GroupItem {
+                        item_id: a.live.model.item_id(g.item).to_string(),
+                        score: g.score,
+                        reason: match (g.liked_by, n) {
+                            (_, 1) => "fits you".to_string(),
+                            (l, n) if l == n => format!("fits all {n} of you"),
+                            (l, n) => format!("fits {l} of {n} of you"),
+                        },
+                        member_scores: g.members,
+                    }
+                })
+                .collect(),
         }
     }
 }

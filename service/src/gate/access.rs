@@ -52,6 +52,7 @@ pub const SERVICE: &str = "affinity.v1.Recommender";
 pub const RPC_ROLES: &[(&str, Role)] = &[
     ("Recommend", Role::Read),
     ("SimilarItems", Role::Read),
+    ("RecommendForGroup", Role::Read),
     ("Popular", Role::Read),
     ("Trending", Role::Read),
     ("GetItemStats", Role::Read),

@@ -46,6 +46,13 @@ enum Format {
     Tsv,
 }
 
+/// `--strategy` values of `group`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum StrategyArg {
+    Average,
+    LeastMisery,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum ModeArg {
     Blend,
@@ -108,6 +115,21 @@ enum Command {
         k: u32,
         #[arg(long, value_enum, default_value = "blend")]
         mode: ModeArg,
+        #[command(flatten)]
+        rules: RuleArgs,
+    },
+    /// Items a whole group is likely to want, with each member's part in the score.
+    Group {
+        /// Members, comma-separated (1 to 100).
+        #[arg(long, value_delimiter = ',', required = true)]
+        users: Vec<String>,
+        #[arg(long, default_value_t = 10)]
+        k: u32,
+        /// average: the most liked overall; least-misery: nobody left out.
+        #[arg(long, value_enum, default_value = "average")]
+        strategy: StrategyArg,
+        #[arg(long)]
+        category: Option<String>,
         #[command(flatten)]
         rules: RuleArgs,
     },
@@ -498,6 +520,46 @@ async fn run(cli: Cli) -> Result<()> {
             .map_err(status_msg)?
             .into_inner();
             print_items(&mut out, cli.format, &format!("segment of {} users", r.segment_users), &r.items, &r.model_version)?;
+        }
+        Command::Group { users, k, strategy, category, rules } => {
+            let r = client
+                .recommend_for_group(proto::RecommendForGroupRequest {
+                    user_ids: users.clone(),
+                    k,
+                    strategy: match strategy {
+                        StrategyArg::Average => proto::GroupStrategy::Average,
+                        StrategyArg::LeastMisery => proto::GroupStrategy::LeastMisery,
+                    } as i32,
+                    rules: rules.into_proto(),
+                    category,
+                })
+                .await
+                .map_err(status_msg)?
+                .into_inner();
+            match cli.format {
+                Format::Json => {
+                    let items: Vec<serde_json::Value> = r
+                        .items
+                        .iter()
+                        .map(|i| serde_json::json!({ "item_id": i.item_id, "score": i.score, "member_scores": i.member_scores, "reason": i.reason }))
+                        .collect();
+                    writeln!(out, "{}", serde_json::json!({ "users": users, "items": items, "model_version": r.model_version }))?;
+                }
+                Format::Tsv => {
+                    for i in &r.items {
+                        let members: Vec<String> = i.member_scores.iter().map(|s| format!("{s:.3}")).collect();
+                        writeln!(out, "{}\t{}\t{}", i.item_id, i.score, members.join(","))?;
+                    }
+                }
+                Format::Table => {
+                    writeln!(out, "{:>4}  {:<24} {:>8}  {:<24} members ({})", "rank", "item", "score", "reason", users.join(", "))?;
+                    for (n, i) in r.items.iter().enumerate() {
+                        let members: Vec<String> = i.member_scores.iter().map(|s| format!("{s:.2}")).collect();
+                        writeln!(out, "{:>4}  {:<24} {:>8.4}  {:<24} {}", n + 1, i.item_id, i.score, i.reason, members.join(" "))?;
+                    }
+                    writeln!(out, "model {}", r.model_version)?;
+                }
+            }
         }
         Command::Similar { item, k, mode, rules } => {
             let mode = match mode {
