@@ -15,9 +15,7 @@
 //! scaled so the strongest vote is 1. Recommend blends the votes into its scores with
 //! the trained social weight, and the reasons name how many contacts had the item.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{SocialEdge, SocialKind};
@@ -67,7 +65,10 @@ impl SocialGraph {
             edges: edges.len(),
             ..BuildReport::default()
         };
-        let mut by_pair: HashMap<(u32, u32), Contact> = HashMap::with_capacity(edges.len() * 2);
+        // Every directed contact entry, sorted by (user, contact) so repeats sit together:
+        // a flat vector (16 bytes an entry) rather than a map, for graphs of tens of
+        // millions of edges.
+        let mut entries: Vec<(u32, u32, f32, bool)> = Vec::with_capacity(edges.len() * 2);
         for e in edges {
             let (Some(a), Some(b)) = (users.get(&e.user_id), users.get(&e.other_id)) else {
                 report.unknown_users += 1;
@@ -79,33 +80,31 @@ impl SocialGraph {
             }
             let weight = if e.weight.is_finite() && e.weight > 0.0 { e.weight } else { 1.0 };
             let friend = e.kind == SocialKind::Friend;
-            let ends: &[(u32, u32)] = if friend { &[(a, b), (b, a)] } else { &[(a, b)] };
-            for &(from, to) in ends {
-                match by_pair.entry((from, to)) {
-                    Entry::Occupied(mut o) => {
+            entries.push((a, b, weight, friend));
+            if friend {
+                entries.push((b, a, weight, friend));
+            }
+        }
+        entries.par_sort_unstable_by_key(|&(from, to, _, _)| (from, to));
+        let mut graph = SocialGraph {
+            offsets: Vec::with_capacity(users.len() + 1),
+            contacts: Vec::with_capacity(entries.len()),
+        };
+        graph.offsets.push(0);
+        let mut next = entries.iter().peekable();
+        for user in 0..users.len() as u32 {
+            let start = graph.contacts.len();
+            while let Some(&(_, to, weight, friend)) = next.next_if(|e| e.0 == user) {
+                match graph.contacts[start..].last_mut() {
+                    Some(c) if c.user == to => {
                         report.merged += 1;
-                        let c = o.get_mut();
                         c.weight = c.weight.max(weight);
                         c.friend |= friend;
                     }
-                    Entry::Vacant(v) => {
-                        v.insert(Contact { user: to, weight, friend });
-                    }
+                    _ => graph.contacts.push(Contact { user: to, weight, friend }),
                 }
             }
-        }
-        let mut lists: Vec<Vec<Contact>> = vec![Vec::new(); users.len()];
-        for ((from, _), c) in by_pair {
-            lists[from as usize].push(c);
-        }
-        let mut graph = SocialGraph {
-            offsets: Vec::with_capacity(users.len() + 1),
-            contacts: Vec::new(),
-        };
-        graph.offsets.push(0);
-        for mut list in lists {
-            list.sort_unstable_by(|a, b| b.weight.total_cmp(&a.weight).then(a.user.cmp(&b.user)));
-            graph.contacts.extend(list);
+            graph.contacts[start..].sort_unstable_by(|a, b| b.weight.total_cmp(&a.weight).then(a.user.cmp(&b.user)));
             graph.offsets.push(graph.contacts.len() as u32);
         }
         (graph, report)

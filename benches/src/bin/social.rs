@@ -47,6 +47,57 @@ struct Args {
     seed: u64,
     #[arg(long, default_value = "benches/results/social.json")]
     json: PathBuf,
+    /// Instead: build a synthetic graph of this many users (with --graph-edges) and report
+    /// its build time, size and encode / decode times.
+    #[arg(long)]
+    graph_users: Option<usize>,
+    #[arg(long, default_value_t = 20_000_000)]
+    graph_edges: usize,
+}
+
+/// The social graph at scale: random friendships and follows over `users` users, each
+/// user's degree skewed (a few accounts with many followers, as on a social shop).
+fn graph_scale(users: usize, edges: usize) -> Result<()> {
+    use affinity_core::data::{SocialEdge, SocialKind};
+    use affinity_core::ids::IdMap;
+    use affinity_core::social::SocialGraph;
+    use rand::{Rng, SeedableRng};
+    let ids: Vec<String> = (0..users).map(|u| format!("u{u}")).collect();
+    let map = IdMap::from_ids(ids.clone());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let started = Instant::now();
+    let list: Vec<SocialEdge> = (0..edges)
+        .map(|_| {
+            let a = rng.gen_range(0..users);
+            // Followed accounts drawn with a power-law skew; friends uniformly.
+            let friend = rng.gen_bool(0.5);
+            let b = if friend { rng.gen_range(0..users) } else { ((users as f64).powf(rng.gen::<f64>()) as usize).min(users - 1) };
+            SocialEdge { user_id: ids[a].clone(), other_id: ids[b].clone(), kind: if friend { SocialKind::Friend } else { SocialKind::Follow }, weight: 1.0 }
+        })
+        .collect();
+    eprintln!("generated {edges} edges in {:.1}s", started.elapsed().as_secs_f64());
+    let rss = || std::fs::read_to_string("/proc/self/status").ok().and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(str::to_string)).unwrap_or_default();
+    let before = rss();
+    let started = Instant::now();
+    let (graph, report) = SocialGraph::build(&list, &map);
+    let build = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let bytes = bincode::serialize(&graph)?;
+    let encode = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let back: SocialGraph = bincode::deserialize(&bytes)?;
+    let decode = started.elapsed().as_secs_f64();
+    anyhow::ensure!(back == graph, "the graph does not round-trip");
+    println!(
+        "social graph: {users} users, {edges} edges ({} self-loops, {} merged) → {} contact entries; build {build:.1}s; table {:.0} MiB in memory, {:.0} MiB encoded; encode {encode:.2}s, decode {decode:.2}s; peak RSS before build {before}, after {}",
+        report.self_loops,
+        report.merged,
+        graph.n_contacts(),
+        graph.heap_bytes() as f64 / (1 << 20) as f64,
+        bytes.len() as f64 / (1 << 20) as f64,
+        rss()
+    );
+    Ok(())
 }
 
 /// Recall@10 (hits / min(10, |test|)), Recall@10 over |test| and NDCG@10 of one run.
@@ -178,6 +229,9 @@ fn print(r: &DataRun) {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(users) = args.graph_users {
+        return graph_scale(users, args.graph_edges);
+    }
     let mut all = Vec::new();
     for (name, source) in [("lastfm-hetrec", Source::LastFm), ("filmtrust", Source::FilmTrust)] {
         let r = run(name, source, &args)?;
