@@ -7,7 +7,9 @@
 //! Protocols:
 //! - `random`: per user, `max(1, round(0.2·n))` of their `n` distinct items (users with at
 //!   least 5) go to test with a seeded RNG; validation is carved from the rest the same way
-//!   with `seed + 1`. All events of a held-out (user, item) pair move together.
+//!   with `seed + 1`. All events of a held-out (user, item) pair move together. Other
+//!   shares ([`Shares`], e.g. 8:1:1 as social recommenders are often reported: test 0.1,
+//!   validation 0.1 of every user's items) with [`split_with`].
 //! - `loo`: leave-one-out for sequences: each user's last event is test, the one before is
 //!   validation (users with at least 3 events; with 2, only test).
 //! - `temporal`: a global cut at the 80% quantile of event time; validation is cut from
@@ -78,9 +80,48 @@ pub struct SplitInfo {
     pub sizes: BTreeMap<String, usize>,
 }
 
+/// The shares of each user's distinct items a `random` split holds out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shares {
+    /// Share for test.
+    pub test: f64,
+    /// Share for validation, of all the user's items (carved from what test leaves).
+    pub valid: f64,
+}
+
+impl Default for Shares {
+    /// A fifth for test, then a fifth of the rest for validation.
+    fn default() -> Self {
+        Shares { test: 0.2, valid: 0.16 }
+    }
+}
+
+impl Shares {
+    /// Checks that both shares are in (0, 1) and leave something to train on.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the share out of range.
+    pub fn check(self) -> Result<Shares> {
+        for (field, v) in [("test_share", self.test), ("valid_share", self.valid)] {
+            if !(v > 0.0 && v < 1.0) {
+                return Err(Error::invalid_argument(field, format!("must be between 0 and 1 (exclusive), got {v}")));
+            }
+        }
+        if self.test + self.valid >= 1.0 {
+            return Err(Error::invalid_argument("valid_share", format!("test {} + validation {} leave nothing to train on", self.test, self.valid)));
+        }
+        Ok(self)
+    }
+}
+
 /// Moves `max(1, round(0.2·n))` random distinct items of each user with at least
 /// [`MIN_ITEMS_FOR_TEST`] items out of `events`; returns (kept, held out).
 pub fn random_holdout(events: Vec<Event>, seed: u64) -> (Vec<Event>, Vec<Event>) {
+    random_holdout_share(events, seed, 0.2)
+}
+
+/// [`random_holdout`] with `max(1, round(share·n))` items per user.
+pub fn random_holdout_share(events: Vec<Event>, seed: u64, share: f64) -> (Vec<Event>, Vec<Event>) {
     let mut per_user: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
     for e in &events {
@@ -93,7 +134,7 @@ pub fn random_holdout(events: Vec<Event>, seed: u64) -> (Vec<Event>, Vec<Event>)
         if items.len() < MIN_ITEMS_FOR_TEST {
             continue;
         }
-        let n_test = ((items.len() as f64 * 0.2).round() as usize).max(1);
+        let n_test = ((items.len() as f64 * share).round() as usize).max(1);
         let mut sorted = items;
         sorted.sort_unstable();
         // Each user's draw depends only on the seed and the user id.
@@ -155,12 +196,21 @@ fn temporal_cut(events: Vec<Event>) -> (Vec<Event>, Vec<Event>) {
 
 /// Splits `events` by `protocol`.
 pub fn split(events: Vec<Event>, protocol: Protocol, seed: u64, time_kind: TimeKind) -> Result<SplitSet> {
+    split_with(events, protocol, seed, time_kind, Shares::default())
+}
+
+/// [`split`] with the shares a `random` split holds out (the other protocols ignore them).
+///
+/// # Errors
+/// As [`split`]; `InvalidArgument` for shares out of range.
+pub fn split_with(events: Vec<Event>, protocol: Protocol, seed: u64, time_kind: TimeKind, shares: Shares) -> Result<SplitSet> {
+    let shares = shares.check()?;
     // Impressions are exposures, not interactions: nothing to train on or to predict.
     let events: Vec<Event> = events.into_iter().filter(|e| e.kind.is_interaction()).collect();
     let (train, valid, test) = match protocol {
         Protocol::Random => {
-            let (rest, test) = random_holdout(events, seed);
-            let (train, valid) = random_holdout(rest, seed.wrapping_add(1));
+            let (rest, test) = random_holdout_share(events, seed, shares.test);
+            let (train, valid) = random_holdout_share(rest, seed.wrapping_add(1), shares.valid / (1.0 - shares.test));
             (train, valid, test)
         }
         Protocol::Loo => loo(events),
@@ -300,8 +350,15 @@ mod tests {
         assert_eq!(te.len(), 30 * 4);
         assert_eq!(va.len(), 30 * 3);
         assert!(tr.contains(&("small".into(), "i1".into())));
-        let again = split(events, Protocol::Random, 42, TimeKind::None).unwrap();
+        let again = split(events.clone(), Protocol::Random, 42, TimeKind::None).unwrap();
         assert_eq!(pairs(&again.test), te);
+        // 8:1:1: 20 items → 2 to test, 2 to validation.
+        let s = split_with(events.clone(), Protocol::Random, 42, TimeKind::None, Shares { test: 0.1, valid: 0.1 }).unwrap();
+        assert_eq!((pairs(&s.test).len(), pairs(&s.valid).len()), (30 * 2, 30 * 2));
+        for (bad, field) in [(Shares { test: 0.0, valid: 0.1 }, "test_share"), (Shares { test: 0.5, valid: 0.5 }, "valid_share")] {
+            let e = split_with(events.clone(), Protocol::Random, 42, TimeKind::None, bad).unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 
     #[test]

@@ -186,12 +186,32 @@ pub enum Baseline {
     Ease,
 }
 
+/// Shares of each user's items a `random` split holds out (8:1:1 is `--test-share 0.1
+/// --valid-share 0.1`).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ShareArgs {
+    /// Share of each user's distinct items for test.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_share: f64,
+    /// Share of each user's distinct items for validation.
+    #[arg(long, default_value_t = 0.16)]
+    pub valid_share: f64,
+}
+
+impl From<ShareArgs> for affinity_lab::split::Shares {
+    fn from(a: ShareArgs) -> Self {
+        affinity_lab::split::Shares { test: a.test_share, valid: a.valid_share }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct SplitArgs {
     #[arg(long)]
     pub events: PathBuf,
     #[arg(long, value_enum, default_value = "random")]
     pub protocol: Protocol,
+    #[command(flatten)]
+    pub shares: ShareArgs,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Folder for train.csv, valid.csv, test.csv and split.json.
@@ -235,6 +255,8 @@ pub struct EvaluateArgs {
     pub baseline_params: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "random")]
     pub protocol: Protocol,
+    #[command(flatten)]
+    pub shares: ShareArgs,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Cut-offs, comma-separated.

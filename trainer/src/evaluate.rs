@@ -44,7 +44,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         let events = load_events(path, args.read.skip_invalid)?;
         let kind = time_kind(args.read.time_kind, &events);
         let splits = (0..args.seeds.max(1))
-            .map(|n| split::split(events.clone(), args.protocol.into(), args.seed + n, kind))
+            .map(|n| split::split_with(events.clone(), args.protocol.into(), args.seed + n, kind, args.shares.into()))
             .collect::<Result<Vec<_>, _>>()?;
         let name = path.parent().map(folder_name).unwrap_or_else(|| "events".into());
         (splits, kind, name)

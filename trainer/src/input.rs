@@ -157,7 +157,7 @@ pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind, u64)> {
 pub fn split(args: SplitArgs) -> Result<()> {
     let events = load_events(&args.events, args.skip_invalid)?;
     let kind = time_kind(args.time_kind, &events);
-    let s = affinity_lab::split::split(events, args.protocol.into(), args.seed, kind)?;
+    let s = affinity_lab::split::split_with(events, args.protocol.into(), args.seed, kind, args.shares.into())?;
     s.write(&args.out)?;
     println!(
         "{} split (seed {}) written to {}: train {} · valid {} · test {} events",

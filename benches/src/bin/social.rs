@@ -45,6 +45,15 @@ struct Args {
     seeds: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Share of each user's items for test (0.1 with --valid-share 0.1: the 8:1:1 split
+    /// social recommenders are often reported on).
+    #[arg(long, default_value_t = 0.2)]
+    test_share: f64,
+    #[arg(long, default_value_t = 0.16)]
+    valid_share: f64,
+    /// Only these data sets (lastfm-hetrec, filmtrust).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     #[arg(long, default_value = "benches/results/social.json")]
     json: PathBuf,
     /// Instead: build a synthetic graph of this many users (with --graph-edges) and report
@@ -123,6 +132,8 @@ struct SeedRun {
 #[derive(Serialize)]
 struct DataRun {
     dataset: String,
+    /// The shares held out, as "test 0.2, validation 0.16".
+    split: String,
     users: usize,
     edges: usize,
     runs: Vec<SeedRun>,
@@ -150,9 +161,9 @@ fn run(name: &str, source: Source, args: &Args) -> Result<DataRun> {
     }
     let kind = TimeKind::None;
     let users: HashSet<&str> = data.events.iter().map(|e| e.user_id.as_str()).collect();
-    let mut out = DataRun { dataset: name.to_string(), users: users.len(), edges: data.social.len(), runs: Vec::new() };
+    let mut out = DataRun { dataset: name.to_string(), split: format!("test {}, validation {}", args.test_share, args.valid_share), users: users.len(), edges: data.social.len(), runs: Vec::new() };
     for seed in args.seed..args.seed + args.seeds {
-        let s = split::split(data.events.clone(), Protocol::Random, seed, kind)?;
+        let s = split::split_with(data.events.clone(), Protocol::Random, seed, kind, split::Shares { test: args.test_share, valid: args.valid_share })?;
         let fit: Vec<_> = s.train.iter().chain(&s.valid).cloned().collect();
         let target = split::target(Protocol::Random, &fit, &s.test);
         let fit_data = Dataset { events: fit, items: data.items.clone(), users: data.users.clone(), social: data.social.clone() };
@@ -195,7 +206,7 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 }
 
 fn print(r: &DataRun) {
-    println!("\n## {} ({} users, {} edges; views only, random split, {} seeds)\n", r.dataset, r.users, r.edges, r.runs.len());
+    println!("\n## {} ({} users, {} edges; views only, random split {}, {} seeds)\n", r.dataset, r.users, r.edges, r.split, r.runs.len());
     println!("| slice | users | R@10 social | R@10 without | gain (σ of runs, σ of paired diff) | NDCG@10 social | NDCG@10 without | gain (σ, σ diff) | R@10 hits/|test| social / without |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let slices: Vec<String> = r.runs.first().map(|x| x.slices.keys().cloned().collect()).unwrap_or_default();
@@ -234,6 +245,9 @@ fn main() -> Result<()> {
     }
     let mut all = Vec::new();
     for (name, source) in [("lastfm-hetrec", Source::LastFm), ("filmtrust", Source::FilmTrust)] {
+        if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
+            continue;
+        }
         let r = run(name, source, &args)?;
         print(&r);
         all.push(r);
