@@ -153,6 +153,22 @@ fn lastfm_evaluate_beats_itemknn() {
     let report = evaluate(&data.join("events.csv"), &dir.path().join("lastfm.json"), "pop,itemknn");
     let (affinity, knn) = (recall_at_10(&report, "affinity"), recall_at_10(&report, "ItemKNN"));
     assert!(affinity >= knn, "affinity Recall@10 {affinity} < ItemKNN {knn}");
+
+    // The friendships go into the model, with a social weight the search chose.
+    let root = dir.path().join("models");
+    let out = trainer(&["train", "--events", s(&data.join("events.csv")), "--social", s(&data.join("social.csv")), "--out", s(&root), "--tune-budget", "2"]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("social graph: 25434 edge(s)") && err.contains("social weight"), "{err}");
+    let current = std::fs::read_to_string(root.join("current")).unwrap();
+    assert!(root.join(current.trim()).join("social.bin").is_file());
+    // A bad edge stops training naming the file and line.
+    let bad = dir.path().join("bad-social.csv");
+    std::fs::write(&bad, "user_id,other_id,kind,weight\n2,3,friend,1\n2,4,follow,-2\n").unwrap();
+    let out = trainer(&["train", "--events", s(&data.join("events.csv")), "--social", s(&bad), "--out", s(&root), "--tune-budget", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad-social.csv:3:") && err.contains("weight: must be positive"), "{err}");
 }
 
 #[test]
