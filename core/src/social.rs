@@ -7,7 +7,7 @@
 //! edge makes each end a contact of the other, a `follow` (or trust) edge makes
 //! `other_id` a contact of `user_id`. Self-loops are ignored and repeated edges merge
 //! (the strongest weight stands), so a file can be sent twice. The lists are stored with
-//! the model as one compressed table (`social.bin`), strongest contact first.
+//! the model as one flat table (`social.bin`), strongest contact first.
 //!
 //! At serving time the items the contacts had vote for the user: each contact gives
 //! each of their items `weight / √(their item count)` (a contact who had everything says
