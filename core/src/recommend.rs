@@ -1101,7 +1101,8 @@ impl Model {
     }
 
     /// The mean of `user`'s contacts' vectors, each by its edge weight (contacts who
-    /// were forgotten or have no vector left out): a stand-in for a user with none.
+    /// were forgotten or have no vector left out), with the typical user's vector as one
+    /// more contact: a stand-in for a user with none.
     fn contacts_vector(&self, user: UserIdx) -> Option<Vec<f32>> {
         let mut sum = vec![0.0f32; self.manifest().params.als.factors];
         let mut total = 0.0f32;
@@ -1113,7 +1114,14 @@ impl Model {
             sum.iter_mut().zip(v).for_each(|(s, x)| *s += c.weight * x);
             total += c.weight;
         }
-        (total > 0.0).then(|| sum.into_iter().map(|s| s / total).collect())
+        if total <= 0.0 {
+            return None;
+        }
+        // The typical user counts as one more contact of weight 1: a user known through one
+        // or two contacts leans toward what everyone likes (FilmTrust cold start, 3 seeds:
+        // Recall@10 0.633 without this prior, 0.655 with it; LastFM's 0.478 and 0.476).
+        let mean = self.mean_user();
+        Some(sum.into_iter().zip(mean).map(|(s, m)| (s + m) / (total + 1.0)).collect())
     }
 
     /// What `user`'s contacts had, as votes (see [`crate::social`]). Contacts count by
