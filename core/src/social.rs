@@ -323,7 +323,7 @@ mod served {
         let r = m.recommend(&RecommendQuery::for_user("newcomer", 10), &settings).unwrap();
         assert_eq!(r.items.len(), 10);
         let gift = r.items.iter().position(|s| m.item_id(s.item) == "gift");
-        assert!(gift.is_some_and(|g| g < 3), "the item all three friends had is near the top: {:?}", r.items);
+        assert!(gift.is_some_and(|g| g < 5), "the item all three friends had is in the top 5: {:?}", r.items);
         assert!(r.items.iter().all(|s| s.reason == ReasonKind::Social), "{:?}", r.items);
         let alone = RecommendQuery { social: Some(false), ..RecommendQuery::for_user("newcomer", 10) };
         assert!(m.recommend(&alone, &settings).unwrap().items.iter().all(|s| s.reason == ReasonKind::Popular));
