@@ -165,11 +165,9 @@ impl SocialGraph {
                 slot.1 += 1;
             }
         }
-        let max = votes.values().map(|v| v.0).fold(0.0f32, f32::max);
-        if max > 0.0 {
-            votes.values_mut().for_each(|v| v.0 /= max);
-        }
-        SocialVotes { votes }
+        let mut votes = SocialVotes { votes };
+        votes.scale_to_strongest();
+        votes
     }
 }
 
@@ -202,11 +200,16 @@ impl SocialVotes {
         for (&i, v) in self.votes.iter_mut() {
             v.0 *= weight(i);
         }
+        self.scale_to_strongest();
+        self
+    }
+
+    /// Scales the votes so the strongest is 1 (when any is positive).
+    fn scale_to_strongest(&mut self) {
         let max = self.votes.values().map(|v| v.0).fold(0.0f32, f32::max);
         if max > 0.0 {
             self.votes.values_mut().for_each(|v| v.0 /= max);
         }
-        self
     }
 
     /// Every voted item with its vote, in no particular order.

@@ -114,14 +114,9 @@ impl Shares {
     }
 }
 
-/// Moves `max(1, round(0.2·n))` random distinct items of each user with at least
+/// Moves `max(1, round(share·n))` random distinct items of each user with at least
 /// [`MIN_ITEMS_FOR_TEST`] items out of `events`; returns (kept, held out).
-pub fn random_holdout(events: Vec<Event>, seed: u64) -> (Vec<Event>, Vec<Event>) {
-    random_holdout_share(events, seed, 0.2)
-}
-
-/// [`random_holdout`] with `max(1, round(share·n))` items per user.
-pub fn random_holdout_share(events: Vec<Event>, seed: u64, share: f64) -> (Vec<Event>, Vec<Event>) {
+pub fn random_holdout(events: Vec<Event>, seed: u64, share: f64) -> (Vec<Event>, Vec<Event>) {
     let mut per_user: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
     for e in &events {
@@ -209,8 +204,8 @@ pub fn split_with(events: Vec<Event>, protocol: Protocol, seed: u64, time_kind: 
     let events: Vec<Event> = events.into_iter().filter(|e| e.kind.is_interaction()).collect();
     let (train, valid, test) = match protocol {
         Protocol::Random => {
-            let (rest, test) = random_holdout_share(events, seed, shares.test);
-            let (train, valid) = random_holdout_share(rest, seed.wrapping_add(1), shares.valid / (1.0 - shares.test));
+            let (rest, test) = random_holdout(events, seed, shares.test);
+            let (train, valid) = random_holdout(rest, seed.wrapping_add(1), shares.valid / (1.0 - shares.test));
             (train, valid, test)
         }
         Protocol::Loo => loo(events),

@@ -134,8 +134,9 @@ pub struct Model {
     collab: CollabModel,
     user_factors: Array2<f32>,
     /// The mean of the stored user vectors with any weight: the "typical user", toward
-    /// whom a stand-in vector built from few contacts is pulled.
-    mean_user: Vec<f32>,
+    /// whom a stand-in vector built from few contacts is pulled. Computed on first use
+    /// (only social cold starts need it), not on every load.
+    mean_user: OnceLock<Vec<f32>>,
     content: Array2<f32>,
     has_collab: Vec<bool>,
     has_content: Vec<bool>,
@@ -293,17 +294,6 @@ impl Model {
             },
         );
         let forgotten = (0..histories.len()).map(|_| AtomicBool::new(false)).collect();
-        let mean_user = {
-            let mut sum = vec![0.0f32; user_factors.ncols()];
-            let mut n = 0usize;
-            for r in user_factors.rows() {
-                if r.iter().any(|&x| x != 0.0) {
-                    sum.iter_mut().zip(r.iter()).for_each(|(s, x)| *s += x);
-                    n += 1;
-                }
-            }
-            sum.into_iter().map(|s| s / n.max(1) as f32).collect()
-        };
         let cold = (0..items.len() as u32).map(ItemIdx).filter(|i| !has_collab[i.get()] && items[i.get()].listed_at.is_some()).collect();
         let mut by_listing: Vec<(i64, ItemIdx)> = items.iter().enumerate().filter_map(|(i, it)| it.listed_at.map(|t| (t, ItemIdx(i as u32)))).collect();
         by_listing.sort_unstable();
@@ -332,7 +322,7 @@ impl Model {
             popularity,
             collab,
             user_factors,
-            mean_user,
+            mean_user: OnceLock::new(),
             content,
             has_collab,
             has_content,
@@ -718,7 +708,17 @@ impl Model {
 
     /// The mean stored user vector (see the field).
     pub(crate) fn mean_user(&self) -> &[f32] {
-        &self.mean_user
+        self.mean_user.get_or_init(|| {
+            let mut sum = vec![0.0f32; self.user_factors.ncols()];
+            let mut n = 0usize;
+            for r in self.user_factors.rows() {
+                if r.iter().any(|&x| x != 0.0) {
+                    sum.iter_mut().zip(r.iter()).for_each(|(s, x)| *s += x);
+                    n += 1;
+                }
+            }
+            sum.into_iter().map(|s| s / n.max(1) as f32).collect()
+        })
     }
 
     /// Folds a weighted history in, exactly as training folded in every stored user.
