@@ -40,6 +40,7 @@ pub mod demo;
 mod explore;
 pub mod error;
 pub mod ids;
+pub mod influence;
 pub mod group;
 pub mod interactions;
 pub mod linalg;

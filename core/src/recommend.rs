@@ -558,7 +558,7 @@ impl Model {
         let segmented = query.attributes.as_ref().is_some_and(|a| !a.is_everyone())
             || stored.is_some_and(|u| self.user_vector(u).iter().all(|&x| x == 0.0) && !Segment::of_user(self.user_attributes(u)).is_everyone());
         // Social votes read every contact's history: never light.
-        let social = stored.is_some_and(|u| !self.social.contacts(u).is_empty()) && query.social != Some(false);
+        let social = stored.is_some_and(|u| !self.contacts_of(u).is_empty()) && query.social != Some(false);
         !social && !(segmented && session == 0) && self.is_light(settings, query.k, session + query.live.len() + history, query.exclude_items.len())
     }
 
@@ -629,7 +629,7 @@ impl Model {
         // What the user's contacts had, when any ranking weighs it (a stored user only:
         // the graph knows no one else).
         let social = match profile.user {
-            Some(u) if query.social != Some(false) && blends.iter().any(|b| b.social > 0.0) && !self.social.is_empty() => {
+            Some(u) if query.social != Some(false) && blends.iter().any(|b| b.social > 0.0) && self.has_social() => {
                 let user = UserIdx(u as u32);
                 let votes = self.social_votes(user);
                 (!votes.is_empty()).then_some((user, votes))
@@ -1106,7 +1106,7 @@ impl Model {
     fn contacts_vector(&self, user: UserIdx) -> Option<Vec<f32>> {
         let mut sum = vec![0.0f32; self.manifest().params.als.factors];
         let mut total = 0.0f32;
-        for c in self.social.contacts(user).iter().take(crate::social::MAX_CONTACTS) {
+        for c in self.contacts_of(user).iter().take(crate::social::MAX_CONTACTS) {
             let v = self.user_vector(UserIdx(c.user));
             if self.is_forgotten(UserIdx(c.user)) || v.len() != sum.len() || v.iter().all(|&x| x == 0.0) {
                 continue;
@@ -1126,21 +1126,22 @@ impl Model {
 
     /// What `user`'s contacts had, as votes (see [`crate::social`]). Contacts count by
     /// how alike their taste is (the cosine of the two vectors; every contact alike for a
-    /// user without one), and each item by how rare it is: friends' favourites that
+    /// user without one) times how much their picks are taken up
+    /// ([`crate::influence::Influence::vote_factor`]), and each item by how rare it is: friends' favourites that
     /// everyone has say little the embedding does not already know.
     fn social_votes(&self, user: UserIdx) -> SocialVotes {
         let me = self.user_vector(user);
         let mine = norm(me);
         let alike = |c: u32| {
             let theirs = self.user_vector(UserIdx(c));
-            match (mine > 0.0, norm(theirs)) {
+            let alike = match (mine > 0.0, norm(theirs)) {
                 (false, _) => 1.0,
                 (true, n) if n > 0.0 => (dot(me, theirs) / (mine * n)).max(0.0),
                 _ => 0.0,
-            }
+            };
+            alike * self.influence.vote_factor(UserIdx(c))
         };
-        self.social
-            .votes(user, |c| self.history(UserIdx(c)).seen().take(if self.is_forgotten(UserIdx(c)) { 0 } else { usize::MAX }).map(|(i, _)| i), alike)
+        crate::social::votes(&self.contacts_of(user), |c| self.history(UserIdx(c)).seen().take(if self.is_forgotten(UserIdx(c)) { 0 } else { usize::MAX }).map(|(i, _)| i), alike)
             .weighed(|i| self.popularity(i).max(1.0).powf(-SOCIAL_RARITY))
     }
 
@@ -1148,7 +1149,7 @@ impl Model {
     /// what they did: "3 friends bought this", "liked by alice".
     fn social_scored(&self, user: UserIdx, item: ItemIdx, score: f32) -> Scored {
         let (mut friends, mut followed, mut first_followed, mut strongest) = (0usize, 0usize, None, None::<EventKind>);
-        for c in self.social.contacts(user).iter().take(crate::social::MAX_CONTACTS) {
+        for c in self.contacts_of(user).iter().take(crate::social::MAX_CONTACTS) {
             let h = self.history(UserIdx(c.user));
             if !h.has_seen(item) || self.is_forgotten(UserIdx(c.user)) {
                 continue;
@@ -1179,7 +1180,7 @@ impl Model {
             (0, 1, Some(f)) => format!("{done} {}", self.users().id(f)),
             (0, n, _) => format!("{} {did}", plural(n, "person you follow", "people you follow")),
             (f, 0, _) => format!("{} {did}", plural(f, "friend", "friends")),
-            (f, n, _) => format!("{f} friends and {n} people you follow {did}"),
+            (f, n, _) => format!("{} and {} {did}", plural(f, "friend", "friends"), plural(n, "person you follow", "people you follow")),
         };
         Scored { item, score, reason: ReasonKind::Social, reason_text }
     }

@@ -145,29 +145,79 @@ impl SocialGraph {
     pub fn heap_bytes(&self) -> usize {
         self.offsets.capacity() * 4 + self.contacts.capacity() * std::mem::size_of::<Contact>()
     }
+}
 
-    /// The votes of `user`'s contacts for the items they had: `items_of(c)` lists
-    /// contact `c`'s items.
-    pub fn votes<I>(&self, user: UserIdx, items_of: impl Fn(u32) -> I, affinity: impl Fn(u32) -> f32) -> SocialVotes
-    where
-        I: ExactSizeIterator<Item = ItemIdx>,
-    {
-        let mut votes: foldhash::HashMap<ItemIdx, (f32, u32)> = Default::default();
-        for c in self.contacts(user).iter().take(MAX_CONTACTS) {
-            let items = items_of(c.user);
-            if items.len() == 0 {
-                continue;
-            }
-            let v = c.weight * affinity(c.user) / (items.len() as f32).sqrt();
-            for i in items {
-                let slot = votes.entry(i).or_insert((0.0, 0));
-                slot.0 += v;
-                slot.1 += 1;
+/// The votes of `contacts` (one user's, strongest first) for the items they had:
+/// `items_of(c)` lists contact `c`'s items, `affinity(c)` weighs the contact.
+pub fn votes<I>(contacts: &[Contact], items_of: impl Fn(u32) -> I, affinity: impl Fn(u32) -> f32) -> SocialVotes
+where
+    I: ExactSizeIterator<Item = ItemIdx>,
+{
+    let mut votes: foldhash::HashMap<ItemIdx, (f32, u32)> = Default::default();
+    for c in contacts.iter().take(MAX_CONTACTS) {
+        let items = items_of(c.user);
+        if items.len() == 0 {
+            continue;
+        }
+        let v = c.weight * affinity(c.user) / (items.len() as f32).sqrt();
+        for i in items {
+            let slot = votes.entry(i).or_insert((0.0, 0));
+            slot.0 += v;
+            slot.1 += 1;
+        }
+    }
+    let mut votes = SocialVotes { votes };
+    votes.scale_to_strongest();
+    votes
+}
+
+/// Contacts added and removed while serving (`IngestSocialEdges`), over the trained
+/// table: a user's contacts are the trained ones not removed, with added ones in place of
+/// (or next to) them.
+#[derive(Debug, Clone, Default)]
+pub struct SocialEdits {
+    added: foldhash::HashMap<u32, Vec<Contact>>,
+    removed: foldhash::HashSet<(u32, u32)>,
+}
+
+impl SocialEdits {
+    /// Whether nothing was edited.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+
+    /// Makes `to` a contact of `from` (or changes the edge): the latest word stands.
+    pub fn add(&mut self, from: u32, to: u32, weight: f32, friend: bool) {
+        self.removed.remove(&(from, to));
+        let list = self.added.entry(from).or_default();
+        match list.iter_mut().find(|c| c.user == to) {
+            Some(c) => *c = Contact { user: to, weight, friend },
+            None => list.push(Contact { user: to, weight, friend }),
+        }
+    }
+
+    /// Takes `to` off `from`'s contacts.
+    pub fn remove(&mut self, from: u32, to: u32) {
+        if let Some(list) = self.added.get_mut(&from) {
+            list.retain(|c| c.user != to);
+            if list.is_empty() {
+                self.added.remove(&from);
             }
         }
-        let mut votes = SocialVotes { votes };
-        votes.scale_to_strongest();
-        votes
+        self.removed.insert((from, to));
+    }
+
+    /// `user`'s contacts: `trained` corrected by the edits, strongest first.
+    pub fn contacts(&self, user: u32, trained: &[Contact]) -> Vec<Contact> {
+        let added = self.added.get(&user).map_or(&[][..], Vec::as_slice);
+        let mut out: Vec<Contact> = trained
+            .iter()
+            .filter(|c| !self.removed.contains(&(user, c.user)) && !added.iter().any(|a| a.user == c.user))
+            .chain(added)
+            .copied()
+            .collect();
+        out.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.user.cmp(&b.user)));
+        out
     }
 }
 
@@ -268,12 +318,12 @@ mod tests {
                 _ => Vec::new().into_iter(),
             }
         };
-        let v = g.votes(UserIdx(0), items, |_| 1.0);
+        let v = votes(g.contacts(UserIdx(0)), items, |_| 1.0);
         assert_eq!(v.get(ItemIdx(5)), 1.0, "the item both had is the strongest");
         assert_eq!(v.contacts_with(ItemIdx(5)), 2);
         assert!(v.get(ItemIdx(6)) > v.get(ItemIdx(10)), "one of two items says more than one of seventeen");
         assert_eq!((v.get(ItemIdx(7)), v.contacts_with(ItemIdx(7))), (0.0, 0));
-        assert!(g.votes(UserIdx(1), items, |_| 1.0).iter().all(|(i, _)| i == ItemIdx(0) || i.0 >= 5), "u1 sees u0's items (none here)");
+        assert!(votes(g.contacts(UserIdx(1)), items, |_| 1.0).iter().all(|(i, _)| i == ItemIdx(0) || i.0 >= 5), "u1 sees u0's items (none here)");
     }
 }
 
@@ -337,7 +387,68 @@ mod served {
         let path = crate::model::format::save(&mut m, dir.path(), crate::model::publish::Retention::default()).unwrap();
         let back = crate::model::format::load(&path).unwrap();
         assert_eq!(back.social(), m.social());
+        assert!(!m.influence().is_empty());
+        assert_eq!(back.influence(), m.influence());
         let q = RecommendQuery::for_user(me.as_str(), 10);
         assert_eq!(back.recommend(&q, &settings).unwrap().items, m.recommend(&q, &settings).unwrap().items);
+    }
+}
+
+#[cfg(test)]
+mod live {
+    //! Edges added and removed while serving, through `Model::edit_social`.
+    use crate::data::{Event, EventKind, SocialEdge, SocialKind, TimeKind};
+    use crate::ids::UserIdx;
+    use crate::recommend::RecommendQuery;
+    use crate::testing::{fast_params, small_store};
+    use crate::train::{train, NoProgress};
+
+    fn edge(a: &str, b: &str, kind: SocialKind) -> SocialEdge {
+        SocialEdge { user_id: a.into(), other_id: b.into(), kind, weight: 1.0 }
+    }
+
+    #[test]
+    fn live_edges_change_contacts_and_the_friends_count() {
+        let mut data = small_store();
+        let mut users: Vec<String> = data.events.iter().map(|e| e.user_id.clone()).collect();
+        users.dedup();
+        let (me, buyers) = (users[0].as_str(), &users[1..4]);
+        for b in buyers {
+            data.events.push(Event::new(b.as_str(), "gift", EventKind::Purchase, Some(1_700_000_000)));
+        }
+        // Trained with one friendship only.
+        data.social.push(edge(me, &buyers[0], SocialKind::Friend));
+        let m = train(&data, TimeKind::Unix, &fast_params(), &NoProgress);
+        let settings = m.default_settings();
+        let (u, b1, b2) = (m.user_index(me).unwrap(), m.user_index(&buyers[1]).unwrap(), m.user_index(&buyers[2]).unwrap());
+        let contacts = |u: UserIdx| m.contacts_of(u).iter().map(|c| c.user).collect::<Vec<_>>();
+        let reason = || {
+            let r = m.recommend(&RecommendQuery::for_user(me, 10), &settings).unwrap();
+            r.items.iter().find(|s| m.item_id(s.item) == "gift").map(|s| s.reason_text.clone())
+        };
+
+        assert!(m.edit_social(&edge(me, &buyers[1], SocialKind::Friend), false));
+        assert!(m.edit_social(&edge(me, &buyers[2], SocialKind::Follow), false));
+        assert!(contacts(b1).contains(&u.0) && !contacts(b2).contains(&u.0), "a friendship goes both ways, a follow one");
+        assert_eq!(contacts(u).len(), 3);
+        assert!(m.edit_social(&edge(me, &buyers[2], SocialKind::Follow), false), "repeating an edge is harmless");
+        assert_eq!(contacts(u).len(), 3);
+        let text = reason().expect("the gift is listed");
+        assert_eq!(text, "2 friends and 1 person you follow bought this");
+
+        // Removing the trained friendship and the follow: one friend left.
+        assert!(m.edit_social(&edge(&buyers[0], me, SocialKind::Friend), true));
+        assert!(m.edit_social(&edge(me, &buyers[2], SocialKind::Follow), true));
+        assert_eq!(contacts(u), vec![b1.0]);
+        assert!(!contacts(m.user_index(&buyers[0]).unwrap()).contains(&u.0));
+        // (The gift may now fall out of the top 10; if listed, one friend is named.)
+        if let Some(text) = reason() {
+            assert_eq!(text, "1 friend bought this");
+        }
+
+        // Unknown users and self-loops change nothing.
+        assert!(!m.edit_social(&edge(me, "nobody", SocialKind::Friend), false));
+        assert!(!m.edit_social(&edge(me, me, SocialKind::Friend), false));
+        assert_eq!(contacts(u), vec![b1.0]);
     }
 }

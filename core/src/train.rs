@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::als::CollabModel;
 use crate::content;
-use crate::data::{Dataset, Item, TimeKind, User};
+use crate::data::{Dataset, Event, Item, TimeKind, User};
 use crate::ids::{IdMap, ItemIdx};
 use crate::interactions::Interactions;
 use crate::model::format::{new_version_name, FORMAT_VERSION};
@@ -200,6 +200,9 @@ pub fn train_for(
         let (graph, report) = crate::social::SocialGraph::build(&dataset.social, model.users());
         tracing::debug!(edges = report.edges, self_loops = report.self_loops, merged = report.merged, contacts = graph.n_contacts(), "social graph built");
         model.set_social(graph);
+        let firsts = first_seen(&dataset.events, &model);
+        let influence = crate::influence::Influence::compute(model.social(), model.n_users(), &firsts, |i| model.item(ItemIdx(i)).category.as_str());
+        model.set_influence(influence);
     }
     // A model fitted for some users only is a tuning candidate, scored exactly: building
     // its indexes would cost more than the fit.
@@ -265,4 +268,21 @@ fn fold_in(collab: &CollabModel, rows: &[Vec<(u32, f32)>], wanted: &[bool], prog
         }
     }
     out
+}
+
+/// Per user, the items they had with the earliest time each was had, sorted by item:
+/// what influence counts adoptions from.
+fn first_seen(events: &[Event], model: &Model) -> Vec<Vec<crate::influence::FirstSeen>> {
+    let mut firsts: Vec<Vec<crate::influence::FirstSeen>> = vec![Vec::new(); model.n_users()];
+    for e in events {
+        if let (Some(u), Some(i)) = (model.user_index(&e.user_id), model.item_index(&e.item_id)) {
+            firsts[u.0 as usize].push((i.0, e.timestamp));
+        }
+    }
+    firsts.par_iter_mut().for_each(|f| {
+        // Earliest first within an item, an event without a time after every timed one.
+        f.sort_unstable_by_key(|&(i, t)| (i, t.is_none(), t));
+        f.dedup_by_key(|&mut (i, _)| i);
+    });
+    firsts
 }

@@ -7,7 +7,7 @@
 //! else's purchases follow a taste for two durable categories and a popularity skew
 //! within them, so new items are predictable too.
 
-use affinity_core::data::{Dataset, Event, EventKind, Item};
+use affinity_core::data::{Dataset, Event, EventKind, Item, SocialEdge, SocialKind};
 use rand::{Rng, SeedableRng};
 
 /// Sizes of a [`rebuy_store`].
@@ -195,5 +195,152 @@ mod power_law_tests {
         assert!(top * 10 >= views, "the top 1% of items draw {top} of {views} views");
         let users: std::collections::HashSet<&str> = a.events.iter().map(|e| e.user_id.as_str()).collect();
         assert_eq!(users.len(), 1_000, "every user has an event");
+    }
+}
+
+/// Sizes of a [`kol_store`].
+#[derive(Debug, Clone, Copy)]
+pub struct KolSize {
+    pub users: usize,
+    pub categories: usize,
+    pub items_per_category: usize,
+    /// Views per ordinary user.
+    pub views: usize,
+    /// Accounts each ordinary user follows at random.
+    pub follows: usize,
+    /// Share of a category's fans who follow its planted leader.
+    pub reach: f64,
+    /// Chance a follower takes up each of their leader's picks.
+    pub uptake: f64,
+}
+
+impl Default for KolSize {
+    fn default() -> Self {
+        KolSize { users: 1_200, categories: 6, items_per_category: 40, views: 12, follows: 8, reach: 0.6, uptake: 0.4 }
+    }
+}
+
+/// A [`kol_store`] and what was planted in it.
+#[derive(Debug, Clone)]
+pub struct KolStore {
+    pub data: Dataset,
+    /// Per category `c{N}`, its planted leader: followed widely, their picks copied.
+    pub leaders: Vec<String>,
+    /// Accounts followed as widely as the leaders, whose picks nobody copies.
+    pub decoys: Vec<String>,
+    /// Per leader, the items they picked (tail items of their category).
+    pub picks: Vec<Vec<String>>,
+}
+
+/// A social store with planted key opinion leaders: per category one leader whom most of
+/// the category's fans follow and whose picks (tail items, early) followers take up
+/// later with chance `uptake`, and one decoy as widely followed whose picks nobody takes
+/// up. Ordinary users view items of two favourite categories (popularity-skewed) at
+/// random times over 90 days and follow a few random accounts. Deterministic per seed.
+pub fn kol_store(size: KolSize, seed: u64) -> KolStore {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let day = 86_400i64;
+    let start = 1_767_225_600i64;
+    let item = |c: usize, j: usize| format!("c{c}-i{j:03}");
+    let items: Vec<Item> = (0..size.categories)
+        .flat_map(|c| (0..size.items_per_category).map(move |j| Item { category: format!("c{c}"), ..Item::bare(item(c, j)) }))
+        .collect();
+    let zipf = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| -> usize { (((n as f64 + 1.0).powf(rng.gen::<f64>()) - 1.0) as usize).min(n - 1) };
+    let user = |u: usize| format!("u{u:05}");
+    let leaders: Vec<String> = (0..size.categories).map(|c| format!("kol-{c}")).collect();
+    let decoys: Vec<String> = (0..size.categories).map(|c| format!("decoy-{c}")).collect();
+    // The leaders' picks: eight tail items of their category, in the first ten days.
+    let picks: Vec<Vec<usize>> = (0..size.categories).map(|_| (0..8).map(|k| size.items_per_category / 2 + k * 2).collect()).collect();
+    let mut events = Vec::new();
+    let mut social = Vec::new();
+    let follow = |a: &str, b: &str| SocialEdge { user_id: a.to_string(), other_id: b.to_string(), kind: SocialKind::Follow, weight: 1.0 };
+    for c in 0..size.categories {
+        for &j in &picks[c] {
+            events.push(Event::new(&leaders[c], item(c, j), EventKind::View, Some(start + rng.gen_range(0..10 * day))));
+        }
+        // The decoy views as many items of its category, which nobody copies.
+        for k in 0..8 {
+            let j = (size.items_per_category / 2 + 1 + k * 2).min(size.items_per_category - 1);
+            events.push(Event::new(&decoys[c], item(c, j), EventKind::View, Some(start + rng.gen_range(0..10 * day))));
+        }
+    }
+    for u in 0..size.users {
+        let me = user(u);
+        let tastes = [rng.gen_range(0..size.categories), rng.gen_range(0..size.categories)];
+        let mut had = std::collections::HashSet::new();
+        for _ in 0..size.views {
+            let c = tastes[rng.gen_range(0..2)];
+            let j = zipf(&mut rng, size.items_per_category);
+            if had.insert((c, j)) {
+                events.push(Event::new(&me, item(c, j), EventKind::View, Some(start + rng.gen_range(0..90 * day))));
+            }
+        }
+        for _ in 0..size.follows {
+            social.push(follow(&me, &user(rng.gen_range(0..size.users))));
+        }
+        for c in tastes {
+            if rng.gen::<f64>() < size.reach {
+                social.push(follow(&me, &leaders[c]));
+                // Ordinary fans follow a decoy just as often.
+                social.push(follow(&me, &decoys[c]));
+                for &j in &picks[c] {
+                    if rng.gen::<f64>() < size.uptake && had.insert((c, j)) {
+                        events.push(Event::new(&me, item(c, j), EventKind::View, Some(start + rng.gen_range(12 * day..90 * day))));
+                    }
+                }
+            }
+        }
+    }
+    let picks = picks.iter().enumerate().map(|(c, p)| p.iter().map(|&j| item(c, j)).collect()).collect();
+    KolStore { data: Dataset { events, items, social, ..Dataset::default() }, leaders, decoys, picks }
+}
+
+#[cfg(test)]
+mod kol_tests {
+    use super::*;
+    use affinity_core::data::TimeKind;
+    use affinity_core::influence::Influence;
+    use affinity_core::model::Model;
+    use affinity_core::params::TrainParams;
+    use affinity_core::recommend::RecommendQuery;
+    use affinity_core::train::{train, NoProgress};
+
+    /// Over every follower of a leader, the mean place (0 = first) of the leader's picks
+    /// the follower had not had yet in their top 50 (50 for one not in it).
+    fn mean_place_of_picks(model: &Model, store: &KolStore) -> f64 {
+        let settings = model.default_settings();
+        let (mut sum, mut n) = (0usize, 0usize);
+        for (c, leader) in store.leaders.iter().enumerate() {
+            for f in store.data.social.iter().filter(|e| &e.other_id == leader) {
+                let had: std::collections::HashSet<&str> = store.data.events.iter().filter(|e| e.user_id == f.user_id).map(|e| e.item_id.as_str()).collect();
+                let r = model.recommend(&RecommendQuery::for_user(f.user_id.as_str(), 50), &settings).unwrap();
+                for p in store.picks[c].iter().filter(|p| !had.contains(p.as_str())) {
+                    sum += r.items.iter().position(|s| model.item_id(s.item) == p).unwrap_or(50);
+                    n += 1;
+                }
+            }
+        }
+        sum as f64 / n.max(1) as f64
+    }
+
+    #[test]
+    fn planted_leaders_top_their_category_and_their_picks_rise_for_followers() {
+        let store = kol_store(KolSize::default(), 7);
+        let mut model = train(&store.data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
+        for (c, leader) in store.leaders.iter().enumerate() {
+            let top = model.influencers(&format!("c{c}"), 3).unwrap();
+            assert_eq!(top[0].0, leader.as_str(), "category c{c}: {top:?}");
+            assert!(top[0].1.leader && top[0].1.adoptions > 50.0, "{:?}", top[0]);
+        }
+        let all = model.influencers("", 100).unwrap();
+        let place = |id: &str| all.iter().position(|(u, _)| *u == id).unwrap_or(usize::MAX);
+        let last_leader = store.leaders.iter().map(|l| place(l)).max().unwrap();
+        let first_decoy = store.decoys.iter().map(|d| place(d)).min().unwrap();
+        assert!(last_leader < first_decoy, "every leader above every decoy: {all:?}");
+
+        let with = mean_place_of_picks(&model, &store);
+        model.set_influence(Influence::default());
+        let without = mean_place_of_picks(&model, &store);
+        assert!(with < 0.8 * without, "mean place of the leaders' picks for their followers: {with:.2} with influence, {without:.2} without");
     }
 }

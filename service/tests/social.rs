@@ -112,3 +112,44 @@ async fn a_group_gets_items_for_all_and_least_misery_leaves_nobody_further_behin
     let e = c.recommend_for_group(bad).await.unwrap_err();
     assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("strategy"), "{e:?}");
 }
+
+#[tokio::test]
+async fn planted_leaders_are_listed_per_category_and_deleted_ones_are_not() {
+    let store = affinity_lab::synth::kol_store(affinity_lab::synth::KolSize::default(), 11);
+    let mut m = train(&store.data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("social-kol");
+    let _ = std::fs::remove_dir_all(&root);
+    format::save(&mut m, &root, Retention::default()).unwrap();
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let list = |category: &str, k: u32| proto::ListInfluencersRequest { category: category.to_string(), k };
+
+    let top = c.list_influencers(list("c2", 3)).await.unwrap().into_inner().influencers;
+    assert_eq!(top.len(), 3);
+    assert_eq!(top[0].user_id, store.leaders[2], "{top:?}");
+    assert!(top[0].leader && top[0].followers > 100 && top[0].adoptions > 50.0, "{:?}", top[0]);
+    let all = c.list_influencers(list("", 6)).await.unwrap().into_inner().influencers;
+    let mut named: Vec<&str> = all.iter().map(|i| i.user_id.as_str()).collect();
+    named.sort_unstable();
+    assert_eq!(named, store.leaders.iter().map(String::as_str).collect::<Vec<_>>(), "the six planted leaders top the list, no decoy");
+    assert!(c.list_influencers(list("no-such-category", 5)).await.unwrap().into_inner().influencers.is_empty());
+    for k in [0, 101] {
+        let e = c.list_influencers(list("c2", k)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "k = {k}");
+        assert!(e.message().contains('k'), "{}", e.message());
+    }
+
+    // A deleted leader is never named again.
+    c.delete_user(proto::DeleteUserRequest { user_id: store.leaders[2].clone() }).await.unwrap();
+    let after = c.list_influencers(list("c2", 3)).await.unwrap().into_inner().influencers;
+    assert!(after.iter().all(|i| i.user_id != store.leaders[2]), "{after:?}");
+}
+
+#[tokio::test]
+async fn a_model_without_a_graph_has_no_influencers() {
+    let server = start_server(common::movielens_model()).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let e = c.list_influencers(proto::ListInfluencersRequest { category: String::new(), k: 10 }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("--social"), "{}", e.message());
+}

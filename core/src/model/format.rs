@@ -12,6 +12,7 @@
 //!     collab_mips.graph.bin collab_cos.graph.bin content.graph.bin
 //!     shortlists.bin social.bin         # optional: long histories' candidate lists,
 //!                                       # the social graph (`crate::social`)
+//!     influence.bin                     # optional: who moves their contacts (`crate::influence`)
 //! ```
 //!
 //! A version is written to `MODEL_ROOT/.tmp-<version>/`, fsynced and renamed into place,
@@ -53,6 +54,7 @@ use crate::params::{TrainParams, TuningReport};
 use crate::activity::ActivityTable;
 use crate::repeat::RepeatModel;
 use crate::settings::ServingSettings;
+use crate::influence::Influence;
 use crate::social::SocialGraph;
 
 /// The model format this build writes, and the newest it reads.
@@ -234,6 +236,9 @@ pub fn save(model: &mut Model, root: &Path, retention: Retention) -> Result<Path
     }
     if !model.social.is_empty() {
         write_file(&tmp, "social.bin", &encode(&model.social, "social.bin")?, &mut files)?;
+    }
+    if !model.influence.is_empty() {
+        write_file(&tmp, "influence.bin", &encode(&model.influence, "influence.bin")?, &mut files)?;
     }
     for (name, index) in [
         ("collab_mips", &model.indexes.mips),
@@ -555,6 +560,16 @@ pub fn load(path: &Path) -> Result<Model> {
         }
         None => SocialGraph::default(),
     };
+    let influence = match blobs.get("influence.bin") {
+        Some(bytes) => {
+            let table: Influence = decode(&dir, "influence.bin", bytes)?;
+            if !table.fits(n_users) {
+                return Err(Error::model(dir.join("influence.bin"), "does not match the user table"));
+            }
+            table
+        }
+        None => Influence::default(),
+    };
     // The graphs' tables outlive the others (decoded last); the rest go now.
     let graph_tables: HashMap<String, Vec<u8>> = blobs.into_iter().filter(|(name, _)| name.ends_with(".graph.bin")).collect();
     let users = IdMap::from_ids(users_file.ids);
@@ -575,6 +590,7 @@ pub fn load(path: &Path) -> Result<Model> {
     let mut model = Model::from_parts(parts);
     model.shortlists = shortlists;
     model.social = social;
+    model.influence = influence;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "model matrices decoded and derived");
     // Indexes are read only where the recorded settings score through them (smaller
     // catalogues are published without; older models that carry them do not need them).

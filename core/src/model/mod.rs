@@ -159,9 +159,16 @@ pub struct Model {
     shortlists: shortlist::Shortlists,
     /// Whom each user is friends with or follows (empty without `social.csv`).
     pub(crate) social: crate::social::SocialGraph,
+    /// Who moves their contacts (empty without a social graph).
+    pub(crate) influence: crate::influence::Influence,
     /// Per user, whether they asked to be forgotten while this model serves: their
     /// history no longer votes for their contacts, nor is named in a reason.
     forgotten: Vec<AtomicBool>,
+    /// Contacts added and removed while serving, over `social` (see
+    /// [`Model::edit_social`]); `social_edited` says whether there are any, so requests
+    /// on an unedited graph never take the lock.
+    social_edits: std::sync::RwLock<crate::social::SocialEdits>,
+    social_edited: AtomicBool,
     /// Category name → its items, sorted by index.
     categories: HashMap<String, Vec<ItemIdx>>,
     /// Brand name → its items, sorted by index.
@@ -334,7 +341,10 @@ impl Model {
             indexes: Indexes::default(),
             shortlists: shortlist::Shortlists::default(),
             social: crate::social::SocialGraph::default(),
+            influence: crate::influence::Influence::default(),
             forgotten,
+            social_edits: Default::default(),
+            social_edited: AtomicBool::new(false),
             categories,
             brands,
             neighbours,
@@ -431,6 +441,59 @@ impl Model {
     /// Sets the social graph (built over this model's user indices).
     pub fn set_social(&mut self, graph: crate::social::SocialGraph) {
         self.social = graph;
+    }
+
+    /// Whether any user has a contact (trained or added while serving).
+    pub fn has_social(&self) -> bool {
+        !self.social.is_empty() || self.social_edited.load(Ordering::Acquire)
+    }
+
+    /// `user`'s contacts as they stand: the trained ones corrected by live edits,
+    /// strongest first.
+    pub fn contacts_of(&self, user: UserIdx) -> Cow<'_, [crate::social::Contact]> {
+        let trained = self.social.contacts(user);
+        if !self.social_edited.load(Ordering::Acquire) {
+            return Cow::Borrowed(trained);
+        }
+        let edits = self.social_edits.read().unwrap_or_else(|p| p.into_inner());
+        Cow::Owned(edits.contacts(user.0, trained))
+    }
+
+    /// Adds (or with `remove`, takes away) a social edge while serving, as `social.csv`
+    /// would: a friendship both ways, a follow one way; a removed friendship takes both
+    /// directions away, a removed follow one. Returns false, changing nothing, when the
+    /// model does not know both users or the edge is a self-loop (a retrain that reads the
+    /// event log takes the edge in).
+    pub fn edit_social(&self, edge: &crate::data::SocialEdge, remove: bool) -> bool {
+        let (Some(a), Some(b)) = (self.user_index(&edge.user_id), self.user_index(&edge.other_id)) else {
+            return false;
+        };
+        if a == b {
+            return false;
+        }
+        let friend = edge.kind == crate::data::SocialKind::Friend;
+        let weight = if edge.weight.is_finite() && edge.weight > 0.0 { edge.weight } else { 1.0 };
+        let mut edits = self.social_edits.write().unwrap_or_else(|p| p.into_inner());
+        let pairs: &[(u32, u32)] = if friend { &[(a.0, b.0), (b.0, a.0)] } else { &[(a.0, b.0)] };
+        for &(from, to) in pairs {
+            if remove {
+                edits.remove(from, to);
+            } else {
+                edits.add(from, to, weight, friend);
+            }
+        }
+        self.social_edited.store(true, Ordering::Release);
+        true
+    }
+
+    /// Who moves their contacts (see [`crate::influence`]).
+    pub fn influence(&self) -> &crate::influence::Influence {
+        &self.influence
+    }
+
+    /// Sets the influence table (computed over this model's social graph).
+    pub fn set_influence(&mut self, influence: crate::influence::Influence) {
+        self.influence = influence;
     }
 
     /// Forgets `user` as a contact, on this shared model as it serves: their history no

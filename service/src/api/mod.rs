@@ -6,6 +6,7 @@
 //! map the wire shape. Every error leaves through [`crate::status`].
 
 mod catalogue;
+mod influence;
 mod info;
 mod ingest;
 mod popular;
@@ -163,6 +164,24 @@ impl Recommender for RecommenderApi {
             })
             .collect();
         let answer = self.score(move |l, cancel| l.model.recommend_for_group(&members, k, strategy, &l.settings, cancel)).await?;
+        Ok(Response::new(answer.into()))
+    }
+
+    #[instrument(skip_all, fields(k = request.get_ref().k))]
+    async fn list_influencers(
+        &self,
+        request: Request<proto::ListInfluencersRequest>,
+    ) -> Result<Response<proto::ListInfluencersResponse>, Status> {
+        let r = request.into_inner();
+        let (category, k) = (r.category, r.k as usize);
+        let state = Arc::clone(&self.state);
+        let answer = self
+            .score(move |l, _| {
+                // Users deleted since the model was trained are never named.
+                let listed = l.model.influencers(&category, k)?;
+                Ok(listed.into_iter().filter(|(u, _)| !state.is_deleted(u)).map(|(u, i)| (u.to_string(), i)).collect::<Vec<_>>())
+            })
+            .await?;
         Ok(Response::new(answer.into()))
     }
 

@@ -65,6 +65,7 @@ pub const RPC_ROLES: &[(&str, Role)] = &[
     ("DeleteUser", Role::Admin),
     ("ListUsers", Role::Admin),
     ("GetUserProfile", Role::Admin),
+    ("ListInfluencers", Role::Admin),
 ];
 
 /// Services anyone may call.

@@ -133,6 +133,14 @@ enum Command {
         #[command(flatten)]
         rules: RuleArgs,
     },
+    /// Key opinion leaders and consumers: whose picks their contacts take up.
+    Influencers {
+        /// A category (none: across all).
+        #[arg(long, default_value = "")]
+        category: String,
+        #[arg(long, default_value_t = 10)]
+        k: u32,
+    },
     /// The most popular items in a segment of users (no segment flag: every user).
     Popular {
         #[arg(long, default_value_t = 10)]
@@ -520,6 +528,31 @@ async fn run(cli: Cli) -> Result<()> {
             .map_err(status_msg)?
             .into_inner();
             print_items(&mut out, cli.format, &format!("segment of {} users", r.segment_users), &r.items, &r.model_version)?;
+        }
+        Command::Influencers { category, k } => {
+            let r = client.list_influencers(proto::ListInfluencersRequest { category, k }).await.map_err(status_msg)?.into_inner();
+            match cli.format {
+                Format::Json => {
+                    let list: Vec<serde_json::Value> = r
+                        .influencers
+                        .iter()
+                        .map(|i| serde_json::json!({ "user_id": i.user_id, "score": i.score, "followers": i.followers, "adoptions": i.adoptions, "leader": i.leader }))
+                        .collect();
+                    writeln!(out, "{}", serde_json::json!({ "influencers": list, "model_version": r.model_version }))?;
+                }
+                Format::Tsv => {
+                    for i in &r.influencers {
+                        writeln!(out, "{}\t{}\t{}\t{}\t{}", i.user_id, i.score, i.followers, i.adoptions, if i.leader { "kol" } else { "koc" })?;
+                    }
+                }
+                Format::Table => {
+                    writeln!(out, "{:>4}  {:<24} {:>8} {:>9} {:>9}  kind", "rank", "user", "score", "followers", "adoptions")?;
+                    for (n, i) in r.influencers.iter().enumerate() {
+                        writeln!(out, "{:>4}  {:<24} {:>8.3} {:>9} {:>9.1}  {}", n + 1, i.user_id, i.score, i.followers, i.adoptions, if i.leader { "KOL" } else { "KOC" })?;
+                    }
+                    writeln!(out, "model {}", r.model_version)?;
+                }
+            }
         }
         Command::Group { users, k, strategy, category, rules } => {
             let r = client
