@@ -23,7 +23,7 @@ mod storage;
 use std::ops::Range;
 use std::path::Path;
 
-use affinity_core::data::{Event, Item, ItemV1};
+use affinity_core::data::{Event, Item, ItemV1, SocialEdge, SocialKind};
 use serde::{Deserialize, Serialize};
 
 pub use deleted::DeletedUsers;
@@ -98,6 +98,22 @@ pub struct AvailabilityChange {
     pub available: bool,
 }
 
+/// A social edge added or removed while serving (`IngestSocialEdges`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SocialChange {
+    /// The edge, as a `social.csv` row would give it.
+    pub edge: SocialEdge,
+    /// Whether the edge is taken away (else added, or its weight changed).
+    pub removed: bool,
+}
+
+impl SocialChange {
+    /// Whether the change names `user_id` at either end.
+    pub fn names(&self, user_id: &str) -> bool {
+        self.edge.user_id == user_id || self.edge.other_id == user_id
+    }
+}
+
 /// What a record holds. New kinds are only ever added at the end (records store the
 /// variant's position).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +126,8 @@ pub enum Entry {
     ItemV1(ItemV1),
     /// A catalogue entry written while serving: a new item, or a known item's new entry.
     Item(Item),
+    /// A social edge added or removed while serving.
+    Social(SocialChange),
 }
 
 /// Applies the catalogue entries of `entries` (in log order) to `items`: an item entry
@@ -138,7 +156,50 @@ pub fn apply_to_catalogue<'a>(items: &mut Vec<Item>, entries: impl IntoIterator<
                     applied += 1;
                 }
             }
-            Entry::Event(_) => {}
+            Entry::Event(_) | Entry::Social(_) => {}
+        }
+    }
+    applied
+}
+
+/// Applies the social changes of `entries` (in log order) to `edges` (as `social.csv`
+/// gave them): an added edge is appended (the graph merges repeats, the strongest weight
+/// standing, so a changed weight is a removal then an addition); a removed friendship
+/// takes away every edge between the two users, a removed follow the follower's side
+/// only (a friendship between them becomes the other's follow). Returns how many changes
+/// were applied.
+pub fn apply_to_social<'a>(edges: &mut Vec<SocialEdge>, entries: impl IntoIterator<Item = &'a Entry>) -> usize {
+    let mut applied = 0;
+    for entry in entries {
+        let Entry::Social(change) = entry else { continue };
+        applied += 1;
+        let e = &change.edge;
+        if !change.removed {
+            edges.push(e.clone());
+            continue;
+        }
+        let mut pairs = vec![(e.user_id.as_str(), e.other_id.as_str())];
+        if e.kind == SocialKind::Friend {
+            pairs.push((e.other_id.as_str(), e.user_id.as_str()));
+        }
+        for (from, to) in pairs {
+            let mut kept = Vec::with_capacity(edges.len());
+            for edge in edges.drain(..) {
+                let forward = edge.user_id == from && edge.other_id == to;
+                let backward = edge.user_id == to && edge.other_id == from;
+                match edge.kind {
+                    SocialKind::Follow if forward => {}
+                    // The friendship loses `from → to`; `to` still counts `from`.
+                    SocialKind::Friend if forward || backward => kept.push(SocialEdge {
+                        user_id: to.to_string(),
+                        other_id: from.to_string(),
+                        kind: SocialKind::Follow,
+                        ..edge
+                    }),
+                    _ => kept.push(edge),
+                }
+            }
+            *edges = kept;
         }
     }
     applied
@@ -149,7 +210,7 @@ impl Entry {
     pub fn into_event(self) -> Option<LoggedEvent> {
         match self {
             Entry::Event(e) => Some(e),
-            Entry::Availability(_) | Entry::Item(_) | Entry::ItemV1(_) => None,
+            Entry::Availability(_) | Entry::Item(_) | Entry::ItemV1(_) | Entry::Social(_) => None,
         }
     }
 
@@ -158,7 +219,7 @@ impl Entry {
         match self {
             Entry::Item(item) => Some(item.clone()),
             Entry::ItemV1(item) => Some(item.clone().into()),
-            Entry::Event(_) | Entry::Availability(_) => None,
+            Entry::Event(_) | Entry::Availability(_) | Entry::Social(_) => None,
         }
     }
 }

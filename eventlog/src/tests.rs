@@ -444,3 +444,25 @@ fn a_whole_record_this_build_cannot_decode_is_never_cut_off() {
     assert!(e.contains("cannot decode") && e.contains("newer build"), "{e}");
     assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was cut");
 }
+
+#[test]
+fn social_changes_replay_onto_the_edge_list_in_order() {
+    use affinity_core::data::{SocialEdge, SocialKind};
+    let edge = |a: &str, b: &str, kind| SocialEdge { user_id: a.into(), other_id: b.into(), kind, weight: 1.0 };
+    let change = |e: SocialEdge, removed| Entry::Social(SocialChange { edge: e, removed });
+    let mut edges = vec![edge("a", "b", SocialKind::Friend), edge("c", "d", SocialKind::Friend), edge("e", "f", SocialKind::Follow)];
+    let changes = vec![
+        // a unfollows b: b still counts a.
+        change(edge("a", "b", SocialKind::Follow), true),
+        // d ends the friendship with c (named the other way round).
+        change(edge("d", "c", SocialKind::Friend), true),
+        change(edge("g", "h", SocialKind::Follow), false),
+        change(edge("e", "f", SocialKind::Follow), true),
+        change(edge("e", "f", SocialKind::Follow), false),
+    ];
+    assert_eq!(apply_to_social(&mut edges, &changes), 5);
+    assert_eq!(edges, vec![edge("b", "a", SocialKind::Follow), edge("g", "h", SocialKind::Follow), edge("e", "f", SocialKind::Follow)]);
+    let entry = change(edge("g", "h", SocialKind::Follow), false);
+    assert!(matches!(&entry, Entry::Social(c) if c.names("h") && !c.names("a")));
+    assert_eq!(entry.into_event(), None);
+}

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{mpsc, Mutex};
 
 use affinity_core::data::Event;
-use affinity_eventlog::{Entry, EventLog, LogMetrics, LogOptions, LoggedEvent};
+use affinity_eventlog::{Entry, EventLog, LogMetrics, LogOptions, LoggedEvent, SocialChange};
 use tokio::sync::oneshot;
 
 /// Event ids remembered for de-duplication (the oldest are forgotten first).
@@ -99,6 +99,9 @@ pub struct Replay {
     /// Every catalogue change (availability, item entries), oldest first: the model's
     /// catalogue may predate any of them.
     pub catalogue: Vec<Entry>,
+    /// Every social edge change with its log position, oldest first (a model trained
+    /// from the log holds some; re-applying them is harmless).
+    pub social: Vec<(u64, SocialChange)>,
 }
 
 /// The server's handle on its event log.
@@ -132,6 +135,7 @@ impl Ingest {
                     }
                 }
                 catalogue @ (Entry::Availability(_) | Entry::Item(_) | Entry::ItemV1(_)) => replay.catalogue.push(catalogue),
+                Entry::Social(change) => replay.social.push((r.seq, change)),
             }
         }
         let next = std::sync::atomic::AtomicU64::new(log.next_seq());
@@ -281,7 +285,11 @@ fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMet
                     let result = match &broken {
                         Some(why) => Err(why.clone()),
                         None => log
-                            .compact(|r| matches!(&r.entry, Entry::Event(e) if e.event.user_id == user_id))
+                            .compact(|r| match &r.entry {
+                                Entry::Event(e) => e.event.user_id == user_id,
+                                Entry::Social(c) => c.names(&user_id),
+                                _ => false,
+                            })
                             .map_err(|e| e.to_string()),
                     };
                     let _ = reply.send(result);

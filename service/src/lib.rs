@@ -36,6 +36,7 @@ pub mod live;
 pub mod proto;
 pub mod recent;
 pub mod server;
+pub mod social;
 pub mod state;
 pub mod status;
 pub mod telemetry;

@@ -20,6 +20,7 @@ use arc_swap::ArcSwapOption;
 use affinity_eventlog::{DeletedUsers, Entry};
 
 use crate::catalogue::CatalogueChanges;
+use crate::social::SocialChanges;
 use crate::gate::metrics::Metrics;
 use crate::ingest::{Ingest, SyncPolicy};
 use crate::live::{LiveLimits, LiveUsers};
@@ -93,6 +94,8 @@ pub struct ServerState {
     /// an older catalogue keeps them. Held while a change is applied to the live model
     /// and while a model is installed, so none falls between the two.
     catalogue: Mutex<CatalogueChanges>,
+    /// Social edges changed since start, applied to every model installed (as above).
+    social: Mutex<SocialChanges>,
     /// Held while a reload runs.
     reloading: Mutex<()>,
     reload_poll: Option<Duration>,
@@ -149,6 +152,7 @@ impl ServerState {
             users: LiveUsers::new(config.live),
             recent: LiveInteractions::new(config.window_events.unwrap_or(DEFAULT_WINDOW_EVENTS)),
             catalogue: Mutex::new(CatalogueChanges::default()),
+            social: Mutex::new(SocialChanges::default()),
             reloading: Mutex::new(()),
             reload_poll: config.reload_poll,
             deleted: Mutex::new(DeletedUsers::default()),
@@ -228,6 +232,11 @@ impl ServerState {
                     for entry in replay.catalogue {
                         self.apply_catalogue(entry);
                     }
+                    for (seq, change) in replay.social {
+                        if !self.is_deleted(&change.edge.user_id) && !self.is_deleted(&change.edge.other_id) {
+                            self.change_social(seq, change);
+                        }
+                    }
                     tracing::info!(dir = %dir.display(), after, replayed = replay.events.len(), "event log open");
                     Ok(ingest)
                 }
@@ -304,6 +313,7 @@ impl ServerState {
             deleted.add(&user).map_err(|e| ApiError::IngestOff(format!("cannot record the deletion: {e}")))?;
             drop(deleted);
             state.users.remove(&user);
+            state.social().forget(&user);
             state.recent.remove_user(&user, state.live.load().as_ref().map(|l| &l.model));
             // Nor do their friends' recommendations draw on them any more.
             if let Some(live) = state.live.load().as_ref() {
@@ -383,8 +393,21 @@ impl ServerState {
                     self.upsert_item(item);
                 }
             }
-            Entry::Event(_) => {}
+            Entry::Event(_) | Entry::Social(_) => {}
         }
+    }
+
+    fn social(&self) -> std::sync::MutexGuard<'_, SocialChanges> {
+        self.social.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a social edge change (stored at log position `seq`) and applies it to the
+    /// live model (and to every model installed later). Returns whether the live model
+    /// knows both users.
+    pub fn change_social(&self, seq: u64, change: affinity_eventlog::SocialChange) -> bool {
+        let mut social = self.social();
+        let live = self.live.load();
+        social.record(live.as_ref().map(|l| &l.model), seq, change)
     }
 
     /// Records an availability change and applies it to the live model (and to every
@@ -461,6 +484,8 @@ impl ServerState {
         model.ensure_indexes(&settings);
         let catalogue = self.catalogue();
         catalogue.apply_to(&model);
+        let social = self.social();
+        social.apply_to(&model);
         self.forget_deleted(&model);
         self.recent.rebase(&model);
         self.live.store(Some(Arc::new(LiveModel { model, settings })));

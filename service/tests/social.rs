@@ -153,3 +153,76 @@ async fn a_model_without_a_graph_has_no_influencers() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(e.message().contains("--social"), "{}", e.message());
 }
+
+#[tokio::test]
+async fn live_social_edges_change_the_list_survive_a_restart_and_go_with_a_deleted_user() {
+    let mut store = affinity_lab::synth::kol_store(affinity_lab::synth::KolSize::default(), 5);
+    let friends = ["u00001", "u00002", "u00003"];
+    for f in friends {
+        store.data.events.push(affinity_core::data::Event::new(f, "gift", EventKind::View, Some(1_767_225_600 + 100 * 86_400)));
+    }
+    let me = "u00010";
+    // No contacts of their own at training time.
+    store.data.social.retain(|e| e.user_id != me && e.other_id != me);
+    let mut m = train(&store.data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("social-live");
+    let _ = std::fs::remove_dir_all(&root);
+    format::save(&mut m, &root, Retention::default()).unwrap();
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let change = |a: &str, b: &str, kind: proto::SocialEdgeKind, remove: bool| proto::SocialEdgeChange {
+        user_id: a.to_string(),
+        other_id: b.to_string(),
+        kind: kind as i32,
+        weight: 0.0,
+        remove,
+    };
+    let send = |edges: Vec<proto::SocialEdgeChange>| proto::IngestSocialEdgesRequest { edges };
+    let gift = |items: Vec<proto::ScoredItem>| items.into_iter().find(|i| i.item_id == "gift").map(|i| i.reason.unwrap().text);
+    // The top 100: the friends' gift comes with their count (whether it makes the top 10
+    // depends on how alike their tastes are; see core's social tests for that).
+    let ask = || proto::RecommendRequest { subject: Some(Subject::UserId(me.to_string())), k: 100, ..Default::default() };
+    let before = gift(c.recommend(ask()).await.unwrap().into_inner().items);
+    assert!(before.as_deref().is_none_or(|t| !t.contains("friend")), "nobody I know had the gift: {before:?}");
+
+    let edges = friends.iter().map(|f| change(me, f, proto::SocialEdgeKind::Friend, false)).chain([change(me, "newcomer", proto::SocialEdgeKind::Follow, false)]).collect();
+    let r = c.ingest_social_edges(send(edges)).await.unwrap().into_inner();
+    assert_eq!((r.stored, r.pending), (4, 1), "the edge to a user the model does not know waits");
+    assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items).as_deref(), Some("3 friends viewed this"));
+    // Sent twice: no change.
+    let again = c.ingest_social_edges(send(vec![change(me, friends[0], proto::SocialEdgeKind::Friend, false)])).await.unwrap().into_inner();
+    assert_eq!((again.stored, again.pending), (1, 0));
+    assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items).as_deref(), Some("3 friends viewed this"));
+
+    // Bad edges: nothing of the batch is stored.
+    for (bad, field) in [
+        (change(me, me, proto::SocialEdgeKind::Friend, false), "edges[1].other_id"),
+        (change(me, friends[0], proto::SocialEdgeKind::Unspecified, false), "edges[1].kind"),
+        (proto::SocialEdgeChange { weight: -1.0, ..change(me, friends[0], proto::SocialEdgeKind::Follow, false) }, "edges[1].weight"),
+        (change("", friends[0], proto::SocialEdgeKind::Follow, false), "edges[1].user_id"),
+    ] {
+        let e = c.ingest_social_edges(send(vec![change(me, friends[0], proto::SocialEdgeKind::Friend, true), bad])).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains(field), "{field}: {}", e.message());
+    }
+    assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items).as_deref(), Some("3 friends viewed this"), "the bad batches stored nothing");
+
+    // A friendship ends (named from the other side); the rest survives a restart.
+    c.ingest_social_edges(send(vec![change(friends[2], me, proto::SocialEdgeKind::Friend, true)])).await.unwrap();
+    assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items).as_deref(), Some("2 friends viewed this"));
+    drop(c);
+    drop(server);
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items).as_deref(), Some("2 friends viewed this"), "replayed from the log");
+
+    // A deleted friend's edges go with them, also after a restart.
+    c.delete_user(proto::DeleteUserRequest { user_id: friends[0].to_string() }).await.unwrap();
+    let one = gift(c.recommend(ask()).await.unwrap().into_inner().items);
+    assert!(one.as_deref().is_none_or(|t| t == "1 friend viewed this"), "{one:?}");
+    drop(c);
+    drop(server);
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items), one);
+}

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use affinity_core::data::{self, Dataset, Event, Item, ReadOptions, ReadReport, TimeKind};
+use affinity_core::data::{self, Dataset, Event, Item, ReadOptions, ReadReport, SocialEdge, TimeKind};
 use affinity_core::model::format;
 use affinity_core::model::publish::Retention;
 use affinity_core::params::TrainParams;
@@ -99,15 +99,27 @@ pub fn time_kind(arg: TimeKindArg, events: &[Event]) -> TimeKind {
     }
 }
 
-/// Reads events (from the CSV, the event log or both) and items named by `args`;
-/// returns the data set, the time kind and the last log position read (0 without a log).
-pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind, u64)> {
+/// What [`load_inputs`] read.
+pub struct Inputs {
+    pub dataset: Dataset,
+    pub time_kind: TimeKind,
+    /// The last log position read (0 without a log).
+    pub log_position: u64,
+    /// The log's social edge changes, in log order, for [`with_log_social`].
+    pub social_changes: Vec<affinity_eventlog::Entry>,
+    /// Users who asked to be forgotten (empty without a log).
+    pub deleted: affinity_eventlog::DeletedUsers,
+}
+
+/// Reads events (from the CSV, the event log or both) and items named by `args`.
+pub fn load_inputs(args: &InputArgs) -> Result<Inputs> {
     let mut events = match &args.events {
         Some(path) => load_events(path, args.read.skip_invalid)?,
         None => Vec::new(),
     };
     let mut position = 0;
     let mut catalogue = Vec::new();
+    let mut social_changes = Vec::new();
     if let Some(dir) = &args.events_log {
         let records = affinity_eventlog::read_dir(dir, 1).with_context(|| format!("cannot read the event log {}", dir.display()))?;
         position = records.last().map_or(0, |r| r.seq);
@@ -115,19 +127,22 @@ pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind, u64)> {
         for r in records {
             match r.entry {
                 affinity_eventlog::Entry::Event(e) => events.push(e.event),
+                social @ affinity_eventlog::Entry::Social(_) => social_changes.push(social),
                 change => catalogue.push(change),
             }
         }
         eprintln!(
-            "{}: {} event(s) and {} catalogue change(s) from the event log (through position {position})",
+            "{}: {} event(s), {} catalogue change(s) and {} social edge change(s) from the event log (through position {position})",
             dir.display(),
             events.len() - before,
-            catalogue.len()
+            catalogue.len(),
+            social_changes.len()
         );
     }
+    let mut deleted = affinity_eventlog::DeletedUsers::default();
     if let Some(dir) = &args.events_log {
         // Users who asked to be forgotten stay forgotten, whatever the input.
-        let deleted = affinity_eventlog::DeletedUsers::load(dir).with_context(|| format!("cannot read the deleted-users list in {}", dir.display()))?;
+        deleted = affinity_eventlog::DeletedUsers::load(dir).with_context(|| format!("cannot read the deleted-users list in {}", dir.display()))?;
         if !deleted.is_empty() {
             let before = events.len();
             events.retain(|e| !deleted.contains(&e.user_id));
@@ -142,15 +157,30 @@ pub fn load_inputs(args: &InputArgs) -> Result<(Dataset, TimeKind, u64)> {
     // newer than the catalogue file.
     affinity_eventlog::apply_to_catalogue(&mut items, &catalogue);
     let kind = time_kind(args.read.time_kind, &events);
-    Ok((
-        Dataset {
+    Ok(Inputs {
+        dataset: Dataset {
             events,
             items,
             ..Dataset::default()
         },
-        kind,
-        position,
-    ))
+        time_kind: kind,
+        log_position: position,
+        social_changes,
+        deleted,
+    })
+}
+
+/// `edges` (from `social.csv`, or none) with the event log's social edge changes applied
+/// in order, less every edge naming a user who asked to be forgotten.
+pub fn with_log_social(mut edges: Vec<SocialEdge>, inputs: &Inputs) -> Vec<SocialEdge> {
+    let applied = affinity_eventlog::apply_to_social(&mut edges, &inputs.social_changes);
+    if applied > 0 {
+        eprintln!("applied {applied} social edge change(s) from the event log");
+    }
+    if !inputs.deleted.is_empty() {
+        edges.retain(|e| !inputs.deleted.contains(&e.user_id) && !inputs.deleted.contains(&e.other_id));
+    }
+    edges
 }
 
 /// The `split` subcommand.
@@ -172,15 +202,20 @@ pub fn split(args: SplitArgs) -> Result<()> {
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    let (mut dataset, time_kind, log_position) = load_inputs(&args.input)?;
+    let inputs = load_inputs(&args.input)?;
+    let (time_kind, log_position) = (inputs.time_kind, inputs.log_position);
     let opts = ReadOptions {
         skip_invalid: args.input.read.skip_invalid,
     };
+    let file_edges = match &args.social {
+        Some(p) => load_social(p, args.input.read.skip_invalid)?,
+        None => Vec::new(),
+    };
+    let social = with_log_social(file_edges, &inputs);
+    let mut dataset = inputs.dataset;
+    dataset.social = social;
     if let Some(p) = &args.users {
         dataset.users = report(p, data::read_users(p, opts)?);
-    }
-    if let Some(p) = &args.social {
-        dataset.social = load_social(p, args.input.read.skip_invalid)?;
     }
     let mut params = load_params(args.input.read.params.as_deref())?;
     if let Some(n) = args.recent {

@@ -417,6 +417,13 @@ fn train_reads_a_server_event_log_and_records_its_position() {
         ..affinity_core::data::Item::bare("rake")
     };
     entries.push(Entry::Item(new_item.clone()));
+    // Social edges changed while serving: two added, one added then taken away.
+    let social = |a: &str, b: &str, kind, removed| {
+        use affinity_core::data::SocialEdge;
+        Entry::Social(affinity_eventlog::SocialChange { edge: SocialEdge { user_id: a.into(), other_id: b.into(), kind, weight: 1.0 }, removed })
+    };
+    use affinity_core::data::SocialKind::{Follow, Friend};
+    entries.extend([social("u0", "u1", Friend, false), social("u2", "u3", Follow, false), social("u4", "u5", Friend, false), social("u5", "u4", Friend, true)]);
     log.append(&entries).unwrap();
     log.sync().unwrap();
     let root = dir.path().join("models");
@@ -425,8 +432,11 @@ fn train_reads_a_server_event_log_and_records_its_position() {
     assert!(out.contains("12 users"), "{out}");
     let version = std::fs::read_to_string(root.join("current")).unwrap();
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join(version.trim()).join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["log_position"], 60);
+    assert_eq!(manifest["log_position"], 64);
     let m = affinity_core::model::format::load(&root).unwrap();
+    let contacts = |m: &affinity_core::model::Model, u: &str| m.contacts_of(m.user_index(u).unwrap()).iter().map(|c| m.user_ids()[c.user as usize].clone()).collect::<Vec<_>>();
+    assert_eq!((contacts(&m, "u0"), contacts(&m, "u1"), contacts(&m, "u2")), (vec!["u1".to_string()], vec!["u0".to_string()], vec!["u3".to_string()]));
+    assert!(contacts(&m, "u4").is_empty() && contacts(&m, "u5").is_empty(), "the friendship was ended");
     let rake = m.item_index("rake").expect("the logged catalogue entry is in the model");
     assert_eq!(m.item(rake), &new_item);
     assert!(m.has_content(rake) && !m.has_collab(rake));
@@ -441,6 +451,8 @@ fn train_reads_a_server_event_log_and_records_its_position() {
     assert!(out.status.success() && err.contains("dropped 6 event(s) of deleted users"), "{err}");
     let m = affinity_core::model::format::load(&root).unwrap();
     assert!(m.user_index("u3").is_none() && m.user_index("u99").is_some() && m.user_index("u4").is_some());
+    assert!(contacts(&m, "u2").is_empty(), "edges to a deleted user are dropped");
+    assert_eq!(contacts(&m, "u0"), vec!["u1".to_string()]);
     // Neither --events nor --events-log: a clear CLI error.
     let none = trainer(&["train", "--out", s(&root)]);
     assert!(!none.status.success());

@@ -14,6 +14,7 @@ mod profile;
 mod recommend;
 mod rules;
 mod similar;
+mod social;
 
 use std::sync::Arc;
 
@@ -311,6 +312,29 @@ impl Recommender for RecommenderApi {
         Ok(Response::new(proto::SetAvailabilityResponse {
             stored: changes_len(seqs.clone()),
             unknown: unknown as u32,
+            last_sequence: seqs.end.saturating_sub(1),
+        }))
+    }
+
+    #[instrument(skip_all, fields(edges = request.get_ref().edges.len()))]
+    async fn ingest_social_edges(
+        &self,
+        request: Request<proto::IngestSocialEdgesRequest>,
+    ) -> Result<Response<proto::IngestSocialEdgesResponse>, Status> {
+        let changes = social::checked(request.into_inner())?;
+        let log = self.state.ingest()?;
+        let seqs = log.commit(changes.iter().cloned().map(affinity_eventlog::Entry::Social).collect()).await.map_err(ApiError::from)?;
+        // Durable now: apply to the live model (and to models installed later).
+        let state = Arc::clone(&self.state);
+        let first = seqs.start;
+        let pending = tokio::task::spawn_blocking(move || {
+            changes.into_iter().zip(first..).map(|(change, seq)| state.change_social(seq, change)).filter(|applied| !applied).count()
+        })
+        .await
+        .map_err(ApiError::from)?;
+        Ok(Response::new(proto::IngestSocialEdgesResponse {
+            stored: changes_len(seqs.clone()),
+            pending: pending as u32,
             last_sequence: seqs.end.saturating_sub(1),
         }))
     }

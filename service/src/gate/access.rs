@@ -61,6 +61,7 @@ pub const RPC_ROLES: &[(&str, Role)] = &[
     ("StreamEvents", Role::Write),
     ("SetAvailability", Role::Write),
     ("UpsertItems", Role::Write),
+    ("IngestSocialEdges", Role::Write),
     ("ReloadModel", Role::Admin),
     ("DeleteUser", Role::Admin),
     ("ListUsers", Role::Admin),

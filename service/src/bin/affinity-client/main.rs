@@ -212,6 +212,19 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         batch: usize,
     },
+    /// Send the edges of a social file (social.csv, as the trainer reads it) to the
+    /// server: added, or with --remove taken away. Logged like events.
+    SocialEdges {
+        /// The social file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Take the edges away instead.
+        #[arg(long)]
+        remove: bool,
+        /// Edges per call (at most 10,000).
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+    },
     /// Wait for a demo server (`affinity-server --demo`) to serve, check its answers and
     /// exit 0 if all is well.
     Smoke {
@@ -432,6 +445,35 @@ async fn run(cli: Cli) -> Result<()> {
             }
             progress.finish_and_clear();
             writeln!(out, "stored {stored} event(s), {duplicates} duplicate(s) skipped; log position {last}")?;
+        }
+        Command::SocialEdges { file, remove, batch } => {
+            let edges = affinity_core::data::read_social(&file, affinity_core::data::ReadOptions::default())?.rows;
+            let (mut stored, mut pending, mut last) = (0u64, 0u64, 0u64);
+            let progress = progress(edges.len(), "edges");
+            for chunk in edges.chunks(batch.clamp(1, 10_000)) {
+                let request = proto::IngestSocialEdgesRequest {
+                    edges: chunk
+                        .iter()
+                        .map(|e| proto::SocialEdgeChange {
+                            user_id: e.user_id.clone(),
+                            other_id: e.other_id.clone(),
+                            kind: match e.kind {
+                                affinity_core::data::SocialKind::Friend => proto::SocialEdgeKind::Friend,
+                                affinity_core::data::SocialKind::Follow => proto::SocialEdgeKind::Follow,
+                            } as i32,
+                            weight: e.weight,
+                            remove,
+                        })
+                        .collect(),
+                };
+                let r = client.ingest_social_edges(request).await.map_err(status_msg)?.into_inner();
+                stored += u64::from(r.stored);
+                pending += u64::from(r.pending);
+                last = last.max(r.last_sequence);
+                progress.inc(chunk.len() as u64);
+            }
+            progress.finish_and_clear();
+            writeln!(out, "stored {stored} edge change(s), {pending} naming a user the model does not know yet; log position {last}")?;
         }
         Command::UpsertItems { file, batch } => {
             let items = affinity_core::data::read_items(&file, affinity_core::data::ReadOptions::default())?.rows;

@@ -1,0 +1,52 @@
+//! `IngestSocialEdges`: wire edge changes → checked log entries, all or none, the first
+//! bad one named by its index and field.
+
+use affinity_core::data::{validate_id, SocialEdge, SocialKind};
+use affinity_core::recommend::MAX_ID_BYTES;
+use affinity_core::Error;
+use affinity_eventlog::SocialChange;
+
+use super::ingest::MAX_BATCH;
+use crate::proto;
+use crate::status::ApiError;
+
+fn bad(n: usize, field: &str, why: impl std::fmt::Display) -> ApiError {
+    Error::invalid_argument("edges", format!("edges[{n}].{field}: {why}")).into()
+}
+
+fn check_id(n: usize, field: &str, id: &str) -> Result<(), ApiError> {
+    if id.len() > MAX_ID_BYTES {
+        return Err(bad(n, field, format!("at most {MAX_ID_BYTES} bytes, got {}", id.len())));
+    }
+    validate_id(id).map_err(|why| bad(n, field, why))
+}
+
+/// Checks edge changes: ids as everywhere, two different users, a known kind, a weight
+/// that is finite and not negative (0 means 1).
+pub(crate) fn checked(r: proto::IngestSocialEdgesRequest) -> Result<Vec<SocialChange>, ApiError> {
+    if r.edges.len() > MAX_BATCH {
+        return Err(Error::invalid_argument("edges", format!("at most {MAX_BATCH} edges per call, got {}", r.edges.len())).into());
+    }
+    r.edges
+        .into_iter()
+        .enumerate()
+        .map(|(n, e)| {
+            check_id(n, "user_id", &e.user_id)?;
+            check_id(n, "other_id", &e.other_id)?;
+            if e.user_id == e.other_id {
+                return Err(bad(n, "other_id", "a user cannot be their own contact"));
+            }
+            let kind = match proto::SocialEdgeKind::try_from(e.kind) {
+                Ok(proto::SocialEdgeKind::Friend) => SocialKind::Friend,
+                Ok(proto::SocialEdgeKind::Follow) => SocialKind::Follow,
+                Ok(proto::SocialEdgeKind::Unspecified) => return Err(bad(n, "kind", "required: SOCIAL_EDGE_KIND_FRIEND or SOCIAL_EDGE_KIND_FOLLOW")),
+                Err(_) => return Err(bad(n, "kind", format!("unknown value {}", e.kind))),
+            };
+            if !e.weight.is_finite() || e.weight < 0.0 {
+                return Err(bad(n, "weight", format!("must be a finite number ≥ 0 (0 means 1), got {}", e.weight)));
+            }
+            let weight = if e.weight == 0.0 { 1.0 } else { e.weight };
+            Ok(SocialChange { edge: SocialEdge { user_id: e.user_id, other_id: e.other_id, kind, weight }, removed: e.remove })
+        })
+        .collect()
+}
