@@ -454,7 +454,7 @@ impl Model {
                 return Ok((out, Some(u)));
             }
             let user = crate::ids::UserIdx(u as u32);
-            if !filter.segment.contains(self.user_attributes(user)) {
+            if !self.in_segment(&filter.segment, user) {
                 continue;
             }
             let a = &self.activity.users[u];

@@ -333,6 +333,15 @@ pub struct SocialEdge {
     pub weight: f32,
 }
 
+/// A user's membership of a community (a group chat, a community group-buying circle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The member.
+    pub user_id: String,
+    /// The community's id.
+    pub community_id: String,
+}
+
 /// Everything the trainer can learn from.
 #[derive(Debug, Clone, Default)]
 pub struct Dataset {
@@ -344,6 +353,8 @@ pub struct Dataset {
     pub users: Vec<User>,
     /// Social edges: whom users are friends with or follow (see [`crate::social`]).
     pub social: Vec<SocialEdge>,
+    /// Community memberships (see [`crate::communities`]).
+    pub memberships: Vec<Membership>,
 }
 
 /// How a reader treats malformed rows.
@@ -386,6 +397,9 @@ pub const ITEMS_OPTIONAL: [&str; 3] = ["latitude", "longitude", "listed_at"];
 pub const USERS_HEADER: [&str; 6] = ["user_id", "region", "age", "gender", "occupation", "income"];
 /// The header row `social.csv` must have, in this order.
 pub const SOCIAL_HEADER: [&str; 4] = ["user_id", "other_id", "kind", "weight"];
+
+/// Columns of `communities.csv`.
+pub const COMMUNITIES_HEADER: [&str; 2] = ["user_id", "community_id"];
 
 /// Checks that an id is usable: non-empty and free of TAB, comma and newlines.
 pub fn validate_id(id: &str) -> std::result::Result<(), String> {
@@ -627,6 +641,10 @@ fn parse_social(r: &csv::StringRecord, _: &Extra) -> std::result::Result<SocialE
     })
 }
 
+fn parse_membership(r: &csv::StringRecord, _: &Extra) -> std::result::Result<Membership, String> {
+    Ok(Membership { user_id: parse_id(&r[0], "user_id")?, community_id: parse_id(&r[1], "community_id")? })
+}
+
 /// Reads `events.csv` from any reader; `file` names it in errors.
 pub fn read_events_from<R: Read>(input: R, file: &str, options: ReadOptions) -> Result<ReadReport<Event>> {
     read_csv(input, file, &EVENTS_HEADER, &[], options, parse_event)
@@ -645,6 +663,11 @@ pub fn read_items(path: &Path, options: ReadOptions) -> Result<ReadReport<Item>>
 /// Reads a `users.csv` file; errors name it by its path.
 pub fn read_users(path: &Path, options: ReadOptions) -> Result<ReadReport<User>> {
     read_csv(open(path)?, &path.display().to_string(), &USERS_HEADER, &[], options, parse_user)
+}
+
+/// Reads a `communities.csv` file; errors name it by its path.
+pub fn read_memberships(path: &Path, options: ReadOptions) -> Result<ReadReport<Membership>> {
+    read_csv(open(path)?, &path.display().to_string(), &COMMUNITIES_HEADER, &[], options, parse_membership)
 }
 
 /// Reads a `social.csv` file; errors name it by its path.
@@ -811,6 +834,18 @@ mod tests {
         assert!(e.contains("social.csv:3:") && e.contains("weight: must be positive"), "{e}");
         let e = read("a,b,enemy,1\n").unwrap_err().to_string();
         assert!(e.contains("social.csv:2:") && e.contains("friend or follow"), "{e}");
+    }
+
+    #[test]
+    fn membership_rows_need_both_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("communities.csv");
+        std::fs::write(&path, "user_id,community_id\na,mums-club\nb,\n").unwrap();
+        let e = read_memberships(&path, ReadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("communities.csv:3:") && e.contains("community_id"), "{e}");
+        std::fs::write(&path, "user_id,community_id\na,mums-club\n").unwrap();
+        let ok = read_memberships(&path, ReadOptions::default()).unwrap();
+        assert_eq!(ok.rows, vec![Membership { user_id: "a".into(), community_id: "mums-club".into() }]);
     }
 
     #[test]

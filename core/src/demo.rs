@@ -156,6 +156,7 @@ pub fn generate(size: DemoSize, seed: u64) -> Dataset {
         items,
         users,
         social: Vec::new(),
+        memberships: Vec::new(),
     };
     if size.planted && size.users >= 100 {
         plant(&mut data, &by_category, seed);

@@ -34,6 +34,7 @@ pub mod activity;
 pub mod als;
 pub mod ann;
 pub mod cancel;
+pub mod communities;
 pub mod content;
 pub mod data;
 pub mod demo;

@@ -1089,7 +1089,7 @@ impl Model {
     /// stored for a known user), else the store's.
     fn cold_answer(&self, query: &RecommendQuery, filter: &Eligibility<'_>) -> Recommendations {
         let stored = match &query.subject {
-            Subject::User(id) => self.user_index(id).filter(|_| query.use_stored_history).map(|u| Segment::of_user(self.user_attributes(u))),
+            Subject::User(id) => self.user_index(id).filter(|_| query.use_stored_history).map(|u| self.home_segment(u)),
             Subject::Session(_) => None,
         };
         let segment = query.attributes.clone().or(stored).filter(|s| !s.is_everyone());
@@ -1098,6 +1098,17 @@ impl Model {
             (s, p)
         });
         self.popular(filter, query.k, &query.rules, counted.as_ref().map(|(s, p)| (s, p)))
+    }
+
+    /// The segment a stored user starts from: their largest community when they belong
+    /// to one (members of a group chat or buying circle share more than demographics),
+    /// else their attributes.
+    fn home_segment(&self, user: UserIdx) -> Segment {
+        let largest = self.communities.of_user(user).iter().copied().max_by_key(|&c| (self.communities.size(c), std::cmp::Reverse(c)));
+        match largest {
+            Some(c) => Segment { community: Some(self.communities.name(c).to_string()), ..Segment::default() },
+            None => Segment::of_user(self.user_attributes(user)),
+        }
     }
 
     /// The mean of `user`'s contacts' vectors, each by its edge weight (contacts who

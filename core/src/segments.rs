@@ -103,6 +103,9 @@ pub struct Segment {
     pub occupation: Option<String>,
     /// Income band as the data writes it, compared without case.
     pub income: Option<String>,
+    /// A community (see [`crate::communities`]), compared exactly; checked by
+    /// [`Model::in_segment`], not by [`Segment::contains`].
+    pub community: Option<String>,
 }
 
 fn field(v: &str) -> Option<String> {
@@ -124,6 +127,7 @@ impl Segment {
             gender: field(&user.gender),
             occupation: field(&user.occupation),
             income: field(&user.income),
+            community: None,
         }
     }
 
@@ -132,7 +136,8 @@ impl Segment {
         *self == Segment::default()
     }
 
-    /// Whether `user` is in the segment.
+    /// Whether `user`'s attributes are in the segment (the community, if any, is
+    /// [`Model::in_segment`]'s to check).
     pub fn contains(&self, user: &User) -> bool {
         same(&self.region, &user.region)
             && same(&self.gender, &user.gender)
@@ -148,6 +153,7 @@ impl Segment {
             ("segment.gender", &self.gender),
             ("segment.occupation", &self.occupation),
             ("segment.income", &self.income),
+            ("segment.community", &self.community),
         ] {
             if v.as_ref().is_some_and(|v| v.len() > crate::recommend::MAX_ID_BYTES) {
                 return Err(Error::invalid_argument(name, format!("at most {} bytes", crate::recommend::MAX_ID_BYTES)));
@@ -161,8 +167,10 @@ impl Segment {
     /// How a list's reason names the segment: "in north" for a region alone (shops say
     /// "popular in your region"), "with gender F, age 18-24" otherwise.
     pub fn among(&self) -> String {
-        match &self.region {
-            Some(r) if self.gender.is_none() && self.age_band.is_none() && self.occupation.is_none() && self.income.is_none() => format!("in {r}"),
+        let only = |field: &Option<String>| field.is_some() && Segment { region: None, community: None, ..self.clone() }.is_everyone();
+        match (&self.region, &self.community) {
+            (Some(r), None) if only(&self.region) => format!("in {r}"),
+            (None, Some(c)) if only(&self.community) => format!("in community {c}"),
             _ => format!("with {self}"),
         }
     }
@@ -186,6 +194,9 @@ impl fmt::Display for Segment {
         }
         if let Some(i) = &self.income {
             parts.push(format!("income {i}"));
+        }
+        if let Some(c) = &self.community {
+            parts.push(format!("community {c}"));
         }
         if parts.is_empty() {
             f.write_str("all users")
@@ -220,7 +231,7 @@ impl Model {
         let mut users = 0;
         for u in 0..self.n_users() {
             let user = crate::ids::UserIdx(u as u32);
-            if !segment.contains(self.user_attributes(user)) {
+            if !self.in_segment(segment, user) {
                 continue;
             }
             users += 1;

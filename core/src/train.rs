@@ -95,7 +95,8 @@ pub fn train_for(
     // Users listed in users.csv or in the social graph are users even without events: a
     // user with friends but no history of their own is served from the friends' tastes.
     let social_ids = dataset.social.iter().flat_map(|e| [e.user_id.clone(), e.other_id.clone()]);
-    let user_seed = IdMap::from_ids(dataset.users.iter().map(|u| u.user_id.clone()).chain(social_ids).collect());
+    let member_ids = dataset.memberships.iter().map(|m| m.user_id.clone());
+    let user_seed = IdMap::from_ids(dataset.users.iter().map(|u| u.user_id.clone()).chain(social_ids).chain(member_ids).collect());
     let matrix = Interactions::build(
         &dataset.events,
         item_seed,
@@ -203,6 +204,11 @@ pub fn train_for(
         let firsts = first_seen(&dataset.events, &model);
         let influence = crate::influence::Influence::compute(model.social(), model.n_users(), &firsts, |i| model.item(ItemIdx(i)).category.as_str());
         model.set_influence(influence);
+    }
+    if !dataset.memberships.is_empty() {
+        let (communities, unknown) = crate::communities::Communities::build(&dataset.memberships, model.users());
+        tracing::debug!(memberships = dataset.memberships.len(), unknown, "communities built");
+        model.set_communities(communities);
     }
     // A model fitted for some users only is a tuning candidate, scored exactly: building
     // its indexes would cost more than the fit.

@@ -99,7 +99,7 @@ pub enum Window {
 
 impl Model {
     fn segment_members(&self, segment: &Segment) -> Vec<bool> {
-        (0..self.n_users()).map(|u| segment.contains(self.user_attributes(UserIdx(u as u32)))).collect()
+        (0..self.n_users()).map(|u| self.in_segment(segment, UserIdx(u as u32))).collect()
     }
 
     /// "Now" for windows: `now` if given, else the latest event time known.

@@ -230,6 +230,7 @@ pub fn autotune(
         items: data.items.clone(),
         users: data.users.clone(),
         social: data.social.clone(),
+        memberships: data.memberships.clone(),
     };
     let candidates = affinity_candidates(base, time_kind, budget.trials, budget.seed);
     // Only the scored users need vectors in the candidate models.

@@ -160,6 +160,7 @@ fn movielens(dir: &Path) -> Result<Dataset> {
         items,
         users,
         social: Vec::new(),
+        memberships: Vec::new(),
     })
 }
 
@@ -217,6 +218,7 @@ fn lastfm(dir: &Path) -> Result<Dataset> {
         items,
         users: Vec::new(),
         social,
+        memberships: Vec::new(),
     })
 }
 
@@ -255,6 +257,7 @@ fn filmtrust(dir: &Path) -> Result<Dataset> {
         items: Vec::new(),
         users: Vec::new(),
         social,
+        memberships: Vec::new(),
     })
 }
 

@@ -226,3 +226,40 @@ async fn live_social_edges_change_the_list_survive_a_restart_and_go_with_a_delet
     let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
     assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items), one);
 }
+
+#[tokio::test]
+async fn popular_and_trending_per_community_over_grpc() {
+    let mut store = affinity_lab::synth::kol_store(affinity_lab::synth::KolSize::default(), 3);
+    let start = 1_767_225_600;
+    for u in 0..30 {
+        let user = format!("u{u:05}");
+        store.data.memberships.push(affinity_core::data::Membership { user_id: user.clone(), community_id: "club".into() });
+        store.data.events.push(affinity_core::data::Event::new(user, "club-item", EventKind::View, Some(start + 89 * 86_400)));
+    }
+    store.data.memberships.push(affinity_core::data::Membership { user_id: "club-newcomer".into(), community_id: "club".into() });
+    let mut m = train(&store.data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("social-community");
+    let _ = std::fs::remove_dir_all(&root);
+    format::save(&mut m, &root, Retention::default()).unwrap();
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let club = |community: &str| Some(proto::UserAttributes { community: Some(community.to_string()), ..Default::default() });
+
+    let popular = c.popular(proto::PopularRequest { segment: club("club"), k: 5, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!((popular.segment_users, popular.items[0].item_id.as_str()), (31, "club-item"));
+    let trending = c.trending(proto::TrendingRequest { segment: club("club"), k: 5, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!((trending.segment_users, trending.items[0].item_id.as_str()), (31, "club-item"), "all thirty in the last week");
+    let everyone = c.popular(proto::PopularRequest { k: 5, ..Default::default() }).await.unwrap().into_inner();
+    assert!(everyone.items.iter().all(|i| i.item_id != "club-item"));
+
+    let r = c
+        .recommend(proto::RecommendRequest { subject: Some(Subject::UserId("club-newcomer".into())), k: 5, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.items[0].item_id.as_str(), r.items[0].reason.as_ref().unwrap().text.as_str()), ("club-item", "popular in community club"));
+
+    let e = c.popular(proto::PopularRequest { segment: club(&"x".repeat(300)), k: 5, ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("segment.community"), "{}", e.message());
+}

@@ -123,6 +123,10 @@ pub struct TrainArgs {
     pub users: Option<PathBuf>,
     #[arg(long)]
     pub social: Option<PathBuf>,
+    /// Community memberships (communities.csv: user_id,community_id): Popular, Trending
+    /// and cold starts per community.
+    #[arg(long)]
+    pub communities: Option<PathBuf>,
     /// Model root: versions are written below it and `current` points at the newest.
     #[arg(long)]
     pub out: PathBuf,

@@ -212,10 +212,15 @@ pub fn train(args: TrainArgs) -> Result<()> {
         None => Vec::new(),
     };
     let social = with_log_social(file_edges, &inputs);
-    let mut dataset = inputs.dataset;
+    let Inputs { mut dataset, deleted, .. } = inputs;
     dataset.social = social;
     if let Some(p) = &args.users {
         dataset.users = report(p, data::read_users(p, opts)?);
+    }
+    if let Some(p) = &args.communities {
+        dataset.memberships = report(p, data::read_memberships(p, opts)?);
+        // Users who asked to be forgotten belong to no community.
+        dataset.memberships.retain(|m| !deleted.contains(&m.user_id));
     }
     let mut params = load_params(args.input.read.params.as_deref())?;
     if let Some(n) = args.recent {

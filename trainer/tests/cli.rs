@@ -156,12 +156,25 @@ fn lastfm_evaluate_beats_itemknn() {
 
     // The friendships go into the model, with a social weight the search chose.
     let root = dir.path().join("models");
-    let out = trainer(&["train", "--events", s(&data.join("events.csv")), "--social", s(&data.join("social.csv")), "--out", s(&root), "--tune-budget", "2"]);
+    // And a community of listeners 2 to 30.
+    let communities = dir.path().join("communities.csv");
+    std::fs::write(&communities, format!("user_id,community_id\n{}", (2..=30).map(|u| format!("{u},indie\n")).collect::<String>())).unwrap();
+    let out = trainer(&[
+        "train", "--events", s(&data.join("events.csv")), "--social", s(&data.join("social.csv")), "--communities", s(&communities), "--out", s(&root), "--tune-budget", "2",
+    ]);
     ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("social graph: 25434 edge(s)") && err.contains("social weight"), "{err}");
     let current = std::fs::read_to_string(root.join("current")).unwrap();
-    assert!(root.join(current.trim()).join("social.bin").is_file());
+    assert!(root.join(current.trim()).join("social.bin").is_file() && root.join(current.trim()).join("influence.bin").is_file());
+    let m = affinity_core::model::format::load(&root).unwrap();
+    let indie = m.communities().index("indie").expect("the community is in the model");
+    assert_eq!(m.communities().size(indie), 29);
+    // A bad membership stops training naming the file and line.
+    std::fs::write(&communities, "user_id,community_id\n2,indie\n3,\n").unwrap();
+    let out = trainer(&["train", "--events", s(&data.join("events.csv")), "--communities", s(&communities), "--out", s(&root), "--tune-budget", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("communities.csv:3:") && err.contains("community_id"), "{err}");
     // A bad edge stops training naming the file and line.
     let bad = dir.path().join("bad-social.csv");
     std::fs::write(&bad, "user_id,other_id,kind,weight\n2,3,friend,1\n2,4,follow,-2\n").unwrap();

@@ -187,7 +187,7 @@ fn run(name: &str, source: Source, args: &Args) -> Result<DataRun> {
         let s = split::split_with(data.events.clone(), Protocol::Random, seed, kind, split::Shares { test: args.test_share, valid: args.valid_share })?;
         let fit: Vec<_> = s.train.iter().chain(&s.valid).cloned().collect();
         let target = split::target(Protocol::Random, &fit, &s.test);
-        let fit_data = Dataset { events: fit, items: data.items.clone(), users: data.users.clone(), social: data.social.clone() };
+        let fit_data = Dataset { events: fit, items: data.items.clone(), users: data.users.clone(), social: data.social.clone(), memberships: data.memberships.clone() };
         let started = Instant::now();
         let (params, _) = autotune(&fit_data, kind, &TrainParams::default(), &Budget { seed, ..Budget::default() }, &NoProgress);
         let model = train(&fit_data, kind, &params, &NoProgress);

@@ -13,6 +13,7 @@
 //!     shortlists.bin social.bin         # optional: long histories' candidate lists,
 //!                                       # the social graph (`crate::social`)
 //!     influence.bin                     # optional: who moves their contacts (`crate::influence`)
+//!     communities.bin                   # optional: users' communities (`crate::communities`)
 //! ```
 //!
 //! A version is written to `MODEL_ROOT/.tmp-<version>/`, fsynced and renamed into place,
@@ -54,6 +55,7 @@ use crate::params::{TrainParams, TuningReport};
 use crate::activity::ActivityTable;
 use crate::repeat::RepeatModel;
 use crate::settings::ServingSettings;
+use crate::communities::Communities;
 use crate::influence::Influence;
 use crate::social::SocialGraph;
 
@@ -236,6 +238,9 @@ pub fn save(model: &mut Model, root: &Path, retention: Retention) -> Result<Path
     }
     if !model.social.is_empty() {
         write_file(&tmp, "social.bin", &encode(&model.social, "social.bin")?, &mut files)?;
+    }
+    if !model.communities.is_empty() {
+        write_file(&tmp, "communities.bin", &encode(&model.communities, "communities.bin")?, &mut files)?;
     }
     if !model.influence.is_empty() {
         write_file(&tmp, "influence.bin", &encode(&model.influence, "influence.bin")?, &mut files)?;
@@ -560,6 +565,16 @@ pub fn load(path: &Path) -> Result<Model> {
         }
         None => SocialGraph::default(),
     };
+    let communities = match blobs.get("communities.bin") {
+        Some(bytes) => {
+            let table: Communities = decode(&dir, "communities.bin", bytes)?;
+            if !table.fits(n_users) {
+                return Err(Error::model(dir.join("communities.bin"), "does not match the user table"));
+            }
+            table
+        }
+        None => Communities::default(),
+    };
     let influence = match blobs.get("influence.bin") {
         Some(bytes) => {
             let table: Influence = decode(&dir, "influence.bin", bytes)?;
@@ -591,6 +606,7 @@ pub fn load(path: &Path) -> Result<Model> {
     model.shortlists = shortlists;
     model.social = social;
     model.influence = influence;
+    model.communities = communities;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "model matrices decoded and derived");
     // Indexes are read only where the recorded settings score through them (smaller
     // catalogues are published without; older models that carry them do not need them).

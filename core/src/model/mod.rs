@@ -161,6 +161,8 @@ pub struct Model {
     pub(crate) social: crate::social::SocialGraph,
     /// Who moves their contacts (empty without a social graph).
     pub(crate) influence: crate::influence::Influence,
+    /// Which communities each user belongs to (empty without `communities.csv`).
+    pub(crate) communities: crate::communities::Communities,
     /// Per user, whether they asked to be forgotten while this model serves: their
     /// history no longer votes for their contacts, nor is named in a reason.
     forgotten: Vec<AtomicBool>,
@@ -342,6 +344,7 @@ impl Model {
             shortlists: shortlist::Shortlists::default(),
             social: crate::social::SocialGraph::default(),
             influence: crate::influence::Influence::default(),
+            communities: crate::communities::Communities::default(),
             forgotten,
             social_edits: Default::default(),
             social_edited: AtomicBool::new(false),
@@ -484,6 +487,23 @@ impl Model {
         }
         self.social_edited.store(true, Ordering::Release);
         true
+    }
+
+    /// Which communities each user belongs to.
+    pub fn communities(&self) -> &crate::communities::Communities {
+        &self.communities
+    }
+
+    /// Sets the community table (built over this model's user indices).
+    pub fn set_communities(&mut self, communities: crate::communities::Communities) {
+        self.communities = communities;
+    }
+
+    /// Whether `user` is in `segment`: their attributes match and, when the segment
+    /// names a community, they belong to it.
+    pub fn in_segment(&self, segment: &crate::segments::Segment, user: UserIdx) -> bool {
+        segment.contains(self.user_attributes(user))
+            && segment.community.as_ref().is_none_or(|c| self.communities.index(c).is_some_and(|c| self.communities.contains(c, user)))
     }
 
     /// Who moves their contacts (see [`crate::influence`]).

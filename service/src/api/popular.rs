@@ -29,6 +29,7 @@ pub(crate) fn segment(a: Option<proto::UserAttributes>, prefix: &'static str) ->
         gender: text(a.gender),
         occupation: text(a.occupation),
         income: text(a.income),
+        community: text(a.community),
     })
 }
 

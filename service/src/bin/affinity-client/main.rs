@@ -158,6 +158,9 @@ enum Command {
         occupation: Option<String>,
         #[arg(long)]
         income: Option<String>,
+        /// A community's members only.
+        #[arg(long)]
+        community: Option<String>,
         /// Time window: all (default), 1d, 7d or 30d.
         #[arg(long, value_enum, default_value = "all")]
         window: WindowArg,
@@ -559,8 +562,8 @@ async fn run(cli: Cli) -> Result<()> {
             writeln!(out, "top categories  {}", names(&p.top_categories))?;
             writeln!(out, "top brands      {}", names(&p.top_brands))?;
         }
-        Command::Popular { k, category, region, age, gender, occupation, income, window, trending, rules } => {
-            let segment = Some(proto::UserAttributes { region, age, gender, occupation, income });
+        Command::Popular { k, category, region, age, gender, occupation, income, community, window, trending, rules } => {
+            let segment = Some(proto::UserAttributes { region, age, gender, occupation, income, community });
             let (rules, window) = (rules.into_proto(), window.proto());
             let r = if trending {
                 client.trending(proto::TrendingRequest { segment, category, k, rules, window, now: None }).await

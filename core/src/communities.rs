@@ -1,0 +1,173 @@
+//! Communities: group chats, community group-buying circles, clubs — named sets of users
+//! from `communities.csv` (`user_id,community_id`).
+//!
+//! A community is a segment of its own: what is popular or trending in it is counted on
+//! demand from its members, exactly as for a segment of user attributes (see
+//! [`crate::segments`]), and a member without history of their own starts from their
+//! community's list ("popular in community mums-club"). The table is stored with the
+//! model (`communities.bin`): community names sorted, and per user the indices of their
+//! communities, sorted, in one flat list.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::Membership;
+use crate::ids::{IdMap, UserIdx};
+
+/// Every user's communities.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Communities {
+    /// Community ids, sorted: a community's index is its place here.
+    names: Vec<String>,
+    /// Members per community, by index.
+    sizes: Vec<u32>,
+    /// User `u`'s communities are `member_of[offsets[u]..offsets[u + 1]]`, sorted.
+    offsets: Vec<u32>,
+    member_of: Vec<u32>,
+}
+
+impl Communities {
+    /// Builds the table from `memberships` over the model's `users` (memberships of
+    /// anyone else are ignored; repeated ones count once). Returns it and how many
+    /// memberships named an unknown user.
+    pub fn build(memberships: &[Membership], users: &IdMap) -> (Communities, usize) {
+        let mut names: Vec<String> = memberships.iter().map(|m| m.community_id.clone()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(memberships.len());
+        let mut unknown = 0;
+        for m in memberships {
+            match (users.get(&m.user_id), names.binary_search(&m.community_id)) {
+                (Some(u), Ok(c)) => pairs.push((u, c as u32)),
+                _ => unknown += 1,
+            }
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut sizes = vec![0u32; names.len()];
+        let mut offsets = Vec::with_capacity(users.len() + 1);
+        let mut member_of = Vec::with_capacity(pairs.len());
+        offsets.push(0);
+        let mut next = pairs.iter().peekable();
+        for u in 0..users.len() as u32 {
+            while let Some(&(_, c)) = next.next_if(|p| p.0 == u) {
+                member_of.push(c);
+                sizes[c as usize] += 1;
+            }
+            offsets.push(member_of.len() as u32);
+        }
+        (Communities { names, sizes, offsets, member_of }, unknown)
+    }
+
+    /// Whether there is no community.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The index of community `id`.
+    pub fn index(&self, id: &str) -> Option<u32> {
+        self.names.binary_search_by(|n| n.as_str().cmp(id)).ok().map(|c| c as u32)
+    }
+
+    /// The id of community `c`.
+    pub fn name(&self, c: u32) -> &str {
+        self.names.get(c as usize).map_or("", String::as_str)
+    }
+
+    /// How many members community `c` has.
+    pub fn size(&self, c: u32) -> u32 {
+        self.sizes.get(c as usize).copied().unwrap_or(0)
+    }
+
+    /// The communities `user` belongs to, sorted by index.
+    pub fn of_user(&self, user: UserIdx) -> &[u32] {
+        let u = user.0 as usize;
+        match (self.offsets.get(u), self.offsets.get(u + 1)) {
+            (Some(&a), Some(&b)) => &self.member_of[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    /// Whether `user` belongs to community `c`.
+    pub fn contains(&self, c: u32, user: UserIdx) -> bool {
+        self.of_user(user).binary_search(&c).is_ok()
+    }
+
+    /// Whether the table is consistent and fits a model of `n_users` users.
+    pub fn fits(&self, n_users: usize) -> bool {
+        if self.is_empty() && self.offsets.is_empty() {
+            return true;
+        }
+        self.offsets.len() == n_users + 1
+            && self.sizes.len() == self.names.len()
+            && self.names.windows(2).all(|w| w[0] < w[1])
+            && self.offsets.windows(2).all(|w| w[0] <= w[1])
+            && self.offsets.last().is_some_and(|&n| n as usize == self.member_of.len())
+            && self.member_of.iter().all(|&c| (c as usize) < self.names.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memberships_become_sorted_lists_and_unknown_users_are_counted() {
+        let m = |u: &str, c: &str| Membership { user_id: u.into(), community_id: c.into() };
+        let users = IdMap::from_ids(vec!["a".into(), "b".into(), "c".into()]);
+        let (t, unknown) = Communities::build(&[m("b", "runners"), m("a", "mums"), m("b", "mums"), m("b", "mums"), m("zed", "mums")], &users);
+        assert_eq!(unknown, 1);
+        let (mums, runners) = (t.index("mums").unwrap(), t.index("runners").unwrap());
+        assert_eq!((t.name(mums), t.size(mums), t.size(runners)), ("mums", 2, 1), "a repeated membership counts once");
+        assert_eq!(t.of_user(UserIdx(1)), &[mums, runners]);
+        assert!(t.contains(mums, UserIdx(0)) && !t.contains(runners, UserIdx(0)) && t.of_user(UserIdx(2)).is_empty());
+        assert!(t.index("nobody").is_none() && t.of_user(UserIdx(9)).is_empty());
+        assert!(t.fits(3) && !t.fits(4) && Communities::default().fits(3));
+    }
+}
+
+#[cfg(test)]
+mod served {
+    //! Communities through `Model`: Popular per community and a member's cold start.
+    use crate::data::{Event, EventKind, Membership, TimeKind};
+    use crate::recommend::{ReasonKind, RecommendQuery};
+    use crate::rules::Rules;
+    use crate::segments::Segment;
+    use crate::testing::{fast_params, small_store};
+    use crate::train::{train, NoProgress};
+    use crate::trending::{At, Window};
+
+    #[test]
+    fn a_community_has_its_own_popular_list_and_starts_its_newcomers_with_it() {
+        let mut data = small_store();
+        let mut users: Vec<String> = data.events.iter().map(|e| e.user_id.clone()).collect();
+        users.dedup();
+        // Twelve members who all had the club's item, which nobody else had.
+        for u in &users[..12] {
+            data.memberships.push(Membership { user_id: u.clone(), community_id: "club".into() });
+            data.events.push(Event::new(u.as_str(), "club-item", EventKind::Purchase, Some(1_700_000_000)));
+        }
+        data.memberships.push(Membership { user_id: "newcomer".into(), community_id: "club".into() });
+        let m = train(&data, TimeKind::Unix, &fast_params(), &NoProgress);
+        let at = || At { now: None, live: &[] };
+        let club = Segment { community: Some("club".into()), ..Segment::default() };
+        let (list, members) = m.popular_in(&club, None, &Rules::default(), 5, Window::All, at()).unwrap();
+        assert_eq!(members, 13, "the newcomer is a member too");
+        assert_eq!(m.item_id(list.items[0].item), "club-item");
+        let (everyone, _) = m.popular_in(&Segment::default(), None, &Rules::default(), 5, Window::All, at()).unwrap();
+        assert!(everyone.items.iter().all(|s| m.item_id(s.item) != "club-item"), "twelve buyers do not top the store");
+        let nobody = Segment { community: Some("no-such-club".into()), ..Segment::default() };
+        assert_eq!(m.popular_in(&nobody, None, &Rules::default(), 5, Window::All, at()).unwrap().1, 0);
+        assert!(m.trending_in(&club, None, &Rules::default(), 5, 7, at()).is_ok());
+
+        // The newcomer (no events, no contacts) starts from the club's list.
+        let r = m.recommend(&RecommendQuery::for_user("newcomer", 5), &m.default_settings()).unwrap();
+        assert_eq!(m.item_id(r.items[0].item), "club-item");
+        assert_eq!((r.items[0].reason, r.items[0].reason_text.as_str()), (ReasonKind::Popular, "popular in community club"));
+
+        // The table travels with the model.
+        let mut m = m;
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::model::format::save(&mut m, dir.path(), crate::model::publish::Retention::default()).unwrap();
+        assert_eq!(crate::model::format::load(&path).unwrap().communities(), m.communities());
+    }
+}
