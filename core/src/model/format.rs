@@ -140,10 +140,16 @@ struct UsersFile {
 
 /// Generates a version name `YYYYMMDDTHHMMSS.ffffffZ-<8 hex>`: UTC time to the
 /// microsecond, so names sort by creation even within a second, and a random suffix, so
-/// two trainers never pick the same name.
+/// two trainers never pick the same name. Within one process each name is at least a
+/// microsecond after the last, so names made back to back sort in the order made.
 pub fn new_version_name() -> String {
-    let now = chrono::Utc::now();
-    format!("{}-{:08x}", now.format("%Y%m%dT%H%M%S%.6fZ"), rand::random::<u32>())
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+    let now = chrono::Utc::now().timestamp_micros();
+    let last = LAST.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last.saturating_add(1)))).unwrap_or(now);
+    let micros = now.max(last.saturating_add(1));
+    let at = chrono::DateTime::from_timestamp_micros(micros).unwrap_or_else(chrono::Utc::now);
+    format!("{}-{:08x}", at.format("%Y%m%dT%H%M%S%.6fZ"), rand::random::<u32>())
 }
 
 /// Whether `name` looks like a version directory name: the current form
@@ -392,6 +398,23 @@ fn decode<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, bytes: &[u8]) 
     bincode::deserialize(bytes).map_err(|e| Error::model(dir.join(name), format!("cannot decode: {e}")))
 }
 
+/// Decodes the optional file `name` if the model has it (else an empty table), checking
+/// that it `fits` the model's tables (`what` names them in the error).
+fn optional<T: serde::de::DeserializeOwned + Default>(
+    dir: &Path,
+    blobs: &HashMap<String, Vec<u8>>,
+    name: &str,
+    fits: impl Fn(&T) -> bool,
+    what: &str,
+) -> Result<T> {
+    let Some(bytes) = blobs.get(name) else { return Ok(T::default()) };
+    let table: T = decode(dir, name, bytes)?;
+    if !fits(&table) {
+        return Err(Error::model(dir.join(name), format!("does not match {what}")));
+    }
+    Ok(table)
+}
+
 fn matrix(dir: &Path, name: &str, floats: Option<Vec<f32>>, rows: usize, cols: usize) -> Result<Array2<f32>> {
     let floats = floats.ok_or_else(|| Error::model(dir.join(name), "missing from manifest.json, or not whole f32 values"))?;
     if floats.len() != rows * cols {
@@ -541,50 +564,12 @@ pub fn load(path: &Path) -> Result<Model> {
         matrix(&dir, "collab_users.f32", floats.remove("collab_users.f32"), n_users, d)?,
         matrix(&dir, "content.f32", floats.remove("content.f32"), n_items, params.content.dim)?,
     );
-    // Candidate lists for heavy users: models trained before them (or without an index)
-    // have none.
-    let shortlists = match blobs.get("shortlists.bin") {
-        Some(bytes) => {
-            let lists: Shortlists = decode(&dir, "shortlists.bin", bytes)?;
-            if !lists.fits(n_users, n_items) {
-                return Err(Error::model(dir.join("shortlists.bin"), "does not match the user and item tables"));
-            }
-            lists
-        }
-        None => Shortlists::default(),
-    };
-    // The social graph: models trained without `social.csv` (or before it was read)
-    // have none.
-    let social = match blobs.get("social.bin") {
-        Some(bytes) => {
-            let graph: SocialGraph = decode(&dir, "social.bin", bytes)?;
-            if !graph.fits(n_users) {
-                return Err(Error::model(dir.join("social.bin"), "does not match the user table"));
-            }
-            graph
-        }
-        None => SocialGraph::default(),
-    };
-    let communities = match blobs.get("communities.bin") {
-        Some(bytes) => {
-            let table: Communities = decode(&dir, "communities.bin", bytes)?;
-            if !table.fits(n_users) {
-                return Err(Error::model(dir.join("communities.bin"), "does not match the user table"));
-            }
-            table
-        }
-        None => Communities::default(),
-    };
-    let influence = match blobs.get("influence.bin") {
-        Some(bytes) => {
-            let table: Influence = decode(&dir, "influence.bin", bytes)?;
-            if !table.fits(n_users) {
-                return Err(Error::model(dir.join("influence.bin"), "does not match the user table"));
-            }
-            table
-        }
-        None => Influence::default(),
-    };
+    // Optional files: a model trained without their input (or before they existed) has
+    // none, and loads with an empty table.
+    let shortlists: Shortlists = optional(&dir, &blobs, "shortlists.bin", |t: &Shortlists| t.fits(n_users, n_items), "the user and item tables")?;
+    let social: SocialGraph = optional(&dir, &blobs, "social.bin", |t: &SocialGraph| t.fits(n_users), "the user table")?;
+    let communities: Communities = optional(&dir, &blobs, "communities.bin", |t: &Communities| t.fits(n_users), "the user table")?;
+    let influence: Influence = optional(&dir, &blobs, "influence.bin", |t: &Influence| t.fits(n_users), "the user table")?;
     // The graphs' tables outlive the others (decoded last); the rest go now.
     let graph_tables: HashMap<String, Vec<u8>> = blobs.into_iter().filter(|(name, _)| name.ends_with(".graph.bin")).collect();
     let users = IdMap::from_ids(users_file.ids);

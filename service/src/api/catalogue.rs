@@ -23,15 +23,26 @@ fn check_batch(len: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// An INVALID_ARGUMENT naming entry `n` of the request's list `list` and its field:
+/// `items[3].price: is negative`. Shared by the calls that take lists of entries.
+pub(super) fn bad_entry(list: &'static str, n: usize, field: &str, why: impl std::fmt::Display) -> ApiError {
+    Error::invalid_argument(list, format!("{list}[{n}].{field}: {why}")).into()
+}
+
+/// Checks an id in entry `n` of `list` as ids are checked everywhere.
+pub(super) fn check_entry_id(list: &'static str, n: usize, field: &str, id: &str) -> Result<(), ApiError> {
+    if id.len() > MAX_ID_BYTES {
+        return Err(bad_entry(list, n, field, format!("at most {MAX_ID_BYTES} bytes, got {}", id.len())));
+    }
+    validate_id(id).map_err(|why| bad_entry(list, n, field, why))
+}
+
 fn bad(n: usize, field: &str, why: impl std::fmt::Display) -> ApiError {
-    Error::invalid_argument("items", format!("items[{n}].{field}: {why}")).into()
+    bad_entry("items", n, field, why)
 }
 
 fn check_id(n: usize, field: &str, id: &str) -> Result<(), ApiError> {
-    if id.len() > MAX_ID_BYTES {
-        return Err(bad(n, field, format!("at most {MAX_ID_BYTES} bytes, got {}", id.len())));
-    }
-    validate_id(id).map_err(|why| bad(n, field, why))
+    check_entry_id("items", n, field, id)
 }
 
 /// Checks availability changes and turns them into log entries.

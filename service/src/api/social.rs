@@ -1,24 +1,21 @@
 //! `IngestSocialEdges`: wire edge changes → checked log entries, all or none, the first
 //! bad one named by its index and field.
 
-use affinity_core::data::{validate_id, SocialEdge, SocialKind};
-use affinity_core::recommend::MAX_ID_BYTES;
+use affinity_core::data::{SocialEdge, SocialKind};
 use affinity_core::Error;
 use affinity_eventlog::SocialChange;
 
+use super::catalogue::{bad_entry, check_entry_id};
 use super::ingest::MAX_BATCH;
 use crate::proto;
 use crate::status::ApiError;
 
 fn bad(n: usize, field: &str, why: impl std::fmt::Display) -> ApiError {
-    Error::invalid_argument("edges", format!("edges[{n}].{field}: {why}")).into()
+    bad_entry("edges", n, field, why)
 }
 
 fn check_id(n: usize, field: &str, id: &str) -> Result<(), ApiError> {
-    if id.len() > MAX_ID_BYTES {
-        return Err(bad(n, field, format!("at most {MAX_ID_BYTES} bytes, got {}", id.len())));
-    }
-    validate_id(id).map_err(|why| bad(n, field, why))
+    check_entry_id("edges", n, field, id)
 }
 
 /// Checks edge changes: ids as everywhere, two different users, a known kind, a weight
