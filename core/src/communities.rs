@@ -106,6 +106,51 @@ impl Communities {
     }
 }
 
+/// Memberships joined and left while serving (`IngestMemberships`), over the trained
+/// table. Communities are named by id: one created since training has no index.
+#[derive(Debug, Clone, Default)]
+pub struct MembershipEdits {
+    joined: foldhash::HashMap<u32, Vec<String>>,
+    left: foldhash::HashSet<(u32, String)>,
+}
+
+impl MembershipEdits {
+    /// `user` joins `community` (again: no change).
+    pub fn join(&mut self, user: u32, community: &str) {
+        self.left.remove(&(user, community.to_string()));
+        let list = self.joined.entry(user).or_default();
+        if !list.iter().any(|c| c == community) {
+            list.push(community.to_string());
+        }
+    }
+
+    /// `user` leaves `community`.
+    pub fn leave(&mut self, user: u32, community: &str) {
+        if let Some(list) = self.joined.get_mut(&user) {
+            list.retain(|c| c != community);
+        }
+        self.left.insert((user, community.to_string()));
+    }
+
+    /// Whether `user` is in `community`, given whether the trained table says so.
+    pub fn is_member(&self, user: u32, community: &str, trained: bool) -> bool {
+        if self.joined.get(&user).is_some_and(|l| l.iter().any(|c| c == community)) {
+            return true;
+        }
+        trained && !self.left.contains(&(user, community.to_string()))
+    }
+
+    /// The communities `user` joined while serving.
+    pub fn joined(&self, user: u32) -> &[String] {
+        self.joined.get(&user).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `user` left `community` while serving.
+    pub fn has_left(&self, user: u32, community: &str) -> bool {
+        self.left.contains(&(user, community.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +208,21 @@ mod served {
         let r = m.recommend(&RecommendQuery::for_user("newcomer", 5), &m.default_settings()).unwrap();
         assert_eq!(m.item_id(r.items[0].item), "club-item");
         assert_eq!((r.items[0].reason, r.items[0].reason_text.as_str()), (ReasonKind::Popular, "popular in community club"));
+
+        // Memberships changed while serving: one more member, the newcomer leaves, a
+        // community nobody had at training time.
+        let other = users[20].clone();
+        assert!(m.edit_membership(&Membership { user_id: other.clone(), community_id: "club".into() }, false));
+        assert!(m.edit_membership(&Membership { user_id: "newcomer".into(), community_id: "club".into() }, true));
+        assert!(m.edit_membership(&Membership { user_id: other.clone(), community_id: "pop-up".into() }, false));
+        assert!(!m.edit_membership(&Membership { user_id: "stranger".into(), community_id: "club".into() }, false), "an unknown user waits");
+        assert_eq!(m.popular_in(&club, None, &Rules::default(), 5, Window::All, at()).unwrap().1, 13);
+        let pop_up = Segment { community: Some("pop-up".into()), ..Segment::default() };
+        assert_eq!(m.popular_in(&pop_up, None, &Rules::default(), 5, Window::All, at()).unwrap().1, 1);
+        let u = m.user_index(&other).unwrap();
+        assert_eq!(m.communities_of(u), vec![("club".to_string(), 13), ("pop-up".to_string(), 0)], "trained member counts");
+        let r = m.recommend(&RecommendQuery::for_user("newcomer", 5), &m.default_settings()).unwrap();
+        assert!(r.items.iter().all(|s| s.reason_text != "popular in community club"), "{:?}", r.items);
 
         // The table travels with the model.
         let mut m = m;

@@ -1104,9 +1104,9 @@ impl Model {
     /// to one (members of a group chat or buying circle share more than demographics),
     /// else their attributes.
     fn home_segment(&self, user: UserIdx) -> Segment {
-        let largest = self.communities.of_user(user).iter().copied().max_by_key(|&c| (self.communities.size(c), std::cmp::Reverse(c)));
+        let largest = self.communities_of(user).into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
         match largest {
-            Some(c) => Segment { community: Some(self.communities.name(c).to_string()), ..Segment::default() },
+            Some((community, _)) => Segment { community: Some(community), ..Segment::default() },
             None => Segment::of_user(self.user_attributes(user)),
         }
     }

@@ -23,7 +23,7 @@ mod storage;
 use std::ops::Range;
 use std::path::Path;
 
-use affinity_core::data::{Event, Item, ItemV1, SocialEdge, SocialKind};
+use affinity_core::data::{Event, Item, ItemV1, Membership, SocialEdge, SocialKind};
 use serde::{Deserialize, Serialize};
 
 pub use deleted::DeletedUsers;
@@ -114,6 +114,15 @@ impl SocialChange {
     }
 }
 
+/// A community membership joined or left while serving (`IngestMemberships`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MembershipChange {
+    /// The membership, as a `communities.csv` row would give it.
+    pub membership: Membership,
+    /// Whether the user leaves (else joins).
+    pub removed: bool,
+}
+
 /// What a record holds. New kinds are only ever added at the end (records store the
 /// variant's position).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +137,8 @@ pub enum Entry {
     Item(Item),
     /// A social edge added or removed while serving.
     Social(SocialChange),
+    /// A community membership joined or left while serving.
+    Membership(MembershipChange),
 }
 
 /// Applies the catalogue entries of `entries` (in log order) to `items`: an item entry
@@ -156,7 +167,25 @@ pub fn apply_to_catalogue<'a>(items: &mut Vec<Item>, entries: impl IntoIterator<
                     applied += 1;
                 }
             }
-            Entry::Event(_) | Entry::Social(_) => {}
+            Entry::Event(_) | Entry::Social(_) | Entry::Membership(_) => {}
+        }
+    }
+    applied
+}
+
+/// Applies the membership changes of `entries` (in log order) to `memberships` (as
+/// `communities.csv` gave them): a join is appended (repeats count once), a leave removes
+/// the pair. Returns how many changes were applied.
+pub fn apply_to_memberships<'a>(memberships: &mut Vec<Membership>, entries: impl IntoIterator<Item = &'a Entry>) -> usize {
+    let mut applied = 0;
+    for entry in entries {
+        let Entry::Membership(change) = entry else { continue };
+        applied += 1;
+        let m = &change.membership;
+        if change.removed {
+            memberships.retain(|x| x != m);
+        } else {
+            memberships.push(m.clone());
         }
     }
     applied
@@ -210,7 +239,7 @@ impl Entry {
     pub fn into_event(self) -> Option<LoggedEvent> {
         match self {
             Entry::Event(e) => Some(e),
-            Entry::Availability(_) | Entry::Item(_) | Entry::ItemV1(_) | Entry::Social(_) => None,
+            Entry::Availability(_) | Entry::Item(_) | Entry::ItemV1(_) | Entry::Social(_) | Entry::Membership(_) => None,
         }
     }
 
@@ -219,7 +248,7 @@ impl Entry {
         match self {
             Entry::Item(item) => Some(item.clone()),
             Entry::ItemV1(item) => Some(item.clone().into()),
-            Entry::Event(_) | Entry::Availability(_) | Entry::Social(_) => None,
+            Entry::Event(_) | Entry::Availability(_) | Entry::Social(_) | Entry::Membership(_) => None,
         }
     }
 }

@@ -466,3 +466,14 @@ fn social_changes_replay_onto_the_edge_list_in_order() {
     assert!(matches!(&entry, Entry::Social(c) if c.names("h") && !c.names("a")));
     assert_eq!(entry.into_event(), None);
 }
+
+#[test]
+fn membership_changes_replay_onto_the_membership_list_in_order() {
+    use affinity_core::data::Membership;
+    let m = |u: &str, c: &str| Membership { user_id: u.into(), community_id: c.into() };
+    let change = |x: Membership, removed| Entry::Membership(MembershipChange { membership: x, removed });
+    let mut list = vec![m("a", "club"), m("b", "club")];
+    let changes = vec![change(m("a", "club"), true), change(m("c", "club"), false), change(m("a", "runners"), false), change(m("c", "club"), true), change(m("c", "club"), false)];
+    assert_eq!(apply_to_memberships(&mut list, &changes), 5);
+    assert_eq!(list, vec![m("b", "club"), m("a", "runners"), m("c", "club")]);
+}

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{mpsc, Mutex};
 
 use affinity_core::data::Event;
-use affinity_eventlog::{Entry, EventLog, LogMetrics, LogOptions, LoggedEvent, SocialChange};
+use affinity_eventlog::{Entry, EventLog, LogMetrics, LogOptions, LoggedEvent, MembershipChange, SocialChange};
 use tokio::sync::oneshot;
 
 /// Event ids remembered for de-duplication (the oldest are forgotten first).
@@ -102,6 +102,8 @@ pub struct Replay {
     /// Every social edge change with its log position, oldest first (a model trained
     /// from the log holds some; re-applying them is harmless).
     pub social: Vec<(u64, SocialChange)>,
+    /// Every membership change with its log position, oldest first (likewise).
+    pub memberships: Vec<(u64, MembershipChange)>,
 }
 
 /// The server's handle on its event log.
@@ -136,6 +138,7 @@ impl Ingest {
                 }
                 catalogue @ (Entry::Availability(_) | Entry::Item(_) | Entry::ItemV1(_)) => replay.catalogue.push(catalogue),
                 Entry::Social(change) => replay.social.push((r.seq, change)),
+                Entry::Membership(change) => replay.memberships.push((r.seq, change)),
             }
         }
         let next = std::sync::atomic::AtomicU64::new(log.next_seq());
@@ -288,6 +291,7 @@ fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMet
                             .compact(|r| match &r.entry {
                                 Entry::Event(e) => e.event.user_id == user_id,
                                 Entry::Social(c) => c.names(&user_id),
+                                Entry::Membership(c) => c.membership.user_id == user_id,
                                 _ => false,
                             })
                             .map_err(|e| e.to_string()),

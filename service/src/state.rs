@@ -20,7 +20,7 @@ use arc_swap::ArcSwapOption;
 use affinity_eventlog::{DeletedUsers, Entry};
 
 use crate::catalogue::CatalogueChanges;
-use crate::social::SocialChanges;
+use crate::social::{MembershipChanges, SocialChanges};
 use crate::gate::metrics::Metrics;
 use crate::ingest::{Ingest, SyncPolicy};
 use crate::live::{LiveLimits, LiveUsers};
@@ -94,8 +94,10 @@ pub struct ServerState {
     /// an older catalogue keeps them. Held while a change is applied to the live model
     /// and while a model is installed, so none falls between the two.
     catalogue: Mutex<CatalogueChanges>,
-    /// Social edges changed since start, applied to every model installed (as above).
+    /// Social edges and memberships changed since start, applied to every model
+    /// installed (as above).
     social: Mutex<SocialChanges>,
+    memberships: Mutex<MembershipChanges>,
     /// Held while a reload runs.
     reloading: Mutex<()>,
     reload_poll: Option<Duration>,
@@ -153,6 +155,7 @@ impl ServerState {
             recent: LiveInteractions::new(config.window_events.unwrap_or(DEFAULT_WINDOW_EVENTS)),
             catalogue: Mutex::new(CatalogueChanges::default()),
             social: Mutex::new(SocialChanges::default()),
+            memberships: Mutex::new(MembershipChanges::default()),
             reloading: Mutex::new(()),
             reload_poll: config.reload_poll,
             deleted: Mutex::new(DeletedUsers::default()),
@@ -237,6 +240,11 @@ impl ServerState {
                             self.change_social(seq, change);
                         }
                     }
+                    for (seq, change) in replay.memberships {
+                        if !self.is_deleted(&change.membership.user_id) {
+                            self.change_membership(seq, change);
+                        }
+                    }
                     tracing::info!(dir = %dir.display(), after, replayed = replay.events.len(), "event log open");
                     Ok(ingest)
                 }
@@ -313,7 +321,8 @@ impl ServerState {
             deleted.add(&user).map_err(|e| ApiError::IngestOff(format!("cannot record the deletion: {e}")))?;
             drop(deleted);
             state.users.remove(&user);
-            state.social().forget(&user);
+            state.social().retain(|c| !c.names(&user));
+            state.memberships().retain(|c| c.membership.user_id != user);
             state.recent.remove_user(&user, state.live.load().as_ref().map(|l| &l.model));
             // Nor do their friends' recommendations draw on them any more.
             if let Some(live) = state.live.load().as_ref() {
@@ -393,7 +402,7 @@ impl ServerState {
                     self.upsert_item(item);
                 }
             }
-            Entry::Event(_) | Entry::Social(_) => {}
+            Entry::Event(_) | Entry::Social(_) | Entry::Membership(_) => {}
         }
     }
 
@@ -407,7 +416,20 @@ impl ServerState {
     pub fn change_social(&self, seq: u64, change: affinity_eventlog::SocialChange) -> bool {
         let mut social = self.social();
         let live = self.live.load();
-        social.record(live.as_ref().map(|l| &l.model), seq, change)
+        social.apply(live.as_ref().map(|l| &l.model), seq, change)
+    }
+
+    fn memberships(&self) -> std::sync::MutexGuard<'_, MembershipChanges> {
+        self.memberships.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a membership change (stored at log position `seq`) and applies it to the
+    /// live model (and to every model installed later). Returns whether the live model
+    /// knows the user.
+    pub fn change_membership(&self, seq: u64, change: affinity_eventlog::MembershipChange) -> bool {
+        let mut memberships = self.memberships();
+        let live = self.live.load();
+        memberships.apply(live.as_ref().map(|l| &l.model), seq, change)
     }
 
     /// Records an availability change and applies it to the live model (and to every
@@ -486,6 +508,8 @@ impl ServerState {
         catalogue.apply_to(&model);
         let social = self.social();
         social.apply_to(&model);
+        let memberships = self.memberships();
+        memberships.apply_to(&model);
         self.forget_deleted(&model);
         self.recent.rebase(&model);
         self.live.store(Some(Arc::new(LiveModel { model, settings })));

@@ -262,4 +262,34 @@ async fn popular_and_trending_per_community_over_grpc() {
     let e = c.popular(proto::PopularRequest { segment: club(&"x".repeat(300)), k: 5, ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("segment.community"), "{}", e.message());
+
+    // Memberships change while serving: one joins, the newcomer leaves, a stranger waits.
+    let change = |user: &str, remove: bool| proto::MembershipChange { user_id: user.to_string(), community_id: "club".into(), remove };
+    let send = |memberships: Vec<proto::MembershipChange>| proto::IngestMembershipsRequest { memberships };
+    let r = c.ingest_memberships(send(vec![change("u00100", false), change("club-newcomer", true), change("stranger", false)])).await.unwrap().into_inner();
+    assert_eq!((r.stored, r.pending), (3, 1));
+    let members = |c: &mut RecommenderClient<tonic::transport::Channel>| {
+        let mut c = c.clone();
+        async move { c.popular(proto::PopularRequest { segment: club("club"), k: 5, ..Default::default() }).await.unwrap().into_inner().segment_users }
+    };
+    assert_eq!(members(&mut c).await, 31, "one in, one out");
+    let newcomer = proto::RecommendRequest { subject: Some(Subject::UserId("club-newcomer".into())), k: 5, ..Default::default() };
+    let r = c.recommend(newcomer.clone()).await.unwrap().into_inner();
+    assert!(r.items.iter().all(|i| i.reason.as_ref().unwrap().text != "popular in community club"));
+    let e = c.ingest_memberships(send(vec![change("u00100", false), proto::MembershipChange { community_id: String::new(), ..change("u00101", false) }])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("memberships[1].community_id"), "{}", e.message());
+    // After a restart, from the log.
+    drop(c);
+    drop(server);
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    assert_eq!(members(&mut c).await, 31);
+    // A deleted member is counted no more, and their logged memberships go with them.
+    c.delete_user(proto::DeleteUserRequest { user_id: "u00100".into() }).await.unwrap();
+    drop(c);
+    drop(server);
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    assert_eq!(members(&mut c).await, 30);
 }

@@ -105,7 +105,8 @@ pub struct Inputs {
     pub time_kind: TimeKind,
     /// The last log position read (0 without a log).
     pub log_position: u64,
-    /// The log's social edge changes, in log order, for [`with_log_social`].
+    /// The log's social edge and membership changes, in log order, for
+    /// [`with_log_social`] and [`with_log_memberships`].
     pub social_changes: Vec<affinity_eventlog::Entry>,
     /// Users who asked to be forgotten (empty without a log).
     pub deleted: affinity_eventlog::DeletedUsers,
@@ -127,12 +128,12 @@ pub fn load_inputs(args: &InputArgs) -> Result<Inputs> {
         for r in records {
             match r.entry {
                 affinity_eventlog::Entry::Event(e) => events.push(e.event),
-                social @ affinity_eventlog::Entry::Social(_) => social_changes.push(social),
+                social @ (affinity_eventlog::Entry::Social(_) | affinity_eventlog::Entry::Membership(_)) => social_changes.push(social),
                 change => catalogue.push(change),
             }
         }
         eprintln!(
-            "{}: {} event(s), {} catalogue change(s) and {} social edge change(s) from the event log (through position {position})",
+            "{}: {} event(s), {} catalogue change(s) and {} social edge or membership change(s) from the event log (through position {position})",
             dir.display(),
             events.len() - before,
             catalogue.len(),
@@ -168,6 +169,17 @@ pub fn load_inputs(args: &InputArgs) -> Result<Inputs> {
         social_changes,
         deleted,
     })
+}
+
+/// `memberships` (from `communities.csv`, or none) with the event log's membership
+/// changes applied in order, less those of users who asked to be forgotten.
+pub fn with_log_memberships(mut memberships: Vec<data::Membership>, inputs: &Inputs) -> Vec<data::Membership> {
+    let applied = affinity_eventlog::apply_to_memberships(&mut memberships, &inputs.social_changes);
+    if applied > 0 {
+        eprintln!("applied {applied} membership change(s) from the event log");
+    }
+    memberships.retain(|m| !inputs.deleted.contains(&m.user_id));
+    memberships
 }
 
 /// `edges` (from `social.csv`, or none) with the event log's social edge changes applied
@@ -212,16 +224,17 @@ pub fn train(args: TrainArgs) -> Result<()> {
         None => Vec::new(),
     };
     let social = with_log_social(file_edges, &inputs);
-    let Inputs { mut dataset, deleted, .. } = inputs;
+    let file_memberships = match &args.communities {
+        Some(p) => report(p, data::read_memberships(p, opts)?),
+        None => Vec::new(),
+    };
+    let memberships = with_log_memberships(file_memberships, &inputs);
+    let mut dataset = inputs.dataset;
     dataset.social = social;
     if let Some(p) = &args.users {
         dataset.users = report(p, data::read_users(p, opts)?);
     }
-    if let Some(p) = &args.communities {
-        dataset.memberships = report(p, data::read_memberships(p, opts)?);
-        // Users who asked to be forgotten belong to no community.
-        dataset.memberships.retain(|m| !deleted.contains(&m.user_id));
-    }
+    dataset.memberships = memberships;
     let mut params = load_params(args.input.read.params.as_deref())?;
     if let Some(n) = args.recent {
         params.recent_events = n;

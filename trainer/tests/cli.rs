@@ -437,6 +437,12 @@ fn train_reads_a_server_event_log_and_records_its_position() {
     };
     use affinity_core::data::SocialKind::{Follow, Friend};
     entries.extend([social("u0", "u1", Friend, false), social("u2", "u3", Follow, false), social("u4", "u5", Friend, false), social("u5", "u4", Friend, true)]);
+    // And memberships: u0 joins, u1 joins and leaves.
+    let member = |u: &str, removed| {
+        let membership = affinity_core::data::Membership { user_id: u.into(), community_id: "club".into() };
+        Entry::Membership(affinity_eventlog::MembershipChange { membership, removed })
+    };
+    entries.extend([member("u0", false), member("u1", false), member("u1", true)]);
     log.append(&entries).unwrap();
     log.sync().unwrap();
     let root = dir.path().join("models");
@@ -445,11 +451,14 @@ fn train_reads_a_server_event_log_and_records_its_position() {
     assert!(out.contains("12 users"), "{out}");
     let version = std::fs::read_to_string(root.join("current")).unwrap();
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join(version.trim()).join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["log_position"], 64);
+    assert_eq!(manifest["log_position"], 67);
     let m = affinity_core::model::format::load(&root).unwrap();
     let contacts = |m: &affinity_core::model::Model, u: &str| m.contacts_of(m.user_index(u).unwrap()).iter().map(|c| m.user_ids()[c.user as usize].clone()).collect::<Vec<_>>();
     assert_eq!((contacts(&m, "u0"), contacts(&m, "u1"), contacts(&m, "u2")), (vec!["u1".to_string()], vec!["u0".to_string()], vec!["u3".to_string()]));
     assert!(contacts(&m, "u4").is_empty() && contacts(&m, "u5").is_empty(), "the friendship was ended");
+    let club = m.communities().index("club").expect("the logged community");
+    assert_eq!(m.communities().size(club), 1);
+    assert!(m.communities().contains(club, m.user_index("u0").unwrap()));
     let rake = m.item_index("rake").expect("the logged catalogue entry is in the model");
     assert_eq!(m.item(rake), &new_item);
     assert!(m.has_content(rake) && !m.has_collab(rake));

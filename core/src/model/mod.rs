@@ -163,6 +163,10 @@ pub struct Model {
     pub(crate) influence: crate::influence::Influence,
     /// Which communities each user belongs to (empty without `communities.csv`).
     pub(crate) communities: crate::communities::Communities,
+    /// Memberships changed while serving, over `communities` (see
+    /// [`Model::edit_membership`]); `community_edited` says whether there are any.
+    community_edits: std::sync::RwLock<crate::communities::MembershipEdits>,
+    community_edited: AtomicBool,
     /// Per user, whether they asked to be forgotten while this model serves: their
     /// history no longer votes for their contacts, nor is named in a reason.
     forgotten: Vec<AtomicBool>,
@@ -345,6 +349,8 @@ impl Model {
             social: crate::social::SocialGraph::default(),
             influence: crate::influence::Influence::default(),
             communities: crate::communities::Communities::default(),
+            community_edits: Default::default(),
+            community_edited: AtomicBool::new(false),
             forgotten,
             social_edits: Default::default(),
             social_edited: AtomicBool::new(false),
@@ -502,8 +508,48 @@ impl Model {
     /// Whether `user` is in `segment`: their attributes match and, when the segment
     /// names a community, they belong to it.
     pub fn in_segment(&self, segment: &crate::segments::Segment, user: UserIdx) -> bool {
-        segment.contains(self.user_attributes(user))
-            && segment.community.as_ref().is_none_or(|c| self.communities.index(c).is_some_and(|c| self.communities.contains(c, user)))
+        segment.contains(self.user_attributes(user)) && segment.community.as_ref().is_none_or(|c| self.is_member(user, c))
+    }
+
+    /// Whether `user` belongs to `community`, as trained and changed while serving.
+    pub fn is_member(&self, user: UserIdx, community: &str) -> bool {
+        let trained = self.communities.index(community).is_some_and(|c| self.communities.contains(c, user));
+        if !self.community_edited.load(Ordering::Acquire) {
+            return trained;
+        }
+        self.community_edits.read().unwrap_or_else(|p| p.into_inner()).is_member(user.0, community, trained)
+    }
+
+    /// The communities `user` belongs to with their trained member counts (0 for one
+    /// created while serving), as trained and changed while serving.
+    pub fn communities_of(&self, user: UserIdx) -> Vec<(String, u32)> {
+        let trained = self.communities.of_user(user).iter().map(|&c| (self.communities.name(c).to_string(), self.communities.size(c)));
+        if !self.community_edited.load(Ordering::Acquire) {
+            return trained.collect();
+        }
+        let edits = self.community_edits.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, u32)> = trained.filter(|(name, _)| !edits.has_left(user.0, name)).collect();
+        for c in edits.joined(user.0) {
+            if !out.iter().any(|(name, _)| name == c) {
+                out.push((c.clone(), self.communities.index(c).map_or(0, |i| self.communities.size(i))));
+            }
+        }
+        out
+    }
+
+    /// `user_id` joins (or with `remove`, leaves) `community_id` while serving. Returns
+    /// false, changing nothing, for a user the model does not know (a retrain that reads
+    /// the event log takes the membership in).
+    pub fn edit_membership(&self, membership: &crate::data::Membership, remove: bool) -> bool {
+        let Some(user) = self.user_index(&membership.user_id) else { return false };
+        let mut edits = self.community_edits.write().unwrap_or_else(|p| p.into_inner());
+        if remove {
+            edits.leave(user.0, &membership.community_id);
+        } else {
+            edits.join(user.0, &membership.community_id);
+        }
+        self.community_edited.store(true, Ordering::Release);
+        true
     }
 
     /// Who moves their contacts (see [`crate::influence`]).

@@ -339,6 +339,29 @@ impl Recommender for RecommenderApi {
         }))
     }
 
+    #[instrument(skip_all, fields(memberships = request.get_ref().memberships.len()))]
+    async fn ingest_memberships(
+        &self,
+        request: Request<proto::IngestMembershipsRequest>,
+    ) -> Result<Response<proto::IngestMembershipsResponse>, Status> {
+        let changes = social::checked_memberships(request.into_inner())?;
+        let log = self.state.ingest()?;
+        let seqs = log.commit(changes.iter().cloned().map(affinity_eventlog::Entry::Membership).collect()).await.map_err(ApiError::from)?;
+        // Durable now: apply to the live model (and to models installed later).
+        let state = Arc::clone(&self.state);
+        let first = seqs.start;
+        let pending = tokio::task::spawn_blocking(move || {
+            changes.into_iter().zip(first..).map(|(change, seq)| state.change_membership(seq, change)).filter(|applied| !applied).count()
+        })
+        .await
+        .map_err(ApiError::from)?;
+        Ok(Response::new(proto::IngestMembershipsResponse {
+            stored: changes_len(seqs.clone()),
+            pending: pending as u32,
+            last_sequence: seqs.end.saturating_sub(1),
+        }))
+    }
+
     #[instrument(skip_all, fields(items = request.get_ref().items.len()))]
     async fn upsert_items(&self, request: Request<proto::UpsertItemsRequest>) -> Result<Response<proto::UpsertItemsResponse>, Status> {
         let upserts = catalogue::checked_items(request.into_inner())?;

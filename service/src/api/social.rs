@@ -1,9 +1,9 @@
-//! `IngestSocialEdges`: wire edge changes → checked log entries, all or none, the first
-//! bad one named by its index and field.
+//! `IngestSocialEdges` and `IngestMemberships`: wire changes → checked log entries, all
+//! or none, the first bad one named by its index and field.
 
-use affinity_core::data::{SocialEdge, SocialKind};
+use affinity_core::data::{Membership, SocialEdge, SocialKind};
 use affinity_core::Error;
-use affinity_eventlog::SocialChange;
+use affinity_eventlog::{MembershipChange, SocialChange};
 
 use super::catalogue::{bad_entry, check_entry_id};
 use super::ingest::MAX_BATCH;
@@ -44,6 +44,22 @@ pub(crate) fn checked(r: proto::IngestSocialEdgesRequest) -> Result<Vec<SocialCh
             }
             let weight = if e.weight == 0.0 { 1.0 } else { e.weight };
             Ok(SocialChange { edge: SocialEdge { user_id: e.user_id, other_id: e.other_id, kind, weight }, removed: e.remove })
+        })
+        .collect()
+}
+
+/// Checks membership changes: ids as everywhere.
+pub(crate) fn checked_memberships(r: proto::IngestMembershipsRequest) -> Result<Vec<MembershipChange>, ApiError> {
+    if r.memberships.len() > MAX_BATCH {
+        return Err(Error::invalid_argument("memberships", format!("at most {MAX_BATCH} memberships per call, got {}", r.memberships.len())).into());
+    }
+    r.memberships
+        .into_iter()
+        .enumerate()
+        .map(|(n, m)| {
+            check_entry_id("memberships", n, "user_id", &m.user_id)?;
+            check_entry_id("memberships", n, "community_id", &m.community_id)?;
+            Ok(MembershipChange { membership: Membership { user_id: m.user_id, community_id: m.community_id }, removed: m.remove })
         })
         .collect()
 }

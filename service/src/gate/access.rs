@@ -62,6 +62,7 @@ pub const RPC_ROLES: &[(&str, Role)] = &[
     ("SetAvailability", Role::Write),
     ("UpsertItems", Role::Write),
     ("IngestSocialEdges", Role::Write),
+    ("IngestMemberships", Role::Write),
     ("ReloadModel", Role::Admin),
     ("DeleteUser", Role::Admin),
     ("ListUsers", Role::Admin),

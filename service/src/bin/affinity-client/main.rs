@@ -228,6 +228,19 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         batch: usize,
     },
+    /// Send the memberships of a communities file (communities.csv: user_id,community_id)
+    /// to the server: joined, or with --remove left. Logged like events.
+    Memberships {
+        /// The communities file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Leave instead.
+        #[arg(long)]
+        remove: bool,
+        /// Memberships per call (at most 10,000).
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+    },
     /// Wait for a demo server (`affinity-server --demo`) to serve, check its answers and
     /// exit 0 if all is well.
     Smoke {
@@ -477,6 +490,21 @@ async fn run(cli: Cli) -> Result<()> {
             }
             progress.finish_and_clear();
             writeln!(out, "stored {stored} edge change(s), {pending} naming a user the model does not know yet; log position {last}")?;
+        }
+        Command::Memberships { file, remove, batch } => {
+            let rows = affinity_core::data::read_memberships(&file, affinity_core::data::ReadOptions::default())?.rows;
+            let (mut stored, mut pending, mut last) = (0u64, 0u64, 0u64);
+            let progress = progress(rows.len(), "memberships");
+            for chunk in rows.chunks(batch.clamp(1, 10_000)) {
+                let memberships = chunk.iter().map(|m| proto::MembershipChange { user_id: m.user_id.clone(), community_id: m.community_id.clone(), remove }).collect();
+                let r = client.ingest_memberships(proto::IngestMembershipsRequest { memberships }).await.map_err(status_msg)?.into_inner();
+                stored += u64::from(r.stored);
+                pending += u64::from(r.pending);
+                last = last.max(r.last_sequence);
+                progress.inc(chunk.len() as u64);
+            }
+            progress.finish_and_clear();
+            writeln!(out, "stored {stored} membership change(s), {pending} naming a user the model does not know yet; log position {last}")?;
         }
         Command::UpsertItems { file, batch } => {
             let items = affinity_core::data::read_items(&file, affinity_core::data::ReadOptions::default())?.rows;
