@@ -86,30 +86,51 @@ impl Influence {
         }
         let empty = Vec::new();
         let firsts_of = |u: u32| firsts.get(u as usize).unwrap_or(&empty);
-        // Per follower, per contact (in graph order): the items adopted from that contact.
-        let adopted: Vec<Vec<Vec<u32>>> = (0..n_users as u32)
+        // Per follower: the share of their rank each contact gets (graph order, summing to
+        // 1; empty for a follower who adopted nothing from contacts of weight 0), and the
+        // adoptions as (contact, category, amount); with counts of all and untimed ones.
+        // Nothing per item is kept: at a million users the lists would cost gigabytes.
+        type Pass<'a> = (Vec<f32>, Vec<(u32, &'a str, f32)>, usize, usize);
+        let passes: Vec<Pass<'c>> = (0..n_users as u32)
             .into_par_iter()
             .map(|f| {
                 let mine = firsts_of(f);
-                graph.contacts(UserIdx(f)).iter().take(MAX_CONTACTS).map(|c| adopted_from(mine, firsts_of(c.user))).collect()
+                let (mut shares, mut tally, mut untimed, mut all) = (Vec::new(), Vec::new(), 0, 0);
+                for c in graph.contacts(UserIdx(f)).iter().take(MAX_CONTACTS) {
+                    let mut adopted = 0.0f32;
+                    adopted_from(mine, firsts_of(c.user), |item, amount| {
+                        adopted += amount;
+                        all += 1;
+                        untimed += usize::from(amount < 1.0);
+                        tally.push((c.user, category_of(item), amount));
+                    });
+                    shares.push(c.weight * (ADOPTION_PRIOR + adopted));
+                }
+                let total: f32 = shares.iter().sum();
+                if total > 0.0 {
+                    shares.iter_mut().for_each(|s| *s /= total);
+                } else {
+                    shares.clear();
+                }
+                (shares, tally, untimed, all)
             })
             .collect();
-        let half = |items: &[u32]| items.iter().map(|&i| if i & HALF != 0 { 0.5 } else { 1.0 }).sum::<f32>();
-        let untimed: usize = adopted.par_iter().flatten().map(|items| items.iter().filter(|&&i| i & HALF != 0).count()).sum();
-        let all: usize = adopted.par_iter().flatten().map(Vec::len).sum();
-        let rank = pagerank(graph, n_users, |f, k, weight| weight * (ADOPTION_PRIOR + half(&adopted[f as usize][k])));
+        let untimed: usize = passes.iter().map(|p| p.2).sum();
+        let all: usize = passes.iter().map(|p| p.3).sum();
+        let rank = pagerank(graph, n_users, |f| &passes[f as usize].0);
         let score: Vec<f32> = rank.iter().map(|&r| (r * n_users as f64) as f32).collect();
 
         // Per leader: followers and adoptions by category.
         let mut followers = vec![0u32; n_users];
-        let mut by_category: Vec<foldhash::HashMap<&str, f32>> = vec![Default::default(); n_users];
-        for (f, per_contact) in adopted.iter().enumerate() {
-            for (c, items) in graph.contacts(UserIdx(f as u32)).iter().zip(per_contact) {
+        for f in 0..n_users as u32 {
+            for c in graph.contacts(UserIdx(f)).iter().take(MAX_CONTACTS) {
                 followers[c.user as usize] += 1;
-                let slot = &mut by_category[c.user as usize];
-                for &i in items {
-                    *slot.entry(category_of(i & !HALF)).or_default() += if i & HALF != 0 { 0.5 } else { 1.0 };
-                }
+            }
+        }
+        let mut by_category: Vec<foldhash::HashMap<&str, f32>> = vec![Default::default(); n_users];
+        for (_, tally, _, _) in passes {
+            for (leader, category, amount) in tally {
+                *by_category[leader as usize].entry(category).or_default() += amount;
             }
         }
         let leader_threshold = leader_threshold(&followers);
@@ -198,13 +219,9 @@ impl Model {
     }
 }
 
-/// Marks an adopted item counted half (times missing): item indices stay below 2³¹.
-const HALF: u32 = 1 << 31;
-
-/// The items `mine` had after `theirs` had them (both sorted by item); an item either
-/// had without a time is marked [`HALF`].
-fn adopted_from(mine: &[FirstSeen], theirs: &[FirstSeen]) -> Vec<u32> {
-    let mut out = Vec::new();
+/// Calls `visit(item, amount)` for each item `mine` had after `theirs` had it (both
+/// sorted by item): amount 1, or ½ when either had it without a time.
+fn adopted_from(mine: &[FirstSeen], theirs: &[FirstSeen], mut visit: impl FnMut(u32, f32)) {
     let (mut a, mut b) = (mine.iter().peekable(), theirs.iter().peekable());
     while let (Some(&&(i, t_mine)), Some(&&(j, t_theirs))) = (a.peek(), b.peek()) {
         match i.cmp(&j) {
@@ -216,16 +233,15 @@ fn adopted_from(mine: &[FirstSeen], theirs: &[FirstSeen]) -> Vec<u32> {
             }
             std::cmp::Ordering::Equal => {
                 match (t_mine, t_theirs) {
-                    (Some(m), Some(t)) if t < m => out.push(i),
+                    (Some(m), Some(t)) if t < m => visit(i, 1.0),
                     (Some(_), Some(_)) => {}
-                    _ => out.push(i | HALF),
+                    _ => visit(i, 0.5),
                 }
                 a.next();
                 b.next();
             }
         }
     }
-    out
 }
 
 /// The follower count from which a user is a leader: the top 1% of users with any
@@ -240,31 +256,19 @@ fn leader_threshold(followers: &[u32]) -> u32 {
     nth.max(10)
 }
 
-/// Weighted PageRank: user `f` passes rank to its `k`-th contact in proportion to
-/// `weight(f, k, edge weight)`; users without contacts spread theirs over everyone.
-/// Returns ranks summing to 1.
-fn pagerank(graph: &SocialGraph, n: usize, weight: impl Fn(u32, usize, f32) -> f32 + Sync) -> Vec<f64> {
-    // Per user, the share each contact gets (row-normalised weights).
-    let shares: Vec<Vec<(u32, f64)>> = (0..n as u32)
-        .into_par_iter()
-        .map(|f| {
-            let row: Vec<(u32, f64)> = graph.contacts(UserIdx(f)).iter().take(MAX_CONTACTS).enumerate().map(|(k, c)| (c.user, f64::from(weight(f, k, c.weight)))).collect();
-            let total: f64 = row.iter().map(|r| r.1).sum();
-            if total > 0.0 {
-                row.into_iter().map(|(u, w)| (u, w / total)).collect()
-            } else {
-                Vec::new()
-            }
-        })
-        .collect();
+/// Weighted PageRank: user `f` passes its rank to its contacts (graph order, at most
+/// [`MAX_CONTACTS`]) by `shares(f)` (summing to 1; empty: none); users passing nothing
+/// spread theirs over everyone. Returns ranks summing to 1.
+fn pagerank<'s>(graph: &SocialGraph, n: usize, shares: impl Fn(u32) -> &'s [f32]) -> Vec<f64> {
     let mut rank = vec![1.0 / n as f64; n];
     for _ in 0..50 {
-        let dangling: f64 = shares.iter().zip(&rank).filter(|(s, _)| s.is_empty()).map(|(_, r)| r).sum();
+        let dangling: f64 = (0..n as u32).filter(|&f| shares(f).is_empty()).map(|f| rank[f as usize]).sum();
         let base = (1.0 - DAMPING) / n as f64 + DAMPING * dangling / n as f64;
         let mut next = vec![base; n];
-        for (row, r) in shares.iter().zip(&rank) {
-            for &(to, share) in row {
-                next[to as usize] += DAMPING * r * share;
+        for f in 0..n as u32 {
+            let r = rank[f as usize];
+            for (c, &share) in graph.contacts(UserIdx(f)).iter().zip(shares(f)) {
+                next[c.user as usize] += DAMPING * r * f64::from(share);
             }
         }
         let change: f64 = next.iter().zip(&rank).map(|(a, b)| (a - b).abs()).sum();
@@ -290,7 +294,9 @@ mod tests {
     fn adoption_needs_the_contact_first_and_counts_half_without_times() {
         let mine = [(1, Some(10)), (2, Some(5)), (3, None), (4, Some(7))];
         let theirs = [(1, Some(3)), (2, Some(9)), (3, Some(1)), (5, Some(0))];
-        assert_eq!(adopted_from(&mine, &theirs), vec![1, 3 | HALF], "2 was mine first, 4 and 5 not shared");
+        let mut adopted = Vec::new();
+        adopted_from(&mine, &theirs, |i, amount| adopted.push((i, amount)));
+        assert_eq!(adopted, vec![(1, 1.0), (3, 0.5)], "2 was mine first, 4 and 5 not shared");
     }
 
     #[test]
