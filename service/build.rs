@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("affinity_descriptor.bin"))
-        .compile_protos(&[root.join("affinity/v1/recommender.proto")], &[root.clone()])?;
+        .compile_protos(&[root.join("affinity/v1/recommender.proto")], std::slice::from_ref(&root))?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
 }

@@ -120,7 +120,9 @@ pub fn learn(rows: &[Vec<(u32, f32)>], sequences: &[Vec<u32>], n_items: usize, p
     let steps: Vec<f32> = (0..p.window).map(|s| 1.0 / (s + 1) as f32).collect();
     // Co-occurrence counts kept per item for the sparse EASE (sorted by item).
     let keep_counts = if p.ease_lambda > 0.0 { 4 * p.neighbours } else { 0 };
-    let learned: Vec<(Vec<(u32, f32)>, Vec<(u32, f32)>)> = (0..n_items)
+    // Per item: its neighbour list and its kept co-occurrence counts.
+    type Learned = (Vec<(u32, f32)>, Vec<(u32, f32)>);
+    let learned: Vec<Learned> = (0..n_items)
         .into_par_iter()
         .map_init(
             || (vec![0.0f32; n_items], vec![0.0f32; n_items], Vec::<u32>::new()),

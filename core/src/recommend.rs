@@ -559,7 +559,7 @@ impl Model {
             || stored.is_some_and(|u| self.user_vector(u).iter().all(|&x| x == 0.0) && !Segment::of_user(self.user_attributes(u)).is_everyone());
         // Social votes read every contact's history: never light.
         let social = stored.is_some_and(|u| !self.contacts_of(u).is_empty()) && query.social != Some(false);
-        !social && !(segmented && session == 0) && self.is_light(settings, query.k, session + query.live.len() + history, query.exclude_items.len())
+        !(social || segmented && session == 0) && self.is_light(settings, query.k, session + query.live.len() + history, query.exclude_items.len())
     }
 
     /// Recommends items for a user or an anonymous session.

@@ -102,7 +102,9 @@ pub fn carve(events: &[Event], time_kind: TimeKind, seed: u64) -> Option<Carve> 
         let slot = last.entry((&e.user_id, &e.item_id)).or_insert((t, pos));
         *slot = (*slot).max((t, pos));
     }
-    let mut per_user: BTreeMap<&str, Vec<((i64, usize), &str)>> = BTreeMap::new();
+    // Per user: (time, file position) of each item's last interaction, and the item.
+    type Last<'a> = Vec<((i64, usize), &'a str)>;
+    let mut per_user: BTreeMap<&str, Last<'_>> = BTreeMap::new();
     for ((user, item), when) in last {
         per_user.entry(user).or_default().push((when, item));
     }

@@ -204,7 +204,7 @@ fn run(name: &str, source: Source, args: &Args) -> Result<DataRun> {
             slices.insert(slice.to_string(), (at10(&on, &model, &t), at10(&off, &model, &t)));
         }
         // Cold start: a seeded tenth of the users keep none of their events in the fit.
-        let hidden = |u: &str| (stable_hash(u.as_bytes()) ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) % 10 == 0;
+        let hidden = |u: &str| (stable_hash(u.as_bytes()) ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15).is_multiple_of(10);
         let cold_fit = Dataset {
             events: data.events.iter().filter(|e| !hidden(&e.user_id)).cloned().collect(),
             ..fit_data.clone()
