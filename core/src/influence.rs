@@ -87,7 +87,7 @@ impl Influence {
         let empty = Vec::new();
         let firsts_of = |u: u32| firsts.get(u as usize).unwrap_or(&empty);
         // Per follower: the share of their rank each contact gets (graph order, summing to
-        // 1; empty for a follower who adopted nothing from contacts of weight 0), and the
+        // 1; empty for a user without contacts), and the
         // adoptions as (contact, category, amount); with counts of all and untimed ones.
         // Nothing per item is kept: at a million users the lists would cost gigabytes.
         type Pass<'a> = (Vec<f32>, Vec<(u32, &'a str, f32)>, usize, usize);
