@@ -77,6 +77,26 @@ pub struct RecommenderApi {
 }
 
 impl RecommenderApi {
+    /// Makes checked `changes` durable as log entries, then applies each with its log
+    /// position (off the async runtime) through `apply`, which says whether the live
+    /// model took it. Returns (stored, pending: not taken, last log position).
+    async fn log_and_apply<C: Clone + Send + 'static>(
+        &self,
+        changes: Vec<C>,
+        entry: fn(C) -> affinity_eventlog::Entry,
+        apply: fn(&ServerState, u64, C) -> bool,
+    ) -> Result<(u32, u32, u64), ApiError> {
+        let log = self.state.ingest()?;
+        let seqs = log.commit(changes.iter().cloned().map(entry).collect()).await.map_err(ApiError::from)?;
+        // Durable now: apply to the live model (and to models installed later).
+        let state = Arc::clone(&self.state);
+        let first = seqs.start;
+        let pending = tokio::task::spawn_blocking(move || changes.into_iter().zip(first..).map(|(change, seq)| apply(&state, seq, change)).filter(|taken| !taken).count())
+            .await
+            .map_err(ApiError::from)?;
+        Ok((changes_len(seqs.clone()), pending as u32, seqs.end.saturating_sub(1)))
+    }
+
     /// A service answering from `state`'s live model.
     pub fn new(state: Arc<ServerState>) -> Self {
         RecommenderApi { state }
@@ -322,21 +342,8 @@ impl Recommender for RecommenderApi {
         request: Request<proto::IngestSocialEdgesRequest>,
     ) -> Result<Response<proto::IngestSocialEdgesResponse>, Status> {
         let changes = social::checked(request.into_inner())?;
-        let log = self.state.ingest()?;
-        let seqs = log.commit(changes.iter().cloned().map(affinity_eventlog::Entry::Social).collect()).await.map_err(ApiError::from)?;
-        // Durable now: apply to the live model (and to models installed later).
-        let state = Arc::clone(&self.state);
-        let first = seqs.start;
-        let pending = tokio::task::spawn_blocking(move || {
-            changes.into_iter().zip(first..).map(|(change, seq)| state.change_social(seq, change)).filter(|applied| !applied).count()
-        })
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Response::new(proto::IngestSocialEdgesResponse {
-            stored: changes_len(seqs.clone()),
-            pending: pending as u32,
-            last_sequence: seqs.end.saturating_sub(1),
-        }))
+        let (stored, pending, last_sequence) = self.log_and_apply(changes, affinity_eventlog::Entry::Social, ServerState::change_social).await?;
+        Ok(Response::new(proto::IngestSocialEdgesResponse { stored, pending, last_sequence }))
     }
 
     #[instrument(skip_all, fields(memberships = request.get_ref().memberships.len()))]
@@ -345,21 +352,8 @@ impl Recommender for RecommenderApi {
         request: Request<proto::IngestMembershipsRequest>,
     ) -> Result<Response<proto::IngestMembershipsResponse>, Status> {
         let changes = social::checked_memberships(request.into_inner())?;
-        let log = self.state.ingest()?;
-        let seqs = log.commit(changes.iter().cloned().map(affinity_eventlog::Entry::Membership).collect()).await.map_err(ApiError::from)?;
-        // Durable now: apply to the live model (and to models installed later).
-        let state = Arc::clone(&self.state);
-        let first = seqs.start;
-        let pending = tokio::task::spawn_blocking(move || {
-            changes.into_iter().zip(first..).map(|(change, seq)| state.change_membership(seq, change)).filter(|applied| !applied).count()
-        })
-        .await
-        .map_err(ApiError::from)?;
-        Ok(Response::new(proto::IngestMembershipsResponse {
-            stored: changes_len(seqs.clone()),
-            pending: pending as u32,
-            last_sequence: seqs.end.saturating_sub(1),
-        }))
+        let (stored, pending, last_sequence) = self.log_and_apply(changes, affinity_eventlog::Entry::Membership, ServerState::change_membership).await?;
+        Ok(Response::new(proto::IngestMembershipsResponse { stored, pending, last_sequence }))
     }
 
     #[instrument(skip_all, fields(items = request.get_ref().items.len()))]
