@@ -324,7 +324,7 @@ impl ServerState {
             state.social().retain(|c| !c.names(&user));
             state.memberships().retain(|c| c.membership.user_id != user);
             state.recent.remove_user(&user, state.live.load().as_ref().map(|l| &l.model));
-            // Nor do their friends' recommendations draw on them any more.
+            // Nor do their friends' recommendations or their communities count them any more.
             if let Some(live) = state.live.load().as_ref() {
                 if let Some(u) = live.model.user_index(&user) {
                     live.model.forget_user(u);
@@ -477,10 +477,10 @@ impl ServerState {
         self.live.load_full().ok_or(ApiError::NotReady)
     }
 
-    /// Keeps users who asked to be forgotten out of their contacts' recommendations on
-    /// `model` (a model trained before they asked still holds them).
+    /// Keeps users who asked to be forgotten out of their contacts' recommendations and
+    /// their communities on `model` (a model trained before they asked still holds them).
     fn forget_deleted(&self, model: &Model) {
-        if model.social().is_empty() {
+        if model.social().is_empty() && model.communities().is_empty() {
             return;
         }
         let deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());

@@ -562,12 +562,21 @@ impl Model {
         self.influence = influence;
     }
 
-    /// Forgets `user` as a contact, on this shared model as it serves: their history no
-    /// longer votes in their friends' and followers' recommendations (their own requests
-    /// are the server's business: it stops using their stored history).
+    /// Forgets `user` as a contact and member, on this shared model as it serves: their
+    /// history no longer votes in their friends' and followers' recommendations, and they
+    /// leave every community (their own requests are the server's business: it stops
+    /// using their stored history).
     pub fn forget_user(&self, user: UserIdx) {
         if let Some(f) = self.forgotten.get(user.0 as usize) {
             f.store(true, Ordering::Relaxed);
+        }
+        let communities = self.communities_of(user);
+        if !communities.is_empty() {
+            let mut edits = self.community_edits.write().unwrap_or_else(|p| p.into_inner());
+            for (community, _) in communities {
+                edits.leave(user.0, &community);
+            }
+            self.community_edited.store(true, Ordering::Release);
         }
     }
 
