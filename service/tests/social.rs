@@ -295,4 +295,24 @@ async fn popular_and_trending_per_community_over_grpc() {
     let server = start_server(&root).await;
     let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
     assert_eq!(members(&mut c).await, 29);
+
+    // The client sends files in batches: three memberships two at a time, two edges one
+    // at a time (one naming a user the model does not know).
+    let dir = tempfile::tempdir().unwrap();
+    let (communities, social) = (dir.path().join("communities.csv"), dir.path().join("social.csv"));
+    std::fs::write(&communities, "user_id,community_id\nu00200,club\nu00201,club\nstranger-2,club\n").unwrap();
+    std::fs::write(&social, "user_id,other_id,kind,weight\nu00200,u00201,friend,\nu00200,stranger-2,follow,2\n").unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_affinity-client")).args(["--addr", &server.addr]).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = cli(&["memberships", "--file", communities.to_str().unwrap(), "--batch", "2"]);
+    assert!(out.starts_with("stored 3 membership change(s), 1 naming a user"), "{out}");
+    assert_eq!(members(&mut c).await, 31);
+    let out = cli(&["social-edges", "--file", social.to_str().unwrap(), "--batch", "1"]);
+    assert!(out.starts_with("stored 2 edge change(s), 1 naming a user"), "{out}");
+    let out = cli(&["memberships", "--file", communities.to_str().unwrap(), "--remove"]);
+    assert!(out.starts_with("stored 3 membership change(s)"), "{out}");
+    assert_eq!(members(&mut c).await, 29);
 }

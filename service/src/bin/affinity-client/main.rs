@@ -405,6 +405,26 @@ fn progress(total: usize, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// Sends `rows` in calls of `batch` (1 to 10,000) rows, one at a time, with a progress
+/// bar: `call` builds and sends one batch and says what it got back as two counts and a
+/// log position. Returns the summed counts and the last position.
+async fn in_batches<T, F>(rows: &[T], batch: usize, what: &str, mut call: impl FnMut(&[T]) -> F) -> Result<(u64, u64, u64)>
+where
+    F: std::future::Future<Output = Result<(u32, u32, u64)>>,
+{
+    let (mut first, mut second, mut last) = (0u64, 0u64, 0u64);
+    let progress = progress(rows.len(), what);
+    for chunk in rows.chunks(batch.clamp(1, 10_000)) {
+        let (a, b, position) = call(chunk).await?;
+        first += u64::from(a);
+        second += u64::from(b);
+        last = last.max(position);
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    Ok((first, second, last))
+}
+
 fn status_msg(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
@@ -437,9 +457,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Ingest { file, batch } => {
             let events = affinity_core::data::read_events(&file, affinity_core::data::ReadOptions::default())?.rows;
-            let (mut stored, mut duplicates, mut last) = (0u64, 0u64, 0u64);
-            let progress = progress(events.len(), "events");
-            for chunk in events.chunks(batch.clamp(1, 10_000)) {
+            let (stored, duplicates, last) = in_batches(&events, batch, "events", |chunk| {
                 let request = proto::IngestEventsRequest {
                     events: chunk
                         .iter()
@@ -453,20 +471,18 @@ async fn run(cli: Cli) -> Result<()> {
                         })
                         .collect(),
                 };
-                let r = client.ingest_events(request).await.map_err(status_msg)?.into_inner();
-                stored += u64::from(r.stored);
-                duplicates += u64::from(r.duplicates);
-                last = last.max(r.last_sequence);
-                progress.inc(chunk.len() as u64);
-            }
-            progress.finish_and_clear();
+                let mut client = client.clone();
+                async move {
+                    let r = client.ingest_events(request).await.map_err(status_msg)?.into_inner();
+                    Ok((r.stored, r.duplicates, r.last_sequence))
+                }
+            })
+            .await?;
             writeln!(out, "stored {stored} event(s), {duplicates} duplicate(s) skipped; log position {last}")?;
         }
         Command::SocialEdges { file, remove, batch } => {
             let edges = affinity_core::data::read_social(&file, affinity_core::data::ReadOptions::default())?.rows;
-            let (mut stored, mut pending, mut last) = (0u64, 0u64, 0u64);
-            let progress = progress(edges.len(), "edges");
-            for chunk in edges.chunks(batch.clamp(1, 10_000)) {
+            let (stored, pending, last) = in_batches(&edges, batch, "edges", |chunk| {
                 let request = proto::IngestSocialEdgesRequest {
                     edges: chunk
                         .iter()
@@ -482,35 +498,31 @@ async fn run(cli: Cli) -> Result<()> {
                         })
                         .collect(),
                 };
-                let r = client.ingest_social_edges(request).await.map_err(status_msg)?.into_inner();
-                stored += u64::from(r.stored);
-                pending += u64::from(r.pending);
-                last = last.max(r.last_sequence);
-                progress.inc(chunk.len() as u64);
-            }
-            progress.finish_and_clear();
+                let mut client = client.clone();
+                async move {
+                    let r = client.ingest_social_edges(request).await.map_err(status_msg)?.into_inner();
+                    Ok((r.stored, r.pending, r.last_sequence))
+                }
+            })
+            .await?;
             writeln!(out, "stored {stored} edge change(s), {pending} naming a user the model does not know yet; log position {last}")?;
         }
         Command::Memberships { file, remove, batch } => {
             let rows = affinity_core::data::read_memberships(&file, affinity_core::data::ReadOptions::default())?.rows;
-            let (mut stored, mut pending, mut last) = (0u64, 0u64, 0u64);
-            let progress = progress(rows.len(), "memberships");
-            for chunk in rows.chunks(batch.clamp(1, 10_000)) {
+            let (stored, pending, last) = in_batches(&rows, batch, "memberships", |chunk| {
                 let memberships = chunk.iter().map(|m| proto::MembershipChange { user_id: m.user_id.clone(), community_id: m.community_id.clone(), remove }).collect();
-                let r = client.ingest_memberships(proto::IngestMembershipsRequest { memberships }).await.map_err(status_msg)?.into_inner();
-                stored += u64::from(r.stored);
-                pending += u64::from(r.pending);
-                last = last.max(r.last_sequence);
-                progress.inc(chunk.len() as u64);
-            }
-            progress.finish_and_clear();
+                let mut client = client.clone();
+                async move {
+                    let r = client.ingest_memberships(proto::IngestMembershipsRequest { memberships }).await.map_err(status_msg)?.into_inner();
+                    Ok((r.stored, r.pending, r.last_sequence))
+                }
+            })
+            .await?;
             writeln!(out, "stored {stored} membership change(s), {pending} naming a user the model does not know yet; log position {last}")?;
         }
         Command::UpsertItems { file, batch } => {
             let items = affinity_core::data::read_items(&file, affinity_core::data::ReadOptions::default())?.rows;
-            let (mut updated, mut added, mut last) = (0u64, 0u64, 0u64);
-            let progress = progress(items.len(), "items");
-            for chunk in items.chunks(batch.clamp(1, 10_000)) {
+            let (updated, added, last) = in_batches(&items, batch, "items", |chunk| {
                 let request = proto::UpsertItemsRequest {
                     items: chunk
                         .iter()
@@ -528,13 +540,13 @@ async fn run(cli: Cli) -> Result<()> {
                         })
                         .collect(),
                 };
-                let r = client.upsert_items(request).await.map_err(status_msg)?.into_inner();
-                updated += u64::from(r.updated);
-                added += u64::from(r.added);
-                last = last.max(r.last_sequence);
-                progress.inc(chunk.len() as u64);
-            }
-            progress.finish_and_clear();
+                let mut client = client.clone();
+                async move {
+                    let r = client.upsert_items(request).await.map_err(status_msg)?.into_inner();
+                    Ok((r.updated, r.added, r.last_sequence))
+                }
+            })
+            .await?;
             writeln!(out, "{updated} item(s) updated, {added} added; log position {last}")?;
         }
         Command::Info => {
