@@ -110,14 +110,16 @@ impl Communities {
 /// table. Communities are named by id: one created since training has no index.
 #[derive(Debug, Clone, Default)]
 pub struct MembershipEdits {
+    /// Per user, the communities they joined and left (by id; checked per user, so a
+    /// look-up allocates nothing: community Popular asks for every user).
     joined: foldhash::HashMap<u32, Vec<String>>,
-    left: foldhash::HashSet<(u32, String)>,
+    left: foldhash::HashMap<u32, Vec<String>>,
 }
 
 impl MembershipEdits {
     /// `user` joins `community` (again: no change).
     pub fn join(&mut self, user: u32, community: &str) {
-        self.left.remove(&(user, community.to_string()));
+        Self::take_out(&mut self.left, user, community);
         let list = self.joined.entry(user).or_default();
         if !list.iter().any(|c| c == community) {
             list.push(community.to_string());
@@ -126,18 +128,28 @@ impl MembershipEdits {
 
     /// `user` leaves `community`.
     pub fn leave(&mut self, user: u32, community: &str) {
-        if let Some(list) = self.joined.get_mut(&user) {
-            list.retain(|c| c != community);
+        Self::take_out(&mut self.joined, user, community);
+        let list = self.left.entry(user).or_default();
+        if !list.iter().any(|c| c == community) {
+            list.push(community.to_string());
         }
-        self.left.insert((user, community.to_string()));
+    }
+
+    fn take_out(lists: &mut foldhash::HashMap<u32, Vec<String>>, user: u32, community: &str) {
+        if let Some(list) = lists.get_mut(&user) {
+            list.retain(|c| c != community);
+            if list.is_empty() {
+                lists.remove(&user);
+            }
+        }
     }
 
     /// Whether `user` is in `community`, given whether the trained table says so.
     pub fn is_member(&self, user: u32, community: &str, trained: bool) -> bool {
-        if self.joined.get(&user).is_some_and(|l| l.iter().any(|c| c == community)) {
+        if self.joined(user).iter().any(|c| c == community) {
             return true;
         }
-        trained && !self.left.contains(&(user, community.to_string()))
+        trained && !self.has_left(user, community)
     }
 
     /// The communities `user` joined while serving.
@@ -147,7 +159,7 @@ impl MembershipEdits {
 
     /// Whether `user` left `community` while serving.
     pub fn has_left(&self, user: u32, community: &str) -> bool {
-        self.left.contains(&(user, community.to_string()))
+        self.left.get(&user).is_some_and(|l| l.iter().any(|c| c == community))
     }
 }
 

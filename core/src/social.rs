@@ -422,8 +422,8 @@ mod live {
         let settings = m.default_settings();
         let (u, b1, b2) = (m.user_index(me).unwrap(), m.user_index(&buyers[1]).unwrap(), m.user_index(&buyers[2]).unwrap());
         let contacts = |u: UserIdx| m.contacts_of(u).iter().map(|c| c.user).collect::<Vec<_>>();
-        let reason = || {
-            let r = m.recommend(&RecommendQuery::for_user(me, 10), &settings).unwrap();
+        let reason = |k: usize| {
+            let r = m.recommend(&RecommendQuery::for_user(me, k), &settings).unwrap();
             r.items.iter().find(|s| m.item_id(s.item) == "gift").map(|s| s.reason_text.clone())
         };
 
@@ -433,7 +433,7 @@ mod live {
         assert_eq!(contacts(u).len(), 3);
         assert!(m.edit_social(&edge(me, &buyers[2], SocialKind::Follow), false), "repeating an edge is harmless");
         assert_eq!(contacts(u).len(), 3);
-        let text = reason().expect("the gift is listed");
+        let text = reason(10).expect("the gift is in the top 10");
         assert_eq!(text, "2 friends and 1 person you follow bought this");
 
         // Removing the trained friendship and the follow: one friend left.
@@ -441,10 +441,8 @@ mod live {
         assert!(m.edit_social(&edge(me, &buyers[2], SocialKind::Follow), true));
         assert_eq!(contacts(u), vec![b1.0]);
         assert!(!contacts(m.user_index(&buyers[0]).unwrap()).contains(&u.0));
-        // (The gift may now fall out of the top 10; if listed, one friend is named.)
-        if let Some(text) = reason() {
-            assert_eq!(text, "1 friend bought this");
-        }
+        // One friend's vote may not hold the gift in the top 10; further down it is named.
+        assert_eq!(reason(100).as_deref(), Some("1 friend bought this"));
 
         // Unknown users and self-loops change nothing.
         assert!(!m.edit_social(&edge(me, "nobody", SocialKind::Friend), false));

@@ -123,6 +123,13 @@ pub struct MembershipChange {
     pub removed: bool,
 }
 
+impl MembershipChange {
+    /// Whether the change is `user_id`'s.
+    pub fn names(&self, user_id: &str) -> bool {
+        self.membership.user_id == user_id
+    }
+}
+
 /// What a record holds. New kinds are only ever added at the end (records store the
 /// variant's position).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,6 +242,17 @@ pub fn apply_to_social<'a>(edges: &mut Vec<SocialEdge>, entries: impl IntoIterat
 }
 
 impl Entry {
+    /// Whether the entry is about `user_id`: their event, a social edge naming them at
+    /// either end, or their membership. What forgetting a user removes.
+    pub fn names(&self, user_id: &str) -> bool {
+        match self {
+            Entry::Event(e) => e.event.user_id == user_id,
+            Entry::Social(c) => c.names(user_id),
+            Entry::Membership(c) => c.names(user_id),
+            Entry::Availability(_) | Entry::Item(_) | Entry::ItemV1(_) => false,
+        }
+    }
+
     /// The event, if this entry is one.
     pub fn into_event(self) -> Option<LoggedEvent> {
         match self {

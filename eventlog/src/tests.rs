@@ -476,4 +476,5 @@ fn membership_changes_replay_onto_the_membership_list_in_order() {
     let changes = vec![change(m("a", "club"), true), change(m("c", "club"), false), change(m("a", "runners"), false), change(m("c", "club"), true), change(m("c", "club"), false)];
     assert_eq!(apply_to_memberships(&mut list, &changes), 5);
     assert_eq!(list, vec![m("b", "club"), m("a", "runners"), m("c", "club")]);
+    assert!(changes[1].names("c") && !changes[1].names("a"));
 }

@@ -288,12 +288,7 @@ fn writer(log: &mut EventLog, jobs: &mpsc::Receiver<Job>, metrics: &Mutex<LogMet
                     let result = match &broken {
                         Some(why) => Err(why.clone()),
                         None => log
-                            .compact(|r| match &r.entry {
-                                Entry::Event(e) => e.event.user_id == user_id,
-                                Entry::Social(c) => c.names(&user_id),
-                                Entry::Membership(c) => c.membership.user_id == user_id,
-                                _ => false,
-                            })
+                            .compact(|r| r.entry.names(&user_id))
                             .map_err(|e| e.to_string()),
                     };
                     let _ = reply.send(result);

@@ -322,7 +322,7 @@ impl ServerState {
             drop(deleted);
             state.users.remove(&user);
             state.social().retain(|c| !c.names(&user));
-            state.memberships().retain(|c| c.membership.user_id != user);
+            state.memberships().retain(|c| !c.names(&user));
             state.recent.remove_user(&user, state.live.load().as_ref().map(|l| &l.model));
             // Nor do their friends' recommendations or their communities count them any more.
             if let Some(live) = state.live.load().as_ref() {

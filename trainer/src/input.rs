@@ -178,7 +178,9 @@ pub fn with_log_memberships(mut memberships: Vec<data::Membership>, inputs: &Inp
     if applied > 0 {
         eprintln!("applied {applied} membership change(s) from the event log");
     }
-    memberships.retain(|m| !inputs.deleted.contains(&m.user_id));
+    if !inputs.deleted.is_empty() {
+        memberships.retain(|m| !inputs.deleted.contains(&m.user_id));
+    }
     memberships
 }
 

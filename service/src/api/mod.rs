@@ -97,6 +97,18 @@ impl RecommenderApi {
         Ok((changes_len(seqs.clone()), pending as u32, seqs.end.saturating_sub(1)))
     }
 
+    /// Gives a user's query what the server knows beyond the model: their live events,
+    /// or, for a user who asked to be forgotten, no stored history at all.
+    fn with_live_state(&self, query: &mut RecommendQuery) {
+        if let Subject::User(user) = &query.subject {
+            if self.state.is_deleted(user) {
+                query.use_stored_history = false;
+            } else {
+                query.live = self.state.users().events_of(user);
+            }
+        }
+    }
+
     /// A service answering from `state`'s live model.
     pub fn new(state: Arc<ServerState>) -> Self {
         RecommenderApi { state }
@@ -142,13 +154,7 @@ impl Recommender for RecommenderApi {
         request: Request<proto::RecommendRequest>,
     ) -> Result<Response<proto::RecommendResponse>, Status> {
         let mut query: RecommendQuery = request.into_inner().try_into()?;
-        if let Subject::User(user) = &query.subject {
-            if self.state.is_deleted(user) {
-                query.use_stored_history = false;
-            } else {
-                query.live = self.state.users().events_of(user);
-            }
-        }
+        self.with_live_state(&mut query);
         let light = |l: &LiveModel| l.model.is_light_query(&l.settings, &query);
         let light = self.state.live().is_ok_and(|l| light(&l));
         let answer = self
@@ -174,13 +180,7 @@ impl Recommender for RecommenderApi {
                 let mut q = RecommendQuery::for_user(user, k);
                 q.rules = rules.clone();
                 q.category = category.clone();
-                if let Subject::User(user) = &q.subject {
-                    if self.state.is_deleted(user) {
-                        q.use_stored_history = false;
-                    } else {
-                        q.live = self.state.users().events_of(user);
-                    }
-                }
+                self.with_live_state(&mut q);
                 q
             })
             .collect();
@@ -195,13 +195,10 @@ impl Recommender for RecommenderApi {
     ) -> Result<Response<proto::ListInfluencersResponse>, Status> {
         let r = request.into_inner();
         let (category, k) = (r.category, r.k as usize);
-        let state = Arc::clone(&self.state);
+        // Users deleted since the model was trained are never named: the server marks
+        // them forgotten on every model it installs, and the model leaves them out.
         let answer = self
-            .score(move |l, _| {
-                // Users deleted since the model was trained are never named.
-                let listed = l.model.influencers(&category, k)?;
-                Ok(listed.into_iter().filter(|(u, _)| !state.is_deleted(u)).map(|(u, i)| (u.to_string(), i)).collect::<Vec<_>>())
-            })
+            .score(move |l, _| Ok(l.model.influencers(&category, k)?.into_iter().map(|(u, i)| (u.to_string(), i)).collect::<Vec<_>>()))
             .await?;
         Ok(Response::new(answer.into()))
     }
