@@ -117,15 +117,27 @@ fn graph_scale(users: usize, edges: usize) -> Result<()> {
         firsts[u].sort_unstable();
         firsts[u].dedup_by_key(|f| f.0);
     }
+    let after_graph = rss();
     let started = Instant::now();
     let influence = affinity_core::influence::Influence::compute(&graph, users, &firsts, |i| if i % 2 == 0 { "even" } else { "odd" });
     let took = started.elapsed().as_secs_f64();
-    let bytes = bincode::serialize(&influence)?;
+    let influence_bytes = bincode::serialize(&influence)?;
     println!(
         "influence: {users} users with 10-11 timed items each, computed in {took:.1}s, {:.0} MiB encoded; top user {:?}; peak RSS {}",
-        bytes.len() as f64 / (1 << 20) as f64,
+        influence_bytes.len() as f64 / (1 << 20) as f64,
         influence.top("").first(),
         rss()
+    );
+    let kib = |line: String| line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok());
+    println!(
+        "{}",
+        serde_json::json!({
+            "users": users, "edges": edges, "contact_entries": graph.n_contacts(),
+            "build_seconds": build, "table_bytes": graph.heap_bytes(), "encoded_bytes": bytes.len(),
+            "encode_seconds": encode, "decode_seconds": decode,
+            "influence_seconds": took, "influence_encoded_bytes": influence_bytes.len(),
+            "peak_rss_kib": { "before_graph": kib(before), "after_graph": kib(after_graph), "after_influence": kib(rss()) },
+        })
     );
     Ok(())
 }
