@@ -199,46 +199,64 @@ pub fn apply_to_memberships<'a>(memberships: &mut Vec<Membership>, entries: impl
 }
 
 /// Applies the social changes of `entries` (in log order) to `edges` (as `social.csv`
-/// gave them): an added edge is appended (the graph merges repeats, the strongest weight
-/// standing, so a changed weight is a removal then an addition); a removed friendship
-/// takes away every edge between the two users, a removed follow the follower's side
-/// only (a friendship between them becomes the other's follow). Returns how many changes
-/// were applied.
+/// gave them), with the live server's meaning: the latest word on each contact stands.
+/// An added edge replaces the weight of the same contact (a friendship: both directions);
+/// a removed friendship takes away both directions, a removed follow the follower's side
+/// only (a friendship between them becomes the other's follow). One pass over `edges`
+/// whatever the number of changes. Returns how many changes were applied.
 pub fn apply_to_social<'a>(edges: &mut Vec<SocialEdge>, entries: impl IntoIterator<Item = &'a Entry>) -> usize {
-    let mut applied = 0;
+    // The last word per directed contact (from → to): `None` removed, else (weight, friend).
+    type Word = Option<(f32, bool)>;
+    let mut last: std::collections::HashMap<String, std::collections::HashMap<String, (u64, Word)>> = std::collections::HashMap::new();
+    let mut applied = 0u64;
     for entry in entries {
         let Entry::Social(change) = entry else { continue };
         applied += 1;
         let e = &change.edge;
-        if !change.removed {
-            edges.push(e.clone());
-            continue;
-        }
-        let mut pairs = vec![(e.user_id.as_str(), e.other_id.as_str())];
-        if e.kind == SocialKind::Friend {
-            pairs.push((e.other_id.as_str(), e.user_id.as_str()));
-        }
-        for (from, to) in pairs {
-            let mut kept = Vec::with_capacity(edges.len());
-            for edge in edges.drain(..) {
-                let forward = edge.user_id == from && edge.other_id == to;
-                let backward = edge.user_id == to && edge.other_id == from;
-                match edge.kind {
-                    SocialKind::Follow if forward => {}
-                    // The friendship loses `from → to`; `to` still counts `from`.
-                    SocialKind::Friend if forward || backward => kept.push(SocialEdge {
-                        user_id: to.to_string(),
-                        other_id: from.to_string(),
-                        kind: SocialKind::Follow,
-                        ..edge
-                    }),
-                    _ => kept.push(edge),
-                }
-            }
-            *edges = kept;
+        let friend = e.kind == SocialKind::Friend;
+        let word = (!change.removed).then_some((e.weight, friend));
+        last.entry(e.user_id.clone()).or_default().insert(e.other_id.clone(), (applied, word));
+        if friend {
+            last.entry(e.other_id.clone()).or_default().insert(e.user_id.clone(), (applied, word));
         }
     }
-    applied
+    if applied == 0 {
+        return 0;
+    }
+    let word = |from: &str, to: &str| last.get(from).and_then(|m| m.get(to)).copied();
+    let follow = |from: &str, to: &str, weight: f32| SocialEdge { user_id: from.to_string(), other_id: to.to_string(), kind: SocialKind::Follow, weight };
+    // The file's edges keep only the directions no change spoke of.
+    let mut kept = Vec::with_capacity(edges.len());
+    for edge in edges.drain(..) {
+        let forward = word(&edge.user_id, &edge.other_id).is_some();
+        match edge.kind {
+            SocialKind::Follow if forward => {}
+            SocialKind::Follow => kept.push(edge),
+            SocialKind::Friend => match (forward, word(&edge.other_id, &edge.user_id).is_some()) {
+                (false, false) => kept.push(edge),
+                (true, true) => {}
+                (true, false) => kept.push(follow(&edge.other_id, &edge.user_id, edge.weight)),
+                (false, true) => kept.push(follow(&edge.user_id, &edge.other_id, edge.weight)),
+            },
+        }
+    }
+    // Then the contacts the changes set, in log order: a friendship set both ways with one
+    // weight stays one friendship; any other direction is a follow.
+    let mut set: Vec<(u64, &str, &str, f32, bool)> = last
+        .iter()
+        .flat_map(|(from, m)| m.iter().filter_map(move |(to, &(at, w))| w.map(|(weight, friend)| (at, from.as_str(), to.as_str(), weight, friend))))
+        .collect();
+    set.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    for (at, from, to, weight, friend) in set {
+        let both = friend && word(to, from) == Some((at, Some((weight, true))));
+        match (both, from < to) {
+            (true, true) => kept.push(SocialEdge { user_id: from.to_string(), other_id: to.to_string(), kind: SocialKind::Friend, weight }),
+            (true, false) => {}
+            (false, _) => kept.push(follow(from, to, weight)),
+        }
+    }
+    *edges = kept;
+    applied as usize
 }
 
 impl Entry {

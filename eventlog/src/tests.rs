@@ -462,6 +462,11 @@ fn social_changes_replay_onto_the_edge_list_in_order() {
     ];
     assert_eq!(apply_to_social(&mut edges, &changes), 5);
     assert_eq!(edges, vec![edge("b", "a", SocialKind::Follow), edge("g", "h", SocialKind::Follow), edge("e", "f", SocialKind::Follow)]);
+    // As live: the latest weight stands, also when it is lower.
+    let mut edges = vec![SocialEdge { weight: 3.0, ..edge("x", "y", SocialKind::Friend) }];
+    let lower = change(SocialEdge { weight: 0.5, ..edge("y", "x", SocialKind::Friend) }, false);
+    assert_eq!(apply_to_social(&mut edges, &[lower]), 1);
+    assert_eq!(edges, vec![SocialEdge { weight: 0.5, ..edge("x", "y", SocialKind::Friend) }]);
     let entry = change(edge("g", "h", SocialKind::Follow), false);
     assert!(matches!(&entry, Entry::Social(c) if c.names("h") && !c.names("a")));
     assert_eq!(entry.into_event(), None);
