@@ -4,14 +4,20 @@
 //! A community is a segment of its own: what is popular or trending in it is counted on
 //! demand from its members, exactly as for a segment of user attributes (see
 //! [`crate::segments`]), and a member without history of their own starts from their
-//! community's list ("popular in community mums-club"). The table is stored with the
-//! model (`communities.bin`): community names sorted, and per user the indices of their
-//! communities, sorted, in one flat list.
+//! community's list ("popular in community mums-club"). A member with a history of their
+//! own gets their communities' picks (what members had more of than the store at large,
+//! [`CommunityPicks`]) as one more vote in `Recommend`, weighed by the community weight
+//! `train`'s search chose ("popular in your community mums-club"). The table is stored
+//! with the model (`communities.bin`): community names sorted, and per user the indices
+//! of their communities, sorted, in one flat list; the picks are derived from the
+//! histories when the model is trained or loaded.
 
 use serde::{Deserialize, Serialize};
 
 use crate::data::Membership;
-use crate::ids::{IdMap, UserIdx};
+use rayon::prelude::*;
+
+use crate::ids::{IdMap, ItemIdx, UserIdx};
 
 /// Every user's communities.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -160,6 +166,116 @@ impl MembershipEdits {
     /// Whether `user` left `community` while serving.
     pub fn has_left(&self, user: u32, community: &str) -> bool {
         self.left.get(&user).is_some_and(|l| l.iter().any(|c| c == community))
+    }
+}
+
+/// Items a community's members had at least this many of are its picks: one member's
+/// items say nothing about the community.
+pub const MIN_PICK_MEMBERS: u32 = 2;
+
+/// A community's picks kept per community, strongest first.
+pub const PICKS_PER_COMMUNITY: usize = 100;
+
+/// What each community's members had more of than the store at large: per community, its
+/// strongest [`PICKS_PER_COMMUNITY`] items, each scored by how many members had it times
+/// `weight(item)` (a rarity weight: items everyone has say nothing of the community),
+/// scaled so the strongest is 1. Derived from the histories when the model is trained or
+/// loaded, so `Recommend` reads a member's communities' picks instead of their members.
+#[derive(Debug, Clone, Default)]
+pub struct CommunityPicks {
+    lists: Vec<Vec<(ItemIdx, f32)>>,
+}
+
+impl CommunityPicks {
+    /// Counts every community's picks, communities in parallel; `items_of(u)` lists what
+    /// user `u` had.
+    pub fn compute<I>(communities: &Communities, n_users: usize, items_of: impl Fn(UserIdx) -> I + Sync, weight: impl Fn(ItemIdx) -> f32 + Sync) -> CommunityPicks
+    where
+        I: Iterator<Item = ItemIdx>,
+    {
+        let mut members: Vec<Vec<u32>> = communities.sizes.iter().map(|&n| Vec::with_capacity(n as usize)).collect();
+        for u in 0..n_users as u32 {
+            for &c in communities.of_user(UserIdx(u)) {
+                if let Some(m) = members.get_mut(c as usize) {
+                    m.push(u);
+                }
+            }
+        }
+        let lists = members
+            .par_iter()
+            .map(|m| {
+                let mut counts: foldhash::HashMap<ItemIdx, u32> = Default::default();
+                for &u in m {
+                    for i in items_of(UserIdx(u)) {
+                        *counts.entry(i).or_insert(0) += 1;
+                    }
+                }
+                let mut list: Vec<(ItemIdx, f32)> =
+                    counts.into_iter().filter(|&(_, n)| n >= MIN_PICK_MEMBERS).map(|(i, n)| (i, n as f32 * weight(i))).collect();
+                list.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                list.truncate(PICKS_PER_COMMUNITY);
+                if let Some(top) = list.first().map(|x| x.1).filter(|&t| t > 0.0) {
+                    list.iter_mut().for_each(|x| x.1 /= top);
+                }
+                list
+            })
+            .collect();
+        CommunityPicks { lists }
+    }
+
+    /// Community `c`'s picks, strongest first (none for a community created while
+    /// serving).
+    pub fn of(&self, c: u32) -> &[(ItemIdx, f32)] {
+        self.lists.get(c as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether no community has a pick.
+    pub fn is_empty(&self) -> bool {
+        self.lists.iter().all(Vec::is_empty)
+    }
+}
+
+/// One member's view of their communities' picks: per item, its strongest standing in
+/// any of their communities (strongest pick 1) and which community that is.
+#[derive(Debug, Clone, Default)]
+pub struct CommunityVotes {
+    votes: foldhash::HashMap<ItemIdx, (f32, u32)>,
+}
+
+impl CommunityVotes {
+    /// The votes of communities `member_of` (indices).
+    pub fn of(picks: &CommunityPicks, member_of: impl IntoIterator<Item = u32>) -> CommunityVotes {
+        let mut votes: foldhash::HashMap<ItemIdx, (f32, u32)> = Default::default();
+        for c in member_of {
+            for &(i, v) in picks.of(c) {
+                let slot = votes.entry(i).or_insert((v, c));
+                if v > slot.0 {
+                    *slot = (v, c);
+                }
+            }
+        }
+        CommunityVotes { votes }
+    }
+
+    /// Whether no community voted.
+    pub fn is_empty(&self) -> bool {
+        self.votes.is_empty()
+    }
+
+    /// The vote for `item` (0 without one).
+    #[inline]
+    pub fn get(&self, item: ItemIdx) -> f32 {
+        self.votes.get(&item).map_or(0.0, |v| v.0)
+    }
+
+    /// The community whose pick `item` is most, if any.
+    pub fn community(&self, item: ItemIdx) -> Option<u32> {
+        self.votes.get(&item).map(|v| v.1)
+    }
+
+    /// Every voted item, in no particular order.
+    pub fn items(&self) -> impl Iterator<Item = ItemIdx> + '_ {
+        self.votes.keys().copied()
     }
 }
 

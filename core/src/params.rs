@@ -38,11 +38,18 @@ pub struct TrainParams {
     /// Weight of the social votes (what a user's friends and followed accounts had) in
     /// `Recommend`, where the model has a social graph; `train`'s search chooses it.
     pub social_blend: f32,
+    /// Weight of a member's communities' picks (see [`crate::communities`]) in
+    /// `Recommend`, where the model has communities; `train`'s search chooses it.
+    pub community_blend: f32,
 }
 
 /// The social weight when training chose none but a request asks for social scoring,
 /// and the one a search starts from.
 pub const DEFAULT_SOCIAL_BLEND: f32 = 0.2;
+
+/// The community weight a search starts from (and models trained before it had one
+/// serve with).
+pub const DEFAULT_COMMUNITY_BLEND: f32 = 0.1;
 
 impl Default for TrainParams {
     fn default() -> Self {
@@ -56,6 +63,7 @@ impl Default for TrainParams {
             exact_max_items: 20_000,
             blend_weight: 0.5,
             social_blend: DEFAULT_SOCIAL_BLEND,
+            community_blend: DEFAULT_COMMUNITY_BLEND,
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::rules::{self, ItemFilter, Rules, Shortfall};
 use crate::segments::{Segment, SegmentPopularity};
 use crate::trending::{At, Window};
 use crate::settings::ServingSettings;
+use crate::communities::CommunityVotes;
 use crate::social::SocialVotes;
 
 /// Largest `k` a request may ask for.
@@ -101,14 +102,53 @@ pub struct RecommendQuery {
 }
 
 /// The weights one ranking gives its signals besides the embedding: the recent items'
-/// neighbour votes and the contacts' social votes (each 0 for none).
+/// neighbour votes, the contacts' social votes and the communities' picks (each 0 for
+/// none).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Blend {
     /// Share of the neighbour votes ([`ServingSettings::sequence_blend`]).
     pub sequence: f32,
     /// Weight of the social votes ([`ServingSettings::social_blend`]).
     pub social: f32,
+    /// Weight of the communities' picks ([`ServingSettings::community_blend`]).
+    pub community: f32,
 }
+
+/// What the people around a stored user had, for the rankings that weigh it: their
+/// contacts' votes (see [`crate::social`]) and their communities' picks (see
+/// [`crate::communities`]).
+#[derive(Debug, Default)]
+struct Around {
+    /// The user and their contacts' votes, when any contact had anything.
+    contacts: Option<(UserIdx, SocialVotes)>,
+    /// Their communities' picks, when they have any.
+    community: Option<CommunityVotes>,
+}
+
+impl Around {
+    /// Whether `blend` weighs anything here.
+    fn weighs(&self, blend: Blend) -> bool {
+        (blend.social > 0.0 && self.contacts.is_some()) || (blend.community > 0.0 && self.community.is_some())
+    }
+
+    /// `item`'s votes under `blend`: `γ·social + κ·community`.
+    #[inline]
+    fn get(&self, item: ItemIdx, blend: Blend) -> f32 {
+        let social = self.contacts.as_ref().map_or(0.0, |(_, v)| v.get(item));
+        let community = self.community.as_ref().map_or(0.0, |v| v.get(item));
+        blend.social.max(0.0) * social + blend.community.max(0.0) * community
+    }
+
+    /// Every item someone around voted for.
+    fn items(&self) -> impl Iterator<Item = ItemIdx> + '_ {
+        let social = self.contacts.iter().flat_map(|(_, v)| v.iter().map(|(i, _)| i));
+        social.chain(self.community.iter().flat_map(CommunityVotes::items))
+    }
+}
+
+/// A community pick at least this strong (the community's strongest is 1) that the
+/// ranking weighs is explained by its community: "popular in your community club".
+const COMMUNITY_REASON: f32 = 0.3;
 
 /// An event the model was not trained on, as the server's live state keeps it.
 #[derive(Debug, Clone, PartialEq)]
@@ -487,7 +527,7 @@ fn top_k(mut scored: Vec<(f32, ItemIdx)>, k: usize) -> Vec<(f32, ItemIdx)> {
 /// counts more the fewer people had it (LastFM, views only, seed 1, `evaluate` with the
 /// default parameters and a social weight of 0.1: 0.5 gave Recall@10 0.1941 against
 /// 0.1911 without social votes, 0 gave 0.1921, 1 gave 0.1918).
-const SOCIAL_RARITY: f32 = 0.5;
+pub(crate) const SOCIAL_RARITY: f32 = 0.5;
 
 /// Which of a contact's events on an item a social reason names: the strongest.
 fn social_rank(kind: EventKind) -> u8 {
@@ -557,8 +597,10 @@ impl Model {
         // vector) may send a subject without a session to the segment's popular list.
         let segmented = query.attributes.as_ref().is_some_and(|a| !a.is_everyone())
             || stored.is_some_and(|u| self.user_vector(u).iter().all(|&x| x == 0.0) && !Segment::of_user(self.user_attributes(u)).is_everyone());
-        // Social votes read every contact's history: never light.
-        let social = stored.is_some_and(|u| !self.contacts_of(u).is_empty()) && query.social != Some(false);
+        // Social votes read every contact's history, community votes a member's
+        // communities: never light.
+        let social = query.social != Some(false)
+            && stored.is_some_and(|u| !self.contacts_of(u).is_empty() || self.has_communities() && !self.communities_of(u).is_empty());
         !(social || segmented && session == 0) && self.is_light(settings, query.k, session + query.live.len() + history, query.exclude_items.len())
     }
 
@@ -581,7 +623,8 @@ impl Model {
             Some(true) if settings.social_blend <= 0.0 => crate::params::DEFAULT_SOCIAL_BLEND,
             _ => settings.social_blend,
         };
-        let blend = Blend { sequence: settings.sequence_blend, social };
+        let community = if query.social == Some(false) { 0.0 } else { settings.community_blend };
+        let blend = Blend { sequence: settings.sequence_blend, social, community };
         let mut one = self.rank_blends(query, settings, &[blend], cancel)?;
         Ok(one.swap_remove(0))
     }
@@ -626,17 +669,19 @@ impl Model {
         };
         let filter = Eligibility::new(self, &seen, &excluded, ItemFilter::new(self, &query.rules, query.category.as_deref()));
         let recent = std::mem::take(&mut profile.recent);
-        // What the user's contacts had, when any ranking weighs it (a stored user only:
-        // the graph knows no one else).
-        let social = match profile.user {
-            Some(u) if query.social != Some(false) && blends.iter().any(|b| b.social > 0.0) && self.has_social() => {
+        // What the user's contacts and communities had, when any ranking weighs it (a
+        // stored user only: the graph and the communities know no one else).
+        let around = match profile.user {
+            Some(u) if query.social != Some(false) => {
                 let user = UserIdx(u as u32);
-                let votes = self.social_votes(user);
-                (!votes.is_empty()).then_some((user, votes))
+                let weighed = |w: fn(&Blend) -> f32| blends.iter().any(|b| w(b) > 0.0);
+                let contacts = (weighed(|b| b.social) && self.has_social()).then(|| self.social_votes(user)).filter(|v| !v.is_empty());
+                let community = (weighed(|b| b.community) && self.has_communities()).then(|| self.community_votes(user)).filter(|v| !v.is_empty());
+                Around { contacts: contacts.map(|v| (user, v)), community }
             }
-            _ => None,
+            _ => Around::default(),
         };
-        let mut answers = self.rank_eligible(query, settings, blends, cancel, profile, &recent, &filter, returns, social.as_ref())?;
+        let mut answers = self.rank_eligible(query, settings, blends, cancel, profile, &recent, &filter, returns, &around)?;
         for answer in &mut answers {
             if query.seen != SeenPolicy::BuyAgain {
                 self.explore(answer, &filter, &recent, query, settings);
@@ -659,7 +704,7 @@ impl Model {
         recent: &[ItemIdx],
         filter: &Eligibility<'_>,
         returns: Vec<(f32, ItemIdx)>,
-        social: Option<&(UserIdx, SocialVotes)>,
+        around: &Around,
     ) -> Result<Vec<Recommendations>> {
         if query.seen == SeenPolicy::BuyAgain {
             return Ok(vec![self.buy_again(returns, filter, query.k, &query.rules); blends.len()]);
@@ -668,12 +713,12 @@ impl Model {
         // A user without a usable history but with contacts: their contacts' tastes stand
         // in for theirs (and what the contacts had votes as for everyone).
         let from_friends = personal.is_none();
-        let personal = personal.or_else(|| social.and_then(|(user, _)| self.contacts_vector(*user)));
+        let personal = personal.or_else(|| around.contacts.as_ref().and_then(|(user, _)| self.contacts_vector(*user)));
         let Some(u) = personal else {
             return Ok(vec![self.cold_answer(query, filter); blends.len()]);
         };
         let votes = if blends.iter().any(|b| b.sequence > 0.0) { self.neighbour_votes(recent, settings) } else { Votes::default() };
-        let (raw, retrieval) = self.candidates(&u, &votes, social.map(|s| &s.1), filter, query, settings, cancel)?;
+        let (raw, retrieval) = self.candidates(&u, &votes, around, filter, query, settings, cancel)?;
         let (mut raw, last) = (Some(raw), blends.len().saturating_sub(1));
         let mut answers = Vec::with_capacity(blends.len());
         for (n, &b) in blends.iter().enumerate() {
@@ -684,18 +729,22 @@ impl Model {
                 answers.push(self.cold_answer(query, filter));
                 continue;
             }
-            let social = social.filter(|_| b.social > 0.0);
-            let social_votes = social.map(|s| &s.1);
-            let (mut ranked, mut shortfall) = finish(self, self.blend(&u, candidates, &votes, social_votes, b), query.k, &query.rules);
+            let (mut ranked, mut shortfall) = finish(self, self.blend(&u, candidates, &votes, around, b), query.k, &query.rules);
             if shortfall.is_some() && retrieval == Retrieval::Ann {
                 // The index's candidates ran short under the caps: every eligible item.
                 let all = score_all(filter.all(), cancel, |i| (dot(&u, self.item_vector(i)), i))?;
-                (ranked, shortfall) = finish(self, self.blend(&u, all, &votes, social_votes, b), query.k, &query.rules);
+                (ranked, shortfall) = finish(self, self.blend(&u, all, &votes, around, b), query.k, &query.rules);
             }
             let mut items: Vec<Scored> = ranked
                 .into_iter()
-                .map(|(score, item)| match social {
-                    Some((user, votes)) if votes.contacts_with(item) > 0 => self.social_scored(*user, item, score),
+                .map(|(score, item)| match (&around.contacts, self.community_pick(around, item, b)) {
+                    (Some((user, votes)), None) if b.social > 0.0 && votes.contacts_with(item) > 0 => self.social_scored(*user, item, score),
+                    (_, Some(c)) => Scored {
+                        item,
+                        score,
+                        reason: ReasonKind::Social,
+                        reason_text: format!("popular in your community {}", self.communities().name(c)),
+                    },
                     _ if from_friends => Scored {
                         item,
                         score,
@@ -952,7 +1001,7 @@ impl Model {
         &self,
         u: &[f32],
         votes: &Votes,
-        social: Option<&SocialVotes>,
+        around: &Around,
         filter: &Eligibility<'_>,
         query: &RecommendQuery,
         settings: &ServingSettings,
@@ -980,7 +1029,7 @@ impl Model {
                 let mut want = (need + filter.dropped.min(SEARCH_ROOM)).min(index.len());
                 // Candidates whatever the index finds: voted, promoted, new arrivals.
                 let mut extra = votes.items();
-                extra.extend(social.into_iter().flat_map(|s| s.iter().map(|(i, _)| i)));
+                extra.extend(around.items());
                 extra.extend(query.rules.promoted.iter().filter_map(|(id, _)| self.item_index(id)));
                 extra.extend(query.rules.new_arrival_items(self, self.clock()));
                 // A user who had more than a first round makes room for starts from the
@@ -1057,31 +1106,38 @@ impl Model {
         (query.live.len() * 10 <= self.history(user).len()).then_some(list)
     }
 
-    /// Blends inner products with neighbour and social votes:
-    /// `(1 − β)·(u·y)/(|u|·M) + β·vote + γ·social`. Inner products are scaled into
-    /// [-1, 1] by |u| and the largest item norm M; both kinds of vote are already scaled
-    /// so the strongest is 1. Without votes (or β = γ = 0) the inner products stand as
-    /// they are.
-    fn blend(&self, u: &[f32], mut raw: Vec<(f32, ItemIdx)>, votes: &Votes, social: Option<&SocialVotes>, blend: Blend) -> Vec<(f32, ItemIdx)> {
+    /// Blends inner products with neighbour, social and community votes:
+    /// `(1 − β)·(u·y)/(|u|·M) + β·vote + γ·social + κ·community`. Inner products are
+    /// scaled into [-1, 1] by |u| and the largest item norm M; every kind of vote is
+    /// already scaled so the strongest is 1. Without votes (or β = γ = κ = 0) the inner
+    /// products stand as they are.
+    fn blend(&self, u: &[f32], mut raw: Vec<(f32, ItemIdx)>, votes: &Votes, around: &Around, blend: Blend) -> Vec<(f32, ItemIdx)> {
         let beta = if votes.is_empty() { 0.0 } else { blend.sequence.clamp(0.0, 1.0) };
-        let gamma = social.filter(|s| !s.is_empty()).map_or(0.0, |_| blend.social.max(0.0));
-        if beta == 0.0 && gamma == 0.0 {
+        let weighs = around.weighs(blend);
+        if beta == 0.0 && !weighs {
             return raw;
         }
         let scale = (1.0 - beta) / (norm(u) * self.max_norm()).max(f32::MIN_POSITIVE);
-        match social {
-            Some(social) if gamma > 0.0 => {
-                for x in raw.iter_mut() {
-                    x.0 = scale * x.0 + beta * votes.get(x.1) + gamma * social.get(x.1);
-                }
+        if weighs {
+            for x in raw.iter_mut() {
+                x.0 = scale * x.0 + beta * votes.get(x.1) + around.get(x.1, blend);
             }
-            _ => {
-                for x in raw.iter_mut() {
-                    x.0 = scale * x.0 + beta * votes.get(x.1);
-                }
+        } else {
+            for x in raw.iter_mut() {
+                x.0 = scale * x.0 + beta * votes.get(x.1);
             }
         }
         raw
+    }
+
+    /// The community `item` is a strong pick of (see [`COMMUNITY_REASON`]), when `blend`
+    /// weighs it above what the user's contacts had: the reason names the stronger.
+    fn community_pick(&self, around: &Around, item: ItemIdx, blend: Blend) -> Option<u32> {
+        let votes = around.community.as_ref().filter(|_| blend.community > 0.0)?;
+        let community = votes.get(item);
+        let social = around.contacts.as_ref().map_or(0.0, |(_, v)| v.get(item));
+        let stronger = blend.community * community > blend.social.max(0.0) * social;
+        votes.community(item).filter(|_| community >= COMMUNITY_REASON && stronger)
     }
 
     /// The answer for a subject without a usable history (nor contacts to stand in): the
@@ -1680,7 +1736,7 @@ mod tests {
     fn ranking_several_blends_at_once_equals_one_call_per_blend() {
         let m = model();
         let s = m.default_settings();
-        let blends = [0.0, 0.02, 0.3, 1.0].map(|b| Blend { sequence: b, social: s.social_blend });
+        let blends = [0.0, 0.02, 0.3, 1.0].map(|b| Blend { sequence: b, social: s.social_blend, community: s.community_blend });
         for user in m.user_ids().iter().take(25) {
             let q = query(Subject::User(user.clone()), 12);
             let all = m.recommend_blends(&q, &s, &blends).unwrap();

@@ -38,6 +38,9 @@ pub struct ServingSettings {
     /// Weight of the social votes in `Recommend` where the model has a social graph
     /// (see [`crate::social`]); 0 turns them off.
     pub social_blend: f32,
+    /// Weight of a member's communities' picks in `Recommend` (see
+    /// [`crate::communities`]); 0 turns them off.
+    pub community_blend: f32,
 }
 
 impl ServingSettings {
@@ -52,12 +55,23 @@ impl ServingSettings {
             similar_blend: params.blend_weight,
             explore_share: 0.0,
             social_blend: params.social_blend,
+            community_blend: params.community_blend,
         }
     }
 
     /// Whether a catalogue of `n_items` is scored exactly under these settings.
     pub fn scores_exactly(&self, n_items: usize) -> bool {
         n_items <= self.exact_max_items
+    }
+
+    /// These settings without social signals: neither contacts' votes nor communities'
+    /// picks.
+    pub fn without_social(self) -> ServingSettings {
+        ServingSettings {
+            social_blend: 0.0,
+            community_blend: 0.0,
+            ..self
+        }
     }
 
     /// These settings, forced to score every catalogue exactly.

@@ -15,8 +15,9 @@
 //! fitted on the rest and ranked on the slice through the serving code path, each fitted
 //! candidate also re-scored with every neighbour blend of
 //! [`BLEND_SWEEP`](crate::tune::BLEND_SWEEP) and, where the data has a social graph,
-//! every social weight of [`SOCIAL_SWEEP`](crate::tune::SOCIAL_SWEEP) (serving
-//! settings, no refit). The search
+//! every social weight of [`SOCIAL_SWEEP`](crate::tune::SOCIAL_SWEEP), where it has
+//! communities every community weight of
+//! [`COMMUNITY_SWEEP`](crate::tune::COMMUNITY_SWEEP) (serving settings, no refit). The search
 //! is seeded, so the same input and seed give the same parameters as long as the
 //! wall-clock cap is not what stops it (the report says which stopped it). The chosen
 //! candidate's recall at 1…50 also gives the hit curve of new items by rank, which the
@@ -36,7 +37,7 @@ use rand::SeedableRng;
 use crate::eval;
 use crate::rank::AffinityBlends;
 use crate::split::Target;
-use crate::tune::{affinity_candidates, blend_variants, given_blend};
+use crate::tune::{affinity_candidates, blend_variants, given_blend, with_blend, Signals};
 
 /// Users need at least this many distinct items to give some to validation.
 const MIN_ITEMS: usize = 3;
@@ -275,7 +276,7 @@ pub fn autotune(
         quick.als.iterations = p.als.iterations.min(SEARCH_ITERATIONS);
         let model = train_for(&fit_data, time_kind, &quick, &NoProgress, Some(&scored_users));
         report.fits += 1;
-        let blends = blend_variants(&p, !data.social.is_empty());
+        let blends = blend_variants(&p, Signals::of(data));
         let ranker = AffinityBlends {
             model: &model,
             // Candidates have no indexes (see `train_for`) and are compared exactly.
@@ -295,6 +296,7 @@ pub fn autotune(
                 ease = p.sequence.ease_lambda,
                 blend = blend.sequence,
                 social = blend.social,
+                community = blend.community,
                 ndcg10 = m.ndcg,
                 "tuning candidate scored"
             );
@@ -303,10 +305,7 @@ pub fn autotune(
                 given = (m.recall, curve);
             }
             if best.as_ref().is_none_or(|(b, _, _, _)| m.ndcg > *b) {
-                let mut q = p;
-                q.sequence.blend = blend.sequence;
-                q.social_blend = blend.social;
-                best = Some((m.ndcg, m.recall, q, curve));
+                best = Some((m.ndcg, m.recall, with_blend(p, blend), curve));
             }
         }
         progress.advance();

@@ -9,7 +9,7 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use affinity_core::data::TimeKind;
+use affinity_core::data::{Dataset, TimeKind};
 use affinity_core::params::TrainParams;
 use affinity_core::recommend::Blend;
 
@@ -70,15 +70,39 @@ pub const BLEND_SWEEP: [f32; 7] = [0.0, 0.02, 0.1, 0.2, 0.3, 0.5, 0.8];
 /// (also read at serving time: no extra fit).
 pub const SOCIAL_SWEEP: [f32; 6] = [0.0, 0.03, 0.1, 0.2, 0.4, 0.8];
 
+/// Community weights tried on every fitted candidate of data with communities (read at
+/// serving time too).
+pub const COMMUNITY_SWEEP: [f32; 6] = [0.0, 0.03, 0.1, 0.2, 0.4, 0.8];
+
+/// What the data has besides events, which decides the blends a search sweeps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Signals {
+    /// A social graph.
+    pub social: bool,
+    /// Communities.
+    pub communities: bool,
+}
+
+impl Signals {
+    /// What `data` has.
+    pub fn of(data: &Dataset) -> Signals {
+        Signals { social: !data.social.is_empty(), communities: !data.memberships.is_empty() }
+    }
+}
+
 /// The blends a fitted candidate is ranked with: its own first, then every neighbour
-/// blend of [`BLEND_SWEEP`] and, with a social graph, every social weight of
-/// [`SOCIAL_SWEEP`] (one axis at a time, from the candidate's own).
-pub fn blend_variants(p: &TrainParams, social: bool) -> Vec<Blend> {
+/// blend of [`BLEND_SWEEP`], with a social graph every social weight of
+/// [`SOCIAL_SWEEP`] and with communities every community weight of [`COMMUNITY_SWEEP`]
+/// (one axis at a time, from the candidate's own).
+pub fn blend_variants(p: &TrainParams, signals: Signals) -> Vec<Blend> {
     let own = given_blend(p);
     let mut blends = vec![own];
     blends.extend(BLEND_SWEEP.iter().map(|&b| Blend { sequence: b, ..own }));
-    if social {
+    if signals.social {
         blends.extend(SOCIAL_SWEEP.iter().map(|&g| Blend { social: g, ..own }));
+    }
+    if signals.communities {
+        blends.extend(COMMUNITY_SWEEP.iter().map(|&g| Blend { community: g, ..own }));
     }
     let mut unique: Vec<Blend> = Vec::with_capacity(blends.len());
     for b in blends {
@@ -89,9 +113,18 @@ pub fn blend_variants(p: &TrainParams, social: bool) -> Vec<Blend> {
     unique
 }
 
+/// `p` serving with `blend`.
+pub fn with_blend(p: TrainParams, blend: Blend) -> TrainParams {
+    let mut q = p;
+    q.sequence.blend = blend.sequence;
+    q.social_blend = blend.social;
+    q.community_blend = blend.community;
+    q
+}
+
 /// The blend `p` itself serves with.
 pub fn given_blend(p: &TrainParams) -> Blend {
-    Blend { sequence: p.sequence.blend, social: p.social_blend }
+    Blend { sequence: p.sequence.blend, social: p.social_blend, community: p.community_blend }
 }
 
 /// `trials` neighbourhood sizes for ItemKNN, spread from 5 to 1000.

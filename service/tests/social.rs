@@ -239,7 +239,9 @@ async fn popular_and_trending_per_community_over_grpc() {
         store.data.events.push(affinity_core::data::Event::new(user, "club-item", EventKind::View, Some(start + 89 * 86_400)));
     }
     store.data.memberships.push(affinity_core::data::Membership { user_id: "club-newcomer".into(), community_id: "club".into() });
-    let mut m = train(&store.data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
+    // The community weight `train`'s search chose on the generated community store.
+    let params = TrainParams { community_blend: 0.4, ..TrainParams::default() };
+    let mut m = train(&store.data, TimeKind::Unix, &params, &NoProgress);
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("social-community");
     let _ = std::fs::remove_dir_all(&root);
     format::save(&mut m, &root, Retention::default()).unwrap();
@@ -278,6 +280,14 @@ async fn popular_and_trending_per_community_over_grpc() {
     let newcomer = proto::RecommendRequest { subject: Some(Subject::UserId("club-newcomer".into())), k: 5, ..Default::default() };
     let r = c.recommend(newcomer.clone()).await.unwrap().into_inner();
     assert!(r.items.iter().all(|i| i.reason.as_ref().unwrap().text != "popular in community club"));
+    // A member with a history of their own (who joined live) gets the club's pick, and
+    // the reason; not when the request turns social signals off.
+    let joined = |social: Option<bool>| proto::RecommendRequest { subject: Some(Subject::UserId("u00100".into())), k: 10, social, ..Default::default() };
+    let r = c.recommend(joined(None)).await.unwrap().into_inner();
+    let club_pick = r.items.iter().find(|i| i.item_id == "club-item").map(|i| i.reason.as_ref().unwrap().text.as_str());
+    assert_eq!(club_pick, Some("popular in your community club"), "{:?}", r.items);
+    let r = c.recommend(joined(Some(false))).await.unwrap().into_inner();
+    assert!(r.items.iter().all(|i| i.item_id != "club-item"), "{:?}", r.items);
     let e = c.ingest_memberships(send(vec![change("u00100", false), proto::MembershipChange { community_id: String::new(), ..change("u00101", false) }])).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("memberships[1].community_id"), "{}", e.message());

@@ -9,7 +9,6 @@ use std::fs;
 use std::path::Path;
 
 use affinity_core::data::{Dataset, Event, Item, SocialEdge, TimeKind};
-use affinity_core::settings::ServingSettings;
 use affinity_core::model::Model;
 use affinity_core::params::TrainParams;
 use affinity_core::train::{self, NoProgress};
@@ -167,8 +166,8 @@ fn evaluate_split(
     }
     let p = serde_json::to_value(params)?;
     add(None, &Affinity::new(&model), &model, fit_affinity, p.clone());
-    if !model.social().is_empty() {
-        let off = ServingSettings { social_blend: 0.0, ..model.default_settings() };
+    if model.has_social() || model.has_communities() {
+        let off = model.default_settings().without_social();
         add(Some("affinity-no-social"), &Affinity::with_settings(&model, off), &model, fit_affinity, p.clone());
     }
     if args.exact {

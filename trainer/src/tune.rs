@@ -70,16 +70,14 @@ pub fn run(args: TuneArgs) -> Result<()> {
     for (n, p) in candidates.into_iter().enumerate() {
         let (model, fit) = eval::timed(|| train::train(&data, kind, &p, &NoProgress));
         // The candidate's own blend first, then the sweep (serving-time: no refit).
-        let blends = tune::blend_variants(&p, !data.social.is_empty());
+        let blends = tune::blend_variants(&p, tune::Signals::of(&data));
         let ranker = AffinityBlends {
             model: &model,
             settings: model.default_settings(),
             blends: blends.clone(),
         };
         for (blend, metrics) in blends.into_iter().zip(eval::score_variants(&ranker, &model, &valid, &[10])) {
-            let mut q = p;
-            q.sequence.blend = blend.sequence;
-            q.social_blend = blend.social;
+            let q = tune::with_blend(p, blend);
             let m = &metrics[0];
             if best.as_ref().is_none_or(|(b, _)| m.ndcg > *b) {
                 best = Some((m.ndcg, q));

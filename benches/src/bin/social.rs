@@ -205,7 +205,7 @@ fn run(name: &str, source: Source, args: &Args) -> Result<DataRun> {
         let model = train(&fit_data, kind, &params, &NoProgress);
         let seconds = started.elapsed().as_secs_f64();
         let on = Affinity::new(&model);
-        let off = Affinity::with_settings(&model, ServingSettings { social_blend: 0.0, ..model.default_settings() });
+        let off = Affinity::with_settings(&model, model.default_settings().without_social());
         let has_contacts = |u: &str| model.user_index(u).is_some_and(|i| !model.social().contacts(i).is_empty());
         let mut slices = BTreeMap::new();
         for (slice, t) in [

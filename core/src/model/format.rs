@@ -591,7 +591,7 @@ pub fn load(path: &Path) -> Result<Model> {
     model.shortlists = shortlists;
     model.social = social;
     model.influence = influence;
-    model.communities = communities;
+    model.set_communities(communities);
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "model matrices decoded and derived");
     // Indexes are read only where the recorded settings score through them (smaller
     // catalogues are published without; older models that carry them do not need them).

@@ -163,6 +163,9 @@ pub struct Model {
     pub(crate) influence: crate::influence::Influence,
     /// Which communities each user belongs to (empty without `communities.csv`).
     pub(crate) communities: crate::communities::Communities,
+    /// What each community's members had more of than the store (derived from
+    /// `communities` and the histories by [`Model::set_communities`]).
+    community_picks: crate::communities::CommunityPicks,
     /// Memberships changed while serving, over `communities` (see
     /// [`Model::edit_membership`]); `community_edited` says whether there are any.
     community_edits: std::sync::RwLock<crate::communities::MembershipEdits>,
@@ -349,6 +352,7 @@ impl Model {
             social: crate::social::SocialGraph::default(),
             influence: crate::influence::Influence::default(),
             communities: crate::communities::Communities::default(),
+            community_picks: Default::default(),
             community_edits: Default::default(),
             community_edited: AtomicBool::new(false),
             forgotten,
@@ -500,9 +504,31 @@ impl Model {
         &self.communities
     }
 
-    /// Sets the community table (built over this model's user indices).
+    /// Sets the community table (built over this model's user indices) and counts each
+    /// community's picks from the histories.
     pub fn set_communities(&mut self, communities: crate::communities::Communities) {
+        self.community_picks = crate::communities::CommunityPicks::compute(
+            &communities,
+            self.n_users(),
+            |u| self.history(u).seen().map(|(i, _)| i),
+            |i| self.popularity(i).max(1.0).powf(-crate::recommend::SOCIAL_RARITY),
+        );
         self.communities = communities;
+    }
+
+    /// Whether any user belongs to a community (as trained or since).
+    pub fn has_communities(&self) -> bool {
+        !self.communities.is_empty() || self.community_edited.load(Ordering::Acquire)
+    }
+
+    /// The picks of `user`'s communities, as votes (none for a user in no community, or
+    /// only in communities created since training).
+    pub fn community_votes(&self, user: UserIdx) -> crate::communities::CommunityVotes {
+        if !self.community_edited.load(Ordering::Acquire) {
+            return crate::communities::CommunityVotes::of(&self.community_picks, self.communities.of_user(user).iter().copied());
+        }
+        let member_of = self.communities_of(user).into_iter().filter_map(|(c, _)| self.communities.index(&c));
+        crate::communities::CommunityVotes::of(&self.community_picks, member_of)
     }
 
     /// Whether `user` is in `segment`: their attributes match and, when the segment
