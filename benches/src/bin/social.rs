@@ -8,7 +8,10 @@
 //! same model, with social scoring off. Slices: users with and without contacts (FilmTrust's
 //! raters who trust nobody must not lose). Cold start through friends: a seeded tenth of
 //! the users lose their whole history from the fit (they stay known through the graph)
-//! and are scored on all of it, social against popularity. Prints tables and writes
+//! and are scored on all of it, social against popularity. The generated community store
+//! (`community-synth`: planted communities whose members share house favourites, see
+//! `affinity_lab::synth::community_store`) is run the same way, with slices for members
+//! and others: the community weight is the search's too. Prints tables and writes
 //! `benches/results/social.json`.
 //!
 //! ```text
@@ -30,6 +33,7 @@ use affinity_lab::eval;
 use affinity_lab::import::{self, Source};
 use affinity_lab::rank::Affinity;
 use affinity_lab::split::{self, Protocol, Target};
+use affinity_lab::synth;
 use anyhow::{Context, Result};
 use clap::Parser;
 use serde::Serialize;
@@ -155,6 +159,7 @@ struct At10 {
 struct SeedRun {
     seed: u64,
     social_weight: f32,
+    community_weight: f32,
     tune_and_fit_seconds: f64,
     /// slice → (social on, social off).
     slices: BTreeMap<String, (At10, At10)>,
@@ -184,9 +189,13 @@ fn only(t: &Target, keep: impl Fn(&str) -> bool) -> Target {
     }
 }
 
-fn run(name: &str, source: Source, args: &Args) -> Result<DataRun> {
+/// A shared data set, events as a storefront sends them.
+fn imported(name: &str, source: Source, args: &Args) -> Result<Dataset> {
     let folder = args.datasets.join(name);
-    let mut data = import::import(source, &folder).with_context(|| format!("cannot import {}", folder.display()))?;
+    import::import(source, &folder).with_context(|| format!("cannot import {}", folder.display()))
+}
+
+fn run(name: &str, mut data: Dataset, args: &Args) -> Result<DataRun> {
     for e in &mut data.events {
         e.kind = EventKind::View;
         e.value = None;
@@ -207,12 +216,18 @@ fn run(name: &str, source: Source, args: &Args) -> Result<DataRun> {
         let on = Affinity::new(&model);
         let off = Affinity::with_settings(&model, model.default_settings().without_social());
         let has_contacts = |u: &str| model.user_index(u).is_some_and(|i| !model.social().contacts(i).is_empty());
+        let is_member = |u: &str| model.user_index(u).is_some_and(|i| !model.communities_of(i).is_empty());
         let mut slices = BTreeMap::new();
-        for (slice, t) in [
-            ("all", only(&target, |_| true)),
-            ("with contacts", only(&target, has_contacts)),
-            ("no contacts", only(&target, |u| !has_contacts(u))),
-        ] {
+        let mut cuts: Vec<(&str, Target)> = vec![("all", only(&target, |_| true))];
+        if !data.social.is_empty() {
+            cuts.push(("with contacts", only(&target, has_contacts)));
+            cuts.push(("no contacts", only(&target, |u| !has_contacts(u))));
+        }
+        if !data.memberships.is_empty() {
+            cuts.push(("members", only(&target, is_member)));
+            cuts.push(("not members", only(&target, |u| !is_member(u))));
+        }
+        for (slice, t) in cuts {
             slices.insert(slice.to_string(), (at10(&on, &model, &t), at10(&off, &model, &t)));
         }
         // Cold start: a seeded tenth of the users keep none of their events in the fit.
@@ -225,8 +240,8 @@ fn run(name: &str, source: Source, args: &Args) -> Result<DataRun> {
         let cold_target = split::target(Protocol::Random, &cold_fit.events, &data.events.iter().filter(|e| hidden(&e.user_id)).cloned().collect::<Vec<_>>());
         let social_on = ServingSettings { social_blend: params.social_blend.max(affinity_core::params::DEFAULT_SOCIAL_BLEND), ..cold_model.default_settings() };
         let cold = (at10(&Affinity::with_settings(&cold_model, social_on), &cold_model, &cold_target), at10(&Pop(&cold_model), &cold_model, &cold_target));
-        eprintln!("{name} seed {seed}: social weight {}, {:.1}s", params.social_blend, seconds);
-        out.runs.push(SeedRun { seed, social_weight: params.social_blend, tune_and_fit_seconds: seconds, slices, cold });
+        eprintln!("{name} seed {seed}: social weight {}, community weight {}, {:.1}s", params.social_blend, params.community_blend, seconds);
+        out.runs.push(SeedRun { seed, social_weight: params.social_blend, community_weight: params.community_blend, tune_and_fit_seconds: seconds, slices, cold });
     }
     Ok(out)
 }
@@ -259,9 +274,9 @@ fn print(r: &DataRun) {
     }
     let cold_social = mean_sd(&r.runs.iter().map(|x| x.cold.0.recall).collect::<Vec<_>>());
     let cold_pop = mean_sd(&r.runs.iter().map(|x| x.cold.1.recall).collect::<Vec<_>>());
-    let weights: Vec<String> = r.runs.iter().map(|x| x.social_weight.to_string()).collect();
+    let weights: Vec<String> = r.runs.iter().map(|x| format!("{}/{}", x.social_weight, x.community_weight)).collect();
     println!(
-        "\ncold start through friends (a tenth of users without history, {} users): R@10 social {:.4} ± {:.4}, popularity {:.4} ± {:.4}; trained social weights: {}",
+        "\ncold start through friends (a tenth of users without history, {} users): R@10 social {:.4} ± {:.4}, popularity {:.4} ± {:.4}; trained social/community weights: {}",
         r.runs.first().map_or(0, |x| x.cold.0.users),
         cold_social.0,
         cold_social.1,
@@ -277,11 +292,16 @@ fn main() -> Result<()> {
         return graph_scale(users, args.graph_edges);
     }
     let mut all = Vec::new();
-    for (name, source) in [("lastfm-hetrec", Source::LastFm), ("filmtrust", Source::FilmTrust)] {
+    for name in ["lastfm-hetrec", "filmtrust", "community-synth"] {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
             continue;
         }
-        let r = run(name, source, &args)?;
+        let data = match name {
+            "lastfm-hetrec" => imported(name, Source::LastFm, &args)?,
+            "filmtrust" => imported(name, Source::FilmTrust, &args)?,
+            _ => synth::community_store(synth::CommunitySize::default(), 1).data,
+        };
+        let r = run(name, data, &args)?;
         print(&r);
         all.push(r);
     }
