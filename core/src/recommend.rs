@@ -12,6 +12,7 @@
 //! them exactly, falling back to exact scoring when filters leave too few. Ties break by
 //! item index, so results are deterministic.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
@@ -28,7 +29,7 @@ use crate::segments::{Segment, SegmentPopularity};
 use crate::trending::{At, Window};
 use crate::settings::ServingSettings;
 use crate::communities::CommunityVotes;
-use crate::social::SocialVotes;
+use crate::social::{Contact, SocialVotes};
 
 /// Largest `k` a request may ask for.
 pub const MAX_K: usize = 1000;
@@ -118,14 +119,15 @@ pub struct Blend {
 /// contacts' votes (see [`crate::social`]) and their communities' picks (see
 /// [`crate::communities`]).
 #[derive(Debug, Default)]
-struct Around {
-    /// The user and their contacts' votes, when any contact had anything.
-    contacts: Option<(UserIdx, SocialVotes)>,
+struct Around<'a> {
+    /// The user's contacts (read once per request: with live edits, each read copies
+    /// them) and their votes, when any contact had anything.
+    contacts: Option<(Cow<'a, [Contact]>, SocialVotes)>,
     /// Their communities' picks, when they have any.
     community: Option<CommunityVotes>,
 }
 
-impl Around {
+impl Around<'_> {
     /// Whether `blend` weighs anything here.
     fn weighs(&self, blend: Blend) -> bool {
         (blend.social > 0.0 && self.contacts.is_some()) || (blend.community > 0.0 && self.community.is_some())
@@ -675,9 +677,15 @@ impl Model {
             Some(u) if query.social != Some(false) => {
                 let user = UserIdx(u as u32);
                 let weighed = |w: fn(&Blend) -> f32| blends.iter().any(|b| w(b) > 0.0);
-                let contacts = (weighed(|b| b.social) && self.has_social()).then(|| self.social_votes(user)).filter(|v| !v.is_empty());
+                let contacts = (weighed(|b| b.social) && self.has_social())
+                    .then(|| {
+                        let contacts = self.contacts_of(user);
+                        let votes = self.social_votes(user, &contacts);
+                        (contacts, votes)
+                    })
+                    .filter(|(_, v)| !v.is_empty());
                 let community = (weighed(|b| b.community) && self.has_communities()).then(|| self.community_votes(user)).filter(|v| !v.is_empty());
-                Around { contacts: contacts.map(|v| (user, v)), community }
+                Around { contacts, community }
             }
             _ => Around::default(),
         };
@@ -704,7 +712,7 @@ impl Model {
         recent: &[ItemIdx],
         filter: &Eligibility<'_>,
         returns: Vec<(f32, ItemIdx)>,
-        around: &Around,
+        around: &Around<'_>,
     ) -> Result<Vec<Recommendations>> {
         if query.seen == SeenPolicy::BuyAgain {
             return Ok(vec![self.buy_again(returns, filter, query.k, &query.rules); blends.len()]);
@@ -713,7 +721,7 @@ impl Model {
         // A user without a usable history but with contacts: their contacts' tastes stand
         // in for theirs (and what the contacts had votes as for everyone).
         let from_friends = personal.is_none();
-        let personal = personal.or_else(|| around.contacts.as_ref().and_then(|(user, _)| self.contacts_vector(*user)));
+        let personal = personal.or_else(|| around.contacts.as_ref().and_then(|(contacts, _)| self.contacts_vector(contacts)));
         let Some(u) = personal else {
             return Ok(vec![self.cold_answer(query, filter); blends.len()]);
         };
@@ -738,7 +746,7 @@ impl Model {
             let mut items: Vec<Scored> = ranked
                 .into_iter()
                 .map(|(score, item)| match (&around.contacts, self.community_pick(around, item, b)) {
-                    (Some((user, votes)), None) if b.social > 0.0 && votes.contacts_with(item) > 0 => self.social_scored(*user, item, score),
+                    (Some((contacts, votes)), None) if b.social > 0.0 && votes.contacts_with(item) > 0 => self.social_scored(contacts, item, score),
                     (_, Some(c)) => Scored {
                         item,
                         score,
@@ -1001,7 +1009,7 @@ impl Model {
         &self,
         u: &[f32],
         votes: &Votes,
-        around: &Around,
+        around: &Around<'_>,
         filter: &Eligibility<'_>,
         query: &RecommendQuery,
         settings: &ServingSettings,
@@ -1111,7 +1119,7 @@ impl Model {
     /// scaled into [-1, 1] by |u| and the largest item norm M; every kind of vote is
     /// already scaled so the strongest is 1. Without votes (or β = γ = κ = 0) the inner
     /// products stand as they are.
-    fn blend(&self, u: &[f32], mut raw: Vec<(f32, ItemIdx)>, votes: &Votes, around: &Around, blend: Blend) -> Vec<(f32, ItemIdx)> {
+    fn blend(&self, u: &[f32], mut raw: Vec<(f32, ItemIdx)>, votes: &Votes, around: &Around<'_>, blend: Blend) -> Vec<(f32, ItemIdx)> {
         let beta = if votes.is_empty() { 0.0 } else { blend.sequence.clamp(0.0, 1.0) };
         let weighs = around.weighs(blend);
         if beta == 0.0 && !weighs {
@@ -1132,7 +1140,7 @@ impl Model {
 
     /// The community `item` is a strong pick of (see [`COMMUNITY_REASON`]), when `blend`
     /// weighs it above what the user's contacts had: the reason names the stronger.
-    fn community_pick(&self, around: &Around, item: ItemIdx, blend: Blend) -> Option<u32> {
+    fn community_pick(&self, around: &Around<'_>, item: ItemIdx, blend: Blend) -> Option<u32> {
         let votes = around.community.as_ref().filter(|_| blend.community > 0.0)?;
         let community = votes.get(item);
         let social = around.contacts.as_ref().map_or(0.0, |(_, v)| v.get(item));
@@ -1167,13 +1175,13 @@ impl Model {
         }
     }
 
-    /// The mean of `user`'s contacts' vectors, each by its edge weight (contacts who
+    /// The mean of a user's `contacts`' vectors, each by its edge weight (contacts who
     /// were forgotten or have no vector left out), with the typical user's vector as one
     /// more contact: a stand-in for a user with none.
-    fn contacts_vector(&self, user: UserIdx) -> Option<Vec<f32>> {
+    fn contacts_vector(&self, contacts: &[Contact]) -> Option<Vec<f32>> {
         let mut sum = vec![0.0f32; self.manifest().params.als.factors];
         let mut total = 0.0f32;
-        for c in self.contacts_of(user).iter().take(crate::social::MAX_CONTACTS) {
+        for c in contacts.iter().take(crate::social::MAX_CONTACTS) {
             let v = self.user_vector(UserIdx(c.user));
             if self.is_forgotten(UserIdx(c.user)) || v.len() != sum.len() || v.iter().all(|&x| x == 0.0) {
                 continue;
@@ -1196,7 +1204,7 @@ impl Model {
     /// user without one) times how much their picks are taken up
     /// ([`crate::influence::Influence::vote_factor`]), and each item by how rare it is: friends' favourites that
     /// everyone has say little the embedding does not already know.
-    fn social_votes(&self, user: UserIdx) -> SocialVotes {
+    fn social_votes(&self, user: UserIdx, contacts: &[Contact]) -> SocialVotes {
         let me = self.user_vector(user);
         let mine = norm(me);
         let alike = |c: u32| {
@@ -1208,15 +1216,15 @@ impl Model {
             };
             alike * self.influence.vote_factor(UserIdx(c))
         };
-        crate::social::votes(&self.contacts_of(user), |c| self.history(UserIdx(c)).seen().take(if self.is_forgotten(UserIdx(c)) { 0 } else { usize::MAX }).map(|(i, _)| i), alike)
+        crate::social::votes(contacts, |c| self.history(UserIdx(c)).seen().take(if self.is_forgotten(UserIdx(c)) { 0 } else { usize::MAX }).map(|(i, _)| i), alike)
             .weighed(|i| self.popularity(i).max(1.0).powf(-SOCIAL_RARITY))
     }
 
-    /// A result `user`'s contacts had, with a reason naming how many of them had it and
+    /// A result a user's `contacts` had, with a reason naming how many of them had it and
     /// what they did: "3 friends bought this", "liked by alice".
-    fn social_scored(&self, user: UserIdx, item: ItemIdx, score: f32) -> Scored {
+    fn social_scored(&self, contacts: &[Contact], item: ItemIdx, score: f32) -> Scored {
         let (mut friends, mut followed, mut first_followed, mut strongest) = (0usize, 0usize, None, None::<EventKind>);
-        for c in self.contacts_of(user).iter().take(crate::social::MAX_CONTACTS) {
+        for c in contacts.iter().take(crate::social::MAX_CONTACTS) {
             let h = self.history(UserIdx(c.user));
             if !h.has_seen(item) || self.is_forgotten(UserIdx(c.user)) {
                 continue;
