@@ -334,6 +334,23 @@ pub struct UserProfile {
     pub top_categories: Vec<(String, f32)>,
     /// See `top_categories`.
     pub top_brands: Vec<(String, f32)>,
+    /// Who the user is among others (none for a deleted or unknown user).
+    pub social: SocialProfile,
+}
+
+/// A user's place among others: their contacts and communities as they stand (live
+/// changes included) and their trained influence.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SocialProfile {
+    /// Friends (both ways).
+    pub friends: u32,
+    /// Accounts the user follows or trusts.
+    pub following: u32,
+    /// Communities the user belongs to, by id.
+    pub communities: Vec<String>,
+    /// Influence score (mean 1 over users, see [`crate::influence`]), where the model has
+    /// a social graph.
+    pub influence: Option<f32>,
 }
 
 impl UserProfile {
@@ -406,6 +423,16 @@ impl Model {
             *categories.entry(item.category.as_str()).or_insert(0.0) += w;
             *brands.entry(item.brand.as_str()).or_insert(0.0) += w;
         }
+        let social = stored.map_or_else(SocialProfile::default, |u| {
+            let contacts = self.contacts_of(u);
+            let friends = contacts.iter().filter(|c| c.friend).count() as u32;
+            SocialProfile {
+                friends,
+                following: contacts.len() as u32 - friends,
+                communities: self.communities_of(u).into_iter().map(|(c, _)| c).collect(),
+                influence: (!self.influence().is_empty()).then(|| self.influence().score(u)),
+            }
+        });
         Ok(UserProfile {
             now,
             activity: a,
@@ -414,6 +441,7 @@ impl Model {
             churn,
             top_categories: top(categories, 5),
             top_brands: top(brands, 5),
+            social,
         })
     }
 }

@@ -288,6 +288,12 @@ async fn popular_and_trending_per_community_over_grpc() {
     assert_eq!(club_pick, Some("popular in your community club"), "{:?}", r.items);
     let r = c.recommend(joined(Some(false))).await.unwrap().into_inner();
     assert!(r.items.iter().all(|i| i.item_id != "club-item"), "{:?}", r.items);
+    // Their profile says where they stand: the club joined live, their contacts, their
+    // influence.
+    let p = c.get_user_profile(proto::GetUserProfileRequest { user_id: "u00100".into(), ..Default::default() }).await.unwrap().into_inner();
+    let follows = store.data.social.iter().filter(|e| e.user_id == "u00100" && e.other_id != "u00100").map(|e| &e.other_id).collect::<std::collections::HashSet<_>>().len();
+    assert_eq!((p.communities, p.friends, p.following as usize), (vec!["club".to_string()], 0, follows));
+    assert!(p.influence.is_some_and(|s| s > 0.0), "{:?}", p.influence);
     let e = c.ingest_memberships(send(vec![change("u00100", false), proto::MembershipChange { community_id: String::new(), ..change("u00101", false) }])).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("memberships[1].community_id"), "{}", e.message());

@@ -118,6 +118,10 @@ impl From<Answer<(String, UserProfile)>> for proto::UserProfile {
             top_brands: named(&p.top_brands),
             view_to_cart: p.view_to_cart(),
             cart_to_purchase: p.cart_to_purchase(),
+            friends: p.social.friends,
+            following: p.social.following,
+            communities: p.social.communities,
+            influence: p.social.influence,
         }
     }
 }

@@ -601,6 +601,13 @@ async fn run(cli: Cli) -> Result<()> {
             }
             writeln!(out, "top categories  {}", names(&p.top_categories))?;
             writeln!(out, "top brands      {}", names(&p.top_brands))?;
+            if p.friends + p.following > 0 || !p.communities.is_empty() || p.influence.is_some() {
+                writeln!(out, "contacts        {} friends, following {}", p.friends, p.following)?;
+                writeln!(out, "communities     {}", p.communities.join(", "))?;
+            }
+            if let Some(score) = p.influence {
+                writeln!(out, "influence       {score:.2} (mean 1)")?;
+            }
         }
         Command::Popular { k, category, region, age, gender, occupation, income, community, window, trending, rules } => {
             let segment = Some(proto::UserAttributes { region, age, gender, occupation, income, community });
