@@ -255,7 +255,7 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 
 fn print(r: &DataRun) {
     println!("\n## {} ({} users, {} edges; views only, random split {}, {} seeds)\n", r.dataset, r.users, r.edges, r.split, r.runs.len());
-    println!("| slice | users | R@10 social | R@10 without | gain (σ of runs, σ of paired diff) | NDCG@10 social | NDCG@10 without | gain (σ, σ diff) | R@10 hits/|test| social / without |");
+    println!("| slice | users | R@10 social | R@10 without | gain (σ of runs, σ of paired diff, paired t) | NDCG@10 social | NDCG@10 without | gain (σ, σ diff, t) | R@10 hits/|test| social / without |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let slices: Vec<String> = r.runs.first().map(|x| x.slices.keys().cloned().collect()).unwrap_or_default();
     for slice in slices {
@@ -266,7 +266,10 @@ fn print(r: &DataRun) {
         let ndiff = mean_sd(&get(&|p| p.0.ndcg - p.1.ndcg));
         let (fon, foff) = (mean_sd(&get(&|p| p.0.recall_full)), mean_sd(&get(&|p| p.1.recall_full)));
         let users = r.runs[0].slices[&slice].0.users;
-        let sig = |d: (f64, f64), sd: f64| format!("{:+.4} ({:.1}σ, {:.1}σ)", d.0, d.0 / sd.max(1e-9), d.0 / d.1.max(1e-9));
+        // The gain against the spread of the runs, against the spread of the per-seed
+        // gains, and as a paired t statistic (the mean gain over its standard error).
+        let n = (r.runs.len().max(1) as f64).sqrt();
+        let sig = |d: (f64, f64), sd: f64| format!("{:+.4} ({:.1}σ, {:.1}σ, t {:.1})", d.0, d.0 / sd.max(1e-9), d.0 / d.1.max(1e-9), d.0 * n / d.1.max(1e-9));
         println!(
             "| {slice} | {users} | {:.4} ± {:.4} | {:.4} ± {:.4} | {} | {:.4} ± {:.4} | {:.4} ± {:.4} | {} | {:.4} / {:.4} |",
             ron.0, ron.1, roff.0, roff.1, sig(rdiff, roff.1.max(ron.1)), non.0, non.1, noff.0, noff.1, sig(ndiff, noff.1.max(non.1)), fon.0, foff.0
