@@ -201,6 +201,21 @@ mod power_law_tests {
     }
 }
 
+/// Item `j` of category `c` in the generated stores with categories: `c{c}-i{j:03}`.
+fn category_item(c: usize, j: usize) -> String {
+    format!("c{c}-i{j:03}")
+}
+
+/// A catalogue of `categories` categories (`c0`, `c1`, …) of `per` items each.
+fn category_catalogue(categories: usize, per: usize) -> Vec<Item> {
+    (0..categories).flat_map(|c| (0..per).map(move |j| Item { category: format!("c{c}"), ..Item::bare(category_item(c, j)) })).collect()
+}
+
+/// A popularity-skewed draw from `0..n`: low indices far more often.
+fn zipf(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> usize {
+    (((n as f64 + 1.0).powf(rng.gen::<f64>()) - 1.0) as usize).min(n - 1)
+}
+
 /// Sizes of a [`kol_store`].
 #[derive(Debug, Clone, Copy)]
 pub struct KolSize {
@@ -244,11 +259,8 @@ pub fn kol_store(size: KolSize, seed: u64) -> KolStore {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let day = 86_400i64;
     let start = 1_767_225_600i64;
-    let item = |c: usize, j: usize| format!("c{c}-i{j:03}");
-    let items: Vec<Item> = (0..size.categories)
-        .flat_map(|c| (0..size.items_per_category).map(move |j| Item { category: format!("c{c}"), ..Item::bare(item(c, j)) }))
-        .collect();
-    let zipf = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| -> usize { (((n as f64 + 1.0).powf(rng.gen::<f64>()) - 1.0) as usize).min(n - 1) };
+    let item = category_item;
+    let items = category_catalogue(size.categories, size.items_per_category);
     let user = |u: usize| format!("u{u:05}");
     let leaders: Vec<String> = (0..size.categories).map(|c| format!("kol-{c}")).collect();
     let decoys: Vec<String> = (0..size.categories).map(|c| format!("decoy-{c}")).collect();
@@ -389,11 +401,8 @@ pub struct CommunityStore {
 pub fn community_store(size: CommunitySize, seed: u64) -> CommunityStore {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let start = 1_767_225_600i64;
-    let item = |c: usize, j: usize| format!("c{c}-i{j:03}");
-    let items: Vec<Item> = (0..size.categories)
-        .flat_map(|c| (0..size.items_per_category).map(move |j| Item { category: format!("c{c}"), ..Item::bare(item(c, j)) }))
-        .collect();
-    let zipf = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| -> usize { (((n as f64 + 1.0).powf(rng.gen::<f64>()) - 1.0) as usize).min(n - 1) };
+    let item = category_item;
+    let items = category_catalogue(size.categories, size.items_per_category);
     // House favourites: distinct tail items, numbered past the catalogue's own.
     let favourites: Vec<Vec<String>> = (0..size.communities)
         .map(|k| (0..size.favourites).map(|f| item(rng.gen_range(0..size.categories), size.items_per_category + k * size.favourites + f)).collect())
