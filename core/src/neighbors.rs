@@ -340,9 +340,8 @@ mod tests {
         let lambda = 0.5 * counts.iter().sum::<f64>() / 6.0;
         let b = dense_ease(&rows, 6, lambda);
         for a in 0..6 {
-            for j in 0..6 {
+            for (j, &want) in b[a].iter().enumerate() {
                 let got = n[a].iter().find(|x| x.0 == j as u32).map_or(0.0, |x| f64::from(x.1));
-                let want = b[a][j];
                 assert!((got - want).abs() < 1e-4, "B[{a}][{j}]: sparse {got} vs dense {want}");
             }
         }

@@ -142,9 +142,12 @@ fn a_flipped_byte_in_a_sealed_segment_is_an_error_naming_file_and_offset() {
 
 /// A disk whose files keep written bytes in a volatile buffer until synced; `cut` loses
 /// every unsynced byte, as a power cut does.
+/// Per segment, its bytes and how many of them are synced.
+type Files = BTreeMap<u64, (Vec<u8>, usize)>;
+
 #[derive(Clone, Default)]
 struct PowerCutDisk {
-    files: Arc<Mutex<BTreeMap<u64, (Vec<u8>, usize)>>>,
+    files: Arc<Mutex<Files>>,
 }
 
 impl PowerCutDisk {

@@ -28,7 +28,7 @@ fn latest() -> i64 {
 /// A demo server in a fresh directory, with extra flags.
 async fn demo_server(dir: &tempfile::TempDir, flags: &[&str]) -> (Server, RecommenderClient<tonic::transport::Channel>) {
     let mut args: Vec<&std::ffi::OsStr> = vec!["--demo".as_ref()];
-    args.extend(flags.iter().map(|f| std::ffi::OsStr::new(f)));
+    args.extend(flags.iter().map(std::ffi::OsStr::new));
     let server = start_server_with(&args, Some(dir.path())).await;
     let client = RecommenderClient::connect(server.addr.clone()).await.unwrap();
     (server, client)
