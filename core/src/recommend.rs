@@ -92,6 +92,11 @@ pub struct RecommendQuery {
     /// oldest first: they join the history, the fold-in, the recent items and the seen
     /// set. Items the model does not know are ignored.
     pub live: Vec<LiveEvent>,
+    /// Events of the user's contacts the model was not trained on, by contact id (the
+    /// server's live state; filled in by the server): social votes and reasons count them
+    /// as the contacts' own, so a friend's purchase a minute ago is "1 friend bought this"
+    /// now. Items the model does not know are ignored.
+    pub contacts_live: Vec<(String, Vec<LiveEvent>)>,
     /// Whether a user's stored history counts; off for a user who asked to be forgotten
     /// while a model still holds them (they get the cold-start answer).
     pub use_stored_history: bool,
@@ -123,6 +128,8 @@ struct Around<'a> {
     /// The user's contacts (read once per request: with live edits, each read copies
     /// them) and their votes, when any contact had anything.
     contacts: Option<(Cow<'a, [Contact]>, SocialVotes)>,
+    /// What the contacts did since training (see [`RecommendQuery::contacts_live`]).
+    contacts_live: ContactsLive,
     /// Their communities' picks, when they have any.
     community: Option<CommunityVotes>,
 }
@@ -145,6 +152,25 @@ impl Around<'_> {
     fn items(&self) -> impl Iterator<Item = ItemIdx> + '_ {
         let social = self.contacts.iter().flat_map(|(_, v)| v.iter().map(|(i, _)| i));
         social.chain(self.community.iter().flat_map(CommunityVotes::items))
+    }
+}
+
+/// What a user's contacts did since training: per contact index, the items new to
+/// them (not in their trained history) and every live event as (item, kind).
+#[derive(Debug, Default)]
+struct ContactsLive {
+    by_contact: foldhash::HashMap<u32, (Vec<ItemIdx>, Vec<(ItemIdx, EventKind)>)>,
+}
+
+impl ContactsLive {
+    /// Items contact `c` took up since training and had not had before.
+    fn new_items(&self, c: u32) -> &[ItemIdx] {
+        self.by_contact.get(&c).map_or(&[], |x| x.0.as_slice())
+    }
+
+    /// Contact `c`'s live events.
+    fn events(&self, c: u32) -> &[(ItemIdx, EventKind)] {
+        self.by_contact.get(&c).map_or(&[], |x| x.1.as_slice())
     }
 }
 
@@ -175,6 +201,7 @@ impl RecommendQuery {
             rules: Rules::default(),
             attributes: None,
             live: Vec::new(),
+            contacts_live: Vec::new(),
             use_stored_history: true,
             social: None,
         }
@@ -677,15 +704,17 @@ impl Model {
             Some(u) if query.social != Some(false) => {
                 let user = UserIdx(u as u32);
                 let weighed = |w: fn(&Blend) -> f32| blends.iter().any(|b| w(b) > 0.0);
-                let contacts = (weighed(|b| b.social) && self.has_social())
+                let social = weighed(|b| b.social) && self.has_social();
+                let contacts_live = if social { self.contacts_live(&query.contacts_live) } else { ContactsLive::default() };
+                let contacts = social
                     .then(|| {
                         let contacts = self.contacts_of(user);
-                        let votes = self.social_votes(user, &contacts);
+                        let votes = self.social_votes(user, &contacts, &contacts_live);
                         (contacts, votes)
                     })
                     .filter(|(_, v)| !v.is_empty());
                 let community = (weighed(|b| b.community) && self.has_communities()).then(|| self.community_votes(user)).filter(|v| !v.is_empty());
-                Around { contacts, community }
+                Around { contacts, contacts_live, community }
             }
             _ => Around::default(),
         };
@@ -746,7 +775,9 @@ impl Model {
             let mut items: Vec<Scored> = ranked
                 .into_iter()
                 .map(|(score, item)| match (&around.contacts, self.community_pick(around, item, b)) {
-                    (Some((contacts, votes)), None) if b.social > 0.0 && votes.contacts_with(item) > 0 => self.social_scored(contacts, item, score),
+                    (Some((contacts, votes)), None) if b.social > 0.0 && votes.contacts_with(item) > 0 => {
+                        self.social_scored(contacts, &around.contacts_live, item, score)
+                    }
                     (_, Some(c)) => Scored {
                         item,
                         score,
@@ -1199,12 +1230,30 @@ impl Model {
         Some(sum.into_iter().zip(mean).map(|(s, m)| (s + m) / (total + 1.0)).collect())
     }
 
+    /// The contacts' live events (by id, as the server passes them) on items the model
+    /// knows, by contact index.
+    fn contacts_live(&self, given: &[(String, Vec<LiveEvent>)]) -> ContactsLive {
+        let mut out = ContactsLive::default();
+        for (id, events) in given {
+            let Some(c) = self.user_index(id) else { continue };
+            let events: Vec<(ItemIdx, EventKind)> = events.iter().filter_map(|e| self.trained_item_index(&e.item_id).map(|i| (i, e.kind))).collect();
+            let h = self.history(c);
+            let mut new: Vec<ItemIdx> = events.iter().map(|e| e.0).filter(|&i| !h.has_seen(i)).collect();
+            new.sort_unstable();
+            new.dedup();
+            if !events.is_empty() {
+                out.by_contact.insert(c.0, (new, events));
+            }
+        }
+        out
+    }
+
     /// What `user`'s contacts had, as votes (see [`crate::social`]). Contacts count by
     /// how alike their taste is (the cosine of the two vectors; every contact alike for a
     /// user without one) times how much their picks are taken up
     /// ([`crate::influence::Influence::vote_factor`]), and each item by how rare it is: friends' favourites that
     /// everyone has say little the embedding does not already know.
-    fn social_votes(&self, user: UserIdx, contacts: &[Contact]) -> SocialVotes {
+    fn social_votes(&self, user: UserIdx, contacts: &[Contact], live: &ContactsLive) -> SocialVotes {
         let me = self.user_vector(user);
         let mine = norm(me);
         let alike = |c: u32| {
@@ -1216,17 +1265,21 @@ impl Model {
             };
             alike * self.influence.vote_factor(UserIdx(c))
         };
-        crate::social::votes(contacts, |c| self.history(UserIdx(c)).seen().take(if self.is_forgotten(UserIdx(c)) { 0 } else { usize::MAX }).map(|(i, _)| i), alike)
+        let gone = |c: u32| self.is_forgotten(UserIdx(c));
+        let items_of = |c: u32| self.history(UserIdx(c)).seen().take(if gone(c) { 0 } else { usize::MAX }).map(|(i, _)| i);
+        let new_of = |c: u32| if gone(c) { &[][..] } else { live.new_items(c) };
+        crate::social::votes(contacts, items_of, new_of, alike)
             .weighed(|i| self.popularity(i).max(1.0).powf(-SOCIAL_RARITY))
     }
 
     /// A result a user's `contacts` had, with a reason naming how many of them had it and
     /// what they did: "3 friends bought this", "liked by alice".
-    fn social_scored(&self, contacts: &[Contact], item: ItemIdx, score: f32) -> Scored {
+    fn social_scored(&self, contacts: &[Contact], live: &ContactsLive, item: ItemIdx, score: f32) -> Scored {
         let (mut friends, mut followed, mut first_followed, mut strongest) = (0usize, 0usize, None, None::<EventKind>);
         for c in contacts.iter().take(crate::social::MAX_CONTACTS) {
             let h = self.history(UserIdx(c.user));
-            if !h.has_seen(item) || self.is_forgotten(UserIdx(c.user)) {
+            let since = live.events(c.user);
+            if !(h.has_seen(item) || since.iter().any(|e| e.0 == item)) || self.is_forgotten(UserIdx(c.user)) {
                 continue;
             }
             if c.friend {
@@ -1235,9 +1288,10 @@ impl Model {
                 followed += 1;
                 first_followed.get_or_insert(c.user);
             }
-            for e in h.recent().iter().filter(|e| e.item == item) {
-                if strongest.is_none_or(|s| social_rank(e.kind) > social_rank(s)) {
-                    strongest = Some(e.kind);
+            let kinds = h.recent().iter().filter(|e| e.item == item).map(|e| e.kind);
+            for kind in kinds.chain(since.iter().filter(|e| e.0 == item).map(|e| e.1)) {
+                if strongest.is_none_or(|s| social_rank(kind) > social_rank(s)) {
+                    strongest = Some(kind);
                 }
             }
         }
@@ -1546,6 +1600,7 @@ mod tests {
             rules: Rules::default(),
             attributes: None,
             live: Vec::new(),
+            contacts_live: Vec::new(),
             use_stored_history: true,
             social: None,
         }
@@ -1943,6 +1998,7 @@ mod tests {
                     rules: Rules::default(),
                     attributes: None,
                     live: Vec::new(),
+            contacts_live: Vec::new(),
                     use_stored_history: true,
                     social: None,
                 };

@@ -148,19 +148,21 @@ impl SocialGraph {
 }
 
 /// The votes of `contacts` (one user's, strongest first) for the items they had:
-/// `items_of(c)` lists contact `c`'s items, `affinity(c)` weighs the contact.
-pub fn votes<I>(contacts: &[Contact], items_of: impl Fn(u32) -> I, affinity: impl Fn(u32) -> f32) -> SocialVotes
+/// `items_of(c)` lists contact `c`'s trained items, `new_of(c)` the ones they took up
+/// since (none of them trained), `affinity(c)` weighs the contact.
+pub fn votes<'n, I>(contacts: &[Contact], items_of: impl Fn(u32) -> I, new_of: impl Fn(u32) -> &'n [ItemIdx], affinity: impl Fn(u32) -> f32) -> SocialVotes
 where
     I: ExactSizeIterator<Item = ItemIdx>,
 {
     let mut votes: foldhash::HashMap<ItemIdx, (f32, u32)> = Default::default();
     for c in contacts.iter().take(MAX_CONTACTS) {
-        let items = items_of(c.user);
-        if items.len() == 0 {
+        let (items, new) = (items_of(c.user), new_of(c.user));
+        let n = items.len() + new.len();
+        if n == 0 {
             continue;
         }
-        let v = c.weight * affinity(c.user) / (items.len() as f32).sqrt();
-        for i in items {
+        let v = c.weight * affinity(c.user) / (n as f32).sqrt();
+        for i in items.chain(new.iter().copied()) {
             let slot = votes.entry(i).or_insert((0.0, 0));
             slot.0 += v;
             slot.1 += 1;
@@ -318,12 +320,12 @@ mod tests {
                 _ => Vec::new().into_iter(),
             }
         };
-        let v = votes(g.contacts(UserIdx(0)), items, |_| 1.0);
+        let v = votes(g.contacts(UserIdx(0)), items, |_| &[][..], |_| 1.0);
         assert_eq!(v.get(ItemIdx(5)), 1.0, "the item both had is the strongest");
         assert_eq!(v.contacts_with(ItemIdx(5)), 2);
         assert!(v.get(ItemIdx(6)) > v.get(ItemIdx(10)), "one of two items says more than one of seventeen");
         assert_eq!((v.get(ItemIdx(7)), v.contacts_with(ItemIdx(7))), (0.0, 0));
-        assert!(votes(g.contacts(UserIdx(1)), items, |_| 1.0).iter().all(|(i, _)| i == ItemIdx(0) || i.0 >= 5), "u1 sees u0's items (none here)");
+        assert!(votes(g.contacts(UserIdx(1)), items, |_| &[][..], |_| 1.0).iter().all(|(i, _)| i == ItemIdx(0) || i.0 >= 5), "u1 sees u0's items (none here)");
     }
 }
 
@@ -448,5 +450,39 @@ mod live {
         assert!(!m.edit_social(&edge(me, "nobody", SocialKind::Friend), false));
         assert!(!m.edit_social(&edge(me, me, SocialKind::Friend), false));
         assert_eq!(contacts(u), vec![b1.0]);
+    }
+
+    /// Friends' purchases since training (the server's live state) count as theirs.
+    #[test]
+    fn friends_buying_since_training_put_the_item_in_the_list_with_their_count() {
+        use crate::recommend::{LiveEvent, ReasonKind};
+        let mut data = small_store();
+        let mut users: Vec<String> = data.events.iter().map(|e| e.user_id.clone()).collect();
+        users.dedup();
+        let (me, friends) = (users[0].clone(), users[1..4].to_vec());
+        for f in &friends {
+            data.social.push(edge(&me, f, SocialKind::Friend));
+        }
+        // The gift is known to the model (a stranger bought it), not to the friends yet.
+        data.events.push(Event::new(users[6].as_str(), "gift", EventKind::Purchase, Some(1_700_000_000)));
+        let m = train(&data, TimeKind::Unix, &fast_params(), &NoProgress);
+        let settings = m.default_settings();
+        let bought = |f: &String| (f.clone(), vec![LiveEvent { item_id: "gift".into(), kind: EventKind::Purchase, timestamp: Some(1_700_000_100) }]);
+        // The gift's place in the top 50 (50 when not in it) and its reason.
+        let ask = |live: Vec<(String, Vec<LiveEvent>)>| {
+            let q = crate::recommend::RecommendQuery { contacts_live: live, ..RecommendQuery::for_user(me.as_str(), 50) };
+            let items = m.recommend(&q, &settings).unwrap().items;
+            let at = items.iter().position(|s| m.item_id(s.item) == "gift");
+            (at.unwrap_or(50), at.map(|p| (items[p].reason, items[p].reason_text.clone())))
+        };
+        let (before, why) = ask(Vec::new());
+        assert!(why.is_none_or(|w| w.0 != ReasonKind::Social), "before: no friend had it");
+        let (after, why) = ask(friends.iter().map(bought).collect());
+        assert_eq!(why, Some((ReasonKind::Social, "3 friends bought this".to_string())));
+        assert!(after + 10 <= before, "the gift rises from place {before} to {after}");
+        // A stranger's live purchase says nothing to this user; unknown items are ignored.
+        let stranger = (users[7].clone(), vec![LiveEvent { item_id: "gift".into(), kind: EventKind::Purchase, timestamp: None }]);
+        let unknown = (friends[0].clone(), vec![LiveEvent { item_id: "not-in-the-model".into(), kind: EventKind::Purchase, timestamp: None }]);
+        assert_eq!(ask(vec![stranger, unknown]).0, before);
     }
 }

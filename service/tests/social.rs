@@ -207,21 +207,32 @@ async fn live_social_edges_change_the_list_survive_a_restart_and_go_with_a_delet
     }
     assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items).as_deref(), Some("3 friends viewed this"), "the bad batches stored nothing");
 
+    // A friend buys the gift now: their live purchase counts as theirs at once.
+    let bought = proto::IngestEvent {
+        user_id: friends[1].into(),
+        item_id: "gift".into(),
+        event: "purchase".into(),
+        timestamp: Some(1_767_225_600 + 101 * 86_400),
+        ..Default::default()
+    };
+    assert_eq!(c.ingest_events(proto::IngestEventsRequest { events: vec![bought] }).await.unwrap().into_inner().stored, 1);
+    assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items).as_deref(), Some("3 friends bought this"));
+
     // A friendship ends (named from the other side); the rest survives a restart.
     c.ingest_social_edges(send(vec![change(friends[2], me, proto::SocialEdgeKind::Friend, true)])).await.unwrap();
-    assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items).as_deref(), Some("2 friends viewed this"));
+    assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items).as_deref(), Some("2 friends bought this"));
     drop(c);
     drop(server);
     let server = start_server(&root).await;
     let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
-    assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items).as_deref(), Some("2 friends viewed this"), "replayed from the log");
+    assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items).as_deref(), Some("2 friends bought this"), "replayed from the log");
 
     // A deleted friend's edges go with them, also after a restart.
     c.delete_user(proto::DeleteUserRequest { user_id: friends[0].to_string() }).await.unwrap();
     let one = gift(c.recommend(ask()).await.unwrap().into_inner().items);
     // One friend left, whose taste is far from mine: the gift may drop out of the 100,
     // but is never again "2 friends".
-    assert!(one.as_deref().is_none_or(|t| t == "1 friend viewed this"), "{one:?}");
+    assert!(one.as_deref().is_none_or(|t| t == "1 friend bought this"), "{one:?}");
     drop(c);
     drop(server);
     let server = start_server(&root).await;

@@ -97,14 +97,27 @@ impl RecommenderApi {
         Ok((changes_len(seqs.clone()), pending as u32, seqs.end.saturating_sub(1)))
     }
 
-    /// Gives a user's query what the server knows beyond the model: their live events,
-    /// or, for a user who asked to be forgotten, no stored history at all.
+    /// Gives a user's query what the server knows beyond the model: their live events
+    /// and their contacts' (deleted contacts left out), or, for a user who asked to be
+    /// forgotten, no stored history at all.
     fn with_live_state(&self, query: &mut RecommendQuery) {
-        if let Subject::User(user) = &query.subject {
-            if self.state.is_deleted(user) {
-                query.use_stored_history = false;
-            } else {
-                query.live = self.state.users().events_of(user);
+        let Subject::User(user) = &query.subject else { return };
+        if self.state.is_deleted(user) {
+            query.use_stored_history = false;
+            return;
+        }
+        query.live = self.state.users().events_of(user);
+        if query.social == Some(false) {
+            return;
+        }
+        let Ok(live) = self.state.live() else { return };
+        let model = &live.model;
+        let Some(u) = model.user_index(user).filter(|_| model.has_social()) else { return };
+        for c in model.contacts_of(u).iter().take(affinity_core::social::MAX_CONTACTS) {
+            let id = model.users().id(c.user);
+            let events = self.state.users().events_of(id);
+            if !events.is_empty() && !self.state.is_deleted(id) {
+                query.contacts_live.push((id.to_string(), events));
             }
         }
     }

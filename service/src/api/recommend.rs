@@ -40,6 +40,7 @@ impl TryFrom<proto::RecommendRequest> for RecommendQuery {
             },
             // Filled in by the handler from the live state.
             live: Vec::new(),
+            contacts_live: Vec::new(),
             use_stored_history: true,
             social: r.social,
         })
