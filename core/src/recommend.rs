@@ -105,6 +105,11 @@ pub struct RecommendQuery {
     /// its validation search gave the social votes a weight), `Some(false)` off,
     /// `Some(true)` on (with the default weight where training chose none).
     pub social: Option<bool>,
+    /// Only items the user's contacts had (trained or since): a "friends bought" shelf,
+    /// each with its social reason, ranked with the contacts' votes weighed as much as
+    /// the embedding; empty for a user without contacts. Needs a user subject and social
+    /// scoring on.
+    pub from_contacts: bool,
 }
 
 /// The weights one ranking gives its signals besides the embedding: the recent items'
@@ -202,6 +207,7 @@ impl RecommendQuery {
             attributes: None,
             live: Vec::new(),
             contacts_live: Vec::new(),
+            from_contacts: false,
             use_stored_history: true,
             social: None,
         }
@@ -216,6 +222,17 @@ impl RecommendQuery {
             Subject::Session(ids) => check_ids("recent_items", ids.iter(), MAX_SESSION_ITEMS)?,
         }
         check_ids("exclude_item_ids", self.exclude_items.iter(), MAX_EXCLUDED_ITEMS)?;
+        if self.from_contacts {
+            if let Subject::Session(_) = self.subject {
+                return Err(Error::invalid_argument("from_contacts", "needs a user_id: a session has no contacts"));
+            }
+            if self.social == Some(false) {
+                return Err(Error::invalid_argument("from_contacts", "needs social scoring: not with social false"));
+            }
+            if self.seen == SeenPolicy::BuyAgain {
+                return Err(Error::invalid_argument("from_contacts", "lists the contacts' items: not with repeat_policy buy_again"));
+            }
+        }
         self.rules.validate()?;
         if let Some(a) = &self.attributes {
             a.validate()?;
@@ -649,10 +666,14 @@ impl Model {
     pub fn recommend_or_cancel(&self, query: &RecommendQuery, settings: &ServingSettings, cancel: &Cancel) -> Result<Recommendations> {
         let social = match query.social {
             Some(false) => 0.0,
+            // On the contacts' shelf every item is a contact's: how many (and how alike)
+            // had it counts as much as the embedding's term (both reach 1).
+            _ if query.from_contacts => settings.social_blend.max(1.0),
             Some(true) if settings.social_blend <= 0.0 => crate::params::DEFAULT_SOCIAL_BLEND,
             _ => settings.social_blend,
         };
-        let community = if query.social == Some(false) { 0.0 } else { settings.community_blend };
+        // A contacts-only shelf names the contacts, not the communities.
+        let community = if query.social == Some(false) || query.from_contacts { 0.0 } else { settings.community_blend };
         let blend = Blend { sequence: settings.sequence_blend, social, community };
         let mut one = self.rank_blends(query, settings, &[blend], cancel)?;
         Ok(one.swap_remove(0))
@@ -720,7 +741,7 @@ impl Model {
         };
         let mut answers = self.rank_eligible(query, settings, blends, cancel, profile, &recent, &filter, returns, &around)?;
         for answer in &mut answers {
-            if query.seen != SeenPolicy::BuyAgain {
+            if query.seen != SeenPolicy::BuyAgain && !query.from_contacts {
                 self.explore(answer, &filter, &recent, query, settings);
             }
             self.annotate(&mut answer.items, &query.rules);
@@ -751,11 +772,24 @@ impl Model {
         // in for theirs (and what the contacts had votes as for everyone).
         let from_friends = personal.is_none();
         let personal = personal.or_else(|| around.contacts.as_ref().and_then(|(contacts, _)| self.contacts_vector(contacts)));
-        let Some(u) = personal else {
+        let Some(u) = personal.filter(|_| !query.from_contacts || around.contacts.is_some()) else {
+            if query.from_contacts {
+                // Nobody the user knows had anything: an empty shelf, not someone else's list.
+                let empty = Recommendations { items: Vec::new(), retrieval: Retrieval::Exact, shortfall: Some(Shortfall::Filters) };
+                return Ok(vec![empty; blends.len()]);
+            }
             return Ok(vec![self.cold_answer(query, filter); blends.len()]);
         };
         let votes = if blends.iter().any(|b| b.sequence > 0.0) { self.neighbour_votes(recent, settings) } else { Votes::default() };
-        let (raw, retrieval) = self.candidates(&u, &votes, around, filter, query, settings, cancel)?;
+        let (raw, retrieval) = match &around.contacts {
+            // The shelf's candidates are the contacts' eligible items, scored exactly.
+            Some((_, social)) if query.from_contacts => {
+                let mut items: Vec<ItemIdx> = social.iter().map(|(i, _)| i).filter(|&i| filter.allows(i)).collect();
+                items.sort_unstable();
+                (score_all(items.into_iter(), cancel, |i| (dot(&u, self.item_vector(i)), i))?, Retrieval::Exact)
+            }
+            _ => self.candidates(&u, &votes, around, filter, query, settings, cancel)?,
+        };
         let (mut raw, last) = (Some(raw), blends.len().saturating_sub(1));
         let mut answers = Vec::with_capacity(blends.len());
         for (n, &b) in blends.iter().enumerate() {
@@ -793,7 +827,7 @@ impl Model {
                     _ => self.personal(item, score, recent),
                 })
                 .collect();
-            if !returns.is_empty() {
+            if !returns.is_empty() && !query.from_contacts {
                 items = self.mix_returns(items, &returns, filter, query.k);
                 shortfall = shortfall.filter(|_| items.len() < query.k);
             }
@@ -1601,6 +1635,7 @@ mod tests {
             attributes: None,
             live: Vec::new(),
             contacts_live: Vec::new(),
+            from_contacts: false,
             use_stored_history: true,
             social: None,
         }
@@ -1999,6 +2034,7 @@ mod tests {
                     attributes: None,
                     live: Vec::new(),
             contacts_live: Vec::new(),
+            from_contacts: false,
                     use_stored_history: true,
                     social: None,
                 };

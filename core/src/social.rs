@@ -383,6 +383,27 @@ mod served {
         let alone = RecommendQuery { social: Some(false), ..RecommendQuery::for_user("newcomer", 10) };
         assert!(m.recommend(&alone, &settings).unwrap().items.iter().all(|s| s.reason == ReasonKind::Popular));
 
+        // The "friends bought" shelf: only what the friends had, each with its reason,
+        // nothing the user had; empty for a user without contacts; not for a session.
+        let shelf = RecommendQuery { from_contacts: true, ..RecommendQuery::for_user(me.as_str(), 20) };
+        let r = m.recommend(&shelf, &settings).unwrap();
+        let had = |u: &str, item: &str| data.events.iter().any(|e| e.user_id == u && e.item_id == item);
+        assert!(!r.items.is_empty() && r.items.len() <= 20);
+        for s in &r.items {
+            let id = m.item_id(s.item);
+            assert!(buyers.iter().any(|b| had(b, id)) && !had(me, id), "{id} is a friend's, not mine");
+            assert_eq!(s.reason, ReasonKind::Social, "{s:?}");
+        }
+        assert!(r.items.iter().take(3).any(|s| m.item_id(s.item) == "gift"), "all three had the gift: {:?}", r.items);
+        let loner = users.iter().find(|u| !data.social.iter().any(|e| &e.user_id == *u || &e.other_id == *u)).unwrap();
+        let r = m.recommend(&RecommendQuery { from_contacts: true, ..RecommendQuery::for_user(loner.as_str(), 10) }, &settings).unwrap();
+        assert!(r.items.is_empty() && r.shortfall.is_some(), "{:?}", r.items);
+        let session = RecommendQuery { from_contacts: true, subject: crate::recommend::Subject::Session(vec!["gift".into()]), ..shelf.clone() };
+        let e = m.recommend(&session, &settings).unwrap_err();
+        assert!(e.to_string().contains("from_contacts"), "{e}");
+        let off = RecommendQuery { social: Some(false), ..shelf };
+        assert!(m.recommend(&off, &settings).unwrap_err().to_string().contains("from_contacts"));
+
         // The graph travels with the model.
         let mut m = m;
         let dir = tempfile::tempdir().unwrap();

@@ -217,6 +217,19 @@ async fn live_social_edges_change_the_list_survive_a_restart_and_go_with_a_delet
     };
     assert_eq!(c.ingest_events(proto::IngestEventsRequest { events: vec![bought] }).await.unwrap().into_inner().stored, 1);
     assert_eq!(gift(c.recommend(ask()).await.unwrap().into_inner().items).as_deref(), Some("3 friends bought this"));
+    // The "friends bought" shelf: the friends' items only, the gift among the first.
+    let shelf = c.recommend(proto::RecommendRequest { from_contacts: true, k: 10, ..ask() }).await.unwrap().into_inner().items;
+    assert!(shelf.iter().all(|i| i.reason.as_ref().unwrap().kind == Kind::Social as i32), "{shelf:?}");
+    assert!(shelf.iter().take(3).any(|i| i.item_id == "gift"), "{shelf:?}");
+    let session = proto::RecommendRequest {
+        subject: Some(Subject::RecentItems(proto::RecentItems { item_ids: vec!["gift".into()] })),
+        from_contacts: true,
+        k: 10,
+        ..Default::default()
+    };
+    let e = c.recommend(session).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("from_contacts"), "{}", e.message());
 
     // A friendship ends (named from the other side); the rest survives a restart.
     c.ingest_social_edges(send(vec![change(friends[2], me, proto::SocialEdgeKind::Friend, true)])).await.unwrap();

@@ -135,6 +135,7 @@ fn costliest(args: &Args) -> proto::RecommendRequest {
         rules: None,
         attributes: None,
         social: None,
+        from_contacts: false,
     }
 }
 

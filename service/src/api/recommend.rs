@@ -43,6 +43,7 @@ impl TryFrom<proto::RecommendRequest> for RecommendQuery {
             contacts_live: Vec::new(),
             use_stored_history: true,
             social: r.social,
+            from_contacts: r.from_contacts,
         })
     }
 }

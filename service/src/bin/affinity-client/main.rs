@@ -91,6 +91,10 @@ enum Command {
         /// absent, as the model was trained.
         #[arg(long)]
         social: Option<bool>,
+        /// Only items the user's friends and followed accounts had: a "friends bought"
+        /// shelf.
+        #[arg(long, conflicts_with = "recent")]
+        from_contacts: bool,
         /// What to do with items the user already had: the model's trained policy (the
         /// server's default), never return them, or only them ("buy it again").
         #[arg(long, value_enum)]
@@ -711,6 +715,7 @@ async fn run(cli: Cli) -> Result<()> {
             k,
             include_seen,
             social,
+            from_contacts,
             repeat_policy,
             exclude,
             category,
@@ -724,6 +729,7 @@ async fn run(cli: Cli) -> Result<()> {
                 k,
                 exclude_seen: include_seen.then_some(false),
                 social,
+                from_contacts,
                 exclude_item_ids: exclude,
                 category,
                 repeat_policy: match repeat_policy {
