@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Event, EventKind, TimeKind};
 use crate::error::{Error, Result};
-use crate::ids::{shown, IdMap};
+use crate::ids::{shown, IdMap, UserIdx};
 use crate::model::Model;
 use crate::recommend::LiveEvent;
 
@@ -425,10 +425,11 @@ impl Model {
         }
         let social = stored.map_or_else(SocialProfile::default, |u| {
             let contacts = self.contacts_of(u);
-            let friends = contacts.iter().filter(|c| c.friend).count() as u32;
+            let kept = || contacts.iter().filter(|c| !self.is_forgotten(UserIdx(c.user)));
+            let friends = kept().filter(|c| c.friend).count() as u32;
             SocialProfile {
                 friends,
-                following: contacts.len() as u32 - friends,
+                following: kept().count() as u32 - friends,
                 communities: self.communities_of(u).into_iter().map(|(c, _)| c).collect(),
                 influence: (!self.influence().is_empty()).then(|| self.influence().score(u)),
             }

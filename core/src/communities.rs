@@ -193,17 +193,39 @@ impl CommunityPicks {
     where
         I: Iterator<Item = ItemIdx>,
     {
-        let mut members: Vec<Vec<u32>> = communities.sizes.iter().map(|&n| Vec::with_capacity(n as usize)).collect();
+        let lists = Self::count(communities, n_users, |_| true, items_of, weight).into_iter().map(|(_, list)| list).collect();
+        CommunityPicks { lists }
+    }
+
+    /// Counts the picks of communities `which` again (after a member was forgotten,
+    /// whom `items_of` now lists nothing for).
+    pub fn recount<I>(&mut self, which: &[u32], communities: &Communities, n_users: usize, items_of: impl Fn(UserIdx) -> I + Sync, weight: impl Fn(ItemIdx) -> f32 + Sync)
+    where
+        I: Iterator<Item = ItemIdx>,
+    {
+        for (c, list) in Self::count(communities, n_users, |c| which.contains(&c), items_of, weight) {
+            if let Some(slot) = self.lists.get_mut(c as usize) {
+                *slot = list;
+            }
+        }
+    }
+
+    /// The picks of every community `wanted` names, by community index.
+    fn count<I>(communities: &Communities, n_users: usize, wanted: impl Fn(u32) -> bool, items_of: impl Fn(UserIdx) -> I + Sync, weight: impl Fn(ItemIdx) -> f32 + Sync) -> Vec<(u32, Vec<(ItemIdx, f32)>)>
+    where
+        I: Iterator<Item = ItemIdx>,
+    {
+        let mut members: Vec<(u32, Vec<u32>)> = (0..communities.sizes.len() as u32).filter(|&c| wanted(c)).map(|c| (c, Vec::new())).collect();
         for u in 0..n_users as u32 {
             for &c in communities.of_user(UserIdx(u)) {
-                if let Some(m) = members.get_mut(c as usize) {
-                    m.push(u);
+                if let Ok(at) = members.binary_search_by_key(&c, |m| m.0) {
+                    members[at].1.push(u);
                 }
             }
         }
-        let lists = members
+        members
             .par_iter()
-            .map(|m| {
+            .map(|(c, m)| {
                 let mut counts: foldhash::HashMap<ItemIdx, u32> = Default::default();
                 for &u in m {
                     for i in items_of(UserIdx(u)) {
@@ -217,10 +239,9 @@ impl CommunityPicks {
                 if let Some(top) = list.first().map(|x| x.1).filter(|&t| t > 0.0) {
                     list.iter_mut().for_each(|x| x.1 /= top);
                 }
-                list
+                (*c, list)
             })
-            .collect();
-        CommunityPicks { lists }
+            .collect()
     }
 
     /// Community `c`'s picks, strongest first (none for a community created while
@@ -358,4 +379,24 @@ mod served {
         let path = crate::model::format::save(&mut m, dir.path(), crate::model::publish::Retention::default()).unwrap();
         assert_eq!(crate::model::format::load(&path).unwrap().communities(), m.communities());
     }
+
+    #[test]
+    fn a_forgotten_member_stops_counting_in_the_picks() {
+        let mut data = small_store();
+        let mut users: Vec<String> = data.events.iter().map(|e| e.user_id.clone()).collect();
+        users.dedup();
+        for u in &users[..3] {
+            data.memberships.push(Membership { user_id: u.clone(), community_id: "club".into() });
+        }
+        // Two members had the rare item: just enough to make it a pick.
+        for u in &users[..2] {
+            data.events.push(Event::new(u.as_str(), "club-rare", EventKind::Purchase, Some(1_700_000_000)));
+        }
+        let m = train(&data, TimeKind::Unix, &fast_params(), &NoProgress);
+        let (third, rare) = (m.user_index(&users[2]).unwrap(), m.item_index("club-rare").unwrap());
+        assert!(m.community_votes(third).get(rare) > 0.0, "two members had it");
+        m.forget_user(m.user_index(&users[0]).unwrap());
+        assert_eq!(m.community_votes(third).get(rare), 0.0, "one member left who had it");
+    }
 }
+

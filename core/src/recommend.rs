@@ -95,7 +95,7 @@ pub struct RecommendQuery {
     /// Events of the user's contacts the model was not trained on, by contact id (the
     /// server's live state; filled in by the server): social votes and reasons count them
     /// as the contacts' own, so a friend's purchase a minute ago is "1 friend bought this"
-    /// now. Items the model does not know are ignored.
+    /// now. Impressions and items the model was not trained on are ignored.
     pub contacts_live: Vec<(String, Vec<LiveEvent>)>,
     /// Whether a user's stored history counts; off for a user who asked to be forgotten
     /// while a model still holds them (they get the cold-start answer).
@@ -229,8 +229,8 @@ impl RecommendQuery {
             if self.social == Some(false) {
                 return Err(Error::invalid_argument("from_contacts", "needs social scoring: not with social false"));
             }
-            if self.seen == SeenPolicy::BuyAgain {
-                return Err(Error::invalid_argument("from_contacts", "lists the contacts' items: not with repeat_policy buy_again"));
+            if matches!(self.seen, SeenPolicy::BuyAgain | SeenPolicy::Include) {
+                return Err(Error::invalid_argument("from_contacts", "lists what the user has not had: not with repeat_policy buy_again or exclude_seen false"));
             }
         }
         self.rules.validate()?;
@@ -772,6 +772,8 @@ impl Model {
         // in for theirs (and what the contacts had votes as for everyone).
         let from_friends = personal.is_none();
         let personal = personal.or_else(|| around.contacts.as_ref().and_then(|(contacts, _)| self.contacts_vector(contacts)));
+        // The shelf lists what contacts had even when none of them has a vector yet.
+        let personal = personal.or_else(|| (query.from_contacts && around.contacts.is_some()).then(|| self.mean_user().to_vec()));
         let Some(u) = personal.filter(|_| !query.from_contacts || around.contacts.is_some()) else {
             if query.from_contacts {
                 // Nobody the user knows had anything: an empty shelf, not someone else's list.
@@ -809,7 +811,8 @@ impl Model {
             let mut items: Vec<Scored> = ranked
                 .into_iter()
                 .map(|(score, item)| match (&around.contacts, self.community_pick(around, item, b)) {
-                    (Some((contacts, votes)), None) if b.social > 0.0 && votes.contacts_with(item) > 0 => {
+                    // A contact had it and that counted (on the shelf, every item is theirs).
+                    (Some((contacts, votes)), None) if b.social > 0.0 && votes.contacts_with(item) > 0 && (query.from_contacts || votes.get(item) > 0.0) => {
                         self.social_scored(contacts, &around.contacts_live, item, score)
                     }
                     (_, Some(c)) => Scored {
@@ -1218,7 +1221,7 @@ impl Model {
     /// stored for a known user), else the store's.
     fn cold_answer(&self, query: &RecommendQuery, filter: &Eligibility<'_>) -> Recommendations {
         let stored = match &query.subject {
-            Subject::User(id) => self.user_index(id).filter(|_| query.use_stored_history).map(|u| self.home_segment(u)),
+            Subject::User(id) => self.user_index(id).filter(|_| query.use_stored_history).map(|u| self.home_segment(u, query.social != Some(false))),
             Subject::Session(_) => None,
         };
         let segment = query.attributes.clone().or(stored).filter(|s| !s.is_everyone());
@@ -1230,10 +1233,10 @@ impl Model {
     }
 
     /// The segment a stored user starts from: their largest community when they belong
-    /// to one (members of a group chat or buying circle share more than demographics),
-    /// else their attributes.
-    fn home_segment(&self, user: UserIdx) -> Segment {
-        let largest = self.communities_of(user).into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
+    /// to one and `social` signals are on (members of a group chat or buying circle share
+    /// more than demographics), else their attributes.
+    fn home_segment(&self, user: UserIdx, social: bool) -> Segment {
+        let largest = if social { self.communities_of(user).into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))) } else { None };
         match largest {
             Some((community, _)) => Segment { community: Some(community), ..Segment::default() },
             None => Segment::of_user(self.user_attributes(user)),
@@ -1270,7 +1273,8 @@ impl Model {
         let mut out = ContactsLive::default();
         for (id, events) in given {
             let Some(c) = self.user_index(id) else { continue };
-            let events: Vec<(ItemIdx, EventKind)> = events.iter().filter_map(|e| self.trained_item_index(&e.item_id).map(|i| (i, e.kind))).collect();
+            let events: Vec<(ItemIdx, EventKind)> =
+                events.iter().filter(|e| e.kind.is_interaction()).filter_map(|e| self.trained_item_index(&e.item_id).map(|i| (i, e.kind))).collect();
             let h = self.history(c);
             let mut new: Vec<ItemIdx> = events.iter().map(|e| e.0).filter(|&i| !h.has_seen(i)).collect();
             new.sort_unstable();

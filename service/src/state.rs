@@ -487,11 +487,9 @@ impl ServerState {
         if deleted.is_empty() {
             return;
         }
-        for (u, id) in model.user_ids().iter().enumerate() {
-            if deleted.contains(id) {
-                model.forget_user(affinity_core::ids::UserIdx(u as u32));
-            }
-        }
+        let gone: Vec<affinity_core::ids::UserIdx> =
+            model.user_ids().iter().enumerate().filter(|(_, id)| deleted.contains(id)).map(|(u, _)| affinity_core::ids::UserIdx(u as u32)).collect();
+        model.forget_users(&gone);
     }
 
     /// Whether a model is live.

@@ -165,7 +165,7 @@ pub struct Model {
     pub(crate) communities: crate::communities::Communities,
     /// What each community's members had more of than the store (derived from
     /// `communities` and the histories by [`Model::set_communities`]).
-    community_picks: crate::communities::CommunityPicks,
+    community_picks: std::sync::RwLock<crate::communities::CommunityPicks>,
     /// Memberships changed while serving, over `communities` (see
     /// [`Model::edit_membership`]); `community_edited` says whether there are any.
     community_edits: std::sync::RwLock<crate::communities::MembershipEdits>,
@@ -507,13 +507,19 @@ impl Model {
     /// Sets the community table (built over this model's user indices) and counts each
     /// community's picks from the histories.
     pub fn set_communities(&mut self, communities: crate::communities::Communities) {
-        self.community_picks = crate::communities::CommunityPicks::compute(
-            &communities,
-            self.n_users(),
-            |u| self.history(u).seen().map(|(i, _)| i),
-            |i| self.popularity(i).max(1.0).powf(-crate::recommend::SOCIAL_RARITY),
-        );
+        let picks = crate::communities::CommunityPicks::compute(&communities, self.n_users(), |u| self.kept_items(u), |i| self.pick_weight(i));
+        self.community_picks = std::sync::RwLock::new(picks);
         self.communities = communities;
+    }
+
+    /// What `user` had, as community picks count it: nothing once they were forgotten.
+    fn kept_items(&self, user: UserIdx) -> impl Iterator<Item = ItemIdx> + '_ {
+        self.history(user).seen().take(if self.is_forgotten(user) { 0 } else { usize::MAX }).map(|(i, _)| i)
+    }
+
+    /// How much one member's item counts toward a community pick: rarer items more.
+    fn pick_weight(&self, item: ItemIdx) -> f32 {
+        self.popularity(item).max(1.0).powf(-crate::recommend::SOCIAL_RARITY)
     }
 
     /// Whether any user belongs to a community (as trained or since).
@@ -524,11 +530,12 @@ impl Model {
     /// The picks of `user`'s communities, as votes (none for a user in no community, or
     /// only in communities created since training).
     pub fn community_votes(&self, user: UserIdx) -> crate::communities::CommunityVotes {
+        let picks = self.community_picks.read().unwrap_or_else(|p| p.into_inner());
         if !self.community_edited.load(Ordering::Acquire) {
-            return crate::communities::CommunityVotes::of(&self.community_picks, self.communities.of_user(user).iter().copied());
+            return crate::communities::CommunityVotes::of(&picks, self.communities.of_user(user).iter().copied());
         }
         let member_of = self.communities_of(user).into_iter().filter_map(|(c, _)| self.communities.index(&c));
-        crate::communities::CommunityVotes::of(&self.community_picks, member_of)
+        crate::communities::CommunityVotes::of(&picks, member_of)
     }
 
     /// Whether `user` is in `segment`: their attributes match and, when the segment
@@ -589,20 +596,36 @@ impl Model {
     }
 
     /// Forgets `user` as a contact and member, on this shared model as it serves: their
-    /// history no longer votes in their friends' and followers' recommendations, and they
-    /// leave every community (their own requests are the server's business: it stops
-    /// using their stored history).
+    /// history no longer votes in their friends' and followers' recommendations nor
+    /// counts in their communities' picks, and they leave every community (their own
+    /// requests are the server's business: it stops using their stored history).
     pub fn forget_user(&self, user: UserIdx) {
-        if let Some(f) = self.forgotten.get(user.0 as usize) {
-            f.store(true, Ordering::Relaxed);
-        }
-        let communities = self.communities_of(user);
-        if !communities.is_empty() {
-            let mut edits = self.community_edits.write().unwrap_or_else(|p| p.into_inner());
-            for (community, _) in communities {
-                edits.leave(user.0, &community);
+        self.forget_users(&[user]);
+    }
+
+    /// [`Model::forget_user`] for many users at once: each community's picks are counted
+    /// again once, however many of its members go.
+    pub fn forget_users(&self, users: &[UserIdx]) {
+        let mut recount: Vec<u32> = Vec::new();
+        for &user in users {
+            if let Some(f) = self.forgotten.get(user.0 as usize) {
+                f.store(true, Ordering::Relaxed);
             }
-            self.community_edited.store(true, Ordering::Release);
+            let communities = self.communities_of(user);
+            if !communities.is_empty() {
+                let mut edits = self.community_edits.write().unwrap_or_else(|p| p.into_inner());
+                for (community, _) in communities {
+                    edits.leave(user.0, &community);
+                }
+                self.community_edited.store(true, Ordering::Release);
+            }
+            recount.extend_from_slice(self.communities.of_user(user));
+        }
+        recount.sort_unstable();
+        recount.dedup();
+        if !recount.is_empty() {
+            let mut picks = self.community_picks.write().unwrap_or_else(|p| p.into_inner());
+            picks.recount(&recount, &self.communities, self.n_users(), |u| self.kept_items(u), |i| self.pick_weight(i));
         }
     }
 

@@ -97,26 +97,33 @@ impl RecommenderApi {
         Ok((changes_len(seqs.clone()), pending as u32, seqs.end.saturating_sub(1)))
     }
 
-    /// Gives a user's query what the server knows beyond the model: their live events
-    /// and their contacts' (deleted contacts left out), or, for a user who asked to be
-    /// forgotten, no stored history at all.
+    /// Gives a user's query what the server knows beyond the model: their live events,
+    /// or, for a user who asked to be forgotten, no stored history at all.
     fn with_live_state(&self, query: &mut RecommendQuery) {
+        if let Subject::User(user) = &query.subject {
+            if self.state.is_deleted(user) {
+                query.use_stored_history = false;
+            } else {
+                query.live = self.state.users().events_of(user);
+            }
+        }
+    }
+
+    /// Gives a user's query their contacts' live events (deleted contacts left out) when
+    /// the ranking weighs what contacts had: a lock and a copy per contact, so it runs
+    /// with the scoring, off the async workers.
+    fn with_contacts_live(state: &ServerState, live: &LiveModel, query: &mut RecommendQuery) {
+        let weighed = query.from_contacts || query.social == Some(true) || live.settings.social_blend > 0.0;
         let Subject::User(user) = &query.subject else { return };
-        if self.state.is_deleted(user) {
-            query.use_stored_history = false;
-            return;
-        }
-        query.live = self.state.users().events_of(user);
-        if query.social == Some(false) {
-            return;
-        }
-        let Ok(live) = self.state.live() else { return };
         let model = &live.model;
-        let Some(u) = model.user_index(user).filter(|_| model.has_social()) else { return };
+        if !weighed || query.social == Some(false) || !query.use_stored_history || !model.has_social() {
+            return;
+        }
+        let Some(u) = model.user_index(user) else { return };
         for c in model.contacts_of(u).iter().take(affinity_core::social::MAX_CONTACTS) {
             let id = model.users().id(c.user);
-            let events = self.state.users().events_of(id);
-            if !events.is_empty() && !self.state.is_deleted(id) {
+            let events = state.users().events_of(id);
+            if !events.is_empty() && !state.is_deleted(id) {
                 query.contacts_live.push((id.to_string(), events));
             }
         }
@@ -170,8 +177,12 @@ impl Recommender for RecommenderApi {
         self.with_live_state(&mut query);
         let light = |l: &LiveModel| l.model.is_light_query(&l.settings, &query);
         let light = self.state.live().is_ok_and(|l| light(&l));
+        let state = Arc::clone(&self.state);
         let answer = self
-            .score_if(move |_| light, move |l, cancel| l.model.recommend_or_cancel(&query, &l.settings, cancel))
+            .score_if(move |_| light, move |l, cancel| {
+                Self::with_contacts_live(&state, l, &mut query);
+                l.model.recommend_or_cancel(&query, &l.settings, cancel)
+            })
             .await?;
         Ok(Response::new(answer.into()))
     }
@@ -197,7 +208,16 @@ impl Recommender for RecommenderApi {
                 q
             })
             .collect();
-        let answer = self.score(move |l, cancel| l.model.recommend_for_group(&members, k, strategy, &l.settings, cancel)).await?;
+        let state = Arc::clone(&self.state);
+        let answer = self
+            .score(move |l, cancel| {
+                let mut members = members;
+                for q in &mut members {
+                    Self::with_contacts_live(&state, l, q);
+                }
+                l.model.recommend_for_group(&members, k, strategy, &l.settings, cancel)
+            })
+            .await?;
         Ok(Response::new(answer.into()))
     }
 
