@@ -164,18 +164,27 @@ impl Around<'_> {
 /// them (not in their trained history) and every live event as (item, kind).
 #[derive(Debug, Default)]
 struct ContactsLive {
-    by_contact: foldhash::HashMap<u32, (Vec<ItemIdx>, Vec<(ItemIdx, EventKind)>)>,
+    by_contact: foldhash::HashMap<u32, ContactSince>,
+}
+
+/// One contact's live events.
+#[derive(Debug)]
+struct ContactSince {
+    /// Items new to them, sorted.
+    new: Vec<ItemIdx>,
+    /// Every event, as (item, kind).
+    events: Vec<(ItemIdx, EventKind)>,
 }
 
 impl ContactsLive {
     /// Items contact `c` took up since training and had not had before.
     fn new_items(&self, c: u32) -> &[ItemIdx] {
-        self.by_contact.get(&c).map_or(&[], |x| x.0.as_slice())
+        self.by_contact.get(&c).map_or(&[], |x| x.new.as_slice())
     }
 
     /// Contact `c`'s live events.
     fn events(&self, c: u32) -> &[(ItemIdx, EventKind)] {
-        self.by_contact.get(&c).map_or(&[], |x| x.1.as_slice())
+        self.by_contact.get(&c).map_or(&[], |x| x.events.as_slice())
     }
 }
 
@@ -1280,7 +1289,7 @@ impl Model {
             new.sort_unstable();
             new.dedup();
             if !events.is_empty() {
-                out.by_contact.insert(c.0, (new, events));
+                out.by_contact.insert(c.0, ContactSince { new, events });
             }
         }
         out
