@@ -36,6 +36,10 @@ pub struct TuneArgs {
     /// scored with every social weight of the sweep.
     #[arg(long)]
     pub social: Option<PathBuf>,
+    /// Community memberships (communities.csv): candidates are fitted with them and each
+    /// is also scored with every community weight of the sweep.
+    #[arg(long)]
+    pub communities: Option<PathBuf>,
     /// Base parameters (JSON); candidates vary the searched fields of these.
     #[command(flatten)]
     pub read: ReadArgs,
@@ -238,6 +242,10 @@ pub struct EvaluateArgs {
     /// with social scoring off (`affinity-no-social`), on the same model.
     #[arg(long)]
     pub social: Option<PathBuf>,
+    /// Community memberships (communities.csv): affinity is trained with them and the
+    /// `affinity-no-social` row turns their picks off too.
+    #[arg(long)]
+    pub communities: Option<PathBuf>,
     /// A split written by `affinity-trainer split` (train.csv, valid.csv, test.csv).
     #[arg(long, conflicts_with_all = ["events", "seeds"])]
     pub split: Option<PathBuf>,

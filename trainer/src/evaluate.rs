@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use affinity_core::data::{Dataset, Event, Item, SocialEdge, TimeKind};
+use affinity_core::data::{Dataset, Event, TimeKind};
 use affinity_core::model::Model;
 use affinity_core::params::TrainParams;
 use affinity_core::train::{self, NoProgress};
@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cli::{Baseline, EvaluateArgs};
-use crate::input::{load_events, load_items, load_params, load_social, time_kind};
+use crate::input::{load_events, load_items, load_memberships, load_params, load_social, time_kind};
 use crate::tune::BaselineParams;
 
 /// EASE regularisation values tried on validation.
@@ -28,10 +28,18 @@ const EASE_LAMBDAS: [f32; 6] = [50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0];
 
 pub fn run(args: EvaluateArgs) -> Result<()> {
     let params = load_params(args.read.params.as_deref())?;
-    let items = load_items(args.items.as_deref(), args.read.skip_invalid)?;
-    let social = match &args.social {
-        Some(p) => load_social(p, args.read.skip_invalid)?,
-        None => Vec::new(),
+    // What every fit gets besides its events: the catalogue, the graph, the communities.
+    let around = Dataset {
+        items: load_items(args.items.as_deref(), args.read.skip_invalid)?,
+        social: match &args.social {
+            Some(p) => load_social(p, args.read.skip_invalid)?,
+            None => Vec::new(),
+        },
+        memberships: match &args.communities {
+            Some(p) => load_memberships(p, args.read.skip_invalid)?,
+            None => Vec::new(),
+        },
+        ..Dataset::default()
     };
     let (splits, kind, name) = if let Some(dir) = &args.split {
         let s = SplitSet::read(dir)?;
@@ -51,7 +59,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     let name = args.dataset.clone().unwrap_or(name);
     let mut reports = Vec::new();
     for s in &splits {
-        let r = evaluate_split(s, &items, &social, kind, &params, &args, &name)?;
+        let r = evaluate_split(s, &around, kind, &params, &args, &name)?;
         if splits.len() == 1 {
             print_table(&r);
         } else {
@@ -93,13 +101,9 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     fs::write(path, serde_json::to_string_pretty(value)?).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn fit(events: Vec<Event>, items: &[Item], social: &[SocialEdge], kind: TimeKind, params: &TrainParams) -> (Model, f64) {
-    let data = Dataset {
-        events,
-        items: items.to_vec(),
-        social: social.to_vec(),
-        ..Dataset::default()
-    };
+/// Trains on `events` with what `around` holds besides events.
+fn fit(events: Vec<Event>, around: &Dataset, kind: TimeKind, params: &TrainParams) -> (Model, f64) {
+    let data = Dataset { events, ..around.clone() };
     eval::timed(|| train::train(&data, kind, params, &NoProgress))
 }
 
@@ -109,8 +113,7 @@ fn ndcg_at_10(r: &dyn Ranker, m: &Model, t: &Target) -> f64 {
 
 fn evaluate_split(
     s: &SplitSet,
-    items: &[Item],
-    social: &[SocialEdge],
+    around: &Dataset,
     kind: TimeKind,
     params: &TrainParams,
     args: &EvaluateArgs,
@@ -130,7 +133,7 @@ fn evaluate_split(
     if let Some(l) = tuned.as_ref().and_then(|t| t.ease_lambda) {
         ease_lambda = l;
     } else if want(Baseline::Ease) && !s.valid.is_empty() {
-        let (tune_model, _) = fit(s.train.clone(), items, social, kind, params);
+        let (tune_model, _) = fit(s.train.clone(), around, kind, params);
         let valid = split::target(s.protocol, &s.train, &s.valid);
         let mut best = f64::MIN;
         for &l in &EASE_LAMBDAS {
@@ -143,7 +146,7 @@ fn evaluate_split(
     }
     let fit_events: Vec<Event> = s.train.iter().chain(&s.valid).cloned().collect();
     let target = split::target(s.protocol, &fit_events, &s.test);
-    let (mut model, fit_affinity) = fit(fit_events, items, social, kind, params);
+    let (mut model, fit_affinity) = fit(fit_events, around, kind, params);
     let mut models = Vec::new();
     let mut add = |name: Option<&str>, r: &dyn Ranker, m: &Model, fit: f64, p: serde_json::Value| {
         models.push(ModelReport {

@@ -42,12 +42,17 @@ pub fn import(args: ImportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Unwraps a read report, telling the user about skipped rows.
 /// Reads `social.csv` (the social graph's edges).
 pub fn load_social(path: &Path, skip_invalid: bool) -> Result<Vec<data::SocialEdge>> {
     Ok(report(path, data::read_social(path, ReadOptions { skip_invalid })?))
 }
 
+/// Reads `communities.csv` (who belongs to which community).
+pub fn load_memberships(path: &Path, skip_invalid: bool) -> Result<Vec<data::Membership>> {
+    Ok(report(path, data::read_memberships(path, ReadOptions { skip_invalid })?))
+}
+
+/// Unwraps a read report, telling the user about skipped rows.
 fn report<T>(path: &Path, r: ReadReport<T>) -> Vec<T> {
     if r.skipped > 0 {
         eprintln!(
@@ -227,7 +232,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
     let social = with_log_social(file_edges, &inputs);
     let file_memberships = match &args.communities {
-        Some(p) => report(p, data::read_memberships(p, opts)?),
+        Some(p) => load_memberships(p, args.input.read.skip_invalid)?,
         None => Vec::new(),
     };
     let memberships = with_log_memberships(file_memberships, &inputs);

@@ -60,6 +60,10 @@ pub fn run(args: TuneArgs) -> Result<()> {
             Some(p) => crate::input::load_social(p, args.read.skip_invalid)?,
             None => Vec::new(),
         },
+        memberships: match &args.communities {
+            Some(p) => crate::input::load_memberships(p, args.read.skip_invalid)?,
+            None => Vec::new(),
+        },
         ..Dataset::default()
     };
     let mut trials: Vec<Trial> = Vec::new();

@@ -170,11 +170,21 @@ fn lastfm_evaluate_beats_itemknn() {
     let m = affinity_core::model::format::load(&root).unwrap();
     let indie = m.communities().index("indie").expect("the community is in the model");
     assert_eq!(m.communities().size(indie), 29);
+    // Evaluate takes the communities too: trained with them, and a row without the
+    // social signals (communities' picks included) on the same model.
+    let json = dir.path().join("communities.json");
+    ok(&trainer(&["evaluate", "--events", s(&data.join("events.csv")), "--communities", s(&communities), "--baselines", "pop", "--json", s(&json)]));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (with, without) = (recall_at_10(&report, "affinity"), recall_at_10(&report, "affinity-no-social"));
+    assert!(with > 0.1 && without > 0.1, "{with} / {without}");
     // A bad membership stops training naming the file and line.
     std::fs::write(&communities, "user_id,community_id\n2,indie\n3,\n").unwrap();
     let out = trainer(&["train", "--events", s(&data.join("events.csv")), "--communities", s(&communities), "--out", s(&root), "--tune-budget", "0"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("communities.csv:3:") && err.contains("community_id"), "{err}");
+    let out = trainer(&["evaluate", "--events", s(&data.join("events.csv")), "--communities", s(&communities), "--baselines", "pop"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("communities.csv:3:"), "{err}");
     // A bad edge stops training naming the file and line.
     let bad = dir.path().join("bad-social.csv");
     std::fs::write(&bad, "user_id,other_id,kind,weight\n2,3,friend,1\n2,4,follow,-2\n").unwrap();
