@@ -280,4 +280,20 @@ mod tests {
         assert_eq!(s.to_string(), "gender f, age 18-24");
         assert_eq!(Segment::of_user(&user("21", "F")), Segment { gender: Some("F".into()), ..s });
     }
+
+    #[test]
+    fn a_forgotten_user_stops_counting_in_segments() {
+        use crate::testing::{fast_params, small_store};
+        use crate::train::{train, NoProgress};
+        let mut data = small_store();
+        let mut ids: Vec<String> = data.events.iter().map(|e| e.user_id.clone()).collect();
+        ids.dedup();
+        data.users = ids[..3].iter().map(|id| User { user_id: id.clone(), gender: "F".into(), ..User::default() }).collect();
+        let m = train(&data, crate::data::TimeKind::Unix, &fast_params(), &NoProgress);
+        let women = Segment { gender: Some("F".into()), ..Segment::default() };
+        assert_eq!(m.segment_popularity(&women).users, 3);
+        m.forget_user(m.user_index(&ids[0]).unwrap());
+        assert_eq!(m.segment_popularity(&women).users, 2);
+    }
 }
+

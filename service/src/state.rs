@@ -477,12 +477,10 @@ impl ServerState {
         self.live.load_full().ok_or(ApiError::NotReady)
     }
 
-    /// Keeps users who asked to be forgotten out of their contacts' recommendations and
-    /// their communities on `model` (a model trained before they asked still holds them).
+    /// Keeps users who asked to be forgotten out of their contacts' recommendations,
+    /// their communities and segment counts on `model` (a model trained before they
+    /// asked still holds them).
     fn forget_deleted(&self, model: &Model) {
-        if model.social().is_empty() && model.communities().is_empty() {
-            return;
-        }
         let deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
         if deleted.is_empty() {
             return;

@@ -539,9 +539,10 @@ impl Model {
     }
 
     /// Whether `user` is in `segment`: their attributes match and, when the segment
-    /// names a community, they belong to it.
+    /// names a community, they belong to it; never a user who was forgotten (segment
+    /// Popular, Trending and ListUsers stop counting them at once).
     pub fn in_segment(&self, segment: &crate::segments::Segment, user: UserIdx) -> bool {
-        segment.contains(self.user_attributes(user)) && segment.community.as_ref().is_none_or(|c| self.is_member(user, c))
+        !self.is_forgotten(user) && segment.contains(self.user_attributes(user)) && segment.community.as_ref().is_none_or(|c| self.is_member(user, c))
     }
 
     /// Whether `user` belongs to `community`, as trained and changed while serving.
@@ -597,7 +598,8 @@ impl Model {
 
     /// Forgets `user` as a contact and member, on this shared model as it serves: their
     /// history no longer votes in their friends' and followers' recommendations nor
-    /// counts in their communities' picks, and they leave every community (their own
+    /// counts in their communities' picks or any segment's lists, and they leave every
+    /// community (their own
     /// requests are the server's business: it stops using their stored history).
     pub fn forget_user(&self, user: UserIdx) {
         self.forget_users(&[user]);
