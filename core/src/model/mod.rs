@@ -522,6 +522,15 @@ impl Model {
         self.popularity(item).max(1.0).powf(-crate::recommend::SOCIAL_RARITY)
     }
 
+    /// Whether `user` belongs to any community (as trained and changed while serving),
+    /// without listing them.
+    pub fn in_a_community(&self, user: UserIdx) -> bool {
+        if !self.community_edited.load(Ordering::Acquire) {
+            return !self.communities.of_user(user).is_empty();
+        }
+        !self.communities_of(user).is_empty()
+    }
+
     /// Whether any user belongs to a community (as trained or since).
     pub fn has_communities(&self) -> bool {
         !self.communities.is_empty() || self.community_edited.load(Ordering::Acquire)
@@ -598,9 +607,9 @@ impl Model {
 
     /// Forgets `user` as a contact and member, on this shared model as it serves: their
     /// history no longer votes in their friends' and followers' recommendations nor
-    /// counts in their communities' picks or any segment's lists, and they leave every
-    /// community (their own
-    /// requests are the server's business: it stops using their stored history).
+    /// counts in their communities' picks, and no segment or community counts them (see
+    /// [`Model::in_segment`]). Their own requests are the server's business: it stops
+    /// using their stored history.
     pub fn forget_user(&self, user: UserIdx) {
         self.forget_users(&[user]);
     }
@@ -612,14 +621,6 @@ impl Model {
         for &user in users {
             if let Some(f) = self.forgotten.get(user.0 as usize) {
                 f.store(true, Ordering::Relaxed);
-            }
-            let communities = self.communities_of(user);
-            if !communities.is_empty() {
-                let mut edits = self.community_edits.write().unwrap_or_else(|p| p.into_inner());
-                for (community, _) in communities {
-                    edits.leave(user.0, &community);
-                }
-                self.community_edited.store(true, Ordering::Release);
             }
             recount.extend_from_slice(self.communities.of_user(user));
         }
