@@ -184,17 +184,29 @@ pub fn apply_to_catalogue<'a>(items: &mut Vec<Item>, entries: impl IntoIterator<
 /// `communities.csv` gave them): a join is appended (repeats count once), a leave removes
 /// the pair. Returns how many changes were applied.
 pub fn apply_to_memberships<'a>(memberships: &mut Vec<Membership>, entries: impl IntoIterator<Item = &'a Entry>) -> usize {
+    fn key(m: &Membership) -> (&str, &str) {
+        (m.user_id.as_str(), m.community_id.as_str())
+    }
+    // The last word on each pair stands, so one pass over the table takes every change
+    // (a leave per change rescanning it would cost table × leaves). Joins are appended in
+    // the order of their last word, as applying the changes one by one would leave them.
+    let mut last: std::collections::HashMap<(&str, &str), (bool, usize, &'a Membership)> = std::collections::HashMap::new();
     let mut applied = 0;
     for entry in entries {
         let Entry::Membership(change) = entry else { continue };
-        applied += 1;
         let m = &change.membership;
-        if change.removed {
-            memberships.retain(|x| x != m);
-        } else {
-            memberships.push(m.clone());
-        }
+        last.insert(key(m), (!change.removed, applied, m));
+        applied += 1;
     }
+    if last.is_empty() {
+        return 0;
+    }
+    memberships.retain(|m| last.get(&key(m)).is_none_or(|w| w.0));
+    let present: std::collections::HashSet<(&str, &str)> = memberships.iter().map(key).collect();
+    let mut joins: Vec<(usize, &Membership)> = last.values().filter(|w| w.0 && !present.contains(&key(w.2))).map(|w| (w.1, w.2)).collect();
+    drop(present);
+    joins.sort_unstable_by_key(|j| j.0);
+    memberships.extend(joins.into_iter().map(|(_, m)| m.clone()));
     applied
 }
 
