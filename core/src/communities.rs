@@ -112,6 +112,11 @@ impl Communities {
     }
 }
 
+/// Communities one user may join while serving (`IngestMemberships`); more wait for a
+/// retrain (which reads them from the event log), so a flood of joins cannot make each of
+/// the user's requests slow.
+pub const MAX_LIVE_JOINS: usize = 1_000;
+
 /// Memberships joined and left while serving (`IngestMemberships`), over the trained
 /// table. Communities are named by id: one created since training has no index.
 #[derive(Debug, Clone, Default)]
@@ -123,18 +128,27 @@ pub struct MembershipEdits {
 }
 
 impl MembershipEdits {
-    /// `user` joins `community` (again: no change).
-    pub fn join(&mut self, user: u32, community: &str) {
-        Self::take_out(&mut self.left, user, community);
+    /// `user` joins `community` (again: no change). Returns false, changing nothing, when
+    /// the user already joined [`MAX_LIVE_JOINS`] communities while serving.
+    pub fn join(&mut self, user: u32, community: &str) -> bool {
         let list = self.joined.entry(user).or_default();
         if !list.iter().any(|c| c == community) {
+            if list.len() >= MAX_LIVE_JOINS {
+                return false;
+            }
             list.push(community.to_string());
         }
+        Self::take_out(&mut self.left, user, community);
+        true
     }
 
-    /// `user` leaves `community`.
-    pub fn leave(&mut self, user: u32, community: &str) {
+    /// `user` leaves `community`; `trained` says whether the trained table has them in it
+    /// (only then is the leave kept: leaving a community never joined changes nothing).
+    pub fn leave(&mut self, user: u32, community: &str, trained: bool) {
         Self::take_out(&mut self.joined, user, community);
+        if !trained {
+            return;
+        }
         let list = self.left.entry(user).or_default();
         if !list.iter().any(|c| c == community) {
             list.push(community.to_string());
@@ -303,6 +317,26 @@ impl CommunityVotes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_joins_stop_at_the_cap_and_leaving_what_was_never_joined_keeps_nothing() {
+        let mut e = MembershipEdits::default();
+        for n in 0..MAX_LIVE_JOINS {
+            assert!(e.join(7, &format!("c{n}")));
+        }
+        assert!(!e.join(7, "one-more"), "over the cap: not taken");
+        assert!(e.join(7, "c3"), "joining again is no change, even at the cap");
+        assert_eq!(e.joined(7).len(), MAX_LIVE_JOINS);
+        assert!(e.join(8, "one-more"), "the cap is per user");
+        // Leaving a community the user only joined live takes the join back; leaving one
+        // they were never in keeps no record.
+        e.leave(7, "c3", false);
+        e.leave(7, "never", false);
+        assert!(!e.is_member(7, "c3", false) && !e.has_left(7, "never"));
+        assert_eq!(e.joined(7).len(), MAX_LIVE_JOINS - 1);
+        e.leave(8, "trained", true);
+        assert!(e.has_left(8, "trained") && !e.is_member(8, "trained", true));
+    }
 
     #[test]
     fn memberships_become_sorted_lists_and_unknown_users_are_counted() {

@@ -635,6 +635,9 @@ fn parse_social(r: &csv::StringRecord, _: &Extra) -> std::result::Result<SocialE
         kind,
         weight: match parse_finite(&r[3], "weight")? {
             Some(w) if w <= 0.0 => return Err(format!("weight: must be positive, got {w}")),
+            Some(w) if w > crate::social::MAX_EDGE_WEIGHT => {
+                return Err(format!("weight: at most {}, got {w}", crate::social::MAX_EDGE_WEIGHT));
+            }
             Some(w) => w,
             None => 1.0,
         },
@@ -834,6 +837,8 @@ mod tests {
         assert!(e.contains("social.csv:3:") && e.contains("weight: must be positive"), "{e}");
         let e = read("a,b,enemy,1\n").unwrap_err().to_string();
         assert!(e.contains("social.csv:2:") && e.contains("friend or follow"), "{e}");
+        let e = read("a,b,follow,1e38\n").unwrap_err().to_string();
+        assert!(e.contains("social.csv:2:") && e.contains("weight: at most"), "{e}");
     }
 
     #[test]

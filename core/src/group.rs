@@ -44,6 +44,21 @@ pub struct GroupScored {
     pub liked_by: usize,
 }
 
+/// Checks a group request's size and `k` before anything is built for its members: a
+/// group has 1 to [`MAX_GROUP`] members and `k` is 1 to `MAX_K`.
+///
+/// # Errors
+/// `InvalidArgument` naming `user_ids` or `k`.
+pub fn check_group(members: usize, k: usize) -> Result<()> {
+    if members == 0 || members > MAX_GROUP {
+        return Err(Error::invalid_argument("user_ids", format!("a group has 1 to {MAX_GROUP} members, got {members}")));
+    }
+    if k == 0 || k > MAX_K {
+        return Err(Error::invalid_argument("k", format!("must be between 1 and {MAX_K}, got {k}")));
+    }
+    Ok(())
+}
+
 impl Model {
     /// The top `k` items for the group of `members` (each a query as `Recommend` would
     /// take it for that member; their `k` is ignored) combined by `strategy`.
@@ -53,12 +68,7 @@ impl Model {
     /// [`MAX_GROUP`], `k` out of range, or a member's query out of its domain;
     /// `Cancelled` when cancelled.
     pub fn recommend_for_group(&self, members: &[RecommendQuery], k: usize, strategy: GroupStrategy, settings: &ServingSettings, cancel: &Cancel) -> Result<Vec<GroupScored>> {
-        if members.is_empty() || members.len() > MAX_GROUP {
-            return Err(Error::invalid_argument("user_ids", format!("a group has 1 to {MAX_GROUP} members, got {}", members.len())));
-        }
-        if k == 0 || k > MAX_K {
-            return Err(Error::invalid_argument("k", format!("must be between 1 and {MAX_K}, got {k}")));
-        }
+        check_group(members.len(), k)?;
         // Each member's pool: deep enough that the group's top k are in most members' pools.
         let pool = (k * 5).clamp(100, MAX_K);
         let mut scores: HashMap<ItemIdx, Vec<f32>> = HashMap::new();
@@ -66,7 +76,8 @@ impl Model {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let query = RecommendQuery { k: pool, ..query.clone() };
+            // Only items new to the member fill their pool: what any member had is left out below.
+            let query = RecommendQuery { k: pool, seen: crate::repeat::SeenPolicy::Exclude, ..query.clone() };
             let ranked = self.recommend_or_cancel(&query, settings, cancel)?;
             for (rank, s) in ranked.items.iter().enumerate() {
                 let slot = scores.entry(s.item).or_insert_with(|| vec![0.0; members.len()]);

@@ -95,7 +95,8 @@ impl Influence {
             .into_par_iter()
             .map(|f| {
                 let mine = firsts_of(f);
-                let (mut shares, mut tally, mut untimed, mut all) = (Vec::new(), Vec::new(), 0, 0);
+                let (mut raw, mut tally, mut untimed, mut all) = (Vec::new(), Vec::new(), 0, 0);
+                let mut shares = Vec::new();
                 for c in graph.contacts(UserIdx(f)).iter().take(MAX_CONTACTS) {
                     let mut adopted = 0.0f32;
                     adopted_from(mine, firsts_of(c.user), |item, amount| {
@@ -104,13 +105,13 @@ impl Influence {
                         untimed += usize::from(amount < 1.0);
                         tally.push((c.user, category_of(item), amount));
                     });
-                    shares.push(c.weight * (ADOPTION_PRIOR + adopted));
+                    raw.push(f64::from(c.weight) * f64::from(ADOPTION_PRIOR + adopted));
                 }
-                let total: f32 = shares.iter().sum();
-                if total > 0.0 {
-                    shares.iter_mut().for_each(|s| *s /= total);
-                } else {
-                    shares.clear();
+                // Shared out in f64: weights up to MAX_EDGE_WEIGHT times many adoptions
+                // stay finite, and every share lands in [0, 1].
+                let total: f64 = raw.iter().sum();
+                if total > 0.0 && total.is_finite() {
+                    shares = raw.iter().map(|&s| (s / total) as f32).collect();
                 }
                 (shares, tally, untimed, all)
             })
@@ -121,9 +122,11 @@ impl Influence {
         let score: Vec<f32> = rank.iter().map(|&r| (r * n_users as f64) as f32).collect();
 
         // Per leader: followers and adoptions by category.
+        // Followers count every user who has them as a contact, not only those for whom they
+        // are among the strongest MAX_CONTACTS (whose picks carry rank).
         let mut followers = vec![0u32; n_users];
         for f in 0..n_users as u32 {
-            for c in graph.contacts(UserIdx(f)).iter().take(MAX_CONTACTS) {
+            for c in graph.contacts(UserIdx(f)) {
                 followers[c.user as usize] += 1;
             }
         }
@@ -331,5 +334,12 @@ mod tests {
         let inf = Influence::compute(&graph, n, &untimed, category);
         assert_eq!(inf.top("cameras")[0].adoptions, 40.0);
         assert_eq!(inf.vote_factor(UserIdx(0)), 1.0);
+        // Weights far past the cap are held to it: every score finite, the model
+        // loadable, the same leader.
+        let heavy: Vec<SocialEdge> = edges.iter().map(|e| SocialEdge { weight: 3e38, ..e.clone() }).collect();
+        let (graph, _) = SocialGraph::build(&heavy, &users);
+        let inf = Influence::compute(&graph, n, &firsts, category);
+        assert!(inf.fits(n) && inf.score.iter().all(|s| s.is_finite()));
+        assert_eq!(inf.top("cameras")[0].user, 0);
     }
 }

@@ -655,7 +655,7 @@ impl Model {
         // Social votes read every contact's history, community votes a member's
         // communities: never light.
         let social = query.social != Some(false)
-            && stored.is_some_and(|u| !self.contacts_of(u).is_empty() || self.in_a_community(u));
+            && stored.is_some_and(|u| self.may_have_contacts(u) || self.in_a_community(u));
         !(social || segmented && session == 0) && self.is_light(settings, query.k, session + query.live.len() + history, query.exclude_items.len())
     }
 

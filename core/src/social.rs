@@ -25,6 +25,26 @@ use crate::ids::{IdMap, ItemIdx, UserIdx};
 /// accounts is not ten thousand times as informed.
 pub const MAX_CONTACTS: usize = 200;
 
+/// Contacts one user may gain while serving (`IngestSocialEdges`); more wait for a
+/// retrain (which reads them from the event log), so a flood of follows cannot make each
+/// of the user's requests slow. Only the strongest [`MAX_CONTACTS`] vote anyway.
+pub const MAX_LIVE_CONTACTS: usize = 5_000;
+
+/// The largest edge weight `social.csv` and `IngestSocialEdges` take: weights say how
+/// strong one contact is next to another, and beyond this their products (votes, the
+/// stand-in vector, influence shares) would leave `f32`'s range.
+pub const MAX_EDGE_WEIGHT: f32 = 1e6;
+
+/// An edge's weight as the graph keeps it: a usable weight as given (at most
+/// [`MAX_EDGE_WEIGHT`]), anything else 1.
+pub fn edge_weight(weight: f32) -> f32 {
+    if weight.is_finite() && weight > 0.0 {
+        weight.min(MAX_EDGE_WEIGHT)
+    } else {
+        1.0
+    }
+}
+
 /// One contact of a user.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Contact {
@@ -78,7 +98,7 @@ impl SocialGraph {
                 report.self_loops += 1;
                 continue;
             }
-            let weight = if e.weight.is_finite() && e.weight > 0.0 { e.weight } else { 1.0 };
+            let weight = edge_weight(e.weight);
             let friend = e.kind == SocialKind::Friend;
             entries.push((a, b, weight, friend));
             if friend {
@@ -188,7 +208,14 @@ impl SocialEdits {
         self.added.is_empty() && self.removed.is_empty()
     }
 
+    /// Whether `to` can become (or stay) a contact `from` added while serving: at most
+    /// [`MAX_LIVE_CONTACTS`] each.
+    pub fn can_add(&self, from: u32, to: u32) -> bool {
+        self.added.get(&from).is_none_or(|list| list.len() < MAX_LIVE_CONTACTS || list.iter().any(|c| c.user == to))
+    }
+
     /// Makes `to` a contact of `from` (or changes the edge): the latest word stands.
+    /// Check [`SocialEdits::can_add`] first.
     pub fn add(&mut self, from: u32, to: u32, weight: f32, friend: bool) {
         self.removed.remove(&(from, to));
         let list = self.added.entry(from).or_default();
@@ -198,23 +225,33 @@ impl SocialEdits {
         }
     }
 
-    /// Takes `to` off `from`'s contacts.
-    pub fn remove(&mut self, from: u32, to: u32) {
+    /// Takes `to` off `from`'s contacts; `trained` says whether the trained table has
+    /// the edge (only then is the removal kept).
+    pub fn remove(&mut self, from: u32, to: u32, trained: bool) {
         if let Some(list) = self.added.get_mut(&from) {
             list.retain(|c| c.user != to);
             if list.is_empty() {
                 self.added.remove(&from);
             }
         }
-        self.removed.insert((from, to));
+        if trained {
+            self.removed.insert((from, to));
+        }
+    }
+
+    /// Whether `user` may have contacts, given the trained ones: cheap, and true when
+    /// unsure (every trained contact removed).
+    pub fn may_have_contacts(&self, user: u32, trained: &[Contact]) -> bool {
+        !trained.is_empty() || self.added.contains_key(&user)
     }
 
     /// `user`'s contacts: `trained` corrected by the edits, strongest first.
     pub fn contacts(&self, user: u32, trained: &[Contact]) -> Vec<Contact> {
         let added = self.added.get(&user).map_or(&[][..], Vec::as_slice);
+        let replaced: foldhash::HashSet<u32> = added.iter().map(|c| c.user).collect();
         let mut out: Vec<Contact> = trained
             .iter()
-            .filter(|c| !self.removed.contains(&(user, c.user)) && !added.iter().any(|a| a.user == c.user))
+            .filter(|c| !replaced.contains(&c.user) && !self.removed.contains(&(user, c.user)))
             .chain(added)
             .copied()
             .collect();
@@ -285,6 +322,36 @@ mod tests {
 
     fn users(n: usize) -> IdMap {
         IdMap::from_ids((0..n).map(|u| format!("u{u}")).collect())
+    }
+
+    #[test]
+    fn live_contacts_stop_at_the_cap_and_removing_an_untrained_edge_keeps_nothing() {
+        let mut e = SocialEdits::default();
+        for to in 1..=MAX_LIVE_CONTACTS as u32 {
+            assert!(e.can_add(0, to));
+            e.add(0, to, 1.0, false);
+        }
+        let over = MAX_LIVE_CONTACTS as u32 + 1;
+        assert!(!e.can_add(0, over), "over the cap");
+        assert!(e.can_add(0, 5), "changing a contact already added is allowed at the cap");
+        assert!(e.can_add(1, over), "the cap is per user");
+        assert_eq!(e.contacts(0, &[]).len(), MAX_LIVE_CONTACTS);
+        // A trained edge removed is remembered; an edge that was only added live is just gone.
+        e.remove(0, 5, false);
+        e.remove(2, 9, true);
+        assert!(!e.removed.contains(&(0, 5)) && e.removed.contains(&(2, 9)));
+        let trained = [Contact { user: 9, weight: 1.0, friend: true }, Contact { user: 3, weight: 2.0, friend: false }];
+        assert_eq!(e.contacts(2, &trained).iter().map(|c| c.user).collect::<Vec<_>>(), vec![3]);
+        assert!(e.may_have_contacts(2, &trained) && e.may_have_contacts(0, &[]) && !e.may_have_contacts(4, &[]));
+    }
+
+    #[test]
+    fn weights_beyond_the_cap_are_held_to_it_and_unusable_ones_count_one() {
+        assert_eq!(edge_weight(3e38), MAX_EDGE_WEIGHT);
+        assert_eq!(edge_weight(2.5), 2.5);
+        for w in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            assert_eq!(edge_weight(w), 1.0, "{w}");
+        }
     }
 
     #[test]
@@ -471,6 +538,32 @@ mod live {
         assert!(!m.edit_social(&edge(me, "nobody", SocialKind::Friend), false));
         assert!(!m.edit_social(&edge(me, me, SocialKind::Friend), false));
         assert_eq!(contacts(u), vec![b1.0]);
+
+        // A forgotten contact is nobody's contact: gone from the list, taking no place.
+        m.forget_user(b1);
+        assert!(contacts(u).is_empty());
+        assert!(m.recommend(&RecommendQuery::for_user(me, 100), &settings).unwrap().items.iter().all(|s| s.reason_text != "1 friend bought this"));
+    }
+
+    /// A follow added or taken away on a trained friendship: the other side keeps
+    /// following, as a retrain reading the log builds it (`apply_to_social`).
+    #[test]
+    fn a_follow_on_a_friendship_leaves_the_other_side_following() {
+        let mut data = small_store();
+        let mut users: Vec<String> = data.events.iter().map(|e| e.user_id.clone()).collect();
+        users.dedup();
+        let (a, b) = (users[0].as_str(), users[1].as_str());
+        data.social.push(edge(a, b, SocialKind::Friend));
+        let m = train(&data, TimeKind::Unix, &fast_params(), &NoProgress);
+        let (ia, ib) = (m.user_index(a).unwrap(), m.user_index(b).unwrap());
+        let friend = |x: UserIdx, y: UserIdx| m.contacts_of(x).iter().find(|c| c.user == y.0).map(|c| c.friend);
+        assert_eq!((friend(ia, ib), friend(ib, ia)), (Some(true), Some(true)));
+        assert!(m.edit_social(&edge(a, b, SocialKind::Follow), true));
+        assert_eq!((friend(ia, ib), friend(ib, ia)), (None, Some(false)), "a unfollows b; b still follows a");
+        assert!(m.edit_social(&edge(a, b, SocialKind::Follow), false));
+        assert_eq!((friend(ia, ib), friend(ib, ia)), (Some(false), Some(false)), "each follows the other");
+        assert!(m.edit_social(&edge(b, a, SocialKind::Friend), false));
+        assert_eq!((friend(ia, ib), friend(ib, ia)), (Some(true), Some(true)), "friends again");
     }
 
     /// Friends' purchases since training (the server's live state) count as theirs.

@@ -412,8 +412,13 @@ impl ServerState {
 
     /// Records a social edge change (stored at log position `seq`) and applies it to the
     /// live model (and to every model installed later). Returns whether the live model
-    /// knows both users.
+    /// took it: it knows both users, neither was forgotten, and the follower is below
+    /// the live cap ([`affinity_core::social::MAX_LIVE_CONTACTS`]).
     pub fn change_social(&self, seq: u64, change: affinity_eventlog::SocialChange) -> bool {
+        // A forgotten user gains no edges: a restart's replay leaves such changes out too.
+        if self.is_deleted(&change.edge.user_id) || self.is_deleted(&change.edge.other_id) {
+            return false;
+        }
         let mut social = self.social();
         let live = self.live.load();
         social.apply(live.as_ref().map(|l| &l.model), seq, change)
@@ -425,8 +430,12 @@ impl ServerState {
 
     /// Records a membership change (stored at log position `seq`) and applies it to the
     /// live model (and to every model installed later). Returns whether the live model
-    /// knows the user.
+    /// took it: it knows the user, who was not forgotten and is below the live cap
+    /// ([`affinity_core::communities::MAX_LIVE_JOINS`]).
     pub fn change_membership(&self, seq: u64, change: affinity_eventlog::MembershipChange) -> bool {
+        if self.is_deleted(&change.membership.user_id) {
+            return false;
+        }
         let mut memberships = self.memberships();
         let live = self.live.load();
         memberships.apply(live.as_ref().map(|l| &l.model), seq, change)

@@ -107,6 +107,11 @@ async fn a_group_gets_items_for_all_and_least_misery_leaves_nobody_further_behin
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().contains(field), "{}", e.message());
     }
+    // Rules are checked once for the group, before any member is ranked.
+    let mut bad = ask(users.clone(), proto::GroupStrategy::Average);
+    bad.rules = Some(proto::Rules { min_price: Some(5.0), max_price: Some(1.0), ..Default::default() });
+    let e = c.recommend_for_group(bad).await.unwrap_err();
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("rules.max_price"), "{e:?}");
     let mut bad = ask(users, proto::GroupStrategy::Average);
     bad.strategy = 9;
     let e = c.recommend_for_group(bad).await.unwrap_err();
@@ -199,6 +204,7 @@ async fn live_social_edges_change_the_list_survive_a_restart_and_go_with_a_delet
         (change(me, me, proto::SocialEdgeKind::Friend, false), "edges[1].other_id"),
         (change(me, friends[0], proto::SocialEdgeKind::Unspecified, false), "edges[1].kind"),
         (proto::SocialEdgeChange { weight: -1.0, ..change(me, friends[0], proto::SocialEdgeKind::Follow, false) }, "edges[1].weight"),
+        (proto::SocialEdgeChange { weight: 3e38, ..change(me, friends[0], proto::SocialEdgeKind::Follow, false) }, "edges[1].weight"),
         (change("", friends[0], proto::SocialEdgeKind::Follow, false), "edges[1].user_id"),
     ] {
         let e = c.ingest_social_edges(send(vec![change(me, friends[0], proto::SocialEdgeKind::Friend, true), bad])).await.unwrap_err();

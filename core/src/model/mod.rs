@@ -465,11 +465,26 @@ impl Model {
     /// strongest first.
     pub fn contacts_of(&self, user: UserIdx) -> Cow<'_, [crate::social::Contact]> {
         let trained = self.social.contacts(user);
-        if !self.social_edited.load(Ordering::Acquire) {
-            return Cow::Borrowed(trained);
+        let contacts = if self.social_edited.load(Ordering::Acquire) {
+            let edits = self.social_edits.read().unwrap_or_else(|p| p.into_inner());
+            Cow::Owned(edits.contacts(user.0, trained))
+        } else {
+            Cow::Borrowed(trained)
+        };
+        // Forgotten users are nobody's contact: they take no place among the strongest.
+        if contacts.iter().any(|c| self.is_forgotten(UserIdx(c.user))) {
+            return Cow::Owned(contacts.iter().filter(|c| !self.is_forgotten(UserIdx(c.user))).copied().collect());
         }
-        let edits = self.social_edits.read().unwrap_or_else(|p| p.into_inner());
-        Cow::Owned(edits.contacts(user.0, trained))
+        contacts
+    }
+
+    /// Whether `user` may have contacts (cheap: no list is built; true when unsure).
+    pub fn may_have_contacts(&self, user: UserIdx) -> bool {
+        let trained = self.social.contacts(user);
+        if !self.social_edited.load(Ordering::Acquire) {
+            return !trained.is_empty();
+        }
+        self.social_edits.read().unwrap_or_else(|p| p.into_inner()).may_have_contacts(user.0, trained)
     }
 
     /// Adds (or with `remove`, takes away) a social edge while serving, as `social.csv`
@@ -485,12 +500,25 @@ impl Model {
             return false;
         }
         let friend = edge.kind == crate::data::SocialKind::Friend;
-        let weight = if edge.weight.is_finite() && edge.weight > 0.0 { edge.weight } else { 1.0 };
+        let weight = crate::social::edge_weight(edge.weight);
         let mut edits = self.social_edits.write().unwrap_or_else(|p| p.into_inner());
         let pairs: &[(u32, u32)] = if friend { &[(a.0, b.0), (b.0, a.0)] } else { &[(a.0, b.0)] };
+        // A user at the live cap keeps their contacts until a retrain takes the edge in.
+        if !remove && !pairs.iter().all(|&(from, to)| edits.can_add(from, to)) {
+            return false;
+        }
+        // A follow added or taken away on a friendship leaves the other side following
+        // (as a retrain reading the log has it): no longer a friend.
+        if !friend {
+            let other_side = edits.contacts(b.0, self.social.contacts(b)).into_iter().find(|c| c.user == a.0 && c.friend);
+            if let Some(c) = other_side.filter(|_| edits.can_add(b.0, a.0)) {
+                edits.add(b.0, a.0, c.weight, false);
+            }
+        }
         for &(from, to) in pairs {
             if remove {
-                edits.remove(from, to);
+                let trained = self.social.contacts(UserIdx(from)).iter().any(|c| c.user == to);
+                edits.remove(from, to, trained);
             } else {
                 edits.add(from, to, weight, friend);
             }
@@ -525,10 +553,12 @@ impl Model {
     /// Whether `user` belongs to any community (as trained and changed while serving),
     /// without listing them.
     pub fn in_a_community(&self, user: UserIdx) -> bool {
+        let trained = self.communities.of_user(user);
         if !self.community_edited.load(Ordering::Acquire) {
-            return !self.communities.of_user(user).is_empty();
+            return !trained.is_empty();
         }
-        !self.communities_of(user).is_empty()
+        let edits = self.community_edits.read().unwrap_or_else(|p| p.into_inner());
+        !edits.joined(user.0).is_empty() || trained.iter().any(|&c| !edits.has_left(user.0, self.communities.name(c)))
     }
 
     /// Whether any user belongs to a community (as trained or since).
@@ -572,10 +602,9 @@ impl Model {
         }
         let edits = self.community_edits.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<(String, u32)> = trained.filter(|(name, _)| !edits.has_left(user.0, name)).collect();
-        for c in edits.joined(user.0) {
-            if !out.iter().any(|(name, _)| name == c) {
-                out.push((c.clone(), self.communities.index(c).map_or(0, |i| self.communities.size(i))));
-            }
+        let kept: foldhash::HashSet<String> = out.iter().map(|(name, _)| name.clone()).collect();
+        for c in edits.joined(user.0).iter().filter(|c| !kept.contains(c.as_str())) {
+            out.push((c.clone(), self.communities.index(c).map_or(0, |i| self.communities.size(i))));
         }
         out
     }
@@ -585,14 +614,17 @@ impl Model {
     /// the event log takes the membership in).
     pub fn edit_membership(&self, membership: &crate::data::Membership, remove: bool) -> bool {
         let Some(user) = self.user_index(&membership.user_id) else { return false };
+        let community = &membership.community_id;
+        let trained = self.communities.index(community).is_some_and(|c| self.communities.contains(c, user));
         let mut edits = self.community_edits.write().unwrap_or_else(|p| p.into_inner());
-        if remove {
-            edits.leave(user.0, &membership.community_id);
+        let taken = if remove {
+            edits.leave(user.0, community, trained);
+            true
         } else {
-            edits.join(user.0, &membership.community_id);
-        }
+            edits.join(user.0, community)
+        };
         self.community_edited.store(true, Ordering::Release);
-        true
+        taken
     }
 
     /// Who moves their contacts (see [`crate::influence`]).

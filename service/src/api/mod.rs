@@ -86,15 +86,19 @@ impl RecommenderApi {
         entry: fn(C) -> affinity_eventlog::Entry,
         apply: fn(&ServerState, u64, C) -> bool,
     ) -> Result<(u32, u32, u64), ApiError> {
-        let log = self.state.ingest()?;
-        let seqs = log.commit(changes.iter().cloned().map(entry).collect()).await.map_err(ApiError::from)?;
-        // Durable now: apply to the live model (and to models installed later).
         let state = Arc::clone(&self.state);
-        let first = seqs.start;
-        let pending = tokio::task::spawn_blocking(move || changes.into_iter().zip(first..).map(|(change, seq)| apply(&state, seq, change)).filter(|taken| !taken).count())
-            .await
-            .map_err(ApiError::from)?;
-        Ok((changes_len(seqs.clone()), pending as u32, seqs.end.saturating_sub(1)))
+        // Detached: a change the log has is applied even if the client gives up (its
+        // deadline, a cancel) between the two steps.
+        let work = async move {
+            let seqs = state.ingest()?.commit(changes.iter().cloned().map(entry).collect()).await.map_err(ApiError::from)?;
+            // Durable now: apply to the live model (and to models installed later).
+            let first = seqs.start;
+            let pending = tokio::task::spawn_blocking(move || changes.into_iter().zip(first..).map(|(change, seq)| apply(&state, seq, change)).filter(|taken| !taken).count())
+                .await
+                .map_err(ApiError::from)?;
+            Ok::<_, ApiError>((changes_len(seqs.clone()), pending as u32, seqs.end.saturating_sub(1)))
+        };
+        tokio::spawn(work).await.map_err(ApiError::from)?
     }
 
     /// Gives a user's query what the server knows beyond the model: their live events,
@@ -194,7 +198,11 @@ impl Recommender for RecommenderApi {
     ) -> Result<Response<proto::RecommendForGroupResponse>, Status> {
         let r = request.into_inner();
         let strategy = recommend::group_strategy(r.strategy)?;
+        // Size, k and rules are checked once, before a query is built per member (each
+        // takes a copy of the rules).
+        affinity_core::group::check_group(r.user_ids.len(), r.k as usize).map_err(ApiError::from)?;
         let (k, rules, category) = (r.k as usize, rules::rules(r.rules), r.category.filter(|c| !c.is_empty()));
+        rules.validate().map_err(ApiError::from)?;
         // Each member as Recommend would see them: their live events, or nothing stored
         // for one who asked to be forgotten.
         let members: Vec<RecommendQuery> = r
@@ -315,7 +323,12 @@ impl Recommender for RecommenderApi {
         &self,
         request: Request<proto::IngestEventsRequest>,
     ) -> Result<Response<proto::IngestEventsResponse>, Status> {
-        Ok(Response::new(ingest_batch(&self.state, request.into_inner()).await?))
+        // Detached: once the log has the events, the live state takes them even if the
+        // client gives up (its deadline, a cancel) before the answer.
+        let state = Arc::clone(&self.state);
+        let batch = request.into_inner();
+        let answer = tokio::spawn(async move { ingest_batch(&state, batch).await }).await.map_err(ApiError::from)??;
+        Ok(Response::new(answer))
     }
 
     type StreamEventsStream = tokio_stream::wrappers::ReceiverStream<Result<proto::IngestEventsResponse, Status>>;

@@ -2,6 +2,7 @@
 //! or none, the first bad one named by its index and field.
 
 use affinity_core::data::{Membership, SocialEdge, SocialKind};
+use affinity_core::social::MAX_EDGE_WEIGHT;
 use affinity_core::Error;
 use affinity_eventlog::{MembershipChange, SocialChange};
 
@@ -39,8 +40,8 @@ pub(crate) fn checked(r: proto::IngestSocialEdgesRequest) -> Result<Vec<SocialCh
                 Ok(proto::SocialEdgeKind::Unspecified) => return Err(bad(n, "kind", "required: SOCIAL_EDGE_KIND_FRIEND or SOCIAL_EDGE_KIND_FOLLOW")),
                 Err(_) => return Err(bad(n, "kind", format!("unknown value {}", e.kind))),
             };
-            if !e.weight.is_finite() || e.weight < 0.0 {
-                return Err(bad(n, "weight", format!("must be a finite number ≥ 0 (0 means 1), got {}", e.weight)));
+            if !e.weight.is_finite() || e.weight < 0.0 || e.weight > MAX_EDGE_WEIGHT {
+                return Err(bad(n, "weight", format!("must be a number from 0 (meaning 1) to {MAX_EDGE_WEIGHT}, got {}", e.weight)));
             }
             let weight = if e.weight == 0.0 { 1.0 } else { e.weight };
             Ok(SocialChange { edge: SocialEdge { user_id: e.user_id, other_id: e.other_id, kind, weight }, removed: e.remove })
