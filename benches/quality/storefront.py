@@ -17,7 +17,10 @@ Run from the repository root (release build; loopback only; ~15 minutes on 2 cor
     python3 benches/quality/storefront.py [--seed 42] [--only movielens-100k,...]
 
 Writes benches/results/storefront.{md,json} (with --only, the other data sets keep the
-results of their last run).
+results of their last run). With `--seeds N` it repeats every data set on seeds
+`--seed`, `--seed` + 1, … and writes benches/results/storefront-seeds.{md,json} instead: per
+seed and as mean ± standard deviation, with affinity's paired difference from EASE (one
+split is too few to tell systems within a percent of each other apart).
 """
 import argparse
 import csv
@@ -161,14 +164,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--only", default="", help="comma-separated data set names")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="run each data set on this many seeds from --seed and report mean ± sd (storefront-seeds.*)")
     ap.add_argument("--report", action="store_true", help="only rewrite the report from its JSON")
     ap.add_argument("--as-imported", action="store_true",
                     help="keep the importers' event labels and values (label-rich rows; results in storefront-labelled.*)")
     a = ap.parse_args()
     global OUT
     OUT = "storefront-labelled" if a.as_imported else "storefront"
+    if a.seeds > 1:
+        OUT += "-seeds"
     if a.report:
-        write_report(json.load(open(os.path.join(RESULTS, OUT + ".json"))))
+        results = json.load(open(os.path.join(RESULTS, OUT + ".json")))
+        if a.seeds > 1:
+            write_seeds_report(results)
+        else:
+            write_report(results)
         return
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "affinity-trainer", "--bin", "affinity-server",
                     "--bin", "affinity-client"], check=True, cwd=ROOT)
@@ -182,11 +193,63 @@ def main():
             if s[0] in previous:
                 results.append(previous[s[0]])
             continue
-        print(f"== {s[0]} ({s[3]})", file=sys.stderr)
-        results.append(one(*s, a.seed, a.as_imported))
+        if a.seeds > 1:
+            runs = []
+            for seed in range(a.seed, a.seed + a.seeds):
+                print(f"== {s[0]} ({s[3]}, seed {seed})", file=sys.stderr)
+                runs.append(one(*s, seed, a.as_imported))
+            results.append({"dataset": s[0], "protocol": s[3], "events": runs[0]["events"], "runs": runs})
+        else:
+            print(f"== {s[0]} ({s[3]})", file=sys.stderr)
+            results.append(one(*s, a.seed, a.as_imported))
     os.makedirs(RESULTS, exist_ok=True)
     json.dump(results, open(path, "w"), indent=2)
-    write_report(results)
+    if a.seeds > 1:
+        write_seeds_report(results)
+    else:
+        write_report(results)
+
+
+def mean_sd(xs):
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, sd
+
+
+def write_seeds_report(results):
+    """Per data set: each system's figure per seed and its mean ± sd, then affinity's
+    paired difference from EASE (mean ± sd over seeds, and how many seeds it was ≥ 0)."""
+    md = ["# Storefront benchmark over seeds: views only, plain `train`, served over gRPC", "",
+          "Command: `python3 benches/quality/storefront.py --seeds N [--seed S]`. Each seed is its own split, "
+          "`train` run and served query of the test users, exactly as in `storefront.md`; mean ± standard "
+          "deviation over the seeds, and affinity's paired difference from EASE on the same split.", ""]
+    for r in results:
+        loo = r["protocol"] == "loo"
+        key, label = ("hr", "HR@10") if loo else ("recall", "R@10")
+        seeds = [run["seed"] for run in r["runs"]]
+        names = [row["name"] for row in r["runs"][0]["rows"]]
+        md += [f"## {r['dataset']} ({r['protocol']}, seeds {seeds[0]}–{seeds[-1]}; {r['events']})", "",
+               f"| system | {label} mean ± sd | NDCG@10 mean ± sd | {label} per seed |", "|---|---|---|---|"]
+        by = {n: [next(row for row in run["rows"] if row["name"] == n) for run in r["runs"]] for n in names}
+        for n in names:
+            m, sd = mean_sd([row[key] for row in by[n]])
+            nm, nsd = mean_sd([row["ndcg"] for row in by[n]])
+            per = ", ".join(f"{row[key]:.4f}" for row in by[n])
+            md.append(f"| {n} | {m:.4f} ± {sd:.4f} | {nm:.4f} ± {nsd:.4f} | {per} |")
+        ours, ease = by.get("affinity (plain train, served)"), by.get("EASE")
+        if ours and ease:
+            parts = []
+            for metric, name in [(key, label), ("ndcg", "NDCG@10")]:
+                d = [a[metric] - b[metric] for a, b in zip(ours, ease)]
+                m, sd = mean_sd(d)
+                parts.append(f"{name} {m:+.4f} ± {sd:.4f} (≥ EASE on {sum(x >= 0 for x in d)} of {len(d)} seeds)")
+            md += ["", "affinity − EASE, paired: " + "; ".join(parts) + "."]
+        if loo:
+            md += ["", "Leave-one-out holds out each user's last event whatever the seed, and `train` seeds "
+                   "its search with `--tune-seed` (default 42): every seed is the same run."]
+        md.append("")
+    open(os.path.join(RESULTS, OUT + ".md"), "w").write("\n".join(md))
+    print("\n".join(md))
 
 
 def write_report(results):
