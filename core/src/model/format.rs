@@ -221,6 +221,19 @@ pub fn save(model: &mut Model, root: &Path, retention: Retention) -> Result<Path
     if model.indexes.mips.as_ref().is_some_and(AnnIndex::holds_vectors) {
         model.build_indexes();
     }
+    // The checks `load` makes of the optional tables, made before anything is written: a
+    // version no server could load must never become `current`.
+    let (n_users, n_items) = (model.n_users(), model.n_items());
+    for (fits, name) in [
+        (model.shortlists().fits(n_users, n_items), "shortlists.bin"),
+        (model.social.fits(n_users), "social.bin"),
+        (model.communities.fits(n_users), "communities.bin"),
+        (model.influence.fits(n_users), "influence.bin"),
+    ] {
+        if !fits {
+            return Err(Error::model(name, "does not match the user and item tables; the version was not written"));
+        }
+    }
     let version = model.manifest.version.clone();
     let staging = Staging::begin(root, &version)?;
     let tmp = staging.dir().to_path_buf();
@@ -689,6 +702,25 @@ mod tests {
         assert_eq!(answers(&back), answers(&m));
         // A version directory loads as well as its root.
         assert_eq!(load(&dir).unwrap().version(), m.version());
+    }
+
+    #[test]
+    fn a_model_no_server_could_load_is_not_written() {
+        let (root, dir, mut m) = saved(&fast_params());
+        // An influence table for one user more than the model has (as non-finite weights
+        // once made): refused before anything is written, `current` unchanged.
+        let n = m.n_users() + 1;
+        let ids = crate::ids::IdMap::from_ids((0..n).map(|u| format!("u{u}")).collect());
+        let follow = crate::data::SocialEdge { user_id: "u0".into(), other_id: "u1".into(), kind: crate::data::SocialKind::Follow, weight: 1.0 };
+        let (graph, _) = crate::social::SocialGraph::build(&[follow], &ids);
+        m.influence = crate::influence::Influence::compute(&graph, n, &vec![Vec::new(); n], |_| "");
+        assert!(!m.influence.is_empty());
+        m.manifest.version.push_str("-bad");
+        let e = save(&mut m, root.path(), Retention::default()).unwrap_err().to_string();
+        assert!(e.contains("influence.bin") && e.contains("not written"), "{e}");
+        assert_eq!(resolve(root.path()).unwrap(), dir);
+        let names: Vec<String> = fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(names.iter().all(|n| !n.contains("-bad")), "nothing of the refused version: {names:?}");
     }
 
     #[test]
