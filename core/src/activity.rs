@@ -173,7 +173,7 @@ impl Stage {
 /// The stage of `a` at `now` (unix seconds); `None` without event times.
 pub fn stage(a: &Activity, now: i64, t: &Lifecycle) -> Option<Stage> {
     let (first, last) = (a.first?, a.last?);
-    let days = |since: i64| (now - since) as f64 / DAY;
+    let days = |since: i64| now.saturating_sub(since) as f64 / DAY;
     let silent = days(last) as f32;
     Some(if days(first) as f32 <= t.new_days {
         Stage::New
@@ -224,7 +224,7 @@ impl Quintiles {
         let mut q = Quintiles::default();
         for a in table.users.iter().filter(|a| a.purchases() > 0) {
             let Some(lp) = a.last_purchase else { continue };
-            q.recency.push(-((now - lp) as f64));
+            q.recency.push(-(now.saturating_sub(lp) as f64));
             q.frequency.push(f64::from(a.purchases()));
             q.monetary.push(a.revenue);
         }
@@ -237,7 +237,7 @@ impl Quintiles {
     /// The scores of `a` at `now`; `None` for a user without a timed purchase.
     pub fn score(&self, a: &Activity, now: i64) -> Option<Rfm> {
         let lp = a.last_purchase.filter(|_| a.purchases() > 0)?;
-        let r = quintile(&self.recency, -((now - lp) as f64));
+        let r = quintile(&self.recency, -(now.saturating_sub(lp) as f64));
         let f = quintile(&self.frequency, f64::from(a.purchases()));
         let m = quintile(&self.monetary, a.revenue);
         let label = match (r, f) {
@@ -264,7 +264,7 @@ pub fn churn_risk(a: &Activity, now: i64) -> Option<(f32, String)> {
         (Some(t), Some(g)) => (t, "purchase", Some(g)),
         _ => (a.last?, "visit", a.visit_gap_days()),
     };
-    let t = ((now - since) as f64 / DAY).max(0.0) as f32;
+    let t = (now.saturating_sub(since) as f64 / DAY).max(0.0) as f32;
     let (gap, whose) = match own.filter(|g| *g > 0.0) {
         Some(g) => (g.max(1.0), "their usual gap"),
         None => (1.0, "a single visit so far, a gap"),
@@ -394,7 +394,7 @@ impl Model {
             }
             let Some(t) = e.timestamp.filter(|_| timed) else { continue };
             if let Some(last) = a.last {
-                a.longest_gap_days = a.longest_gap_days.max(((t - last) as f64 / DAY) as f32);
+                a.longest_gap_days = a.longest_gap_days.max((t.saturating_sub(last) as f64 / DAY) as f32);
             }
             a.first = Some(a.first.map_or(t, |f| f.min(t)));
             a.last = Some(a.last.map_or(t, |l| l.max(t)));

@@ -525,6 +525,10 @@ const NARROW_FLOOR: usize = 1_024;
 /// (`model::shortlist`) or search in growing rounds.
 pub(crate) const SEARCH_ROOM: usize = 500;
 
+/// Candidates MMR diversity chooses among at most: each pick is compared with every
+/// candidate left, so k = 1,000 costs two million similarities.
+const MAX_MMR_POOL: usize = 2_000;
+
 /// The list a ranking gives under the rules: promotions applied, then the best `k`
 /// (diversified when asked), and why it is short if it is.
 fn finish(model: &Model, mut scored: Vec<(f32, ItemIdx)>, k: usize, rules: &Rules) -> (Vec<(f32, ItemIdx)>, Option<Shortfall>) {
@@ -534,12 +538,16 @@ fn finish(model: &Model, mut scored: Vec<(f32, ItemIdx)>, k: usize, rules: &Rule
         let short = (top.len() < k).then_some(Shortfall::Filters);
         return (top, short);
     }
-    // Diversity chooses among a pool well beyond `k`; all of them if the pool falls short.
+    // Diversity chooses among a pool well beyond `k` (MMR, which compares every pick with
+    // every candidate, among at most MAX_MMR_POOL); when the caps leave it short, the rest
+    // of the eligible items fill in by relevance under the caps (MMR over the whole
+    // catalogue would cost k × catalogue similarities).
     let eligible = scored.len();
-    let pool = (k * 10).max(200);
-    let (mut chosen, mut capped) = rules::diversify(model, top_k(scored.clone(), pool), k, rules);
+    let mmr = rules.mmr_lambda.is_some_and(|l| l < 1.0);
+    let pool = if mmr { (k * 10).clamp(200, MAX_MMR_POOL) } else { (k * 10).max(200) };
+    let (mut chosen, mut capped) = rules::diversify(model, top_k(scored.clone(), pool), k, rules, true);
     if chosen.len() < k && eligible > pool {
-        (chosen, capped) = rules::diversify(model, top_k(scored, eligible), k, rules);
+        (chosen, capped) = rules::diversify(model, top_k(scored, eligible), k, rules, false);
     }
     let short = match (chosen.len() < k, capped) {
         (false, _) => None,
@@ -656,7 +664,9 @@ impl Model {
         // communities: never light.
         let social = query.social != Some(false)
             && stored.is_some_and(|u| self.may_have_contacts(u) || self.in_a_community(u));
-        !(social || segmented && session == 0) && self.is_light(settings, query.k, session + query.live.len() + history, query.exclude_items.len())
+        // Diversity rules compare candidates with each other: never light.
+        !(social || segmented && session == 0 || query.rules.diversifies())
+            && self.is_light(settings, query.k, session + query.live.len() + history, query.exclude_items.len())
     }
 
     /// Recommends items for a user or an anonymous session.

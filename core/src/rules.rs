@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::ids::ItemIdx;
 use crate::linalg::dot;
 use crate::model::Model;
+use crate::recommend::MAX_ID_BYTES;
 
 /// Most ids or names one rule list may hold.
 pub const MAX_RULE_VALUES: usize = 1000;
@@ -109,12 +110,19 @@ fn check_names(field: &'static str, names: &[String]) -> Result<()> {
     if let Some(n) = names.iter().position(String::is_empty) {
         return Err(Error::invalid_argument(field, format!("value {n} is empty")));
     }
+    if let Some(n) = names.iter().position(|v| v.len() > MAX_ID_BYTES) {
+        return Err(Error::invalid_argument(field, format!("value {n} is longer than {MAX_ID_BYTES} bytes")));
+    }
     Ok(())
 }
 
+/// The largest boost a rule may add: scores are scaled to [0, 1] first, so 1 already
+/// lifts the weakest candidate level with the best; far larger ones would only overflow.
+pub const MAX_BOOST: f32 = 1_000.0;
+
 fn check_boost(field: &'static str, b: f32) -> Result<()> {
-    if !b.is_finite() || b < 0.0 {
-        return Err(Error::invalid_argument(field, format!("must be finite and not negative, got {b}")));
+    if !b.is_finite() || !(0.0..=MAX_BOOST).contains(&b) {
+        return Err(Error::invalid_argument(field, format!("must be from 0 to {MAX_BOOST}, got {b}")));
     }
     Ok(())
 }
@@ -144,11 +152,11 @@ impl Rules {
             return Err(Error::invalid_argument("rules.promoted", format!("at most {MAX_RULE_VALUES} items, got {}", self.promoted.len())));
         }
         for (n, (id, boost)) in self.promoted.iter().enumerate() {
-            if id.is_empty() {
-                return Err(Error::invalid_argument("rules.promoted", format!("item {n} has an empty id")));
+            if id.is_empty() || id.len() > MAX_ID_BYTES {
+                return Err(Error::invalid_argument("rules.promoted", format!("item {n}: ids are 1 to {MAX_ID_BYTES} bytes, got {}", id.len())));
             }
-            if !boost.is_finite() {
-                return Err(Error::invalid_argument("rules.promoted", format!("item {n} has boost {boost}; boosts must be finite")));
+            if !boost.is_finite() || boost.abs() > MAX_BOOST {
+                return Err(Error::invalid_argument("rules.promoted", format!("item {n} has boost {boost}; boosts are finite, at most {MAX_BOOST} either way")));
             }
         }
         for (field, cap) in [("rules.max_per_category", self.max_per_category), ("rules.max_per_brand", self.max_per_brand)] {
@@ -363,7 +371,7 @@ pub(crate) fn reason_prefix(rules: &Rules, item: &Item, now: i64) -> Option<(cra
 /// Chooses up to `k` of `ranked` (eligible items, best first) under the diversity rules.
 /// Returns the chosen items and whether the caps left the list short while eligible
 /// items remained.
-pub(crate) fn diversify(model: &Model, ranked: Vec<(f32, ItemIdx)>, k: usize, rules: &Rules) -> (Vec<(f32, ItemIdx)>, bool) {
+pub(crate) fn diversify(model: &Model, ranked: Vec<(f32, ItemIdx)>, k: usize, rules: &Rules, mmr: bool) -> (Vec<(f32, ItemIdx)>, bool) {
     if !rules.diversifies() {
         let mut ranked = ranked;
         ranked.truncate(k);
@@ -376,7 +384,27 @@ pub(crate) fn diversify(model: &Model, ranked: Vec<(f32, ItemIdx)>, k: usize, ru
         rules.max_per_category.is_some_and(|cap| per_category.get(item.category.as_str()).copied().unwrap_or(0) >= cap)
             || rules.max_per_brand.is_some_and(|cap| per_brand.get(item.brand.as_str()).copied().unwrap_or(0) >= cap)
     };
-    let lambda = rules.mmr_lambda.unwrap_or(1.0);
+    let lambda = if mmr { rules.mmr_lambda.unwrap_or(1.0) } else { 1.0 };
+    if lambda >= 1.0 {
+        // Relevance only: the greedy choice is the best item not yet capped, and an item
+        // capped once stays capped, so one pass in rank order makes the same list.
+        let (mut chosen, mut skipped) = (Vec::with_capacity(k), false);
+        for (s, i) in ranked {
+            if chosen.len() == k {
+                break;
+            }
+            if capped(i, &per_category, &per_brand) {
+                skipped = true;
+                continue;
+            }
+            let item = model.item(i);
+            *per_category.entry(item.category.as_str()).or_insert(0) += 1;
+            *per_brand.entry(item.brand.as_str()).or_insert(0) += 1;
+            chosen.push((s, i));
+        }
+        let short = chosen.len() < k && skipped;
+        return (chosen, short);
+    }
     let similarity = |a: ItemIdx, b: ItemIdx| {
         if model.has_collab(a) && model.has_collab(b) {
             dot(model.unit_vector(a), model.unit_vector(b))
@@ -399,9 +427,6 @@ pub(crate) fn diversify(model: &Model, ranked: Vec<(f32, ItemIdx)>, k: usize, ru
             if best.is_none_or(|(b, _)| value > b) {
                 best = Some((value, n));
             }
-            if lambda >= 1.0 {
-                break; // relevance only: the first uncapped item is the best
-            }
         }
         let Some((_, n)) = best else { break };
         let (s, i) = left.remove(n);
@@ -409,10 +434,8 @@ pub(crate) fn diversify(model: &Model, ranked: Vec<(f32, ItemIdx)>, k: usize, ru
         let item = model.item(i);
         *per_category.entry(item.category.as_str()).or_insert(0) += 1;
         *per_brand.entry(item.brand.as_str()).or_insert(0) += 1;
-        if lambda < 1.0 {
-            for (m, &(_, j)) in left.iter().enumerate() {
-                max_sim[m] = max_sim[m].max(similarity(i, j));
-            }
+        for (m, &(_, j)) in left.iter().enumerate() {
+            max_sim[m] = max_sim[m].max(similarity(i, j));
         }
         chosen.push((s, i));
     }

@@ -109,7 +109,10 @@ impl Model {
                 "time windows need unix timestamps and this model's data has only an order (or none); use the window `all`".into(),
             ));
         }
-        let latest = self.activity.now.max(at.live.iter().map(|r| r.time).max());
+        // Live events may be stamped up to a day ahead (client clocks): they never move
+        // "now" past the wall clock, or one such event would empty every window.
+        let live = at.live.iter().map(|r| r.time).max().map(|t| t.min(crate::data::unix_now()));
+        let latest = self.activity.now.max(live);
         at.now.or(latest).ok_or_else(|| Error::FailedPrecondition("the model holds no event times".into()))
     }
 
@@ -246,6 +249,7 @@ impl Model {
     /// `NotFound` for an unknown item; `InvalidArgument` for a window beyond what the
     /// model keeps; `FailedPrecondition` on data without unix timestamps.
     pub fn item_stats(&self, item_id: &str, segment: &Segment, days: u32, at: At<'_>) -> Result<ItemStats> {
+        segment.validate()?;
         let item = self
             .trained_item_index(item_id)
             .ok_or_else(|| Error::NotFound(format!("item `{}` is not in model {}", crate::ids::shown(item_id), self.version())))?;

@@ -74,6 +74,8 @@ pub enum IngestError {
 struct SeenIds {
     set: HashSet<String>,
     order: VecDeque<String>,
+    /// Ids of batches being committed: a retry arriving meanwhile is a duplicate too.
+    pending: HashSet<String>,
 }
 
 impl SeenIds {
@@ -180,31 +182,62 @@ impl Ingest {
     /// # Errors
     /// The log cannot take writes.
     pub async fn store(&self, events: Vec<LoggedEvent>) -> Result<(Vec<Event>, Range<u64>, usize), IngestError> {
-        let (fresh, duplicates) = {
-            let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-            let mut batch_ids = HashSet::new();
+        let (fresh, duplicates, reserved) = {
+            let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+            let mut reserved = Vec::new();
             let mut fresh = Vec::with_capacity(events.len());
             let mut dup = 0;
             for e in events {
                 match &e.event_id {
-                    Some(id) if ids.set.contains(id) || !batch_ids.insert(id.clone()) => dup += 1,
-                    _ => fresh.push(e),
+                    Some(id) if ids.set.contains(id) || !ids.pending.insert(id.clone()) => dup += 1,
+                    Some(id) => {
+                        reserved.push(id.clone());
+                        fresh.push(e);
+                    }
+                    None => fresh.push(e),
                 }
             }
-            // Ids are remembered only once stored (below), so a failed batch can be retried.
-            (fresh, dup)
+            (fresh, dup, reserved)
         };
+        // Reserved while the batch commits; remembered only once stored, so a failed batch
+        // can be retried (the guard frees the reservation whatever happens).
+        let reservation = Reservation { ids: &self.ids, reserved };
         if fresh.is_empty() {
             return Ok((Vec::new(), 0..0, duplicates));
         }
         let seqs = self.commit(fresh.iter().cloned().map(Entry::Event).collect()).await?;
-        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        for e in &fresh {
-            if let Some(id) = &e.event_id {
-                ids.insert(id);
-            }
-        }
+        reservation.stored();
         Ok((fresh.into_iter().map(|e| e.event).collect(), seqs, duplicates))
+    }
+}
+
+/// Event ids of a batch being committed: freed when dropped, remembered as stored by
+/// [`Reservation::stored`].
+struct Reservation<'a> {
+    ids: &'a Mutex<SeenIds>,
+    reserved: Vec<String>,
+}
+
+impl Reservation<'_> {
+    /// The batch is durable: its ids count as stored from now on.
+    fn stored(mut self) {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        for id in std::mem::take(&mut self.reserved) {
+            ids.pending.remove(&id);
+            ids.insert(&id);
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.reserved.is_empty() {
+            return;
+        }
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        for id in &self.reserved {
+            ids.pending.remove(id);
+        }
     }
 }
 

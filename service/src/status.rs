@@ -27,6 +27,10 @@ pub enum ApiError {
     /// Ingest is off or the event log cannot take writes; reads keep serving.
     #[error("ingest unavailable: {0}")]
     IngestOff(String),
+    /// A client stream sent nothing for too long and was closed (it held a slot of the
+    /// concurrency limit).
+    #[error("no batch for {0} s: the stream is closed; open a new one to send more")]
+    Idle(u64),
 }
 
 impl From<crate::ingest::IngestError> for ApiError {
@@ -42,6 +46,7 @@ impl From<ApiError> for Status {
             ApiError::Core(Error::NotFound(_)) => Status::not_found(err.to_string()),
             ApiError::Core(Error::Cancelled) => Status::cancelled(err.to_string()),
             ApiError::NotReady | ApiError::IngestOff(_) => Status::unavailable(err.to_string()),
+            ApiError::Idle(_) => Status::deadline_exceeded(err.to_string()),
             ApiError::Reload(_) | ApiError::Core(Error::FailedPrecondition(_)) => Status::failed_precondition(err.to_string()),
             ApiError::Core(_) | ApiError::Task(_) => {
                 tracing::error!(cause = %err, "internal error");

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use affinity_core::data::{unix_now as now, validate_id, Event, EventKind};
+use affinity_core::data::{unix_now as now, validate_id, Event, EventKind, TimeKind};
 use affinity_core::recommend::MAX_ID_BYTES;
 use affinity_core::Error;
 use affinity_eventlog::{Context, LoggedEvent};
@@ -40,6 +40,11 @@ pub(crate) fn checked(r: proto::IngestEventsRequest) -> Result<Vec<LoggedEvent>,
             if let Some(t) = e.timestamp {
                 if t > now + MAX_FUTURE_SECONDS {
                     return Err(bad("timestamp", format!("{t} is more than a day after the server's clock ({now})")));
+                }
+                // Earlier than 1973 is no unix time in seconds (milliseconds are too large,
+                // positions too small): one would make a retrain read every time as an order.
+                if t < TimeKind::UNIX_FLOOR {
+                    return Err(bad("timestamp", format!("{t} is not unix seconds (at least {})", TimeKind::UNIX_FLOOR)));
                 }
             }
             if let Some(v) = e.value {

@@ -65,6 +65,10 @@ async fn ingest_batch(state: &Arc<ServerState>, batch: proto::IngestEventsReques
     })
 }
 
+/// How long a StreamEvents call may send nothing before it is closed: an idle stream
+/// holds a slot of the concurrency limit that other requests wait for.
+const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How many records a committed range of log positions holds.
 fn changes_len(seqs: std::ops::Range<u64>) -> u32 {
     (seqs.end - seqs.start) as u32
@@ -250,9 +254,10 @@ impl Recommender for RecommenderApi {
         request: Request<proto::SimilarItemsRequest>,
     ) -> Result<Response<proto::SimilarItemsResponse>, Status> {
         let query: SimilarQuery = request.into_inner().try_into()?;
-        let k = query.k;
+        // Diversity rules compare candidates with each other: never light.
+        let (k, diverse) = (query.k, query.rules.diversifies());
         let answer = self
-            .score_if(|l| l.model.is_light(&l.settings, k, 0, 0), move |l, cancel| l.model.similar_items_with_shortfall(&query, &l.settings, cancel))
+            .score_if(move |l| !diverse && l.model.is_light(&l.settings, k, 0, 0), move |l, cancel| l.model.similar_items_with_shortfall(&query, &l.settings, cancel))
             .await?;
         Ok(Response::new(answer.into()))
     }
@@ -274,7 +279,10 @@ impl Recommender for RecommenderApi {
             affinity_core::trending::Window::Days(d) => d,
             affinity_core::trending::Window::All => affinity_core::trending::KEPT_DAYS as u32,
         };
-        let (item, now) = (r.item_id, r.now);
+        if r.item_id.is_empty() || r.item_id.len() > affinity_core::recommend::MAX_ID_BYTES {
+            return Err(ApiError::from(affinity_core::Error::invalid_argument("item_id", format!("ids are 1 to {} bytes, got {}", affinity_core::recommend::MAX_ID_BYTES, r.item_id.len()))).into());
+        }
+        let (item, now) = (r.item_id, popular::now(r.now)?);
         let state = Arc::clone(&self.state);
         let answer = self
             .score(move |l, _| Ok((item.clone(), days, l.model.item_stats(&item, &segment, days, At { now, live: &state.recent().snapshot(&l.model) })?)))
@@ -303,7 +311,7 @@ impl Recommender for RecommenderApi {
         query.validate().map_err(ApiError::from)?;
         let deleted = self.state.is_deleted(&r.user_id);
         let live = if deleted { Vec::new() } else { self.state.users().events_of(&r.user_id) };
-        let (user, now) = (r.user_id, r.now);
+        let (user, now) = (r.user_id, popular::now(r.now)?);
         let answer = self
             .score(move |l, _| Ok((user.clone(), l.model.user_profile(&user, &live, now, &lifecycle, !deleted)?)))
             .await?;
@@ -342,10 +350,12 @@ impl Recommender for RecommenderApi {
         let state = Arc::clone(&self.state);
         tokio::spawn(async move {
             loop {
-                let answer = match inbound.message().await {
-                    Ok(Some(batch)) => ingest_batch(&state, batch).await.map_err(Status::from),
-                    Ok(None) => break,
-                    Err(e) => Err(e),
+                let next = tokio::time::timeout(STREAM_IDLE, inbound.message()).await;
+                let answer = match next {
+                    Ok(Ok(Some(batch))) => ingest_batch(&state, batch).await.map_err(Status::from),
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(Status::from(ApiError::Idle(STREAM_IDLE.as_secs()))),
                 };
                 let failed = answer.is_err();
                 if tx.send(answer).await.is_err() || failed {

@@ -74,6 +74,18 @@ impl TryFrom<proto::TrendingRequest> for PopularQuery {
     }
 }
 
+/// The latest `now` a request may name (unix seconds, year 5138): beyond it window
+/// arithmetic would overflow.
+const MAX_NOW: i64 = 100_000_000_000;
+
+/// Checks a request's `now` (unix seconds, 0 to [`MAX_NOW`]); absent stays absent.
+pub(crate) fn now(now: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match now {
+        Some(t) if !(0..=MAX_NOW).contains(&t) => Err(Error::invalid_argument("now", format!("unix seconds from 0 to {MAX_NOW}, got {t}")).into()),
+        t => Ok(t),
+    }
+}
+
 impl TryFrom<proto::PopularRequest> for PopularQuery {
     type Error = ApiError;
 
@@ -84,7 +96,7 @@ impl TryFrom<proto::PopularRequest> for PopularQuery {
             k: r.k as usize,
             rules: super::rules::rules(r.rules),
             window: window(r.window)?,
-            now: r.now,
+            now: now(r.now)?,
         })
     }
 }

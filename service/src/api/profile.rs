@@ -72,7 +72,7 @@ impl TryFrom<proto::ListUsersRequest> for ListQuery {
                 max_churn_risk: r.max_churn_risk,
             },
             lifecycle: lifecycle(r.new_days, r.active_days, r.churn_days)?,
-            now: r.now,
+            now: super::popular::now(r.now)?,
             from,
             page,
         })
