@@ -134,7 +134,7 @@ pub enum TimeKind {
 
 impl TimeKind {
     /// Timestamps below this are taken as order numbers, not unix seconds (1973-03-03).
-    const UNIX_FLOOR: i64 = 100_000_000;
+    pub const UNIX_FLOOR: i64 = 100_000_000;
 
     /// Infers the kind from the events: unix seconds if every timestamp is a plausible
     /// date, an order if any is small, none if no event has one.
@@ -401,10 +401,18 @@ pub const SOCIAL_HEADER: [&str; 4] = ["user_id", "other_id", "kind", "weight"];
 /// Columns of `communities.csv`.
 pub const COMMUNITIES_HEADER: [&str; 2] = ["user_id", "community_id"];
 
-/// Checks that an id is usable: non-empty and free of TAB, comma and newlines.
+/// The largest timestamp (either sign) `events.csv` takes: unix seconds reach it in the
+/// year 5138, milliseconds already in 1973.
+pub const MAX_TIMESTAMP: i64 = 100_000_000_000;
+
+/// Checks that an id is usable: non-empty, free of TAB, comma and newlines, and without
+/// whitespace at either end (" i1" would silently be another item than "i1").
 pub fn validate_id(id: &str) -> std::result::Result<(), String> {
     if id.is_empty() {
         return Err("empty id".into());
+    }
+    if id.trim() != id {
+        return Err(format!("id {id:?} begins or ends with whitespace"));
     }
     if let Some(c) = id.chars().find(|c| matches!(c, '\t' | ',' | '\n' | '\r')) {
         return Err(format!("id {id:?} contains {c:?} (ids may not contain TAB, comma or newline)"));
@@ -573,7 +581,12 @@ fn parse_event(r: &csv::StringRecord, _: &Extra) -> std::result::Result<Event, S
         user_id: parse_id(&r[0], "user_id")?,
         item_id: parse_id(&r[1], "item_id")?,
         kind: r[2].trim().parse()?,
-        timestamp: parse_opt::<i64>(&r[3], "timestamp")?,
+        timestamp: match parse_opt::<i64>(&r[3], "timestamp")? {
+            Some(t) if t.unsigned_abs() > MAX_TIMESTAMP as u64 => {
+                return Err(format!("timestamp: {t} is no unix time in seconds (milliseconds? at most {MAX_TIMESTAMP})"));
+            }
+            t => t,
+        },
         value: parse_finite(&r[4], "value")?,
     })
 }
@@ -823,6 +836,21 @@ mod tests {
     }
 
     #[test]
+    fn ids_with_outer_whitespace_and_millisecond_times_are_refused_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.csv");
+        let read = |body: &str| {
+            std::fs::write(&path, format!("user_id,item_id,event,timestamp,value\n{body}")).unwrap();
+            read_events(&path, ReadOptions::default())
+        };
+        assert_eq!(read("u1,red shoe,view,1700000000,\n").unwrap().rows[0].item_id, "red shoe", "inner spaces are fine");
+        let e = read("u1,i1,view,1700000000,\nu1, i2,view,1700000001,\n").unwrap_err().to_string();
+        assert!(e.contains("events.csv:3:") && e.contains("whitespace"), "{e}");
+        let e = read("u1,i1,view,1700000000000,\n").unwrap_err().to_string();
+        assert!(e.contains("events.csv:2:") && e.contains("milliseconds"), "{e}");
+    }
+
+    #[test]
     fn social_rows_need_a_known_kind_and_a_positive_weight() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("social.csv");
@@ -978,8 +1006,8 @@ mod tests {
         }
 
         fn event() -> impl Strategy<Value = Event> {
-            // Ids: anything the format allows, quotes and spaces included.
-            let id = "[a-zA-Z0-9_.:;|\"' -]{1,12}";
+            // Ids: anything the format allows, quotes and inner spaces included.
+            let id = "[a-zA-Z0-9_.:;|\"'-]([a-zA-Z0-9_.:;|\"' -]{0,10}[a-zA-Z0-9_.:;|\"'-])?";
             (id, id, kind(), proptest::option::of(-5i64..2_000_000_000), proptest::option::of(0.0f32..1e6)).prop_map(
                 |(user_id, item_id, kind, timestamp, value)| Event {
                     user_id,

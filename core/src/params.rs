@@ -51,6 +51,35 @@ pub const DEFAULT_SOCIAL_BLEND: f32 = 0.2;
 /// serve with).
 pub const DEFAULT_COMMUNITY_BLEND: f32 = 0.1;
 
+impl TrainParams {
+    /// Checks the values no model could be trained or loaded with (a parameter file's
+    /// word is taken as given otherwise): at least one factor and one content dimension,
+    /// finite non-negative regularisation, confidence and blend weights.
+    ///
+    /// # Errors
+    /// The first bad value, named as in the file.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.als.factors == 0 {
+            return Err("als.factors must be at least 1".into());
+        }
+        if self.content.dim == 0 {
+            return Err("content.dim must be at least 1".into());
+        }
+        let weights = [
+            ("als.regularization", self.als.regularization),
+            ("als.alpha", self.als.alpha),
+            ("blend_weight", self.blend_weight),
+            ("sequence.blend", self.sequence.blend),
+            ("social_blend", self.social_blend),
+            ("community_blend", self.community_blend),
+        ];
+        match weights.iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
+            Some((name, v)) => Err(format!("{name} must be finite and not negative, got {v}")),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for TrainParams {
     fn default() -> Self {
         TrainParams {

@@ -271,8 +271,8 @@ pub struct EvaluateArgs {
     pub shares: ShareArgs,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Cut-offs, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "10,20")]
+    /// Cut-offs, comma-separated (each at least 1).
+    #[arg(long, value_delimiter = ',', default_value = "10,20", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub k: Vec<usize>,
     /// Also write the report as JSON here.
     #[arg(long)]

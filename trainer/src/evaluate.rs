@@ -16,7 +16,7 @@ use affinity_lab::baselines::{Ease, ItemKnn, Pop};
 use affinity_lab::eval::{self, EvalReport, Metrics, ModelReport};
 use affinity_lab::rank::{Affinity, Ranker};
 use affinity_lab::split::{self, SplitSet, Target};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::cli::{Baseline, EvaluateArgs};
@@ -146,6 +146,9 @@ fn evaluate_split(
     }
     let fit_events: Vec<Event> = s.train.iter().chain(&s.valid).cloned().collect();
     let target = split::target(s.protocol, &fit_events, &s.test);
+    if target.relevant.is_empty() {
+        bail!("no test user has a held-out item the model could rank (test events: {}): every figure would be 0", s.test.len());
+    }
     let (mut model, fit_affinity) = fit(fit_events, around, kind, params);
     let mut models = Vec::new();
     let mut add = |name: Option<&str>, r: &dyn Ranker, m: &Model, fit: f64, p: serde_json::Value| {

@@ -72,9 +72,37 @@ pub fn load_params(path: Option<&Path>) -> Result<TrainParams> {
         None => Ok(TrainParams::default()),
         Some(p) => {
             let text = fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{}: invalid parameters", p.display()))
+            let given: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: invalid parameters", p.display()))?;
+            // A misspelt key would otherwise be ignored and its default used in silence.
+            let known = serde_json::to_value(TrainParams::default()).context("cannot describe the parameters")?;
+            if let Some(key) = unknown_key(&given, &known, "") {
+                bail!("{}: unknown parameter `{key}`", p.display());
+            }
+            let params: TrainParams = serde_json::from_value(given).with_context(|| format!("{}: invalid parameters", p.display()))?;
+            params.validate().map_err(|why| anyhow::anyhow!("{}: {why}", p.display()))?;
+            Ok(params)
         }
     }
+}
+
+/// The first key of `given` (an object, recursively) that `known` does not have, as a
+/// dotted path. Values `known` holds as something other than an object (maps keyed by
+/// the user, such as event weights) are not looked into.
+fn unknown_key(given: &serde_json::Value, known: &serde_json::Value, prefix: &str) -> Option<String> {
+    let (serde_json::Value::Object(given), serde_json::Value::Object(known)) = (given, known) else { return None };
+    given.iter().find_map(|(k, v)| {
+        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match known.get(k) {
+            None => Some(path),
+            Some(kv) if kv.is_object() && !is_open_map(&path) => unknown_key(v, kv, &path),
+            Some(_) => None,
+        }
+    })
+}
+
+/// Parameter maps whose keys are the user's to choose.
+fn is_open_map(path: &str) -> bool {
+    matches!(path, "weights.event_weights")
 }
 
 /// Reads and checks an events file.
@@ -157,6 +185,11 @@ pub fn load_inputs(args: &InputArgs) -> Result<Inputs> {
     }
     if events.is_empty() {
         bail!("no events to train on");
+    }
+    // Impressions are logged for item metrics and never trained on: with nothing else the
+    // model would be empty, and publishing it would replace a good one.
+    if !events.iter().any(|e| e.kind.is_interaction()) {
+        bail!("no events to train on: all {} are impressions (items shown), which are never trained on", events.len());
     }
     let mut items = load_items(args.items.as_deref(), args.read.skip_invalid)?;
     // The log's catalogue changes (entries written while serving, availability) are

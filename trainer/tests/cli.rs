@@ -262,6 +262,41 @@ fn malformed_rows_stop_training_naming_file_and_line_unless_skipped() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("trained with the parameters as given: the tuning budget is 0"));
 }
 
+#[test]
+fn inputs_no_model_could_come_from_are_refused_before_anything_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = small_events(dir.path());
+    let root = dir.path().join("models");
+    let refused = |args: &[&str], says: &str| {
+        let out = trainer(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!root.join("current").exists(), "nothing published");
+    };
+    // Only impressions: nothing to train on.
+    let shown = dir.path().join("shown.csv");
+    std::fs::write(&shown, "user_id,item_id,event,timestamp,value\nu1,i1,impression,1700000000,\nu2,i2,impression,1700000001,\n").unwrap();
+    refused(&["train", "--events", s(&shown), "--out", s(&root)], "all 2 are impressions");
+    // A misspelt parameter, or one no model can be built with.
+    for (body, says) in [
+        (r#"{"als": {"factor": 8}}"#, "unknown parameter `als.factor`"),
+        (r#"{"recnet_events": 3}"#, "unknown parameter `recnet_events`"),
+        (r#"{"als": {"factors": 0}}"#, "als.factors must be at least 1"),
+        (r#"{"content": {"dim": 0}}"#, "content.dim must be at least 1"),
+    ] {
+        let params = dir.path().join("params.json");
+        std::fs::write(&params, body).unwrap();
+        refused(&["train", "--events", s(&events), "--out", s(&root), "--params", s(&params), "--no-tune"], says);
+    }
+    // Event kinds' weights are a map of the user's own keys.
+    let params = dir.path().join("params.json");
+    std::fs::write(&params, r#"{"weights": {"event_weights": {"view": 2.0}}, "als": {"factors": 8}}"#).unwrap();
+    ok(&trainer(&["train", "--events", s(&events), "--out", s(&root), "--params", s(&params), "--no-tune"]));
+    let out = trainer(&["evaluate", "--events", s(&events), "--k", "0"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--k"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Hit rate at 10 of `name` in an evaluate JSON report.
 fn hr_at_10(report: &serde_json::Value, name: &str) -> f64 {
     let model = report["models"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap();
