@@ -150,10 +150,15 @@ pub enum Entry {
 
 /// Applies the catalogue entries of `entries` (in log order) to `items`: an item entry
 /// replaces the item of its id or is added at the end, an availability change sets the
-/// flag of an item present by then (the log is newer than any catalogue file). Returns
-/// how many entries were applied.
+/// flag of the item (one the catalogue does not list is added bare, so an item taken off
+/// sale stays off after a retrain without a catalogue file). The log is newer than any
+/// catalogue file. Where the file lists an id twice, the first row is the one changed, as
+/// training keeps the first. Returns how many entries were applied.
 pub fn apply_to_catalogue<'a>(items: &mut Vec<Item>, entries: impl IntoIterator<Item = &'a Entry>) -> usize {
-    let mut at: std::collections::HashMap<String, usize> = items.iter().enumerate().map(|(n, i)| (i.item_id.clone(), n)).collect();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (n, i) in items.iter().enumerate() {
+        at.entry(i.item_id.clone()).or_insert(n);
+    }
     let mut applied = 0;
     for entry in entries {
         match entry {
@@ -169,10 +174,14 @@ pub fn apply_to_catalogue<'a>(items: &mut Vec<Item>, entries: impl IntoIterator<
                 applied += 1;
             }
             Entry::Availability(change) => {
-                if let Some(&n) = at.get(&change.item_id) {
-                    items[n].available = change.available;
-                    applied += 1;
+                match at.get(&change.item_id) {
+                    Some(&n) => items[n].available = change.available,
+                    None => {
+                        at.insert(change.item_id.clone(), items.len());
+                        items.push(Item { available: change.available, ..Item::bare(change.item_id.clone()) });
+                    }
                 }
+                applied += 1;
             }
             Entry::Event(_) | Entry::Social(_) | Entry::Membership(_) => {}
         }
@@ -598,11 +607,13 @@ impl EventLog {
 }
 
 /// Every record with sequence number `from` or later in the log at `dir`, without
-/// opening it for writing (the trainer reads a live server's log this way). A damaged
-/// tail is skipped.
+/// opening it for writing (the trainer reads a live server's log this way). A torn end
+/// of the last segment (a record being written) is skipped; damage anywhere else is an
+/// error, as when the log is opened, since acknowledged records would be lost.
 ///
 /// # Errors
-/// The directory or a segment cannot be read.
+/// The directory or a segment cannot be read, or a sealed segment is damaged (or holds
+/// a whole record this build cannot decode).
 pub fn read_dir(dir: &Path, from: u64) -> Result<Vec<Record>> {
     read_records(&FsStorage::existing(dir), from)
 }
@@ -616,6 +627,11 @@ fn read_records(storage: &dyn Storage, from: u64) -> Result<Vec<Record>> {
             continue;
         }
         let s = scan(&storage.read(first)?);
+        if let Some(why) = s.damage {
+            if n + 1 < segments.len() || s.whole {
+                return Err(LogError::Corrupt { file: storage.describe(first), offset: s.valid_len, why });
+            }
+        }
         out.extend(s.records.into_iter().filter(|r| r.seq >= from));
     }
     Ok(out)

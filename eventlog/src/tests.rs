@@ -73,7 +73,7 @@ fn catalogue_entries_apply_in_log_order() {
     let mut items = vec![Item::bare("a"), Item::bare("b")];
     let off = |id: &str| Entry::Availability(AvailabilityChange { item_id: id.into(), available: false });
     let entries = [
-        off("c"), // not there yet: nothing to apply
+        off("c"), // not listed yet: added bare, off sale
         Entry::Item(Item { category: "toys".into(), ..Item::bare("b") }),
         Entry::Item(Item { category: "garden".into(), ..Item::bare("c") }),
         off("c"),
@@ -81,9 +81,18 @@ fn catalogue_entries_apply_in_log_order() {
         off("a"),
         Entry::Item(Item { category: "books".into(), ..Item::bare("a") }),
     ];
-    assert_eq!(apply_to_catalogue(&mut items, &entries), 5);
+    assert_eq!(apply_to_catalogue(&mut items, &entries), 6);
     let got: Vec<(&str, &str, bool)> = items.iter().map(|i| (i.item_id.as_str(), i.category.as_str(), i.available)).collect();
     assert_eq!(got, vec![("a", "books", true), ("b", "toys", true), ("c", "garden", false)]);
+
+    // Without a catalogue file an item taken off sale stays off; of a file's repeated
+    // rows the first (the one training keeps) is changed.
+    let mut items = Vec::new();
+    apply_to_catalogue(&mut items, &[off("d")]);
+    assert_eq!((items[0].item_id.as_str(), items[0].available), ("d", false));
+    let mut items = vec![Item::bare("a"), Item { category: "second".into(), ..Item::bare("a") }];
+    apply_to_catalogue(&mut items, &[off("a")]);
+    assert_eq!((items[0].available, items[1].available), (false, true));
 }
 
 #[test]
@@ -138,6 +147,9 @@ fn a_flipped_byte_in_a_sealed_segment_is_an_error_naming_file_and_offset() {
     std::fs::write(&segs[0], bytes).unwrap();
     let e = EventLog::open(dir.path(), LogOptions::default()).err().unwrap().to_string();
     assert!(e.contains(segs[0].file_name().unwrap().to_str().unwrap()) && e.contains("byte 0") && e.contains("checksum"), "{e}");
+    // The trainer's read refuses it too, rather than train on a log missing acknowledged records.
+    let e = read_dir(dir.path(), 1).err().unwrap().to_string();
+    assert!(e.contains(segs[0].file_name().unwrap().to_str().unwrap()) && e.contains("checksum"), "{e}");
 }
 
 /// A disk whose files keep written bytes in a volatile buffer until synced; `cut` loses

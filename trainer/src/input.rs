@@ -116,10 +116,14 @@ pub fn load_events(path: &Path, skip_invalid: bool) -> Result<Vec<Event>> {
 
 /// Reads an optional items file.
 pub fn load_items(path: Option<&Path>, skip_invalid: bool) -> Result<Vec<Item>> {
-    match path {
-        Some(p) => Ok(report(p, data::read_items(p, ReadOptions { skip_invalid })?)),
-        None => Ok(Vec::new()),
+    let Some(p) = path else { return Ok(Vec::new()) };
+    let items = report(p, data::read_items(p, ReadOptions { skip_invalid })?);
+    let mut ids = std::collections::HashSet::new();
+    let repeated = items.iter().filter(|i| !ids.insert(i.item_id.as_str())).count();
+    if repeated > 0 {
+        eprintln!("{}: {repeated} row(s) repeat an item id listed before; the first row of each item is used", p.display());
     }
+    Ok(items)
 }
 
 /// What the timestamps of `events` mean, given the user's choice.
