@@ -109,10 +109,15 @@ impl Ranker for ItemKnn<'_> {
 
 /// EASE (Steck 2019): a closed-form item–item model, `B = I − P·diag(1/diag(P))` with
 /// `P = (XᵀX + λI)⁻¹` and a zero diagonal. Memory and time grow with items² and items³:
-/// strong on small catalogues, infeasible at a million items.
+/// strong on small catalogues, infeasible at a million items. Fitted over the items some
+/// history holds (a catalogue item nobody had gets a zero row and column either way), so
+/// a catalogue file listing many more items costs nothing extra.
 pub struct Ease<'a> {
     model: &'a Model,
-    /// Row-major `items × items`.
+    /// Each fitted item's model index, and each model item's place among them.
+    items: Vec<ItemIdx>,
+    place: Vec<Option<u32>>,
+    /// Row-major `fitted × fitted`.
     weights: Vec<f32>,
     pub lambda: f32,
 }
@@ -120,12 +125,23 @@ pub struct Ease<'a> {
 impl<'a> Ease<'a> {
     /// Fits on the model's (binary) training histories.
     pub fn fit(model: &'a Model, lambda: f32) -> Ease<'a> {
-        let n = model.n_items();
+        let mut place: Vec<Option<u32>> = vec![None; model.n_items()];
+        let mut items = Vec::new();
+        for h in model.histories() {
+            for (i, _) in h.seen() {
+                if place[i.get()].is_none() {
+                    place[i.get()] = Some(items.len() as u32);
+                    items.push(i);
+                }
+            }
+        }
+        let n = items.len();
+        let at = |i: ItemIdx| place[i.get()].map_or(0, |p| p as usize);
         let mut g = Mat::<f32>::zeros(n, n);
         for h in model.histories() {
             for (i, _) in h.seen() {
                 for (j, _) in h.seen() {
-                    g[(i.get(), j.get())] += 1.0;
+                    g[(at(i), at(j))] += 1.0;
                 }
             }
         }
@@ -147,7 +163,7 @@ impl<'a> Ease<'a> {
                 }
             }
         });
-        Ease { model, weights, lambda }
+        Ease { model, items, place, weights, lambda }
     }
 }
 
@@ -156,17 +172,22 @@ impl Ranker for Ease<'_> {
         "EASE"
     }
     fn rank(&self, user_id: &str, k: usize, keep: &[ItemIdx]) -> Vec<ItemIdx> {
-        let n = self.model.n_items();
+        let n = self.items.len();
         let Some(u) = self.model.user_index(user_id) else {
             return Pop(self.model).rank(user_id, k, keep);
         };
         let h = self.model.history(u);
-        let mut scores = vec![0.0f32; n];
+        let mut fitted = vec![0.0f32; n];
         for (j, _) in h.seen() {
-            let row = &self.weights[j.get() * n..(j.get() + 1) * n];
-            for (s, w) in scores.iter_mut().zip(row) {
+            let Some(p) = self.place[j.get()] else { continue };
+            let row = &self.weights[p as usize * n..(p as usize + 1) * n];
+            for (s, w) in fitted.iter_mut().zip(row) {
                 *s += w;
             }
+        }
+        let mut scores = vec![0.0f32; self.model.n_items()];
+        for (&i, s) in self.items.iter().zip(fitted) {
+            scores[i.get()] = s;
         }
         top_of(&scores, k, |i| allowed(Some(h), i, keep))
     }
@@ -180,6 +201,10 @@ mod tests {
     use affinity_core::train::{train, NoProgress};
 
     fn model() -> Model {
+        model_with(Vec::new())
+    }
+
+    fn model_with(items: Vec<affinity_core::data::Item>) -> Model {
         // Items a and b always go together; c is popular on its own.
         let mut events = Vec::new();
         let mut push = |u: String, i: &str| {
@@ -202,6 +227,7 @@ mod tests {
         push("q".into(), "a");
         let data = Dataset {
             events,
+            items,
             ..Dataset::default()
         };
         let params = TrainParams {
@@ -226,5 +252,20 @@ mod tests {
         // Seen items are left out unless kept.
         assert!(!Ease::fit(&m, 1.0).rank("q", 5, &[]).contains(&a));
         assert!(Pop(&m).rank("q", 10, &[a]).contains(&a));
+    }
+
+    #[test]
+    fn ease_is_fitted_over_the_items_someone_had_only() {
+        let plain = model();
+        let listed: Vec<_> = (0..2_000).map(|n| affinity_core::data::Item::bare(format!("listed{n}"))).collect();
+        let big = model_with(listed);
+        assert_eq!(big.n_items(), plain.n_items() + 2_000);
+        let e = Ease::fit(&big, 1.0);
+        assert_eq!(e.weights.len(), 25, "five items were had");
+        let ids = |m: &Model, r: Vec<ItemIdx>| r.into_iter().map(|i| m.item_id(i).to_string()).collect::<Vec<_>>();
+        // The had items rank as without the listing (the listed ones score 0, as an
+        // items × items fit gives them too).
+        let had: Vec<String> = ids(&big, e.rank("q", 2_005, &[])).into_iter().filter(|i| !i.starts_with("listed")).collect();
+        assert_eq!(had, ids(&plain, Ease::fit(&plain, 1.0).rank("q", 5, &[])));
     }
 }

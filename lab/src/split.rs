@@ -186,7 +186,10 @@ fn temporal_cut(events: Vec<Event>) -> (Vec<Event>, Vec<Event>) {
     }
     times.sort_unstable();
     let cut = times[((times.len() as f64 * 0.8) as usize).min(times.len() - 1)];
-    events.into_iter().partition(|e| e.timestamp.is_none_or(|t| t <= cut))
+    // Coarse times (days) may put the cut on the latest time itself: then the events at
+    // that time are the test part, not nothing.
+    let latest = times[times.len() - 1];
+    events.into_iter().partition(|e| e.timestamp.is_none_or(|t| if cut == latest { t < cut } else { t <= cut }))
 }
 
 /// Splits `events` by `protocol`.
