@@ -94,6 +94,10 @@ pub struct ServerState {
     /// an older catalogue keeps them. Held while a change is applied to the live model
     /// and while a model is installed, so none falls between the two.
     catalogue: Mutex<CatalogueChanges>,
+    /// Taken by a catalogue write (SetAvailability, UpsertItems) from before it is logged
+    /// until it is applied: writes reach the live catalogue in the log's order, so live
+    /// state and a restart's replay agree.
+    catalogue_turn: tokio::sync::Mutex<()>,
     /// Social edges and memberships changed since start, applied to every model
     /// installed (as above).
     social: Mutex<SocialChanges>,
@@ -154,6 +158,7 @@ impl ServerState {
             users: LiveUsers::new(config.live),
             recent: LiveInteractions::new(config.window_events.unwrap_or(DEFAULT_WINDOW_EVENTS)),
             catalogue: Mutex::new(CatalogueChanges::default()),
+            catalogue_turn: tokio::sync::Mutex::new(()),
             social: Mutex::new(SocialChanges::default()),
             memberships: Mutex::new(MembershipChanges::default()),
             reloading: Mutex::new(()),
@@ -404,6 +409,12 @@ impl ServerState {
             }
             Entry::Event(_) | Entry::Social(_) | Entry::Membership(_) => {}
         }
+    }
+
+    /// Waits for the catalogue's turn (see the field): hold it from reading what the
+    /// write depends on, through logging, to applying.
+    pub async fn catalogue_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.catalogue_turn.lock().await
     }
 
     fn social(&self) -> std::sync::MutexGuard<'_, SocialChanges> {

@@ -372,21 +372,24 @@ impl Recommender for RecommenderApi {
         request: Request<proto::SetAvailabilityRequest>,
     ) -> Result<Response<proto::SetAvailabilityResponse>, Status> {
         let changes = catalogue::checked_availability(request.into_inner())?;
-        let log = self.state.ingest()?;
-        let seqs = log
-            .commit(changes.iter().cloned().map(affinity_eventlog::Entry::Availability).collect())
-            .await
-            .map_err(ApiError::from)?;
-        // Durable now: apply to the live model (and to models installed later).
         let state = Arc::clone(&self.state);
-        let unknown = tokio::task::spawn_blocking(move || changes.iter().filter(|c| !state.set_available(&c.item_id, c.available)).count())
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(proto::SetAvailabilityResponse {
-            stored: changes_len(seqs.clone()),
-            unknown: unknown as u32,
-            last_sequence: seqs.end.saturating_sub(1),
-        }))
+        // Detached, and in the catalogue's turn: a change the log took is applied even if
+        // the client gives up, and in the log's order.
+        let work = async move {
+            let _turn = state.catalogue_turn().await;
+            let seqs = state.ingest()?.commit(changes.iter().cloned().map(affinity_eventlog::Entry::Availability).collect()).await.map_err(ApiError::from)?;
+            // Durable now: apply to the live model (and to models installed later).
+            let on = Arc::clone(&state);
+            let unknown = tokio::task::spawn_blocking(move || changes.iter().filter(|c| !on.set_available(&c.item_id, c.available)).count())
+                .await
+                .map_err(ApiError::from)?;
+            Ok::<_, ApiError>(proto::SetAvailabilityResponse {
+                stored: changes_len(seqs.clone()),
+                unknown: unknown as u32,
+                last_sequence: seqs.end.saturating_sub(1),
+            })
+        };
+        Ok(Response::new(tokio::spawn(work).await.map_err(ApiError::from)??))
     }
 
     #[instrument(skip_all, fields(edges = request.get_ref().edges.len()))]
@@ -412,46 +415,48 @@ impl Recommender for RecommenderApi {
     #[instrument(skip_all, fields(items = request.get_ref().items.len()))]
     async fn upsert_items(&self, request: Request<proto::UpsertItemsRequest>) -> Result<Response<proto::UpsertItemsResponse>, Status> {
         let upserts = catalogue::checked_items(request.into_inner())?;
-        let log = self.state.ingest()?;
-        // An entry that does not say keeps the item's availability and listing time (a
-        // new item is listed now): settle both before logging, so replaying the log gives
-        // the same catalogue.
         let state = Arc::clone(&self.state);
-        let now = affinity_core::data::unix_now();
-        let items = tokio::task::spawn_blocking(move || {
-            upserts
-                .into_iter()
-                .map(|u| Item {
-                    available: u.available.unwrap_or_else(|| state.is_available(&u.item.item_id)),
-                    // Only an item nobody knew is new now: a known item without a
-                    // listing time keeps none rather than turning into a new arrival.
-                    listed_at: u.item.listed_at.or_else(|| match state.knows_item(&u.item.item_id) {
-                        true => state.listed_at(&u.item.item_id),
-                        false => Some(now),
-                    }),
-                    ..u.item
-                })
-                .collect::<Vec<Item>>()
-        })
-        .await
-        .map_err(ApiError::from)?;
-        let seqs = log
-            .commit(items.iter().cloned().map(affinity_eventlog::Entry::Item).collect())
+        // Detached, and in the catalogue's turn (as SetAvailability): what an entry keeps
+        // from the live catalogue is read in the same turn that logs and applies it.
+        let work = async move {
+            let _turn = state.catalogue_turn().await;
+            let log = state.ingest()?;
+            // An entry that does not say keeps the item's availability and listing time (a
+            // new item is listed now): settle both before logging, so replaying the log
+            // gives the same catalogue.
+            let now = affinity_core::data::unix_now();
+            let on = Arc::clone(&state);
+            let items = tokio::task::spawn_blocking(move || {
+                upserts
+                    .into_iter()
+                    .map(|u| Item {
+                        available: u.available.unwrap_or_else(|| on.is_available(&u.item.item_id)),
+                        // Only an item nobody knew is new now: a known item without a
+                        // listing time keeps none rather than turning into a new arrival.
+                        listed_at: u.item.listed_at.or_else(|| match on.knows_item(&u.item.item_id) {
+                            true => on.listed_at(&u.item.item_id),
+                            false => Some(now),
+                        }),
+                        ..u.item
+                    })
+                    .collect::<Vec<Item>>()
+            })
             .await
             .map_err(ApiError::from)?;
-        // Durable now: apply to the live model (embedding is CPU work: off the runtime).
-        let state = Arc::clone(&self.state);
-        let added = tokio::task::spawn_blocking(move || {
-            items.into_iter().map(|item| state.upsert_item(item)).filter(|u| matches!(u, Some(Upserted::Added(_)))).count()
-        })
-        .await
-        .map_err(ApiError::from)?;
-        let stored = changes_len(seqs.clone());
-        Ok(Response::new(proto::UpsertItemsResponse {
-            updated: stored - added as u32,
-            added: added as u32,
-            last_sequence: seqs.end.saturating_sub(1),
-        }))
+            let seqs = log.commit(items.iter().cloned().map(affinity_eventlog::Entry::Item).collect()).await.map_err(ApiError::from)?;
+            // Durable now: apply to the live model (embedding is CPU work: off the runtime).
+            let on = Arc::clone(&state);
+            let added = tokio::task::spawn_blocking(move || items.into_iter().map(|item| on.upsert_item(item)).filter(|u| matches!(u, Some(Upserted::Added(_)))).count())
+                .await
+                .map_err(ApiError::from)?;
+            let stored = changes_len(seqs.clone());
+            Ok::<_, ApiError>(proto::UpsertItemsResponse {
+                updated: stored - added as u32,
+                added: added as u32,
+                last_sequence: seqs.end.saturating_sub(1),
+            })
+        };
+        Ok(Response::new(tokio::spawn(work).await.map_err(ApiError::from)??))
     }
 
     async fn reload_model(&self, _request: Request<proto::ReloadModelRequest>) -> Result<Response<proto::ReloadModelResponse>, Status> {
