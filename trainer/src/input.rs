@@ -126,6 +126,23 @@ pub fn load_items(path: Option<&Path>, skip_invalid: bool) -> Result<Vec<Item>> 
     Ok(items)
 }
 
+/// Refuses unix times more than a day after `now`: a placeholder such as 9999999999
+/// would be every other event's "now" for time decay and windows, weighing them all to
+/// nothing.
+fn check_not_ahead(events: &[Event], now: i64) -> Result<()> {
+    let ahead: Vec<&Event> = events.iter().filter(|e| e.timestamp.is_some_and(|t| t > now + 86_400)).collect();
+    if let Some(e) = ahead.first() {
+        bail!(
+            "{} event(s) are stamped more than a day after now ({now}), e.g. user {}, item {} at {}: fix or drop them (placeholder dates?)",
+            ahead.len(),
+            e.user_id,
+            e.item_id,
+            e.timestamp.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// What the timestamps of `events` mean, given the user's choice.
 pub fn time_kind(arg: TimeKindArg, events: &[Event]) -> TimeKind {
     match (arg, TimeKind::detect(events)) {
@@ -200,6 +217,9 @@ pub fn load_inputs(args: &InputArgs) -> Result<Inputs> {
     // newer than the catalogue file.
     affinity_eventlog::apply_to_catalogue(&mut items, &catalogue);
     let kind = time_kind(args.read.time_kind, &events);
+    if kind == TimeKind::Unix {
+        check_not_ahead(&events, data::unix_now())?;
+    }
     Ok(Inputs {
         dataset: Dataset {
             events,

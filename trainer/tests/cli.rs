@@ -278,6 +278,10 @@ fn inputs_no_model_could_come_from_are_refused_before_anything_is_published() {
     let shown = dir.path().join("shown.csv");
     std::fs::write(&shown, "user_id,item_id,event,timestamp,value\nu1,i1,impression,1700000000,\nu2,i2,impression,1700000001,\n").unwrap();
     refused(&["train", "--events", s(&shown), "--out", s(&root)], "all 2 are impressions");
+    // A placeholder date far ahead would be every other event's "now".
+    let ahead = dir.path().join("ahead.csv");
+    std::fs::write(&ahead, "user_id,item_id,event,timestamp,value\nu1,i1,view,1700000000,\nu2,i2,view,1700000001,\nu3,i1,view,9999999999,\n").unwrap();
+    refused(&["train", "--events", s(&ahead), "--out", s(&root), "--no-tune"], "1 event(s) are stamped more than a day after now");
     // A misspelt parameter, or one no model can be built with.
     for (body, says) in [
         (r#"{"als": {"factor": 8}}"#, "unknown parameter `als.factor`"),
