@@ -250,8 +250,9 @@ impl Model {
     /// model keeps; `FailedPrecondition` on data without unix timestamps.
     pub fn item_stats(&self, item_id: &str, segment: &Segment, days: u32, at: At<'_>) -> Result<ItemStats> {
         segment.validate()?;
+        // Items added while serving count too: their events are in the live window.
         let item = self
-            .trained_item_index(item_id)
+            .item_index(item_id)
             .ok_or_else(|| Error::NotFound(format!("item `{}` is not in model {}", crate::ids::shown(item_id), self.version())))?;
         if days == 0 || i64::from(days) > KEPT_DAYS {
             return Err(Error::invalid_argument("window", format!("item metrics cover 1 to {KEPT_DAYS} days")));

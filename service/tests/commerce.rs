@@ -298,4 +298,13 @@ async fn events_taken_in_while_serving_count_in_windows_trends_and_item_metrics(
     c.delete_user(proto::DeleteUserRequest { user_id: "walk-in-00".into() }).await.unwrap();
     let forgotten = c.get_item_stats(stats(Some(at))).await.unwrap().into_inner();
     assert_eq!(forgotten.users, after.users - 1);
+    // An item added while serving has metrics from its first events on.
+    let added = proto::CatalogueItem { item_id: "sku-fresh".into(), category: "shoes".into(), ..Default::default() };
+    c.upsert_items(proto::UpsertItemsRequest { items: vec![added] }).await.unwrap();
+    let bought = (0..3)
+        .map(|n| proto::IngestEvent { user_id: format!("walk-in-{:02}", n + 5), item_id: "sku-fresh".into(), event: "purchase".into(), timestamp: Some(at), ..Default::default() })
+        .collect();
+    c.ingest_events(proto::IngestEventsRequest { events: bought }).await.unwrap();
+    let fresh = c.get_item_stats(proto::GetItemStatsRequest { item_id: "sku-fresh".into(), window: proto::Window::Window1Day as i32, now: Some(at), ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!((fresh.event_counts.get("purchase").copied(), fresh.users), (Some(3), 3), "{fresh:?}");
 }
