@@ -74,7 +74,7 @@ pub enum IngestError {
 struct SeenIds {
     set: HashSet<String>,
     order: VecDeque<String>,
-    /// Ids of batches being committed: a retry arriving meanwhile is a duplicate too.
+    /// Ids of batches being committed: a retry arriving meanwhile waits for them.
     pending: HashSet<String>,
 }
 
@@ -182,22 +182,18 @@ impl Ingest {
     /// # Errors
     /// The log cannot take writes.
     pub async fn store(&self, events: Vec<LoggedEvent>) -> Result<(Vec<Event>, Range<u64>, usize), IngestError> {
-        let (fresh, duplicates, reserved) = {
-            let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-            let mut reserved = Vec::new();
-            let mut fresh = Vec::with_capacity(events.len());
-            let mut dup = 0;
-            for e in events {
-                match &e.event_id {
-                    Some(id) if ids.set.contains(id) || !ids.pending.insert(id.clone()) => dup += 1,
-                    Some(id) => {
-                        reserved.push(id.clone());
-                        fresh.push(e);
-                    }
-                    None => fresh.push(e),
+        // A retry of a batch still being committed waits for it: counted a duplicate if the
+        // first one is stored, stored itself if that one failed (never dropped). The check
+        // and the reservation are one step under the lock.
+        let (fresh, duplicates, reserved) = loop {
+            {
+                let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+                let waiting = !ids.pending.is_empty() && events.iter().any(|e| e.event_id.as_ref().is_some_and(|id| ids.pending.contains(id)));
+                if !waiting {
+                    break Self::reserve(&mut ids, events);
                 }
             }
-            (fresh, dup, reserved)
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         };
         // Reserved while the batch commits; remembered only once stored, so a failed batch
         // can be retried (the guard frees the reservation whatever happens).
@@ -242,6 +238,25 @@ impl Drop for Reservation<'_> {
 }
 
 impl Ingest {
+    /// Splits `events` into those to store (their ids reserved as pending) and a count
+    /// of duplicates (ids stored before, or repeated within the batch).
+    fn reserve(ids: &mut SeenIds, events: Vec<LoggedEvent>) -> (Vec<LoggedEvent>, usize, Vec<String>) {
+        let mut reserved = Vec::new();
+        let mut fresh = Vec::with_capacity(events.len());
+        let mut dup = 0;
+        for e in events {
+            match &e.event_id {
+                Some(id) if ids.set.contains(id) || !ids.pending.insert(id.clone()) => dup += 1,
+                Some(id) => {
+                    reserved.push(id.clone());
+                    fresh.push(e);
+                }
+                None => fresh.push(e),
+            }
+        }
+        (fresh, dup, reserved)
+    }
+
     /// Hands the writer thread a job built around its reply channel and waits for the
     /// answer.
     async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Job) -> Result<T, IngestError> {
