@@ -24,7 +24,7 @@ use affinity_core::model::Upserted;
 use affinity_core::recommend::{RecommendQuery, SimilarQuery, Subject};
 use affinity_core::trending::At;
 use tonic::{Request, Response, Status};
-use tracing::instrument;
+use tracing::{instrument, Instrument};
 
 use crate::proto::{self, recommender_server::Recommender};
 use crate::state::{LiveModel, ServerState};
@@ -102,7 +102,7 @@ impl RecommenderApi {
                 .map_err(ApiError::from)?;
             Ok::<_, ApiError>((changes_len(seqs.clone()), pending as u32, seqs.end.saturating_sub(1)))
         };
-        tokio::spawn(work).await.map_err(ApiError::from)?
+        tokio::spawn(work.in_current_span()).await.map_err(ApiError::from)?
     }
 
     /// Gives a user's query what the server knows beyond the model: their live events,
@@ -335,7 +335,7 @@ impl Recommender for RecommenderApi {
         // client gives up (its deadline, a cancel) before the answer.
         let state = Arc::clone(&self.state);
         let batch = request.into_inner();
-        let answer = tokio::spawn(async move { ingest_batch(&state, batch).await }).await.map_err(ApiError::from)??;
+        let answer = tokio::spawn(async move { ingest_batch(&state, batch).await }.in_current_span()).await.map_err(ApiError::from)??;
         Ok(Response::new(answer))
     }
 
@@ -389,7 +389,7 @@ impl Recommender for RecommenderApi {
                 last_sequence: seqs.end.saturating_sub(1),
             })
         };
-        Ok(Response::new(tokio::spawn(work).await.map_err(ApiError::from)??))
+        Ok(Response::new(tokio::spawn(work.in_current_span()).await.map_err(ApiError::from)??))
     }
 
     #[instrument(skip_all, fields(edges = request.get_ref().edges.len()))]
@@ -456,7 +456,7 @@ impl Recommender for RecommenderApi {
                 last_sequence: seqs.end.saturating_sub(1),
             })
         };
-        Ok(Response::new(tokio::spawn(work).await.map_err(ApiError::from)??))
+        Ok(Response::new(tokio::spawn(work.in_current_span()).await.map_err(ApiError::from)??))
     }
 
     async fn reload_model(&self, _request: Request<proto::ReloadModelRequest>) -> Result<Response<proto::ReloadModelResponse>, Status> {
