@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Event, EventKind, TimeKind};
 use crate::error::{Error, Result};
-use crate::ids::{shown, IdMap, UserIdx};
+use crate::ids::{shown, IdMap};
 use crate::model::Model;
 use crate::recommend::LiveEvent;
 
@@ -424,12 +424,12 @@ impl Model {
             *brands.entry(item.brand.as_str()).or_insert(0.0) += w;
         }
         let social = stored.map_or_else(SocialProfile::default, |u| {
+            // Forgotten users are no contact of anyone's (`contacts_of` leaves them out).
             let contacts = self.contacts_of(u);
-            let kept = || contacts.iter().filter(|c| !self.is_forgotten(UserIdx(c.user)));
-            let friends = kept().filter(|c| c.friend).count() as u32;
+            let friends = contacts.iter().filter(|c| c.friend).count() as u32;
             SocialProfile {
                 friends,
-                following: kept().count() as u32 - friends,
+                following: contacts.len() as u32 - friends,
                 communities: self.communities_of(u).into_iter().map(|(c, _)| c).collect(),
                 influence: (!self.influence().is_empty()).then(|| self.influence().score(u)),
             }

@@ -1262,15 +1262,15 @@ impl Model {
         }
     }
 
-    /// The mean of a user's `contacts`' vectors, each by its edge weight (contacts who
-    /// were forgotten or have no vector left out), with the typical user's vector as one
-    /// more contact: a stand-in for a user with none.
+    /// The mean of a user's `contacts`' vectors (as [`Model::contacts_of`] gives them:
+    /// nobody forgotten), each by its edge weight (contacts without a vector left out),
+    /// with the typical user's vector as one more contact: a stand-in for a user with none.
     fn contacts_vector(&self, contacts: &[Contact]) -> Option<Vec<f32>> {
         let mut sum = vec![0.0f32; self.manifest().params.als.factors];
         let mut total = 0.0f32;
         for c in contacts.iter().take(crate::social::MAX_CONTACTS) {
             let v = self.user_vector(UserIdx(c.user));
-            if self.is_forgotten(UserIdx(c.user)) || v.len() != sum.len() || v.iter().all(|&x| x == 0.0) {
+            if v.len() != sum.len() || v.iter().all(|&x| x == 0.0) {
                 continue;
             }
             sum.iter_mut().zip(v).for_each(|(s, x)| *s += c.weight * x);
@@ -1322,10 +1322,9 @@ impl Model {
             };
             alike * self.influence.vote_factor(UserIdx(c))
         };
-        let gone = |c: u32| self.is_forgotten(UserIdx(c));
-        let items_of = |c: u32| self.history(UserIdx(c)).seen().take(if gone(c) { 0 } else { usize::MAX }).map(|(i, _)| i);
-        let new_of = |c: u32| if gone(c) { &[][..] } else { live.new_items(c) };
-        crate::social::votes(contacts, items_of, new_of, alike)
+        // `contacts` come from `contacts_of`, which leaves forgotten users out.
+        let items_of = |c: u32| self.history(UserIdx(c)).seen().map(|(i, _)| i);
+        crate::social::votes(contacts, items_of, |c| live.new_items(c), alike)
             .weighed(|i| self.popularity(i).max(1.0).powf(-SOCIAL_RARITY))
     }
 
@@ -1336,7 +1335,7 @@ impl Model {
         for c in contacts.iter().take(crate::social::MAX_CONTACTS) {
             let h = self.history(UserIdx(c.user));
             let since = live.events(c.user);
-            if !(h.has_seen(item) || since.iter().any(|e| e.0 == item)) || self.is_forgotten(UserIdx(c.user)) {
+            if !(h.has_seen(item) || since.iter().any(|e| e.0 == item)) {
                 continue;
             }
             if c.friend {
@@ -2056,8 +2055,8 @@ mod tests {
                     rules: Rules::default(),
                     attributes: None,
                     live: Vec::new(),
-            contacts_live: Vec::new(),
-            from_contacts: false,
+                    contacts_live: Vec::new(),
+                    from_contacts: false,
                     use_stored_history: true,
                     social: None,
                 };
