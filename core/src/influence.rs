@@ -96,7 +96,6 @@ impl Influence {
             .map(|f| {
                 let mine = firsts_of(f);
                 let (mut raw, mut tally, mut untimed, mut all) = (Vec::new(), Vec::new(), 0, 0);
-                let mut shares = Vec::new();
                 for c in graph.contacts(UserIdx(f)).iter().take(MAX_CONTACTS) {
                     let mut adopted = 0.0f32;
                     adopted_from(mine, firsts_of(c.user), |item, amount| {
@@ -110,9 +109,7 @@ impl Influence {
                 // Shared out in f64: weights up to MAX_EDGE_WEIGHT times many adoptions
                 // stay finite, and every share lands in [0, 1].
                 let total: f64 = raw.iter().sum();
-                if total > 0.0 && total.is_finite() {
-                    shares = raw.iter().map(|&s| (s / total) as f32).collect();
-                }
+                let shares = if total > 0.0 && total.is_finite() { raw.iter().map(|&s| (s / total) as f32).collect() } else { Vec::new() };
                 (shares, tally, untimed, all)
             })
             .collect();
