@@ -162,6 +162,10 @@ pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+/// How far past the wall clock a time may lie (client clocks run ahead): ingest, the
+/// catalogue's listing times and `train` refuse anything later.
+pub const MAX_FUTURE_SECONDS: i64 = 86_400;
+
 /// A place on Earth (WGS 84 degrees): a store or pick-up point an item is sold from.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GeoPoint {

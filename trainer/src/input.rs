@@ -130,7 +130,7 @@ pub fn load_items(path: Option<&Path>, skip_invalid: bool) -> Result<Vec<Item>> 
 /// would be every other event's "now" for time decay and windows, weighing them all to
 /// nothing.
 fn check_not_ahead(events: &[Event], now: i64) -> Result<()> {
-    let ahead: Vec<&Event> = events.iter().filter(|e| e.timestamp.is_some_and(|t| t > now + 86_400)).collect();
+    let ahead: Vec<&Event> = events.iter().filter(|e| e.timestamp.is_some_and(|t| t > now + data::MAX_FUTURE_SECONDS)).collect();
     if let Some(e) = ahead.first() {
         bail!(
             "{} event(s) are stamped more than a day after now ({now}), e.g. user {}, item {} at {}: fix or drop them (placeholder dates?)",

@@ -1,12 +1,12 @@
 //! `SetAvailability` and `UpsertItems`: wire catalogue changes → checked log entries,
 //! all or none, the first bad one named by its index and field.
 
-use affinity_core::data::{validate_id, GeoPoint, Item};
+use affinity_core::data::{validate_id, GeoPoint, Item, MAX_FUTURE_SECONDS};
 use affinity_core::recommend::MAX_ID_BYTES;
 use affinity_core::Error;
 use affinity_eventlog::AvailabilityChange;
 
-use super::ingest::{MAX_BATCH, MAX_FUTURE_SECONDS};
+use super::ingest::MAX_BATCH;
 use crate::proto;
 use crate::status::ApiError;
 

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use affinity_core::data::{unix_now as now, validate_id, Event, EventKind, TimeKind};
+use affinity_core::data::{unix_now as now, validate_id, Event, EventKind, TimeKind, MAX_FUTURE_SECONDS};
 use affinity_core::recommend::MAX_ID_BYTES;
 use affinity_core::Error;
 use affinity_eventlog::{Context, LoggedEvent};
@@ -12,9 +12,6 @@ use crate::status::ApiError;
 
 /// Most events (or catalogue items) one call may carry.
 pub const MAX_BATCH: usize = 10_000;
-
-/// Latest a timestamp (of an event, or an item's listing) may be, past the server's clock.
-pub(crate) const MAX_FUTURE_SECONDS: i64 = 86_400;
 
 /// Checks a batch and turns it into log records; the first bad event refuses the whole
 /// batch, naming its index and field.
