@@ -20,6 +20,7 @@ use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::ids::{shown, ItemIdx, UserIdx};
 use crate::linalg::{dot, norm};
+use crate::memo::{Ranking, StateKey, RANKED};
 use crate::data::EventKind;
 use crate::interactions::RecentEvent;
 use crate::model::Model;
@@ -193,7 +194,7 @@ impl ContactsLive {
 const COMMUNITY_REASON: f32 = 0.3;
 
 /// An event the model was not trained on, as the server's live state keeps it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct LiveEvent {
     /// The item acted on.
     pub item_id: String,
@@ -801,6 +802,19 @@ impl Model {
             }
             return Ok(vec![self.cold_answer(query, filter); blends.len()]);
         };
+        // The memo keeps rankings by the user's own vector, not a stand-in.
+        if let (Some(user), [blend], false) = (profile.user, blends, from_friends) {
+            if let Some((ranked, mut shortfall)) = self.remembered(query, settings, *blend, user, &u, recent, filter, around, cancel)? {
+                // Nobody around weighs in (else the memo does not answer): every reason
+                // is the user's own.
+                let mut items: Vec<Scored> = ranked.into_iter().map(|(score, item)| self.personal(item, score, recent)).collect();
+                if !returns.is_empty() {
+                    items = self.mix_returns(items, &returns, filter, query.k);
+                    shortfall = shortfall.filter(|_| items.len() < query.k);
+                }
+                return Ok(vec![Recommendations { items, retrieval: Retrieval::Exact, shortfall }]);
+            }
+        }
         let votes = if blends.iter().any(|b| b.sequence > 0.0) { self.neighbour_votes(recent, settings) } else { Votes::default() };
         let (raw, retrieval) = match &around.contacts {
             // The shelf's candidates are the contacts' eligible items, scored exactly.
@@ -856,6 +870,70 @@ impl Model {
             answers.push(Recommendations { items, retrieval, shortfall });
         }
         Ok(answers)
+    }
+
+    /// The best `k` eligible items for stored user `user` from their kept ranking (see
+    /// [`crate::memo`]), ranking every item new to them first when no kept ranking stands
+    /// for this request's state. `None` when the memo does not answer this request: a
+    /// ranking it cannot reproduce (an index search, items the user had allowed back,
+    /// rules that lift or spread scores, votes from people around) or filters that leave
+    /// fewer than `k` of the kept items.
+    #[allow(clippy::too_many_arguments)]
+    fn remembered(
+        &self,
+        query: &RecommendQuery,
+        settings: &ServingSettings,
+        blend: Blend,
+        user: usize,
+        u: &[f32],
+        recent: &[ItemIdx],
+        filter: &Eligibility<'_>,
+        around: &Around<'_>,
+        cancel: &Cancel,
+    ) -> Result<Option<(Vec<(f32, ItemIdx)>, Option<Shortfall>)>> {
+        let memo = self.rankings();
+        let excludes_history = query.seen != SeenPolicy::Include || query.rules.exclude_interacted;
+        let applies = memo.is_on()
+            && excludes_history
+            && !query.from_contacts
+            && settings.scores_exactly(self.n_items())
+            && !query.rules.boosts()
+            && !query.rules.diversifies()
+            && !around.weighs(blend);
+        if !applies {
+            return Ok(None);
+        }
+        // Everything the kept scores depend on besides the model and the user.
+        let state = StateKey::of((query.use_stored_history, blend.sequence.to_bits(), settings.recency_decay.to_bits(), settings.max_recent, &query.live));
+        let ranking = match memo.get(user as u32, state) {
+            Some(r) => r,
+            None => {
+                // As the exact path ranks (candidates, blend, finish), over every item
+                // new to the user instead of the eligible ones.
+                let votes = if blend.sequence > 0.0 { self.neighbour_votes(recent, settings) } else { Votes::default() };
+                let all = self.score_every_item(u, cancel)?;
+                let new: Vec<(f32, ItemIdx)> = all.iter().enumerate().map(|(i, &s)| (s, ItemIdx(i as u32))).filter(|&(_, i)| !filter.seen_bits.has(i)).collect();
+                let complete = new.len() <= RANKED;
+                let items = top_k(self.blend(u, new, &votes, around, blend), RANKED);
+                let ranking = std::sync::Arc::new(Ranking { state, items, complete });
+                memo.put(user as u32, ranking.clone());
+                ranking
+            }
+        };
+        let mut top = Vec::with_capacity(query.k);
+        for &(score, item) in ranking.items.iter() {
+            if top.len() == query.k {
+                break;
+            }
+            if filter.allows(item) {
+                top.push((score, item));
+            }
+        }
+        if top.len() < query.k && !ranking.complete {
+            return Ok(None);
+        }
+        let shortfall = (top.len() < query.k).then_some(Shortfall::Filters);
+        Ok(Some((top, shortfall)))
     }
 
     /// Gives the tail of a list to items nobody has interacted with yet, as many slots as
@@ -1852,6 +1930,86 @@ mod tests {
         assert_ne!(m.recommend(&q, &off).unwrap().items, with.items);
     }
 
+    /// A store larger than a kept ranking, so filters can leave too few of its items.
+    fn larger_model() -> &'static Model {
+        static M: OnceLock<Model> = OnceLock::new();
+        M.get_or_init(|| {
+            let store = crate::demo::generate(crate::demo::DemoSize { users: 150, items: 640, events_per_user: 20, planted: false }, crate::demo::DEMO_SEED);
+            crate::train::train(&store, crate::data::TimeKind::Unix, &fast_params(), &crate::train::NoProgress)
+        })
+    }
+
+    #[test]
+    fn kept_rankings_answer_as_scoring_every_item_does() {
+        let m = larger_model();
+        let s = m.default_settings();
+        assert!(s.sequence_blend > 0.0 && s.scores_exactly(m.n_items()) && m.n_items() > RANKED);
+        let blend = Blend { sequence: s.sequence_blend, social: 0.0, community: 0.0 };
+        // The reference: two blends at once, which the memo never answers.
+        let scored = |q: &RecommendQuery| m.recommend_blends(q, &s, &[blend, blend]).unwrap().swap_remove(0);
+        let category = m.items()[0].category.clone();
+        let mut fell_back = 0usize;
+        for (n, user) in m.user_ids().iter().enumerate().take(60) {
+            let plain = query(Subject::User(user.clone()), 10);
+            let first = scored(&plain);
+            let excluded: Vec<String> = first.items.iter().take(4).map(|x| m.item_id(x.item).to_string()).collect();
+            let variants = [
+                plain.clone(),
+                RecommendQuery { k: 1 + n % 60, seen: SeenPolicy::Trained, ..plain.clone() },
+                RecommendQuery { exclude_items: excluded, ..plain.clone() },
+                // One category of eight, 50 deep: more than a kept ranking holds of it.
+                RecommendQuery { category: Some(category.clone()), k: 50, ..plain.clone() },
+                RecommendQuery {
+                    live: vec![LiveEvent { item_id: m.item_id(ItemIdx((n * 7 % 640) as u32)).to_string(), kind: EventKind::Purchase, timestamp: Some(1_700_000_000) }],
+                    ..plain.clone()
+                },
+            ];
+            for q in &variants {
+                let want = scored(q);
+                // Twice: the first ranks and keeps, the second answers from the kept list.
+                for round in 0..2 {
+                    let got = m.recommend(q, &s).unwrap();
+                    same_answer(&got.items, &want.items, &format!("user {user}, round {round}, {q:?}"));
+                    assert_eq!(got.shortfall, want.shortfall);
+                }
+            }
+            // The category query needed more of the category than the kept list held:
+            // it was answered by scoring every item.
+            m.recommend(&plain, &s).unwrap();
+            let state = StateKey::of((true, blend.sequence.to_bits(), s.recency_decay.to_bits(), s.max_recent, &Vec::<LiveEvent>::new()));
+            let kept = m.rankings().get(m.user_index(user).unwrap().0, state).expect("the plain query's ranking is kept");
+            fell_back += usize::from(kept.items.iter().filter(|x| m.item(x.1).category == category).count() < 50);
+        }
+        assert!(fell_back > 0 && m.kept_rankings() > 0, "the memo kept rankings, and filters made some requests fall back");
+        // Taking an item off sale shows at once in an answer from a kept ranking.
+        let user = m.user_ids()[0].clone();
+        let q = query(Subject::User(user), 10);
+        let top = m.recommend(&q, &s).unwrap().items[0].item;
+        m.set_available(top, false);
+        let after = m.recommend(&q, &s).unwrap();
+        m.set_available(top, true);
+        assert!(after.items.iter().all(|x| x.item != top));
+        same_answer(&after.items, &scored_without(m, &q, &s, top), "off sale");
+    }
+
+    /// The same items with the same reasons, and the same scores but for rounding: a
+    /// category's items are scored one dot product each, the whole catalogue in one
+    /// matrix–vector product, which may sum in another order.
+    fn same_answer(got: &[Scored], want: &[Scored], what: &str) {
+        let key = |r: &[Scored]| r.iter().map(|x| (x.item, x.reason, x.reason_text.clone())).collect::<Vec<_>>();
+        assert_eq!(key(got), key(want), "{what}");
+        assert!(got.iter().zip(want).all(|(a, b)| (a.score - b.score).abs() <= 1e-5 * b.score.abs().max(1.0)), "{what}");
+    }
+
+    /// The reference answer with `item` off sale.
+    fn scored_without(m: &Model, q: &RecommendQuery, s: &ServingSettings, item: ItemIdx) -> Vec<Scored> {
+        m.set_available(item, false);
+        let b = Blend { sequence: s.sequence_blend, social: 0.0, community: 0.0 };
+        let r = m.recommend_blends(q, s, &[b, b]).unwrap().swap_remove(0).items;
+        m.set_available(item, true);
+        r
+    }
+
     #[test]
     fn ranking_several_blends_at_once_equals_one_call_per_blend() {
         let m = model();
@@ -1892,7 +2050,8 @@ mod tests {
         let m = model();
         let s = m.default_settings();
         let cancel = Cancel::new();
-        let q = query(Subject::User(m.user_ids()[0].clone()), 10);
+        // Items the user had allowed back: scored every time (no kept ranking answers).
+        let q = RecommendQuery { seen: SeenPolicy::Include, ..query(Subject::User(m.user_ids()[0].clone()), 10) };
         assert!(m.recommend_or_cancel(&q, &s, &cancel).is_ok());
         cancel.cancel();
         assert!(matches!(m.recommend_or_cancel(&q, &s, &cancel), Err(Error::Cancelled)));

@@ -86,6 +86,9 @@ struct Args {
     /// Which loops to run.
     #[arg(long, value_enum, default_value_t = Loops::Both)]
     loops: Loops,
+    /// Which workloads to run, in this order (the no-op first, so ratios have it).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Workload::Check, Workload::Recommend, Workload::Similar, Workload::Mix])]
+    workloads: Vec<Workload>,
     /// Share of Recommend in the mixed workload (the rest SimilarItems).
     #[arg(long, default_value_t = 0.8)]
     mix: f64,
@@ -124,7 +127,7 @@ enum Loops {
 }
 
 /// What one request is.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Serialize)]
 enum Workload {
     Check,
     Recommend,
@@ -582,10 +585,10 @@ fn main() -> Result<()> {
             });
         }
         let mut rows: Vec<RunRow> = Vec::new();
-        let workloads = [Workload::Check, Workload::Recommend, Workload::Similar, Workload::Mix];
+        let workloads = args.workloads.clone();
         let mut recommend_max = None;
         if args.loops != Loops::Open {
-            for w in workloads {
+            for &w in &workloads {
                 let spec = RunSpec { workload: w, clients: &clients, pop: &pop, args: &args };
                 let r = closed_loop(&spec).await?;
                 eprintln!("closed {:<14} {:>8.0} req/s", w.label(), r.qps);
@@ -601,7 +604,7 @@ fn main() -> Result<()> {
                 (None, Some(max)) => (max / 2.0).max(1.0),
                 (None, None) => bail!("--loops open needs --rate (or run the closed loop first)"),
             };
-            for w in workloads {
+            for &w in &workloads {
                 let spec = RunSpec { workload: w, clients: &clients, pop: &pop, args: &args };
                 let r = open_loop(&spec, rate).await?;
                 eprintln!("open   {:<14} {:>8.0} req/s at {rate:.0} offered, p99 {:.0} µs", w.label(), r.qps, r.p99_us);

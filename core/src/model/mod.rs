@@ -137,6 +137,9 @@ pub struct Model {
     /// whom a stand-in vector built from few contacts is pulled. Computed on first use
     /// (only social cold starts need it), not on every load.
     mean_user: OnceLock<Vec<f32>>,
+    /// Stored users' rankings kept between requests (see [`crate::memo`]), sized on
+    /// first use.
+    rankings: OnceLock<crate::memo::RankingMemo>,
     content: Array2<f32>,
     has_collab: Vec<bool>,
     has_content: Vec<bool>,
@@ -339,6 +342,7 @@ impl Model {
             collab,
             user_factors,
             mean_user: OnceLock::new(),
+            rankings: OnceLock::new(),
             content,
             has_collab,
             has_content,
@@ -926,6 +930,23 @@ impl Model {
 
     pub(crate) fn user_vector(&self, user: UserIdx) -> &[f32] {
         row(&self.user_factors, user.get())
+    }
+
+    /// Keeps at most `users` stored users' rankings between requests (see
+    /// [`crate::memo`]; 0 keeps none). Takes effect only before the first request that
+    /// would use the memo (it is sized once); returns whether it did.
+    pub fn keep_rankings(&self, users: usize) -> bool {
+        self.rankings.set(crate::memo::RankingMemo::new(users)).is_ok()
+    }
+
+    /// How many users' rankings are kept now.
+    pub fn kept_rankings(&self) -> usize {
+        self.rankings.get().map_or(0, |m| m.len())
+    }
+
+    /// The rankings memo, sized by default unless [`Model::keep_rankings`] came first.
+    pub(crate) fn rankings(&self) -> &crate::memo::RankingMemo {
+        self.rankings.get_or_init(|| crate::memo::RankingMemo::new(crate::memo::DEFAULT_USERS))
     }
 
     /// The mean stored user vector (see the field).

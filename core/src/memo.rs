@@ -1,0 +1,107 @@
+//! Stored users' rankings, kept between requests.
+//!
+//! A storefront asks for the same user's recommendations on every page they open, and
+//! between two of their events nothing that ranks items for them changes: their vector,
+//! their recent items' neighbour votes and the items they had are the model's and their
+//! live events', all fixed until one of them moves. Scoring the whole catalogue again for
+//! each page (a matrix–vector product, a vote tally, a selection) is most of what such a
+//! request costs. So the first request for a user keeps the best [`RANKED`] items new to
+//! them, by the score the request ranked with, and later requests filter that list
+//! instead: the request's own filters (exclusions, categories, availability, rules) still
+//! apply item by item, so catalogue changes show at once, and a filter that leaves fewer
+//! than `k` of the kept items falls back to scoring everything. The answer is the one a
+//! full scoring gives: the kept items are the best of all items new to the user, and
+//! filters only take items away.
+//!
+//! An entry stands for one state of the user: a fingerprint of their live events, whether
+//! the stored history counts, and the settings the scores came from. Any change of those
+//! misses and ranks afresh. Each loaded model has its own memo (a hot reload starts
+//! empty); the memo holds at most a set number of users (the least used go first).
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use crate::ids::ItemIdx;
+
+/// Items kept per user: room for `k` up to 100 under filters that drop most of the list.
+pub const RANKED: usize = 256;
+
+/// Users kept by default: about 2 KiB each, so at most ~70 MiB.
+pub const DEFAULT_USERS: usize = 32_768;
+
+/// What one user's kept ranking stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StateKey(u64);
+
+impl StateKey {
+    /// The key of everything in `state` (the caller names what a ranking depends on).
+    pub(crate) fn of(state: impl Hash) -> StateKey {
+        let mut h = foldhash::fast::FixedState::with_seed(0x6d656d6f).build_hasher();
+        state.hash(&mut h);
+        StateKey(h.finish())
+    }
+}
+
+/// One user's best items new to them, best first, as (score, item).
+#[derive(Debug)]
+pub(crate) struct Ranking {
+    pub(crate) state: StateKey,
+    pub(crate) items: Vec<(f32, ItemIdx)>,
+    /// Whether `items` holds every item new to the user (a catalogue smaller than
+    /// [`RANKED`] plus their history): then a short filtered list is the whole answer.
+    pub(crate) complete: bool,
+}
+
+/// The kept rankings of one model, by user index.
+pub(crate) struct RankingMemo {
+    cache: Option<quick_cache::sync::Cache<u32, Arc<Ranking>>>,
+}
+
+impl RankingMemo {
+    /// A memo for at most `users` users; 0 keeps none.
+    pub(crate) fn new(users: usize) -> RankingMemo {
+        RankingMemo { cache: (users > 0).then(|| quick_cache::sync::Cache::new(users)) }
+    }
+
+    /// Whether rankings are kept at all.
+    pub(crate) fn is_on(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// The user's kept ranking, if it stands for `state`.
+    pub(crate) fn get(&self, user: u32, state: StateKey) -> Option<Arc<Ranking>> {
+        self.cache.as_ref()?.get(&user).filter(|r| r.state == state)
+    }
+
+    /// Keeps `ranking` for `user`, replacing any older one.
+    pub(crate) fn put(&self, user: u32, ranking: Arc<Ranking>) {
+        if let Some(c) = &self.cache {
+            c.insert(user, ranking);
+        }
+    }
+
+    /// How many users have a kept ranking.
+    pub(crate) fn len(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_ranking_answers_only_for_its_state_and_none_are_kept_when_off() {
+        let (a, b) = (StateKey::of(("u", 1)), StateKey::of(("u", 2)));
+        assert_ne!(a, b);
+        assert_eq!(a, StateKey::of(("u", 1)));
+        let memo = RankingMemo::new(4);
+        memo.put(7, Arc::new(Ranking { state: a, items: vec![(1.0, ItemIdx(3))], complete: true }));
+        assert!(memo.get(7, a).is_some() && memo.get(7, b).is_none() && memo.get(8, a).is_none());
+        memo.put(7, Arc::new(Ranking { state: b, items: Vec::new(), complete: true }));
+        assert!(memo.get(7, a).is_none() && memo.get(7, b).is_some());
+        let off = RankingMemo::new(0);
+        off.put(7, Arc::new(Ranking { state: a, items: Vec::new(), complete: true }));
+        assert!(!off.is_on() && off.get(7, a).is_none() && off.len() == 0);
+    }
+}
