@@ -22,7 +22,7 @@
 //!   [`rules`]: business rules on them (filters, promotions, diversity);
 //!   [`segments`]: user segments and their popularity (cold start by attributes);
 //!   [`trending`]: popularity in time windows and trends;
-//!   [`cancel`]: the flag that stops scoring nobody waits for; `memo`: stored users'
+//!   [`cancel`]: the flag that stops scoring nobody waits for; [`memo`]: stored users'
 //!   rankings kept between requests.
 //! - [`demo`]: a deterministic synthetic store for the demo server and tests.
 //!
@@ -46,7 +46,7 @@ pub mod influence;
 pub mod group;
 pub mod interactions;
 pub mod linalg;
-mod memo;
+pub mod memo;
 pub mod model;
 pub mod neighbors;
 pub mod params;

@@ -80,6 +80,13 @@ impl RankingMemo {
         }
     }
 
+    /// Drops `user`'s kept ranking, if any.
+    pub(crate) fn forget(&self, user: u32) {
+        if let Some(c) = &self.cache {
+            c.remove(&user);
+        }
+    }
+
     /// How many users have a kept ranking.
     pub(crate) fn len(&self) -> usize {
         self.cache.as_ref().map_or(0, |c| c.len())
@@ -100,6 +107,8 @@ mod tests {
         assert!(memo.get(7, a).is_some() && memo.get(7, b).is_none() && memo.get(8, a).is_none());
         memo.put(7, Arc::new(Ranking { state: b, items: Vec::new(), complete: true }));
         assert!(memo.get(7, a).is_none() && memo.get(7, b).is_some());
+        memo.forget(7);
+        assert!(memo.get(7, b).is_none() && memo.len() == 0);
         let off = RankingMemo::new(0);
         off.put(7, Arc::new(Ranking { state: a, items: Vec::new(), complete: true }));
         assert!(!off.is_on() && off.get(7, a).is_none() && off.len() == 0);

@@ -917,6 +917,11 @@ impl Model {
                 let items = top_k(self.blend(u, new, &votes, around, blend), RANKED);
                 let ranking = std::sync::Arc::new(Ranking { state, items, complete });
                 memo.put(user as u32, ranking.clone());
+                // A user forgotten meanwhile keeps nothing (forgetting drops what was kept
+                // before it; this drops what a request in flight kept after).
+                if self.is_forgotten(UserIdx(user as u32)) {
+                    memo.forget(user as u32);
+                }
                 ranking
             }
         };

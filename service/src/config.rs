@@ -70,6 +70,9 @@ pub struct Serving {
     pub sequence_blend: Option<f64>,
     /// Expected share of each Recommend list given to new arrivals, 0..=1.
     pub explore_share: f64,
+    /// Stored users whose rankings are kept between requests (about 2 KiB each; 0
+    /// keeps none and scores every request afresh).
+    pub ranking_memo_users: usize,
 }
 
 /// [`Retrieval`] as a configuration value.
@@ -198,6 +201,7 @@ impl Default for Serving {
             ef_search: None,
             sequence_blend: None,
             explore_share: 0.05,
+            ranking_memo_users: affinity_core::memo::DEFAULT_USERS,
         }
     }
 }
@@ -365,6 +369,7 @@ impl Config {
                 ef_search: self.serving.ef_search,
                 sequence_blend: self.serving.sequence_blend.map(|b| b as f32),
                 explore_share: Some(self.serving.explore_share as f32),
+                ranking_memo_users: Some(self.serving.ranking_memo_users),
             },
             events_dir,
             reload_poll: (self.reload_poll_secs > 0).then(|| Duration::from_secs(self.reload_poll_secs)),

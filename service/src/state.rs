@@ -46,6 +46,9 @@ pub struct SettingsOverrides {
     pub sequence_blend: Option<f32>,
     /// Share of Recommend slots for items without events (models carry 0).
     pub explore_share: Option<f32>,
+    /// Stored users whose rankings each model keeps between requests (absent: the
+    /// core's default; see `affinity_core::memo`).
+    pub ranking_memo_users: Option<usize>,
 }
 
 impl SettingsOverrides {
@@ -519,6 +522,9 @@ impl ServerState {
     /// CPU-heavy when indexes are built: call it off the async runtime.
     pub fn install(&self, mut model: Model) {
         let settings = self.overrides.apply(model.default_settings());
+        if let Some(users) = self.overrides.ranking_memo_users {
+            model.keep_rankings(users);
+        }
         model.ensure_indexes(&settings);
         let catalogue = self.catalogue();
         catalogue.apply_to(&model);

@@ -103,6 +103,10 @@ struct Args {
     /// Skip the h2load runs even when h2load is installed.
     #[arg(long)]
     no_h2load: bool,
+    /// Stored users whose rankings the in-process server keeps between requests
+    /// (default: the server's; 0 scores every request afresh).
+    #[arg(long)]
+    ranking_memo_users: Option<usize>,
     /// HNSW search list size for the in-process server (default: the model's own).
     #[arg(long)]
     ef_search: Option<usize>,
@@ -559,7 +563,16 @@ fn main() -> Result<()> {
             let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
             let addr = format!("http://{}", listener.local_addr()?);
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let state = ServerState::new(root.clone(), SettingsOverrides { ef_search: args.ef_search, ..SettingsOverrides::default() });
+            // The server binary's defaults (new-arrival slots, the rankings memo) but
+            // for what the flags set.
+            let serving = affinity_service::config::Serving::default();
+            let overrides = SettingsOverrides {
+                ef_search: args.ef_search,
+                explore_share: Some(serving.explore_share as f32),
+                ranking_memo_users: Some(args.ranking_memo_users.unwrap_or(serving.ranking_memo_users)),
+                ..SettingsOverrides::default()
+            };
+            let state = ServerState::new(root.clone(), overrides);
             let options = if args.operations {
                 operations_on(&server_rt)?
             } else {

@@ -658,6 +658,10 @@ impl Model {
             if let Some(f) = self.forgotten.get(user.0 as usize) {
                 f.store(true, Ordering::Relaxed);
             }
+            // Their kept ranking came from their history too.
+            if let Some(memo) = self.rankings.get() {
+                memo.forget(user.0);
+            }
             recount.extend_from_slice(self.communities.of_user(user));
         }
         recount.sort_unstable();
