@@ -19,6 +19,7 @@
 //! empty); the memo holds at most a set number of users (the least used go first).
 
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::ids::ItemIdx;
@@ -26,7 +27,7 @@ use crate::ids::ItemIdx;
 /// Items kept per user: room for `k` up to 100 under filters that drop most of the list.
 pub const RANKED: usize = 256;
 
-/// Users kept by default: about 2 KiB each, so at most ~70 MiB.
+/// Users kept by default: about 3 KiB each, so at most ~100 MiB.
 pub const DEFAULT_USERS: usize = 32_768;
 
 /// What one user's kept ranking stands for.
@@ -47,9 +48,40 @@ impl StateKey {
 pub(crate) struct Ranking {
     pub(crate) state: StateKey,
     pub(crate) items: Vec<(f32, ItemIdx)>,
+    /// Per kept item, the recent item its reason names, found when first asked (see
+    /// [`Ranking::because`]).
+    because: Vec<AtomicU32>,
     /// Whether `items` holds every item new to the user (a catalogue smaller than
     /// [`RANKED`] plus their history): then a short filtered list is the whole answer.
     pub(crate) complete: bool,
+}
+
+/// [`Ranking::because`] not yet found.
+const UNSET: u32 = u32::MAX;
+/// [`Ranking::because`] found: no recent item to name.
+const NONE: u32 = u32::MAX - 1;
+
+impl Ranking {
+    /// A ranking of `items` (best first) for `state`.
+    pub(crate) fn new(state: StateKey, items: Vec<(f32, ItemIdx)>, complete: bool) -> Ranking {
+        let because = items.iter().map(|_| AtomicU32::new(UNSET)).collect();
+        Ranking { state, items, because, complete }
+    }
+
+    /// The recent item the reason of the kept item at `at` names: `find`'s answer,
+    /// found once per kept item (the recent items are part of the state).
+    pub(crate) fn because(&self, at: usize, find: impl FnOnce() -> Option<ItemIdx>) -> Option<ItemIdx> {
+        let Some(slot) = self.because.get(at) else { return find() };
+        match slot.load(Ordering::Relaxed) {
+            UNSET => {
+                let found = find();
+                slot.store(found.map_or(NONE, |i| i.0), Ordering::Relaxed);
+                found
+            }
+            NONE => None,
+            i => Some(ItemIdx(i)),
+        }
+    }
 }
 
 /// The kept rankings of one model, by user index.
@@ -103,14 +135,29 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, StateKey::of(("u", 1)));
         let memo = RankingMemo::new(4);
-        memo.put(7, Arc::new(Ranking { state: a, items: vec![(1.0, ItemIdx(3))], complete: true }));
+        memo.put(7, Arc::new(Ranking::new(a, vec![(1.0, ItemIdx(3))], true)));
         assert!(memo.get(7, a).is_some() && memo.get(7, b).is_none() && memo.get(8, a).is_none());
-        memo.put(7, Arc::new(Ranking { state: b, items: Vec::new(), complete: true }));
+        memo.put(7, Arc::new(Ranking::new(b, Vec::new(), true)));
         assert!(memo.get(7, a).is_none() && memo.get(7, b).is_some());
         memo.forget(7);
         assert!(memo.get(7, b).is_none() && memo.len() == 0);
         let off = RankingMemo::new(0);
-        off.put(7, Arc::new(Ranking { state: a, items: Vec::new(), complete: true }));
+        off.put(7, Arc::new(Ranking::new(a, Vec::new(), true)));
         assert!(!off.is_on() && off.get(7, a).is_none() && off.len() == 0);
+    }
+
+    #[test]
+    fn a_reason_is_found_once_per_kept_item() {
+        let r = Ranking::new(StateKey::of(1), vec![(1.0, ItemIdx(3)), (0.5, ItemIdx(4))], true);
+        let calls = std::cell::Cell::new(0);
+        let find = |found| {
+            calls.set(calls.get() + 1);
+            found
+        };
+        assert_eq!(r.because(0, || find(Some(ItemIdx(9)))), Some(ItemIdx(9)));
+        assert_eq!(r.because(0, || find(None)), Some(ItemIdx(9)));
+        assert_eq!(r.because(1, || find(None)), None);
+        assert_eq!(r.because(1, || find(Some(ItemIdx(2)))), None);
+        assert_eq!(calls.get(), 2);
     }
 }

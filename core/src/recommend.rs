@@ -804,10 +804,7 @@ impl Model {
         };
         // The memo keeps rankings by the user's own vector, not a stand-in.
         if let (Some(user), [blend], false) = (profile.user, blends, from_friends) {
-            if let Some((ranked, mut shortfall)) = self.remembered(query, settings, *blend, user, &u, recent, filter, around, cancel)? {
-                // Nobody around weighs in (else the memo does not answer): every reason
-                // is the user's own.
-                let mut items: Vec<Scored> = ranked.into_iter().map(|(score, item)| self.personal(item, score, recent)).collect();
+            if let Some((mut items, mut shortfall)) = self.remembered(query, settings, *blend, user, &u, recent, filter, around, cancel)? {
                 if !returns.is_empty() {
                     items = self.mix_returns(items, &returns, filter, query.k);
                     shortfall = shortfall.filter(|_| items.len() < query.k);
@@ -874,7 +871,8 @@ impl Model {
 
     /// The best `k` eligible items for stored user `user` from their kept ranking (see
     /// [`crate::memo`]), ranking every item new to them first when no kept ranking stands
-    /// for this request's state. `None` when the memo does not answer this request: a
+    /// for this request's state; each with its reason (the user's own: nobody around
+    /// weighs in when the memo answers). `None` when the memo does not answer this request: a
     /// ranking it cannot reproduce (an index search, items the user had allowed back,
     /// rules that lift or spread scores, votes from people around) or filters that leave
     /// fewer than `k` of the kept items.
@@ -890,7 +888,7 @@ impl Model {
         filter: &Eligibility<'_>,
         around: &Around<'_>,
         cancel: &Cancel,
-    ) -> Result<Option<(Vec<(f32, ItemIdx)>, Option<Shortfall>)>> {
+    ) -> Result<Option<(Vec<Scored>, Option<Shortfall>)>> {
         let memo = self.rankings();
         let excludes_history = query.seen != SeenPolicy::Include || query.rules.exclude_interacted;
         let applies = memo.is_on()
@@ -915,7 +913,7 @@ impl Model {
                 let new: Vec<(f32, ItemIdx)> = all.iter().enumerate().map(|(i, &s)| (s, ItemIdx(i as u32))).filter(|&(_, i)| !filter.seen_bits.has(i)).collect();
                 let complete = new.len() <= RANKED;
                 let items = top_k(self.blend(u, new, &votes, around, blend), RANKED);
-                let ranking = std::sync::Arc::new(Ranking { state, items, complete });
+                let ranking = std::sync::Arc::new(Ranking::new(state, items, complete));
                 memo.put(user as u32, ranking.clone());
                 // A user forgotten meanwhile keeps nothing (forgetting drops what was kept
                 // before it; this drops what a request in flight kept after).
@@ -926,12 +924,13 @@ impl Model {
             }
         };
         let mut top = Vec::with_capacity(query.k);
-        for &(score, item) in ranking.items.iter() {
+        for (at, &(score, item)) in ranking.items.iter().enumerate() {
             if top.len() == query.k {
                 break;
             }
             if filter.allows(item) {
-                top.push((score, item));
+                let because = ranking.because(at, || self.because_of(item, recent));
+                top.push(self.explained(item, score, because));
             }
         }
         if top.len() < query.k && !ranking.complete {
@@ -1041,22 +1040,32 @@ impl Model {
     /// A personalised result with its reason: the one of the latest recent items it is
     /// most like.
     fn personal(&self, item: ItemIdx, score: f32, recent: &[ItemIdx]) -> Scored {
+        self.explained(item, score, self.because_of(item, recent))
+    }
+
+    /// The recent item a personalised `item` is most like: what its reason names.
+    fn because_of(&self, item: ItemIdx, recent: &[ItemIdx]) -> Option<ItemIdx> {
         // The explanation looks at the latest few items only: a reason should name
         // something the user did lately, and each candidate costs a dot product per item.
         const EXPLAINED_BY: usize = 10;
-        let because = recent
+        recent
             .iter()
             .rev()
             .filter(|&&r| self.has_collab(r))
             .take(EXPLAINED_BY)
             .map(|&r| (dot(self.unit_vector(r), self.unit_vector(item)), r))
-            .max_by(|a, b| a.0.total_cmp(&b.0));
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, r)| r)
+    }
+
+    /// A personalised result whose reason names `because`.
+    fn explained(&self, item: ItemIdx, score: f32, because: Option<ItemIdx>) -> Scored {
         Scored {
             item,
             score,
             reason: ReasonKind::Personalized,
             reason_text: match because {
-                Some((_, r)) => format!("because of your interest in {}", item_label(self, r)),
+                Some(r) => format!("because of your interest in {}", item_label(self, r)),
                 None => "matches your history".to_string(),
             },
         }
