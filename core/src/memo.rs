@@ -19,7 +19,7 @@
 //! empty); the memo holds at most a set number of users (the least used go first).
 
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::ids::ItemIdx;
@@ -84,15 +84,32 @@ impl Ranking {
     }
 }
 
+/// How a model's memo has done since it was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoStats {
+    /// Users with a kept ranking now.
+    pub kept: usize,
+    /// Requests a kept ranking stood for.
+    pub hits: u64,
+    /// Requests that ranked afresh (nothing kept for the user, or not for their state).
+    pub misses: u64,
+}
+
 /// The kept rankings of one model, by user index.
 pub(crate) struct RankingMemo {
     cache: Option<quick_cache::sync::Cache<u32, Arc<Ranking>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl RankingMemo {
     /// A memo for at most `users` users; 0 keeps none.
     pub(crate) fn new(users: usize) -> RankingMemo {
-        RankingMemo { cache: (users > 0).then(|| quick_cache::sync::Cache::new(users)) }
+        RankingMemo {
+            cache: (users > 0).then(|| quick_cache::sync::Cache::new(users)),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
     }
 
     /// Whether rankings are kept at all.
@@ -102,7 +119,10 @@ impl RankingMemo {
 
     /// The user's kept ranking, if it stands for `state`.
     pub(crate) fn get(&self, user: u32, state: StateKey) -> Option<Arc<Ranking>> {
-        self.cache.as_ref()?.get(&user).filter(|r| r.state == state)
+        let found = self.cache.as_ref()?.get(&user).filter(|r| r.state == state);
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
     /// Keeps `ranking` for `user`, replacing any older one.
@@ -123,6 +143,11 @@ impl RankingMemo {
     pub(crate) fn len(&self) -> usize {
         self.cache.as_ref().map_or(0, |c| c.len())
     }
+
+    /// Kept users, hits and misses so far.
+    pub(crate) fn stats(&self) -> MemoStats {
+        MemoStats { kept: self.len(), hits: self.hits.load(Ordering::Relaxed), misses: self.misses.load(Ordering::Relaxed) }
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +166,8 @@ mod tests {
         assert!(memo.get(7, a).is_none() && memo.get(7, b).is_some());
         memo.forget(7);
         assert!(memo.get(7, b).is_none() && memo.len() == 0);
+        // The first (7, a) and the second (7, b) hit; the other four missed.
+        assert_eq!(memo.stats(), MemoStats { kept: 0, hits: 2, misses: 4 });
         let off = RankingMemo::new(0);
         off.put(7, Arc::new(Ranking::new(a, Vec::new(), true)));
         assert!(!off.is_on() && off.get(7, a).is_none() && off.len() == 0);

@@ -140,6 +140,22 @@ async fn ingested_events_shape_the_next_recommend_and_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn a_stored_users_kept_ranking_gives_way_to_their_next_event() {
+    let root = own_root("ingest-kept");
+    let server = start_server(&root).await;
+    let mut c = RecommenderClient::connect(server.addr.clone()).await.unwrap();
+    let ids = |l: &[proto::ScoredItem]| l.iter().map(|i| i.item_id.clone()).collect::<Vec<_>>();
+    let first = top10(&mut c, "1").await;
+    assert_eq!(ids(&top10(&mut c, "1").await), ids(&first), "the kept ranking answers as scoring did");
+    let bought = first[0].item_id.clone();
+    let order = IngestEvent { event_id: Some("order-kept".into()), ..event("1", &bought, "purchase") };
+    c.ingest_events(proto::IngestEventsRequest { events: vec![order] }).await.unwrap();
+    let after = top10(&mut c, "1").await;
+    assert!(after.iter().all(|i| i.item_id != bought), "what they bought is seen at once");
+    assert_ne!(ids(&after)[..9], ids(&first)[1..], "their vector moved with the purchase, not just the list");
+}
+
+#[tokio::test]
 async fn impressions_are_stored_but_never_count_as_seen() {
     let root = own_root("ingest-impressions");
     let server = start_server(&root).await;

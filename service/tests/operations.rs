@@ -147,6 +147,10 @@ async fn keys_gate_rpcs_by_role_and_metrics_count_each_call_by_method_and_code()
     let total: u64 = after.values().sum::<u64>() - before.values().sum::<u64>();
     assert_eq!(total, expected.iter().map(|e| e.2).sum::<u64>(), "no other call counted\n{text}");
     assert_eq!(value(&text, "affinity_model_items"), Some(1682.0));
+    // User 1 asked three times, user 2 once: each ranked once, then kept.
+    assert_eq!(value(&text, "affinity_ranking_memo_users"), Some(2.0), "{text}");
+    assert_eq!(value(&text, "affinity_ranking_memo_misses"), Some(2.0), "{text}");
+    assert_eq!(value(&text, "affinity_ranking_memo_hits"), Some(2.0), "{text}");
     assert_eq!(value(&text, "affinity_rpc_in_flight"), Some(0.0));
     assert!(text.contains("affinity_rpc_duration_seconds_count{code=\"OK\",method=\"Recommend\"} 4"), "{text}");
     assert!(text.contains("affinity_model_info{version="), "{text}");

@@ -948,6 +948,11 @@ impl Model {
         self.rankings.get().map_or(0, |m| m.len())
     }
 
+    /// Kept users, hits and misses of the rankings memo since the model was loaded.
+    pub fn ranking_memo_stats(&self) -> crate::memo::MemoStats {
+        self.rankings.get().map(|m| m.stats()).unwrap_or_default()
+    }
+
     /// The rankings memo, sized by default unless [`Model::keep_rankings`] came first.
     pub(crate) fn rankings(&self) -> &crate::memo::RankingMemo {
         self.rankings.get_or_init(|| crate::memo::RankingMemo::new(crate::memo::DEFAULT_USERS))

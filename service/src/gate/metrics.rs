@@ -41,6 +41,9 @@ pub struct Metrics {
     model_items: IntGauge,
     model_users: IntGauge,
     live_users: IntGauge,
+    memo_users: IntGauge,
+    memo_hits: IntGauge,
+    memo_misses: IntGauge,
     model_load: Histogram,
     /// The request counter and latency histogram of each (label slot, code), looked up
     /// once: a label lookup hashes and locks, which every request would pay.
@@ -100,6 +103,9 @@ impl Metrics {
             model_items: gauge("affinity_model_items", "Items in the live model."),
             model_users: gauge("affinity_model_users", "Users in the live model."),
             live_users: gauge("affinity_live_users", "Users with events since the model was trained, held in memory."),
+            memo_users: gauge("affinity_ranking_memo_users", "Stored users whose rankings the live model keeps between requests."),
+            memo_hits: gauge("affinity_ranking_memo_hits", "Recommend requests answered from a kept ranking since the live model was installed."),
+            memo_misses: gauge("affinity_ranking_memo_misses", "Recommend requests the memo could answer that ranked afresh (nothing kept for the user's state) since the live model was installed."),
             model_load: reg(
                 &registry,
                 Histogram::with_opts(HistogramOpts::new("affinity_model_load_seconds", "Time to load a model version.").buckets(vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]))
@@ -137,6 +143,10 @@ impl Metrics {
             }
             self.model_items.set(m.n_items() as i64);
             self.model_users.set(m.n_users() as i64);
+            let memo = m.ranking_memo_stats();
+            self.memo_users.set(memo.kept as i64);
+            self.memo_hits.set(memo.hits as i64);
+            self.memo_misses.set(memo.misses as i64);
         }
         self.live_users.set(state.users().stats().users as i64);
         let mut out = Vec::new();
