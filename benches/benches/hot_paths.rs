@@ -2,8 +2,10 @@
 //! (trained with defaults, scored exactly, as served) and, for ANN search, the same model
 //! forced through its HNSW index:
 //!
-//! - `recommend/known_user`: a stored user (exact scoring of every item, neighbour votes,
-//!   reasons);
+//! - `recommend/known_user`: a stored user, answered from their kept ranking (see
+//!   `affinity_core::memo`) as the server answers every request after a user's first;
+//! - `recommend/known_user_scored`: the same with the memo off (exact scoring of every
+//!   item, neighbour votes, reasons), as a user's first request or a changed state costs;
 //! - `recommend/session_fold_in`: an anonymous session of 20 items (the fold-in);
 //! - `recommend/ann`: a stored user through the index;
 //! - `recommend/rules`: a stored user with a category filter and diversity;
@@ -39,6 +41,11 @@ fn hot_paths(c: &mut Criterion) {
     };
     c.bench_function("recommend/known_user", |b| {
         b.iter(|| black_box(m.recommend(&RecommendQuery::for_user(users[next(users.len())].clone(), 10), &exact).unwrap()))
+    });
+    let scored = train(&data, TimeKind::Unix, &TrainParams::default(), &NoProgress);
+    scored.keep_rankings(0);
+    c.bench_function("recommend/known_user_scored", |b| {
+        b.iter(|| black_box(scored.recommend(&RecommendQuery::for_user(users[next(users.len())].clone(), 10), &exact).unwrap()))
     });
     let session: Vec<String> = items.iter().take(20).cloned().collect();
     c.bench_function("recommend/session_fold_in", |b| {

@@ -25,6 +25,10 @@
 //! cargo run --release -p affinity-benches --bin load
 //! ```
 
+// The allocator the server binary runs with (see `affinity-server`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,7 +78,8 @@ struct Args {
     /// HTTP/2 connections the callers share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Open-loop rate in requests/s (default: half the closed loop's Recommend rate).
+    /// Open-loop rate in requests/s (default: half of each workload's closed-loop rate,
+    /// and Recommend's for the no-op).
     #[arg(long)]
     rate: Option<f64>,
     /// Seconds measured per run.
@@ -103,6 +108,10 @@ struct Args {
     /// Skip the h2load runs even when h2load is installed.
     #[arg(long)]
     no_h2load: bool,
+    /// Worker threads of the load generator's runtime (default: one per core, as the
+    /// server's).
+    #[arg(long)]
+    load_threads: Option<usize>,
     /// Stored users whose rankings the in-process server keeps between requests
     /// (default: the server's; 0 scores every request afresh).
     #[arg(long)]
@@ -347,13 +356,27 @@ async fn open_loop(spec: &RunSpec<'_>, rate: f64) -> Result<RunRow> {
     let warm = (args.warmup * rate) as u64;
     let total = warm + (args.seconds * rate) as u64;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
-    let start = tokio::time::Instant::now();
+    // The schedule is kept by a thread of its own: the runtime's timer ticks once a
+    // millisecond, which would release requests in bursts up to a millisecond after they
+    // were due and count that wait as latency. A thread's sleep wakes within tens of
+    // microseconds; it hands each request over when due.
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let pacer = std::thread::spawn(move || {
+        let start = Instant::now();
+        for n in 0..total {
+            let due = start + interval.mul_f64(n as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if due_tx.send((n, due)).is_err() {
+                break;
+            }
+        }
+    });
     let mut measured_from = Instant::now();
     let mut dropped = 0u64;
     let mut handles = Vec::new();
-    for n in 0..total {
-        let due = start + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(due).await;
+    while let Some((n, due)) = due_rx.recv().await {
         if n == warm {
             measured_from = Instant::now();
         }
@@ -365,11 +388,10 @@ async fn open_loop(spec: &RunSpec<'_>, rate: f64) -> Result<RunRow> {
         let (pop, tally, in_flight) = (Arc::clone(spec.pop), Arc::clone(&tally), Arc::clone(&in_flight));
         let (workload, k, mix) = (spec.workload, args.k, args.mix);
         let mut req_rng = rand_chacha::ChaCha8Rng::seed_from_u64(rng.gen());
-        let due_std = due.into_std();
         in_flight.fetch_add(1, Ordering::Relaxed);
         handles.push(tokio::spawn(async move {
             let outcome = send(&mut c, workload, &pop, k, mix, &mut req_rng).await;
-            let nanos = due_std.elapsed().as_nanos() as u64;
+            let nanos = due.elapsed().as_nanos() as u64;
             in_flight.fetch_sub(1, Ordering::Relaxed);
             if n >= warm {
                 tally.lock().unwrap_or_else(|p| p.into_inner()).record(nanos, outcome);
@@ -382,6 +404,7 @@ async fn open_loop(spec: &RunSpec<'_>, rate: f64) -> Result<RunRow> {
     for h in handles {
         h.await?;
     }
+    pacer.join().map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
     let wall = measured_from.elapsed();
     let mut tally = std::mem::replace(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()), Tally::new());
     if dropped > 0 {
@@ -585,7 +608,11 @@ fn main() -> Result<()> {
         }
     };
     let api_key = if args.operations { Some(OPERATIONS_KEY.to_string()) } else { args.api_key.clone() };
-    let load_rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("load").build()?;
+    let mut load_rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.load_threads {
+        load_rt.worker_threads(n.max(1));
+    }
+    let load_rt = load_rt.enable_all().thread_name("load").build()?;
     let rows = load_rt.block_on(async {
         wait_serving(&addr, Duration::from_secs(120)).await?;
         let mut clients = Vec::new();
@@ -599,25 +626,26 @@ fn main() -> Result<()> {
         }
         let mut rows: Vec<RunRow> = Vec::new();
         let workloads = args.workloads.clone();
-        let mut recommend_max = None;
+        let mut max: BTreeMap<&'static str, f64> = BTreeMap::new();
         if args.loops != Loops::Open {
             for &w in &workloads {
                 let spec = RunSpec { workload: w, clients: &clients, pop: &pop, args: &args };
                 let r = closed_loop(&spec).await?;
                 eprintln!("closed {:<14} {:>8.0} req/s", w.label(), r.qps);
-                if w == Workload::Recommend {
-                    recommend_max = Some(r.qps);
-                }
+                max.insert(w.label(), r.qps);
                 rows.push(r);
             }
         }
         if args.loops != Loops::Closed {
-            let rate = match (args.rate, recommend_max) {
-                (Some(r), _) => r,
-                (None, Some(max)) => (max / 2.0).max(1.0),
-                (None, None) => bail!("--loops open needs --rate (or run the closed loop first)"),
-            };
             for &w in &workloads {
+                // Half of each workload's own maximum; the no-op at Recommend's, so the
+                // two latencies compare at one rate.
+                let own = if w == Workload::Check { max.get(Workload::Recommend.label()).or(max.get(w.label())) } else { max.get(w.label()) };
+                let rate = match (args.rate, own) {
+                    (Some(r), _) => r,
+                    (None, Some(max)) => (max / 2.0).max(1.0),
+                    (None, None) => bail!("--loops open needs --rate (or run the closed loop first)"),
+                };
                 let spec = RunSpec { workload: w, clients: &clients, pop: &pop, args: &args };
                 let r = open_loop(&spec, rate).await?;
                 eprintln!("open   {:<14} {:>8.0} req/s at {rate:.0} offered, p99 {:.0} µs", w.label(), r.qps, r.p99_us);
