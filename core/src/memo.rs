@@ -89,9 +89,11 @@ impl Ranking {
 pub struct MemoStats {
     /// Users with a kept ranking now.
     pub kept: usize,
-    /// Requests a kept ranking stood for.
+    /// Requests answered from a kept ranking.
     pub hits: u64,
-    /// Requests that ranked afresh (nothing kept for the user, or not for their state).
+    /// Requests the memo could have answered that were scored: nothing kept for the
+    /// user's state (it is ranked and kept now), or filters that left too few of the
+    /// kept items.
     pub misses: u64,
 }
 
@@ -119,10 +121,13 @@ impl RankingMemo {
 
     /// The user's kept ranking, if it stands for `state`.
     pub(crate) fn get(&self, user: u32, state: StateKey) -> Option<Arc<Ranking>> {
-        let found = self.cache.as_ref()?.get(&user).filter(|r| r.state == state);
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        self.cache.as_ref()?.get(&user).filter(|r| r.state == state)
+    }
+
+    /// Counts one request the memo could have answered: a hit when a kept ranking did.
+    pub(crate) fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
-        found
     }
 
     /// Keeps `ranking` for `user`, replacing any older one.
@@ -166,8 +171,10 @@ mod tests {
         assert!(memo.get(7, a).is_none() && memo.get(7, b).is_some());
         memo.forget(7);
         assert!(memo.get(7, b).is_none() && memo.len() == 0);
-        // The first (7, a) and the second (7, b) hit; the other four missed.
-        assert_eq!(memo.stats(), MemoStats { kept: 0, hits: 2, misses: 4 });
+        memo.count(true);
+        memo.count(false);
+        memo.count(false);
+        assert_eq!(memo.stats(), MemoStats { kept: 0, hits: 1, misses: 2 });
         let off = RankingMemo::new(0);
         off.put(7, Arc::new(Ranking::new(a, Vec::new(), true)));
         assert!(!off.is_on() && off.get(7, a).is_none() && off.len() == 0);

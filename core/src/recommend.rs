@@ -874,8 +874,10 @@ impl Model {
     /// for this request's state; each with its reason (the user's own: nobody around
     /// weighs in when the memo answers). `None` when the memo does not answer this request: a
     /// ranking it cannot reproduce (an index search, items the user had allowed back,
-    /// rules that lift or spread scores, votes from people around) or filters that leave
-    /// fewer than `k` of the kept items.
+    /// rules that lift or spread scores, votes from people around), a filter that narrows
+    /// to a list (scored item by item, which is cheap and sums in another order than the
+    /// catalogue's matrix–vector product), more than a kept ranking holds, or filters that
+    /// leave fewer than `k` of the kept items.
     #[allow(clippy::too_many_arguments)]
     fn remembered(
         &self,
@@ -893,6 +895,8 @@ impl Model {
         let excludes_history = query.seen != SeenPolicy::Include || query.rules.exclude_interacted;
         let applies = memo.is_on()
             && excludes_history
+            && query.k <= RANKED
+            && filter.narrowed.is_none()
             && !query.from_contacts
             && settings.scores_exactly(self.n_items())
             && !query.rules.boosts()
@@ -903,8 +907,13 @@ impl Model {
         }
         // Everything the kept scores depend on besides the model and the user.
         let state = StateKey::of((query.use_stored_history, blend.sequence.to_bits(), settings.recency_decay.to_bits(), settings.max_recent, &query.live));
-        let ranking = match memo.get(user as u32, state) {
-            Some(r) => r,
+        // A request nobody waits for stops here, as scoring would stop it.
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let kept = memo.get(user as u32, state);
+        let ranking = match &kept {
+            Some(r) => std::sync::Arc::clone(r),
             None => {
                 // As the exact path ranks (candidates, blend, finish), over every item
                 // new to the user instead of the eligible ones.
@@ -933,7 +942,9 @@ impl Model {
                 top.push(self.explained(item, score, because));
             }
         }
-        if top.len() < query.k && !ranking.complete {
+        let answers = top.len() == query.k || ranking.complete;
+        memo.count(kept.is_some() && answers);
+        if !answers {
             return Ok(None);
         }
         let shortfall = (top.len() < query.k).then_some(Shortfall::Filters);
@@ -1962,6 +1973,9 @@ mod tests {
         // The reference: two blends at once, which the memo never answers.
         let scored = |q: &RecommendQuery| m.recommend_blends(q, &s, &[blend, blend]).unwrap().swap_remove(0);
         let category = m.items()[0].category.clone();
+        let mut others: Vec<String> = m.items().iter().map(|i| i.category.clone()).filter(|c| *c != category).collect();
+        others.sort();
+        others.dedup();
         let mut fell_back = 0usize;
         for (n, user) in m.user_ids().iter().enumerate().take(60) {
             let plain = query(Subject::User(user.clone()), 10);
@@ -1971,8 +1985,10 @@ mod tests {
                 plain.clone(),
                 RecommendQuery { k: 1 + n % 60, seen: SeenPolicy::Trained, ..plain.clone() },
                 RecommendQuery { exclude_items: excluded, ..plain.clone() },
-                // One category of eight, 50 deep: more than a kept ranking holds of it.
+                // One category of eight, 50 deep: scored item by item (a narrowing filter).
                 RecommendQuery { category: Some(category.clone()), k: 50, ..plain.clone() },
+                // The same by excluding the other seven: more than a kept ranking holds.
+                RecommendQuery { rules: Rules { exclude_categories: others.clone(), ..Rules::default() }, k: 50, ..plain.clone() },
                 RecommendQuery {
                     live: vec![LiveEvent { item_id: m.item_id(ItemIdx((n * 7 % 640) as u32)).to_string(), kind: EventKind::Purchase, timestamp: Some(1_700_000_000) }],
                     ..plain.clone()
@@ -1987,8 +2003,8 @@ mod tests {
                     assert_eq!(got.shortfall, want.shortfall);
                 }
             }
-            // The category query needed more of the category than the kept list held:
-            // it was answered by scoring every item.
+            // The query excluding seven categories needed more of the eighth than the
+            // kept list held: it was answered by scoring every item.
             m.recommend(&plain, &s).unwrap();
             let state = StateKey::of((true, blend.sequence.to_bits(), s.recency_decay.to_bits(), s.max_recent, &Vec::<LiveEvent>::new()));
             let kept = m.rankings().get(m.user_index(user).unwrap().0, state).expect("the plain query's ranking is kept");
@@ -2064,11 +2080,14 @@ mod tests {
         let m = model();
         let s = m.default_settings();
         let cancel = Cancel::new();
-        // Items the user had allowed back: scored every time (no kept ranking answers).
-        let q = RecommendQuery { seen: SeenPolicy::Include, ..query(Subject::User(m.user_ids()[0].clone()), 10) };
+        let q = query(Subject::User(m.user_ids()[0].clone()), 10);
         assert!(m.recommend_or_cancel(&q, &s, &cancel).is_ok());
         cancel.cancel();
+        // Answered from a kept ranking or scored, a cancelled request stops.
         assert!(matches!(m.recommend_or_cancel(&q, &s, &cancel), Err(Error::Cancelled)));
+        // Items the user had allowed back: scored every time (no kept ranking answers).
+        let include = RecommendQuery { seen: SeenPolicy::Include, ..q.clone() };
+        assert!(matches!(m.recommend_or_cancel(&include, &s, &cancel), Err(Error::Cancelled)));
         let similar = SimilarQuery { item_id: "sku-0001".into(), k: 5, mode: SimilarMode::Blend, rules: Rules::default() };
         assert!(matches!(m.similar_items_or_cancel(&similar, &s, &cancel), Err(Error::Cancelled)));
         // Popular answers (no scoring loop) are not affected.
