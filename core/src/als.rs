@@ -99,8 +99,9 @@ fn prior_factors(gram: &[f64], d: usize, params: &AlsParams) -> Vec<Array2<f64>>
 /// `(A₀ + WᵀW) x = b`, so `x = A₀⁻¹ Y_eᵀ (p − S M⁻¹ S G p)`, where `G = Y_e A₀⁻¹ Y_eᵀ`
 /// and `M = I + S G S`; `V = Y_e R` gives `G = V Vᵀ` and `A₀⁻¹ Y_eᵀ a = R Vᵀ a`.
 ///
-/// The products go through ndarray (matrixmultiply): faer's kernels took 4–5 times as long
-/// on these short, wide shapes here (a 20-item session: 267 µs against 57 µs).
+/// The products go through ndarray (matrixmultiply): on these short, wide shapes faer's
+/// kernels took up to five times as long here, depending on what the thread ran before
+/// (a 20-item session: 52–275 µs, against 51–57 µs).
 fn solve_short(entries: &[(u32, f32)], data: &[f32], d: usize, r: &Array2<f64>, alpha: f64) -> Option<Vec<f32>> {
     let n = entries.len();
     let ye = Array2::<f64>::from_shape_fn((n, d), |(row, col)| f64::from(data[entries[row].0 as usize * d + col]));
