@@ -70,7 +70,7 @@ pub struct Serving {
     pub sequence_blend: Option<f64>,
     /// Expected share of each Recommend list given to new arrivals, 0..=1.
     pub explore_share: f64,
-    /// Stored users whose rankings are kept between requests (about 2 KiB each; 0
+    /// Stored users whose rankings are kept between requests (about 3 KiB each; 0
     /// keeps none and scores every request afresh).
     pub ranking_memo_users: usize,
 }

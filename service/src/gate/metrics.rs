@@ -105,7 +105,7 @@ impl Metrics {
             live_users: gauge("affinity_live_users", "Users with events since the model was trained, held in memory."),
             memo_users: gauge("affinity_ranking_memo_users", "Stored users whose rankings the live model keeps between requests."),
             memo_hits: gauge("affinity_ranking_memo_hits", "Recommend requests answered from a kept ranking since the live model was installed."),
-            memo_misses: gauge("affinity_ranking_memo_misses", "Recommend requests the memo could answer that ranked afresh (nothing kept for the user's state) since the live model was installed."),
+            memo_misses: gauge("affinity_ranking_memo_misses", "Recommend requests the memo could answer that were scored (nothing kept for the user's state, or filters left too few kept items) since the live model was installed."),
             model_load: reg(
                 &registry,
                 Histogram::with_opts(HistogramOpts::new("affinity_model_load_seconds", "Time to load a model version.").buckets(vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]))
