@@ -53,10 +53,7 @@ pub fn check_group(members: usize, k: usize) -> Result<()> {
     if members == 0 || members > MAX_GROUP {
         return Err(Error::invalid_argument("user_ids", format!("a group has 1 to {MAX_GROUP} members, got {members}")));
     }
-    if k == 0 || k > MAX_K {
-        return Err(Error::invalid_argument("k", format!("must be between 1 and {MAX_K}, got {k}")));
-    }
-    Ok(())
+    crate::recommend::validate_k(k)
 }
 
 impl Model {

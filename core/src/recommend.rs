@@ -291,7 +291,7 @@ impl SimilarQuery {
     }
 }
 
-fn validate_k(k: usize) -> Result<()> {
+pub(crate) fn validate_k(k: usize) -> Result<()> {
     if k == 0 || k > MAX_K {
         return Err(Error::invalid_argument("k", format!("must be between 1 and {MAX_K}, got {k}")));
     }

@@ -74,14 +74,13 @@ impl TryFrom<proto::TrendingRequest> for PopularQuery {
     }
 }
 
-/// The latest `now` a request may name (unix seconds, year 5138): beyond it window
-/// arithmetic would overflow.
-const MAX_NOW: i64 = 100_000_000_000;
-
-/// Checks a request's `now` (unix seconds, 0 to [`MAX_NOW`]); absent stays absent.
+/// Checks a request's `now` (unix seconds, 0 to `MAX_TIMESTAMP`, the year 5138, as
+/// `events.csv` takes them: beyond it window arithmetic would overflow); absent stays
+/// absent.
 pub(crate) fn now(now: Option<i64>) -> Result<Option<i64>, ApiError> {
+    use affinity_core::data::MAX_TIMESTAMP;
     match now {
-        Some(t) if !(0..=MAX_NOW).contains(&t) => Err(Error::invalid_argument("now", format!("unix seconds from 0 to {MAX_NOW}, got {t}")).into()),
+        Some(t) if !(0..=MAX_TIMESTAMP).contains(&t) => Err(Error::invalid_argument("now", format!("unix seconds from 0 to {MAX_TIMESTAMP}, got {t}")).into()),
         t => Ok(t),
     }
 }
