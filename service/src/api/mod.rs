@@ -69,6 +69,13 @@ async fn ingest_batch(state: &Arc<ServerState>, batch: proto::IngestEventsReques
 /// holds a slot of the concurrency limit that other requests wait for.
 const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Runs a write (log, then apply) as a task of its own, in the request's span: a change
+/// the log took is applied even if the client gives up (its deadline, a cancel) before
+/// the answer.
+async fn detached<T: Send + 'static>(work: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static) -> Result<T, ApiError> {
+    tokio::spawn(work.in_current_span()).await.map_err(ApiError::from)?
+}
+
 /// How many records a committed range of log positions holds.
 fn changes_len(seqs: std::ops::Range<u64>) -> u32 {
     (seqs.end - seqs.start) as u32
@@ -91,18 +98,16 @@ impl RecommenderApi {
         apply: fn(&ServerState, u64, C) -> bool,
     ) -> Result<(u32, u32, u64), ApiError> {
         let state = Arc::clone(&self.state);
-        // Detached: a change the log has is applied even if the client gives up (its
-        // deadline, a cancel) between the two steps.
-        let work = async move {
+        detached(async move {
             let seqs = state.ingest()?.commit(changes.iter().cloned().map(entry).collect()).await.map_err(ApiError::from)?;
             // Durable now: apply to the live model (and to models installed later).
             let first = seqs.start;
             let pending = tokio::task::spawn_blocking(move || changes.into_iter().zip(first..).map(|(change, seq)| apply(&state, seq, change)).filter(|taken| !taken).count())
                 .await
                 .map_err(ApiError::from)?;
-            Ok::<_, ApiError>((changes_len(seqs.clone()), pending as u32, seqs.end.saturating_sub(1)))
-        };
-        tokio::spawn(work.in_current_span()).await.map_err(ApiError::from)?
+            Ok((changes_len(seqs.clone()), pending as u32, seqs.end.saturating_sub(1)))
+        })
+        .await
     }
 
     /// Gives a user's query what the server knows beyond the model: their live events,
@@ -331,12 +336,9 @@ impl Recommender for RecommenderApi {
         &self,
         request: Request<proto::IngestEventsRequest>,
     ) -> Result<Response<proto::IngestEventsResponse>, Status> {
-        // Detached: once the log has the events, the live state takes them even if the
-        // client gives up (its deadline, a cancel) before the answer.
         let state = Arc::clone(&self.state);
         let batch = request.into_inner();
-        let answer = tokio::spawn(async move { ingest_batch(&state, batch).await }.in_current_span()).await.map_err(ApiError::from)??;
-        Ok(Response::new(answer))
+        Ok(Response::new(detached(async move { ingest_batch(&state, batch).await }).await?))
     }
 
     type StreamEventsStream = tokio_stream::wrappers::ReceiverStream<Result<proto::IngestEventsResponse, Status>>;
@@ -389,7 +391,7 @@ impl Recommender for RecommenderApi {
                 last_sequence: seqs.end.saturating_sub(1),
             })
         };
-        Ok(Response::new(tokio::spawn(work.in_current_span()).await.map_err(ApiError::from)??))
+        Ok(Response::new(detached(work).await?))
     }
 
     #[instrument(skip_all, fields(edges = request.get_ref().edges.len()))]
@@ -456,7 +458,7 @@ impl Recommender for RecommenderApi {
                 last_sequence: seqs.end.saturating_sub(1),
             })
         };
-        Ok(Response::new(tokio::spawn(work.in_current_span()).await.map_err(ApiError::from)??))
+        Ok(Response::new(detached(work).await?))
     }
 
     async fn reload_model(&self, _request: Request<proto::ReloadModelRequest>) -> Result<Response<proto::ReloadModelResponse>, Status> {
