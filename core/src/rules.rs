@@ -368,6 +368,30 @@ pub(crate) fn reason_prefix(rules: &Rules, item: &Item, now: i64) -> Option<(cra
     None
 }
 
+/// The per-category and per-brand caps as a list fills: how many of each it holds.
+struct Caps<'a> {
+    model: &'a Model,
+    rules: &'a Rules,
+    per_category: HashMap<&'a str, usize>,
+    per_brand: HashMap<&'a str, usize>,
+}
+
+impl<'a> Caps<'a> {
+    /// Whether `i`'s category or brand is at its cap.
+    fn capped(&self, i: ItemIdx) -> bool {
+        let item = self.model.item(i);
+        self.rules.max_per_category.is_some_and(|cap| self.per_category.get(item.category.as_str()).copied().unwrap_or(0) >= cap)
+            || self.rules.max_per_brand.is_some_and(|cap| self.per_brand.get(item.brand.as_str()).copied().unwrap_or(0) >= cap)
+    }
+
+    /// Counts `i`, chosen, toward its category's and brand's caps.
+    fn count(&mut self, i: ItemIdx) {
+        let item: &'a Item = self.model.item(i);
+        *self.per_category.entry(item.category.as_str()).or_insert(0) += 1;
+        *self.per_brand.entry(item.brand.as_str()).or_insert(0) += 1;
+    }
+}
+
 /// Chooses up to `k` of `ranked` (eligible items, best first) under the diversity rules.
 /// Returns the chosen items and whether the caps left the list short while eligible
 /// items remained.
@@ -377,13 +401,7 @@ pub(crate) fn diversify(model: &Model, ranked: Vec<(f32, ItemIdx)>, k: usize, ru
         ranked.truncate(k);
         return (ranked, false);
     }
-    let mut per_category: HashMap<&str, usize> = HashMap::new();
-    let mut per_brand: HashMap<&str, usize> = HashMap::new();
-    let capped = |i: ItemIdx, per_category: &HashMap<&str, usize>, per_brand: &HashMap<&str, usize>| {
-        let item = model.item(i);
-        rules.max_per_category.is_some_and(|cap| per_category.get(item.category.as_str()).copied().unwrap_or(0) >= cap)
-            || rules.max_per_brand.is_some_and(|cap| per_brand.get(item.brand.as_str()).copied().unwrap_or(0) >= cap)
-    };
+    let mut caps = Caps { model, rules, per_category: HashMap::new(), per_brand: HashMap::new() };
     let lambda = if mmr { rules.mmr_lambda.unwrap_or(1.0) } else { 1.0 };
     if lambda >= 1.0 {
         // Relevance only: the greedy choice is the best item not yet capped, and an item
@@ -393,13 +411,11 @@ pub(crate) fn diversify(model: &Model, ranked: Vec<(f32, ItemIdx)>, k: usize, ru
             if chosen.len() == k {
                 break;
             }
-            if capped(i, &per_category, &per_brand) {
+            if caps.capped(i) {
                 skipped = true;
                 continue;
             }
-            let item = model.item(i);
-            *per_category.entry(item.category.as_str()).or_insert(0) += 1;
-            *per_brand.entry(item.brand.as_str()).or_insert(0) += 1;
+            caps.count(i);
             chosen.push((s, i));
         }
         let short = chosen.len() < k && skipped;
@@ -420,7 +436,7 @@ pub(crate) fn diversify(model: &Model, ranked: Vec<(f32, ItemIdx)>, k: usize, ru
         // The best remaining by λ·relevance − (1 − λ)·redundancy, skipping capped items.
         let mut best: Option<(f32, usize)> = None;
         for (n, &(s, i)) in left.iter().enumerate() {
-            if capped(i, &per_category, &per_brand) {
+            if caps.capped(i) {
                 continue;
             }
             let value = lambda * (s - lo) / span - (1.0 - lambda) * max_sim[n];
@@ -431,9 +447,7 @@ pub(crate) fn diversify(model: &Model, ranked: Vec<(f32, ItemIdx)>, k: usize, ru
         let Some((_, n)) = best else { break };
         let (s, i) = left.remove(n);
         max_sim.remove(n);
-        let item = model.item(i);
-        *per_category.entry(item.category.as_str()).or_insert(0) += 1;
-        *per_brand.entry(item.brand.as_str()).or_insert(0) += 1;
+        caps.count(i);
         for (m, &(_, j)) in left.iter().enumerate() {
             max_sim[m] = max_sim[m].max(similarity(i, j));
         }
