@@ -497,11 +497,17 @@ mod live {
         SocialEdge { user_id: a.into(), other_id: b.into(), kind, weight: 1.0 }
     }
 
+    /// The store's users in the order their events come (each user's events together).
+    fn users_of(data: &crate::data::Dataset) -> Vec<String> {
+        let mut users: Vec<String> = data.events.iter().map(|e| e.user_id.clone()).collect();
+        users.dedup();
+        users
+    }
+
     #[test]
     fn live_edges_change_contacts_and_the_friends_count() {
         let mut data = small_store();
-        let mut users: Vec<String> = data.events.iter().map(|e| e.user_id.clone()).collect();
-        users.dedup();
+        let users = users_of(&data);
         let (me, buyers) = (users[0].as_str(), &users[1..4]);
         for b in buyers {
             data.events.push(Event::new(b.as_str(), "gift", EventKind::Purchase, Some(1_700_000_000)));
@@ -550,8 +556,7 @@ mod live {
     #[test]
     fn a_follow_on_a_friendship_leaves_the_other_side_following() {
         let mut data = small_store();
-        let mut users: Vec<String> = data.events.iter().map(|e| e.user_id.clone()).collect();
-        users.dedup();
+        let users = users_of(&data);
         let (a, b) = (users[0].as_str(), users[1].as_str());
         data.social.push(edge(a, b, SocialKind::Friend));
         let m = train(&data, TimeKind::Unix, &fast_params(), &NoProgress);
@@ -571,8 +576,7 @@ mod live {
     fn friends_buying_since_training_put_the_item_in_the_list_with_their_count() {
         use crate::recommend::{LiveEvent, ReasonKind};
         let mut data = small_store();
-        let mut users: Vec<String> = data.events.iter().map(|e| e.user_id.clone()).collect();
-        users.dedup();
+        let users = users_of(&data);
         let (me, friends) = (users[0].clone(), users[1..4].to_vec());
         for f in &friends {
             data.social.push(edge(&me, f, SocialKind::Friend));
